@@ -1,0 +1,328 @@
+#!/usr/bin/env python
+"""Benchmarks of tfconv's heavy kernels, measured in one run on one machine.
+
+    python benchmarks/bench_gram.py [--quick] [--only gram,flops] [--baseline-blocks K] [--json PATH]
+
+Sections (append new ones to `SECTIONS`):
+  gram       empirical-NTK Gram time and peak memory: structured engine vs the Jacobian-contraction
+             method of PyTorch's NTK tutorial (vmap(jacrev) per-sample Jacobians, then contract),
+             blocked so it fits memory; GFLOP/s of the structured engine vs a float32 matmul.
+  flops      the structured engine's FLOP-count formula (`tfconv.ntk_structured.flop_count`).
+  gd_epochs  hook: GD epochs/s, vectorised (vmap over runs) vs one run at a time.  Not implemented yet.
+  dask_gram  hook: the N = 20,000 Gram assembled by Dask.  Not implemented yet.
+
+Every measurement of a method runs in a fresh subprocess (`--worker`), so the peak resident memory
+(ru_maxrss) of one method never contaminates another's.  Timings use torch.set_num_threads(THREADS).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+THREADS = 2
+D_S, D = 8, 32  # tokens per sample, features per token
+INIT, SCALING, DTYPE = "lecun", "inv_sqrt", "float32"
+SIZES = [(256, 1024), (1024, 2048), (2048, 1024)]  # (N, width)
+QUICK_SIZES = [(64, 128), (256, 256), (256, 512)]
+BASELINE_BLOCK = 128  # samples per Jacobian block of the baseline
+MATMUL_N, QUICK_MATMUL_N = 4096, 2048
+ENGINE_CHUNK, ENGINE_COL_CHUNK = 128, 512  # structured engine: rows / columns per pair GEMM
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without installing
+
+
+# ----------------------------------------------------------------------------- problems & methods
+def make_problem(N: int, width: int, seed: int = 0):
+    import torch
+
+    from tfconv.model import ModelSpec, init_params
+
+    spec = ModelSpec(width=width, d=D, d_s=D_S, n_outputs=1, scaling=SCALING, init=INIT, dtype=DTYPE)
+    params = init_params(spec, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    X = torch.randn(N, D_S, D, generator=gen, dtype=spec.torch_dtype)
+    X = X / X.norm(dim=-1, keepdim=True)
+    return spec, params, X
+
+
+def tutorial_jacobians(params, X, scales):
+    """Per-sample Jacobians as in PyTorch's NTK tutorial: vmap(jacrev(f_single)), flattened per param."""
+    from torch.func import jacrev, vmap
+
+    from tfconv.model import forward
+
+    def f_single(p, x):
+        return forward(p, x[None], scales)[0]  # (C,)
+
+    jac = vmap(jacrev(f_single), (None, 0))(dict(params), X)
+    return [j.flatten(2) for j in jac.values()]  # each (n, C, n_params_of_that_matrix)
+
+
+def tutorial_contract(j1, j2):
+    """The tutorial's `empirical_ntk_jacobian_contraction` with compute='trace': sum_p 'Naf,Maf->NM'."""
+    import torch
+
+    return torch.stack([torch.einsum("Naf,Maf->NM", a, b) for a, b in zip(j1, j2)]).sum(0)
+
+
+def matmul_gflops(n: int, repeats: int = 3) -> float:
+    """Best-of-`repeats` float32 GFLOP/s of an n x n @ n x n torch.matmul."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * n ** 3 / best / 1e9
+
+
+# ----------------------------------------------------------------------------- subprocess workers
+def _maxrss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+
+
+def worker(cfg: dict) -> dict:
+    """One measurement in this (fresh) process; returns a JSON-able dict."""
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(THREADS)
+    kind = cfg["kind"]
+    if kind == "idle":  # interpreter + torch + one problem: the floor under every peak-memory number
+        make_problem(cfg["N"], cfg["width"])
+        return {"maxrss_mib": _maxrss_mib()}
+    if kind == "matmul":
+        return {"gflops": matmul_gflops(cfg["n"]), "maxrss_mib": _maxrss_mib()}
+    spec, params, X = make_problem(cfg["N"], cfg["width"])
+    if kind == "structured":
+        from tfconv.ntk_structured import choose_forms, flop_count, ntk_block_structured
+
+        mm = [matmul_gflops(cfg["matmul_n"], repeats=2)]  # same conditions as the engine, just before
+        times = []
+        for _ in range(cfg["repeats"]):
+            t = time.perf_counter()
+            K = ntk_block_structured(params, spec, X, chunk_size=ENGINE_CHUNK, col_chunk_size=ENGINE_COL_CHUNK)
+            times.append(time.perf_counter() - t)
+        mm.append(matmul_gflops(cfg["matmul_n"], repeats=2))  # ... and just after
+        fl = flop_count(spec, cfg["N"], None, chunk_size=ENGINE_CHUNK, col_chunk_size=ENGINE_COL_CHUNK)
+        return {
+            "time_s": min(times), "times_s": times, "flops": fl["total"], "forms": choose_forms(spec),
+            "matmul_gflops": max(mm), "maxrss_mib": _maxrss_mib(), "checksum": float(np.trace(K)),
+        }
+    if kind == "baseline":
+        N, b = cfg["N"], BASELINE_BLOCK
+        scales = spec.scales()
+        starts = list(range(0, N, b))
+        n_rb = len(starts)
+        n_blocks = n_rb * n_rb
+        max_blocks = cfg["max_blocks"] or n_blocks
+        t_rowjac, t_block, done = [], [], 0
+        K = np.empty((N, N))
+        with torch.no_grad():
+            for r0 in starts:
+                t = time.perf_counter()
+                Jr = tutorial_jacobians(params, X[r0:r0 + b], scales)
+                t_rowjac.append(time.perf_counter() - t)
+                for c0 in starts:
+                    if done >= max_blocks:
+                        break
+                    t = time.perf_counter()
+                    Jc = tutorial_jacobians(params, X[c0:c0 + b], scales)
+                    K[r0:r0 + b, c0:c0 + b] = (tutorial_contract(Jr, Jc) / spec.n_outputs).numpy()
+                    del Jc
+                    t_block.append(time.perf_counter() - t)
+                    done += 1
+                del Jr
+                if done >= max_blocks:
+                    break
+        # full run = one row-Jacobian per row block + (column Jacobian + contraction) per block
+        if done == n_blocks:
+            total = sum(t_rowjac) + sum(t_block)
+        else:
+            total = n_rb * float(np.median(t_rowjac)) + n_blocks * float(np.median(t_block))
+        P = spec.n_params()
+        return {
+            "time_s": total, "blocks_timed": done, "blocks_total": n_blocks,
+            "extrapolated": done < n_blocks, "n_params": P, "maxrss_mib": _maxrss_mib(),
+            "checksum": float(np.trace(K[:b, :b])),
+        }
+    raise ValueError(f"unknown worker kind {kind!r}")
+
+
+def run_worker(cfg: dict, timeout: Optional[float] = None) -> dict:
+    cmd = [sys.executable, os.path.abspath(__file__), "--worker", json.dumps(cfg)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if res.returncode != 0:
+        raise RuntimeError(f"worker {cfg} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------- sections
+@dataclass
+class Table:
+    title: str
+    columns: List[str]
+    rows: List[List[str]]
+    notes: List[str]
+
+    def render(self) -> str:
+        widths = [max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c)
+                  for i, c in enumerate(self.columns)]
+        line = lambda cells: "| " + " | ".join(s.ljust(w) for s, w in zip(cells, widths)) + " |"  # noqa: E731
+        out = [f"## {self.title}", "", line(self.columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
+        out += [line(r) for r in self.rows]
+        out += [""] + [f"- {n}" for n in self.notes]
+        return "\n".join(out)
+
+
+def section_gram(args) -> Table:
+    sizes = QUICK_SIZES if args.quick else SIZES
+    mm_n = QUICK_MATMUL_N if args.quick else MATMUL_N
+    idle = run_worker({"kind": "idle", "N": sizes[0][0], "width": sizes[0][1]})["maxrss_mib"]
+    mm_alone = run_worker({"kind": "matmul", "n": mm_n})["gflops"]
+    rows, raw = [], []
+    for N, width in sizes:
+        s = run_worker({"kind": "structured", "N": N, "width": width, "repeats": args.repeats, "matmul_n": mm_n})
+        n_rb = -(-N // BASELINE_BLOCK)
+        max_blocks = 0 if (args.baseline_blocks == 0 or n_rb * n_rb <= 4) else args.baseline_blocks
+        b = run_worker({"kind": "baseline", "N": N, "width": width, "max_blocks": max_blocks})
+        gf = s["flops"] / s["time_s"] / 1e9
+        base_txt = f"{b['time_s']:.1f}"
+        if b["extrapolated"]:
+            base_txt += f" (extrapolated from {b['blocks_timed']} of {b['blocks_total']} blocks)"
+        rows.append([
+            f"{N}", f"{width}", f"{b['n_params']:,}",
+            f"{s['time_s']:.2f}", base_txt, f"{b['time_s'] / s['time_s']:.0f}x",
+            f"{s['maxrss_mib']:.0f}", f"{b['maxrss_mib']:.0f}",
+            f"{gf:.0f}", f"{s['matmul_gflops']:.0f}", f"{gf / s['matmul_gflops']:.2f}",
+        ])
+        raw.append({"N": N, "width": width, "structured": s, "baseline": b})
+    args.raw["gram"] = {"rows": raw, "idle_maxrss_mib": idle, "matmul_alone_gflops": mm_alone}
+    notes = [
+        f"d_s={D_S}, d={D}, init={INIT}, scaling={SCALING}, {DTYPE}, C=1, hidden layer on; "
+        f"torch {THREADS} threads; best of {args.repeats} runs for the structured engine.",
+        f"structured: tfconv.ntk_structured.ntk_block_structured(X_cols=None, chunk_size={ENGINE_CHUNK}, "
+        f"col_chunk_size={ENGINE_COL_CHUNK}); forms {raw[0]['structured']['forms']}; upper-triangle chunk pairs only.",
+        f"baseline: PyTorch NTK tutorial (vmap(jacrev) per-sample Jacobians, 'Naf,Maf->NM' contraction) in "
+        f"{DTYPE}, blocks of {BASELINE_BLOCK} samples, row-block Jacobians reused across the column loop, "
+        "every block of the full N x N matrix (no symmetry). 'extrapolated from k of n blocks': the first k "
+        "blocks were timed and the total is n_row_blocks*median(row-Jacobian) + n*median(block).",
+        "peak MiB: ru_maxrss of a fresh subprocess per method and size (extrapolated baselines: the blocks "
+        f"that ran; a block's memory is what the full run needs). Interpreter + torch + data alone: {idle:.0f} MiB.",
+        "GF/s: flop_count(...) / time (see the flops section); matmul GF/s: best float32 "
+        f"{mm_n}x{mm_n}@{mm_n}x{mm_n} torch.matmul measured in the same subprocess just before and after "
+        f"the engine (alone in its own subprocess: {mm_alone:.0f} GF/s).",
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+        f"load average at start {args.load0[0]:.2f}, now {os.getloadavg()[0]:.2f} (other processes share this machine).",
+    ]
+    return Table(
+        "Empirical NTK Gram: structured engine vs Jacobian contraction",
+        ["N", "width", "n_params", "structured s", "baseline s", "speed-up", "struct. peak MiB",
+         "base. peak MiB", "struct. GF/s", "matmul GF/s", "GF/s ratio"],
+        rows, notes,
+    )
+
+
+def section_flops(args) -> Table:
+    from tfconv.model import ModelSpec
+    from tfconv.ntk_structured import flop_count
+
+    sizes = QUICK_SIZES if args.quick else SIZES
+    rows = []
+    for N, width in sizes:
+        spec = ModelSpec(width=width, d=D, d_s=D_S, scaling=SCALING, init=INIT, dtype=DTYPE)
+        f = flop_count(spec, N, None, chunk_size=ENGINE_CHUNK, col_chunk_size=ENGINE_COL_CHUNK)
+        P = spec.n_params()
+        rows.append([f"{N}", f"{width}", f"{f['per_sample'] / 1e6:.1f}", f"{f['per_pair'] / 1e6:.3f}",
+                     f"{f['n_pairs']:.3g}", f"{f['total'] / 1e9:.1f}", f"{2.0 * N * N * P / 1e9:.0f}"])
+    doc = flop_count.__doc__.split("Formula", 1)[1].split("\n", 1)[1].rstrip()
+    notes = ["structured FLOPs = per_sample * N + per_pair * n_pairs, 2 FLOPs per multiply-add "
+             "(w = width, C = n_outputs, [x] = when form x is chosen):", "```" + doc + "\n```",
+             "baseline contraction alone = 2 N^2 n_params FLOPs (plus the per-sample Jacobians)."]
+    return Table("Structured-engine FLOP count (d_s=8, d=32, C=1)",
+                 ["N", "width", "per sample MFLOP", "per pair MFLOP", "pairs computed",
+                  "structured GFLOP", "baseline contraction GFLOP"], rows, notes)
+
+
+def section_gd_epochs(args) -> Optional[Table]:
+    """Hook: GD epochs/s, vectorised over runs (torch.func.vmap) vs one run at a time.
+
+    To implement: return a Table with columns e.g. N, width, runs, epochs/s vectorised, epochs/s
+    per-run, speed-up; run each method through `run_worker` with a new worker kind.
+    """
+    return None
+
+
+def section_dask_gram(args) -> Optional[Table]:
+    """Hook: the N = 20,000 empirical-NTK Gram assembled by Dask (time, workers, peak memory).
+
+    To implement: return a Table; run the Dask client in a subprocess (LocalCluster needs a main guard).
+    """
+    return None
+
+
+@dataclass
+class Section:
+    name: str
+    run: Callable[[argparse.Namespace], Optional[Table]]
+
+
+#: Benchmark sections in print order; append new ones here.
+SECTIONS: List[Section] = [
+    Section("gram", section_gram),
+    Section("flops", section_flops),
+    Section("gd_epochs", section_gd_epochs),
+    Section("dask_gram", section_dask_gram),
+]
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="small sizes (about a minute), for CI and smoke tests")
+    ap.add_argument("--only", default="", help="comma-separated section names (default: all)")
+    ap.add_argument("--repeats", type=int, default=3, help="structured-engine runs per size (best is reported)")
+    ap.add_argument("--baseline-blocks", type=int, default=3,
+                    help="baseline blocks to time before extrapolating (0: run every block)")
+    ap.add_argument("--json", default="", help="also write the raw measurements to this JSON file")
+    ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
+    args = ap.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(json.loads(args.worker))))
+        return 0
+    args.load0 = os.getloadavg()
+    args.raw: Dict[str, object] = {}
+    wanted = {s for s in args.only.split(",") if s}
+    unknown = wanted - {s.name for s in SECTIONS}
+    if unknown:
+        ap.error(f"unknown section(s) {sorted(unknown)}; known: {[s.name for s in SECTIONS]}")
+    print(f"# tfconv benchmarks ({'quick' if args.quick else 'full'}), {time.strftime('%Y-%m-%d %H:%M:%S')}\n")
+    for sec in SECTIONS:
+        if wanted and sec.name not in wanted:
+            continue
+        t0 = time.perf_counter()
+        table = sec.run(args)
+        if table is None:
+            print(f"## {sec.name}: not implemented yet (hook in benchmarks/bench_gram.py)\n")
+            continue
+        print(table.render())
+        print(f"\n({sec.name}: {time.perf_counter() - t0:.0f} s)\n", flush=True)
+    if args.json:
+        with open(args.json, "w") as fh:
+            json.dump(args.raw, fh, indent=1)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,314 @@
+"""Tests of tfconv.analysis and tfconv.claims: analytic cases and tiny real aggregates.
+
+The tiny aggregates come from real `train_gd` runs and exact NTK Grams (N = 8, widths 8/16/32,
+30 epochs, float64); `tiny_aggregates()` is cached so test_plots.py reuses them.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from tfconv import analysis as A
+from tfconv.aggregate import build_dataset, gram_statistics
+from tfconv.claims import COLUMNS, evaluate_claims
+from tfconv.config import expand_grid, model_spec, run_id, train_config
+from tfconv.data import make_synthetic
+from tfconv.ntk import gram_eigenvalues, ntk_matrix, params_from_numpy
+from tfconv.train import TrainConfig, train_gd
+
+TOL = 1e-6  # predicted vs linearised-dynamics rate
+D_S, D = 4, 8
+
+
+def _exp(grid, epochs=30, checkpoints=(0, 30)):
+    return {
+        "grid": grid,
+        "train": {"step_size": 1.0, "epochs": epochs, "loss": "mean", "checkpoint_epochs": list(checkpoints),
+                  "dtype": "float64", "hidden": True, "divergence_factor": 1e6},
+        "gram": True,
+    }
+
+
+def _record(r):
+    curves = {"loss": r.loss, "weight_change": r.weight_change,
+              "attention_deviation_mean": r.attention_deviation_mean,
+              "attention_deviation_max": r.attention_deviation_max}
+    curves.update(r.curves)
+    return {"status": r.status, "diverged_epoch": r.diverged_epoch, "curves": curves}
+
+
+def _grams(r, spec, X, rid, grams):
+    K0 = None
+    for e, ck in sorted(r.checkpoints.items()):
+        K = ntk_matrix(params_from_numpy(ck), spec, X, engine="exact")
+        K0 = K if K0 is None else K0
+        grams[(rid, e)] = gram_statistics(K, gram_eigenvalues(K), K0)
+
+
+@functools.lru_cache(maxsize=None)
+def tiny_aggregates():
+    """(clean, broken, by_n): three small aggregates built from real runs.
+
+    clean:  widths 8/16/32 x scaling inv_sqrt/inv x init lecun/ntk x seeds 0/1, with a test_accuracy curve.
+    broken: the same with (32, inv_sqrt, lecun, seed 1) retrained at step 200 (diverges) and
+            (16, inv, ntk, seed 0) missing.
+    by_n:   n_samples 4/8/12 x widths 8/16 x seeds 0/1 (lecun, inv_sqrt), checkpoint 0 only.
+    """
+    data = make_synthetic(8, d_s=D_S, d=D, seed=0)
+    test = make_synthetic(8, d_s=D_S, d=D, seed=1)
+    exp = _exp({"width": [8, 16, 32], "scaling": ["inv_sqrt", "inv"], "init": ["lecun", "ntk"], "seed": [0, 1]})
+    tc = train_config(exp)
+    runs, grams = {}, {}
+
+    for p in expand_grid(exp):
+        spec = model_spec(exp, p, D_S, D, 1)
+        import torch
+
+        from tfconv.model import forward
+
+        Xt = torch.as_tensor(test.X)
+
+        def eval_fn(params, epoch, spec=spec):
+            pred = forward(params, Xt, spec.scales()).numpy()
+            return {"test_accuracy": float((np.sign(pred) == np.sign(test.y)).mean())}
+
+        r = train_gd(spec, data.X, data.y, p["seed"], tc, eval_fn=eval_fn)
+        rid = run_id(p)
+        runs[rid] = _record(r)
+        _grams(r, spec, data.X, rid, grams)
+    clean = build_dataset("tiny", exp, runs, grams, data.meta)
+
+    runs_b, grams_b = dict(runs), dict(grams)
+    p = {"width": 32, "scaling": "inv_sqrt", "init": "lecun", "seed": 1}
+    spec = model_spec(exp, p, D_S, D, 1)
+    r = train_gd(spec, data.X, data.y, 1, TrainConfig(step_size=200.0, epochs=30, checkpoint_epochs=(0, 30)))
+    assert r.status == "diverged"
+    rid = run_id(p)
+    runs_b[rid] = _record(r)
+    grams_b.pop((rid, 30))
+    _grams(r, spec, data.X, rid, grams_b)
+    gone = run_id({"width": 16, "scaling": "inv", "init": "ntk", "seed": 0})
+    del runs_b[gone]
+    grams_b = {k: v for k, v in grams_b.items() if k[0] != gone}
+    broken = build_dataset("tiny_broken", exp, runs_b, grams_b, data.meta)
+
+    big = make_synthetic(12, d_s=D_S, d=D, seed=0)
+    exp_n = _exp({"n_samples": [4, 8, 12], "width": [8, 16], "scaling": ["inv_sqrt"], "init": ["lecun"],
+                  "seed": [0, 1]}, checkpoints=(0,))
+    runs_n, grams_n = {}, {}
+    for p in expand_grid(exp_n):
+        sub = big.subset(p["n_samples"])
+        spec = model_spec(exp_n, p, D_S, D, 1)
+        r = train_gd(spec, sub.X, sub.y, p["seed"], train_config(exp_n))
+        runs_n[run_id(p)] = _record(r)
+        _grams(r, spec, sub.X, run_id(p), grams_n)
+    by_n = build_dataset("tiny_by_n", exp_n, runs_n, grams_n, big.meta)
+    return clean, broken, by_n
+
+
+# ---------------------------------------------------------------------------------------------
+# Analytic cases
+# ---------------------------------------------------------------------------------------------
+
+def test_fit_loglog_recovers_power_law_within_ci():
+    rng = np.random.default_rng(0)
+    x = np.repeat([8, 16, 32, 64, 128, 256], 5).astype(float)
+    y = 3.0 * x ** -0.5 * np.exp(0.05 * rng.standard_normal(x.size))
+    fit = A.fit_loglog(x, y, confidence=0.95)
+    assert fit["n"] == x.size
+    assert fit["ci_low"] < -0.5 < fit["ci_high"]
+    assert abs(fit["slope"] + 0.5) < 0.05 and fit["r2"] > 0.95
+    assert abs(np.exp(fit["intercept"]) - 3.0) < 0.3
+    # exact power law: zero-width interval, R^2 = 1
+    exact = A.fit_loglog([1, 2, 4, 8], [5, 20, 80, 320])
+    assert exact["slope"] == pytest.approx(2.0) and exact["r2"] == pytest.approx(1.0)
+    assert exact["ci_high"] - exact["ci_low"] < 1e-9
+    # non-positive / non-finite points are dropped; fewer than 3 left -> NaN
+    dropped = A.fit_loglog([1, 2, 4, 8, 16], [1, -1, np.nan, 0, 5])
+    assert dropped["n"] == 2 and np.isnan(dropped["slope"]) and np.isnan(dropped["ci_low"])
+
+
+def test_linear_rate_recovers_exponential_decay():
+    t = np.arange(201)
+    r = A.linear_rate(np.exp(-0.3 * t), window=(0.0, 0.5), floor=None)
+    assert r["rate"] == pytest.approx(0.3, rel=1e-10) and r["r2"] == pytest.approx(1.0)
+    assert r["n"] == 101
+    # the floor stops the fit before the plateau: loss = max(exp(-0.3 t), 1e-14)
+    plateau = np.maximum(2.0 * np.exp(-0.3 * t), 2e-14)
+    r = A.linear_rate(plateau, window=(0.0, 1.0), floor=1e-10)
+    assert r["rate"] == pytest.approx(0.3, rel=1e-10)
+    assert r["stop"] == int(np.nonzero(plateau <= 1e-10 * plateau[0])[0][0])
+    # diverged curves (NaN after the divergence epoch) and flagged runs give NaN
+    bad = np.exp(-0.3 * t)
+    bad[50:] = np.nan
+    assert np.isnan(A.linear_rate(bad)["rate"])
+    assert np.isnan(A.linear_rate(np.exp(-0.3 * t), diverged=True)["rate"])
+    with pytest.raises(ValueError, match="window"):
+        A.linear_rate(np.ones(10), window=(0.6, 0.5))
+
+
+@pytest.mark.parametrize("loss", ["mean", "sum"])
+def test_predicted_rate_matches_linearised_dynamics(loss):
+    """Iterate r <- (I - eta K / N) r (mean) or (I - eta K) r (sum) and compare the late-epoch rate."""
+    rng = np.random.default_rng(3)
+    N = 8
+    Q, _ = np.linalg.qr(rng.standard_normal((N, N)))
+    lam = np.linspace(0.5, 4.0, N)
+    K = Q @ np.diag(lam) @ Q.T
+    eta = 1.0 if loss == "mean" else 1.0 / N
+    per = eta / N if loss == "mean" else eta
+    f, y = rng.standard_normal(N), rng.standard_normal(N)
+    losses = []
+    # 200 epochs: the second mode is down by (rho_2/rho_1)^400 ~ 1e-12 while f - y stays far above
+    # float64 cancellation (f and y are O(1))
+    for _ in range(200):
+        res = f - y
+        losses.append((0.5 / N if loss == "mean" else 0.5) * res @ res)
+        f = f - per * K @ res
+    measured = -np.log(losses[-1] / losses[-2])
+    predicted = A.predicted_rate(lam.min(), eta, N, loss)
+    assert abs(measured - predicted) < TOL
+    # and the fitted linear rate over the late half (no floor) agrees too
+    fitted = A.linear_rate(np.array(losses), window=(0.5, 1.0), floor=None)["rate"]
+    assert abs(fitted - predicted) < TOL
+    # vectorised form and the undefined region
+    both = A.predicted_rate(np.array([lam.min(), 10.0 * N / eta]), eta, N, loss)
+    assert both[0] == pytest.approx(predicted) and np.isnan(both[1])
+
+
+@pytest.mark.parametrize("loss", ["mean", "sum"])
+def test_stable_step_size_separates_convergence_from_divergence(loss):
+    rng = np.random.default_rng(4)
+    N = 6
+    B = rng.standard_normal((N, N))
+    K = B @ B.T + 0.1 * np.eye(N)
+    lmax = np.linalg.eigvalsh(K)[-1]
+    eta_star = A.stable_step_size(lmax, N, loss)
+    assert eta_star == pytest.approx(2 * N / lmax if loss == "mean" else 2 / lmax)
+    for factor, converges in ((0.95, True), (1.05, False)):
+        eta = factor * eta_star
+        per = eta / N if loss == "mean" else eta
+        r = rng.standard_normal(N)
+        for _ in range(3000):
+            r = r - per * K @ r
+        assert (np.linalg.norm(r) < 1e-3) == converges
+    assert np.isnan(A.stable_step_size(0.0, N, loss))
+
+
+def test_mean_band_ignores_nan():
+    v = np.array([[1.0, 2.0, np.nan], [3.0, np.nan, np.nan]])
+    mean, lo, hi = A.mean_band(v, axis=0)
+    assert mean[0] == 2.0 and lo[0] == 1.0 and hi[0] == 3.0
+    assert mean[1] == 2.0 and np.isnan(mean[2]) and np.isnan(lo[2]) and np.isnan(hi[2])
+
+
+def test_paired_ratio_and_proportion_interval():
+    r = A.paired_ratio([2.0, 4.0, 8.0], [1.0, 2.0, 4.0])
+    assert r["ratio"] == pytest.approx(2.0) and r["n"] == 3
+    assert r["ci_low"] == pytest.approx(2.0) and r["ci_high"] == pytest.approx(2.0)
+    one = A.paired_ratio([2.0, np.nan], [1.0, 1.0])
+    assert one["n"] == 1 and np.isnan(one["ci_low"])
+    lo, hi = A.proportion_interval(10, 10)
+    assert hi == 1.0 and 0.6 < lo < 0.8
+    assert np.isnan(A.proportion_interval(0, 0)[0])
+
+
+def _crafted_overparam(success_fraction_case=False):
+    """width* = N^2 exactly: a run reaches loss 1e-4 (from 1) iff width >= N^2 (seed 1 fails at N=8, width 64)."""
+    ns, widths = [2, 4, 8, 16, 64], [4, 8, 16, 32, 64, 128, 256, 512, 1024]
+    exp = _exp({"n_samples": ns, "width": widths, "scaling": ["inv_sqrt"], "init": ["lecun"], "seed": [0, 1]},
+               epochs=4, checkpoints=(0,))
+    runs = {}
+    for p in expand_grid(exp):
+        ok = p["width"] >= p["n_samples"] ** 2
+        if p["n_samples"] == 8 and p["width"] == 64 and p["seed"] == 1:
+            ok = False
+        final = 1e-4 if ok else 0.5
+        runs[run_id(p)] = {"status": "complete", "curves": {"loss": np.geomspace(1.0, final, 5)}}
+    return build_dataset("crafted", exp, runs, {}, {})
+
+
+def test_smallest_sufficient_width_and_exponent():
+    ds = _crafted_overparam()
+    t = A.smallest_sufficient_width(ds, loss_target=1e-3, success_fraction=0.9)
+    got = dict(zip(t["n_samples"], t["width_star"]))
+    assert got[2] == 4 and got[4] == 16 and got[16] == 256
+    assert got[8] == 128  # at width 64 only 1 of 2 seeds succeeds: 0.5 < 0.9
+    assert np.isnan(got[64]) and bool(t.set_index("n_samples").loc[64, "censored"])  # 4096 > ladder
+    t_half = A.smallest_sufficient_width(ds, loss_target=1e-3, success_fraction=0.5)
+    assert dict(zip(t_half["n_samples"], t_half["width_star"]))[8] == 64
+    fit = A.overparam_exponent(t_half)
+    assert fit["slope"] == pytest.approx(2.0) and fit["n"] == 4 and fit["n_censored"] == 1
+    assert fit["within_ci_2"] and not fit["within_ci_3"] and fit["below_3"]
+
+
+def test_analysis_defaults_agree_with_schema():
+    try:
+        from tfconv.config import load_schema
+
+        props = load_schema()["properties"]["analysis"]["properties"]
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(f"schema unreadable here: {exc}")
+    assert {k: v["default"] for k, v in props.items()} == A.ANALYSIS_DEFAULTS
+
+
+# ---------------------------------------------------------------------------------------------
+# Real tiny aggregates
+# ---------------------------------------------------------------------------------------------
+
+def test_run_table_on_real_runs():
+    clean, broken, _ = tiny_aggregates()
+    t = A.run_table(broken)
+    assert len(t) == 24
+    div = t[t["status"] == "diverged"]
+    assert len(div) == 1 and np.isnan(div["rate"].iloc[0])
+    miss = t[t["status"] == "missing"]
+    assert len(miss) == 1 and np.isnan(miss["loss0"].iloc[0])
+    ok = t[t["status"] == "complete"]
+    assert (ok["rate"] > 0).all() and (ok["lambda_min0"] > 0).all()
+    # LeCun (tau1 = 1) has a larger NTK than NTK init at every width, hence a faster rate here
+    tc = A.run_table(clean).set_index(["width", "scaling", "init", "seed"])
+    for w in (8, 16, 32):
+        assert tc.loc[(w, "inv_sqrt", "lecun", 0), "lambda_max0"] > tc.loc[(w, "inv_sqrt", "ntk", 0), "lambda_max0"]
+
+
+def test_attention_deviation_slope_depends_on_scaling():
+    clean, _, _ = tiny_aggregates()
+    ds = A.complete_axes(clean)
+    slopes = {}
+    for sc in ("inv_sqrt", "inv"):
+        d = ds["attention_deviation_mean"].isel(epoch=0).sel(scaling=sc, init="lecun")
+        x = np.repeat(d["width"].values, d.sizes["seed"])
+        slopes[sc] = A.fit_loglog(x, d.transpose("width", "seed").values)["slope"]
+    assert slopes["inv"] < slopes["inv_sqrt"] - 0.25  # theory: -0.5 vs 0
+
+
+def test_claims_table_on_real_aggregates():
+    clean, broken, by_n = tiny_aggregates()
+    df = evaluate_claims({"tiny": clean, "tiny_broken": broken, "tiny_by_n": by_n}, {"loss_target": 0.5})
+    assert list(df.columns) == COLUMNS
+    assert set(df["verdict"]) <= {"holds", "does not hold", "not measured"}
+    for k in "12345":
+        assert df["claim"].str.startswith(k).any()
+    c2 = df[df["claim"].str.startswith("2") & (df["experiment"] == "tiny_broken")].iloc[0]
+    assert "1 diverged" in c2["note"]
+    c3 = df[df["claim"].str.startswith("3") & (df["experiment"] == "tiny")].iloc[0]
+    assert c3["value"] > 1 and c3["ci_low"] <= c3["value"] <= c3["ci_high"]
+    c5 = df[df["claim"].str.startswith("5") & (df["experiment"] == "tiny")]
+    assert len(c5) == 2 and c5["value"].notna().all()
+    # tiny_by_n has only 2 widths x 3 n_samples; claim 1 gets a row for it
+    assert (df["claim"].str.startswith("1") & (df["experiment"] == "tiny_by_n")).any()
+
+
+def test_claims_not_measured_without_data():
+    df = evaluate_claims({}, {})
+    assert len(df) == 5 and (df["verdict"] == "not measured").all()
+    assert df["note"].str.startswith("needs").all()
+    # a crafted over-parameterisation experiment measures claim 1 (exponent 2: holds), nothing else for 3-5
+    df = evaluate_claims({"crafted": _crafted_overparam()}, {"success_fraction": 0.5})
+    c1 = df[df["claim"].str.startswith("1")].iloc[0]
+    assert c1["verdict"] == "holds" and c1["value"] == pytest.approx(2.0)
+    for k in "345":
+        assert (df[df["claim"].str.startswith(k)]["verdict"] == "not measured").all()

@@ -1,0 +1,152 @@
+"""The structured NTK engine against the Jacobian-contraction reference `ntk_block_exact`.
+
+Tolerances (one place): the error is max|K - K_ref| / max|K_ref| over the block.
+* float64: 1e-10.  Both engines are exact up to rounding; the observed error is ~1e-15.
+* float32: 1e-5.  Both engines compute in float32 (the reference forms J in float32 and contracts in
+  float64; the structured engine runs every matmul, including the pair GEMMs whose inner dimension
+  is C*width*d ~ 1e4 terms here, in float32 and adds the terms in float64).  Summing ~1e4 float32
+  products has a worst-case relative error of about 1e4 * 6e-8 = 6e-4 and a typical one of
+  sqrt(1e4) * 6e-8 = 6e-6; the observed error is ~1e-7, so 1e-5 leaves a wide margin while still
+  catching any wrong term (the smallest term, Wq/Wk, is ~1e-3 of K here).
+"""
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+
+from tfconv.model import ModelSpec, init_params
+from tfconv.ntk import ntk_block, ntk_block_exact
+from tfconv.ntk_structured import FORMS, choose_forms, flop_count, ntk_block_structured
+
+RTOL = {"float32": 1e-5, "float64": 1e-10}
+
+
+def rel_err(K, K_ref):
+    return float(np.abs(K - K_ref).max() / np.abs(K_ref).max())
+
+
+def make(width=16, d=5, d_s=4, n_outputs=1, scaling="inv_sqrt", init="lecun", hidden=True,
+         dtype="float64", n=11, seed=0):
+    spec = ModelSpec(width=width, d=d, d_s=d_s, n_outputs=n_outputs, scaling=scaling, init=init,
+                     hidden=hidden, dtype=dtype)
+    params = init_params(spec, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    X = torch.randn(n, d_s, d, generator=gen, dtype=torch.float64)
+    X = X / X.norm(dim=-1, keepdim=True)  # unit-norm tokens, as the synthetic data
+    return spec, params, X
+
+
+GRID = list(itertools.product(["float32", "float64"], ["lecun", "he", "ntk"], ["inv_sqrt", "inv"],
+                              [True, False], [1, 3]))
+
+
+@pytest.mark.parametrize("dtype,init,scaling,hidden,C", GRID)
+def test_matches_exact_full_and_rectangular(dtype, init, scaling, hidden, C):
+    spec, params, X = make(n_outputs=C, scaling=scaling, init=init, hidden=hidden, dtype=dtype)
+    K_ref = ntk_block_exact(params, spec, X)
+    K = ntk_block_structured(params, spec, X, chunk_size=3, col_chunk_size=4)
+    assert K.dtype == np.float64 and K.shape == K_ref.shape
+    assert rel_err(K, K_ref) < RTOL[dtype]
+    assert np.array_equal(K, K.T)  # X_cols=None: upper-triangle chunk pairs, mirrored
+    # a rectangular block (rows != cols, overlapping sample sets)
+    Kb = ntk_block_structured(params, spec, X[:4], X[2:], chunk_size=3)
+    assert Kb.shape == (4, 9)
+    assert rel_err(Kb, K_ref[:4, 2:]) < RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("hidden,C", [(True, 1), (True, 3), (False, 3)])
+def test_every_form_matches_exact(dtype, hidden, C):
+    """Each weight matrix's alternative forms (forced) give the same kernel."""
+    spec, params, X = make(n_outputs=C, hidden=hidden, dtype=dtype, init="ntk", n=7)
+    K_ref = ntk_block_exact(params, spec, X)
+    for qk, wv, wh in itertools.product(FORMS["qk"], FORMS["Wv"], FORMS["Wh"]):
+        forms = {"qk": qk, "Wv": wv, "Wh": wh}
+        K = ntk_block_structured(params, spec, X, chunk_size=2, forms=forms)
+        assert rel_err(K, K_ref) < RTOL[dtype], forms
+        if not hidden:
+            break  # without Wh only the Wv/qk forms matter
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_blocks_tile_the_full_matrix(dtype):
+    spec, params, X = make(width=32, d=6, d_s=5, n_outputs=3, dtype=dtype, n=13, init="he")
+    K_ref = ntk_block_exact(params, spec, X)
+    edges = [0, 5, 9, 13]
+    K = np.full((13, 13), np.nan)
+    for (a0, a1), (b0, b1) in itertools.product(zip(edges, edges[1:]), repeat=2):
+        K[a0:a1, b0:b1] = ntk_block_structured(params, spec, X[a0:a1], X[b0:b1], chunk_size=2)
+    assert rel_err(K, K_ref) < RTOL[dtype]
+    assert rel_err(K, ntk_block_structured(params, spec, X)) < RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_larger_width_and_samples(dtype):
+    """width 64, N = 20, d_s = 8: longer float32 accumulations than the small grid."""
+    spec, params, X = make(width=64, d=16, d_s=8, n_outputs=1, dtype=dtype, n=20)
+    K_ref = ntk_block_exact(params, spec, X)
+    assert rel_err(ntk_block_structured(params, spec, X), K_ref) < RTOL[dtype]
+
+
+def test_wide_inputs_pick_the_other_forms():
+    """With d >> width and few tokens the cost model picks token/explicit forms: still exact."""
+    spec, params, X = make(width=16, d=40, d_s=2, n_outputs=2, n=6)
+    assert choose_forms(spec) == {"qk": "explicit", "Wv": "token", "Wh": "token"}
+    assert rel_err(ntk_block_structured(params, spec, X), ntk_block_exact(params, spec, X)) < RTOL["float64"]
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_panels_when_factors_exceed_the_cache(symmetric):
+    """A tiny max_cache_bytes forces row/column panels and factor recomputation."""
+    spec, params, X = make(n_outputs=3, n=13)
+    K_ref = ntk_block_exact(params, spec, X)
+    if symmetric:
+        K = ntk_block_structured(params, spec, X, chunk_size=2, max_cache_bytes=1)
+        assert np.array_equal(K, K.T)
+        assert rel_err(K, K_ref) < RTOL["float64"]
+    else:
+        K = ntk_block_structured(params, spec, X[:9], X[3:], chunk_size=2, max_cache_bytes=1)
+        assert rel_err(K, K_ref[:9, 3:]) < RTOL["float64"]
+
+
+@pytest.mark.parametrize("chunk,col_chunk", [(1, 1), (4, 4), (5, 7), (64, None)])
+def test_chunking_does_not_change_the_result(chunk, col_chunk):
+    spec, params, X = make(n=11)
+    K0 = ntk_block_exact(params, spec, X)
+    K = ntk_block_structured(params, spec, X, chunk_size=chunk, col_chunk_size=col_chunk)
+    assert rel_err(K, K0) < RTOL["float64"]
+
+
+def test_inputs_numpy_torch_and_dispatcher():
+    spec, params, X = make(dtype="float32")
+    K_t = ntk_block_structured(params, spec, X)  # float64 tensor input, cast to float32 params
+    K_np = ntk_block_structured(params, spec, X.numpy().astype(np.float32))
+    np.testing.assert_array_equal(K_t, K_np)
+    np.testing.assert_array_equal(ntk_block(params, spec, X, engine="structured"), K_t)
+
+
+def test_empty_blocks_and_bad_input():
+    spec, params, X = make()
+    assert ntk_block_structured(params, spec, X[:0], X).shape == (0, 11)
+    with pytest.raises(ValueError, match="d_s"):
+        ntk_block_structured(params, spec, X[:, :, :3])
+    with pytest.raises(ValueError, match="forms"):
+        ntk_block_structured(params, spec, X, forms={"Wh": "nope"})
+    spec_nohid = ModelSpec(width=16, d=5, d_s=4, hidden=False, dtype="float64")
+    with pytest.raises(ValueError, match="Wh"):
+        ntk_block_structured(params, spec_nohid, X)
+
+
+def test_flop_count_formula():
+    spec = ModelSpec(width=1024, d=32, d_s=8, dtype="float32")
+    w, d, ds = 1024, 32, 8
+    f = flop_count(spec, 512, 256)
+    # default forms for this shape: qk "R", Wv explicit, Wh lowrank
+    assert f["per_pair"] == 2 * (w + w * d + w * d + 2 * d * d)
+    assert f["n_pairs"] == 512 * 256 and f["n_samples"] == 768
+    # symmetric: the pairs on or above the diagonal chunk blocks only
+    fs = flop_count(spec, 512, None, chunk_size=128)
+    assert fs["n_pairs"] == sum(128 * (512 - a) for a in range(0, 512, 128))

@@ -1,0 +1,108 @@
+"""Every figure runs on small real aggregates (clean, with a diverged and a missing run, over n_samples),
+writes a non-empty PNG and a CSV whose numbers are the dataset's, and returns a finding and slopes."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tfconv import analysis as A
+from tfconv.plots import CSV_COLUMNS, PLOTS, SLOPE_COLUMNS, make_figure
+from test_analysis import tiny_aggregates  # noqa: E402  (tests/ is on sys.path under pytest)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+SETTINGS = {"experiment": "tiny", "loss_target": 0.5, "success_fraction": 0.5}
+
+
+def _draw(analysis, ds, tmp_path, settings=SETTINGS):
+    png, csv = tmp_path / f"{analysis}.png", tmp_path / f"{analysis}.csv"
+    out = make_figure(analysis, ds, png, csv, settings)
+    data = png.read_bytes()
+    assert data[:8] == PNG_MAGIC and len(data) > 5000
+    table = pd.read_csv(csv)
+    assert list(table.columns[: len(CSV_COLUMNS)]) == CSV_COLUMNS
+    assert isinstance(out["finding"], str) and len(out["finding"]) > 20 and "\n" not in out["finding"]
+    for s in out["slopes"]:
+        assert list(s) == SLOPE_COLUMNS
+    return out, table
+
+
+@pytest.mark.parametrize("analysis", sorted(PLOTS))
+def test_every_figure_with_diverged_and_missing_runs(analysis, tmp_path):
+    _, broken, _ = tiny_aggregates()
+    out, table = _draw(analysis, broken, tmp_path)
+    if analysis in ("loss_per_width", "theory_rate", "figure9", "init_comparison"):
+        assert (table["stat"] == "diverged_run").any()
+        assert "diverged" in out["finding"]
+
+
+@pytest.mark.parametrize("analysis", ["overparam_exponent", "text_assumption", "theory_rate", "spectrum"])
+def test_figures_over_n_samples(analysis, tmp_path):
+    _, _, by_n = tiny_aggregates()
+    out, table = _draw(analysis, by_n, tmp_path)
+    assert len(table) > 0
+    if analysis == "text_assumption":
+        row = table[(table["stat"] == "run") & (table["n_samples"] == 8) & (table["width"] == 16) & (table["seed"] == 1)]
+        want = float(by_n["lambda_min"].sel(n_samples=8, width=16, seed=1, checkpoint_epoch=0).squeeze())
+        assert row["y"].iloc[0] == pytest.approx(want, rel=1e-12)
+        assert {s["group"] for s in out["slopes"]} >= {"width=8, init=lecun, scaling=inv_sqrt"}
+    if analysis == "overparam_exponent":
+        assert set(table["stat"]) & {"run", "censored"}
+
+
+def test_loss_per_width_csv_equals_dataset(tmp_path):
+    clean, broken, _ = tiny_aggregates()
+    _, table = _draw("loss_per_width", clean, tmp_path)
+    row = table[(table["stat"] == "mean") & (table["width"] == 16) & (table["x"] == 5)]
+    want = float(clean["loss"].sel(width=16, scaling="inv_sqrt", init="lecun", epoch=5).mean("seed"))
+    assert row["y"].iloc[0] == pytest.approx(want, rel=1e-12)
+    # with a diverged seed the mean is over the other seed only
+    _, table = _draw("loss_per_width", broken, tmp_path)
+    row = table[(table["stat"] == "mean") & (table["width"] == 32) & (table["x"] == 5)]
+    want = float(broken["loss"].sel(width=32, scaling="inv_sqrt", init="lecun", seed=0, epoch=5))
+    assert row["y"].iloc[0] == pytest.approx(want, rel=1e-12)
+
+
+def test_spectrum_fits_exclude_diverged_runs(tmp_path):
+    clean, broken, _ = tiny_aggregates()
+    out, table = _draw("spectrum", broken, tmp_path)
+    n = {(s["quantity"], s["group"]): s["n"] for s in out["slopes"]}
+    assert n[("lambda_min_K0 vs width", "init=lecun, scaling=inv_sqrt")] == 5  # 6 runs, 1 diverged
+    assert n[("lambda_min_K0 vs width", "init=ntk, scaling=inv")] == 5  # 6 runs, 1 missing
+    row = table[(table["quantity"] == "lambda_max_K0") & (table["stat"] == "run") & (table["width"] == 8)
+                & (table["init"] == "ntk") & (table["scaling"] == "inv") & (table["seed"] == 0)]
+    want = float(clean["lambda_max"].sel(width=8, init="ntk", scaling="inv", seed=0, checkpoint_epoch=0))
+    assert row["y"].iloc[0] == pytest.approx(want, rel=1e-12)
+    # the slope printed equals an independent fit of the same points
+    d = A.epoch0_kernel(broken, "lambda_min").sel(init="lecun", scaling="inv_sqrt")
+    st = broken["status"].sel(init="lecun", scaling="inv_sqrt").transpose("width", "seed").values.ravel()
+    x = np.repeat(d["width"].values, 2)[st == "complete"]
+    y = d.transpose("width", "seed").values.ravel()[st == "complete"]
+    ref = A.fit_loglog(x, y)
+    got = [s for s in out["slopes"] if s["group"] == "init=lecun, scaling=inv_sqrt" and s["quantity"].startswith("lambda_min")][0]
+    assert got["slope"] == pytest.approx(ref["slope"]) and got["ci_low"] == pytest.approx(ref["ci_low"])
+
+
+def test_mnist_accuracy_draws_test_accuracy(tmp_path):
+    clean, _, _ = tiny_aggregates()
+    out, table = _draw("mnist_accuracy", clean, tmp_path)
+    acc = table[(table["quantity"] == "test_accuracy") & (table["stat"] == "mean")]
+    assert len(acc) > 0 and acc["y"].between(0, 1).all()
+    assert "test accuracy" in out["finding"]
+
+
+def test_all_nan_aggregate_does_not_crash(tmp_path):
+    clean, _, _ = tiny_aggregates()
+    empty = clean.copy()
+    for v in empty.data_vars:
+        if empty[v].dtype.kind == "f":
+            empty[v] = empty[v] * np.nan
+    empty["status"] = empty["status"].where(False, "missing")
+    for analysis in ("loss_per_width", "spectrum", "theory_rate", "lazy_training"):
+        _draw(analysis, empty, tmp_path)
+
+
+def test_unknown_analysis_is_named(tmp_path):
+    clean, _, _ = tiny_aggregates()
+    with pytest.raises(ValueError, match="allowed: loss_per_width"):
+        make_figure("losses", clean, tmp_path / "x.png", tmp_path / "x.csv", {})

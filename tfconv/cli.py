@@ -1,0 +1,36 @@
+"""Command line: `tfconv verify PATH` and `tfconv validate CONFIG`."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="tfconv", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    v = sub.add_parser("verify", help="check a results folder: every declared run and block present, hashes, no NaN")
+    v.add_argument("path", help="results folder (or one train/<experiment>.zarr store)")
+    c = sub.add_parser("validate", help="validate a config file against the schema and print it with defaults")
+    c.add_argument("config", help="YAML config file")
+    args = parser.parse_args(argv)
+    if args.command == "verify":
+        from .verify import verify_results
+
+        return 1 if verify_results(results=args.path) else 0
+    if args.command == "validate":
+        import yaml
+
+        from .config import ConfigError, load_config
+
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        print(yaml.safe_dump(cfg, sort_keys=False))
+        return 0
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

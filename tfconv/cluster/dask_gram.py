@@ -1,0 +1,146 @@
+"""Assemble the empirical NTK Gram matrices of an experiment with dask.distributed into Zarr.
+
+One Dask task per upper-triangular block of each N x N Gram matrix (per run and checkpoint epoch);
+each task writes its own chunk-aligned region (the block and its mirror) and then its own completion
+flag, so no two writers ever share a chunk.  Blocks already done are not submitted; after all blocks
+of a matrix are done its float64 eigenvalues are computed on one process (Dask has no symmetric
+eigensolver) and the matrix is marked complete, last.
+
+Which cluster: the ``scheduler_address`` argument (config ``dask.scheduler_address``), the
+DASK_SCHEDULER_ADDRESS environment variable, a dask-jobqueue SLURMCluster when ``jobqueue`` is
+configured, else a local process-based cluster.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
+
+from .. import store
+from ..config import run_id
+from ..runner import gram_block
+
+
+@contextlib.contextmanager
+def dask_client(dask_cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> Iterator[Any]:
+    """A distributed.Client for the configured cluster; clusters started here are closed on exit."""
+    from distributed import Client, LocalCluster
+
+    addr = dask_cfg.get("scheduler_address") or os.environ.get("DASK_SCHEDULER_ADDRESS")
+    if addr:
+        log(f"[dask] connecting to the scheduler at {addr}")
+        with Client(addr) as client:
+            yield client
+        return
+    if dask_cfg.get("jobqueue"):
+        from dask_jobqueue import SLURMCluster
+
+        jq = dict(dask_cfg["jobqueue"])
+        n_jobs = int(jq.pop("n_jobs", dask_cfg.get("n_workers", 2)))
+        log(f"[dask] starting {n_jobs} SLURM job(s) of workers via dask-jobqueue: {jq}")
+        with SLURMCluster(**jq) as cluster, Client(cluster) as client:
+            cluster.scale(jobs=n_jobs)
+            client.wait_for_workers(1, timeout=600)
+            yield client
+        return
+    log(f"[dask] starting a local cluster: {dask_cfg['n_workers']} worker process(es) x "
+        f"{dask_cfg['threads_per_worker']} thread(s), {dask_cfg['memory_limit']} each")
+    with LocalCluster(n_workers=int(dask_cfg["n_workers"]), threads_per_worker=int(dask_cfg["threads_per_worker"]),
+                      processes=True, memory_limit=dask_cfg["memory_limit"], dashboard_address=None) as cluster, \
+            Client(cluster) as client:
+        yield client
+
+
+def gram_jobs(exp: Mapping[str, Any], points: Sequence[Mapping[str, Any]], train_store: str) -> List[Tuple[dict, int]]:
+    """(point, epoch) of every Gram to assemble: each checkpoint that a run stored (diverged runs
+    have only the checkpoints before their divergence)."""
+    jobs = []
+    for p in points:
+        rid = run_id(p)
+        if not store.run_complete(train_store, rid):
+            raise store.StoreError(f"run {rid} is not complete in {train_store}; run train_grid first")
+        attrs = store.read_run(train_store, rid)["attrs"]
+        for e in sorted(int(x) for x in exp["train"]["checkpoint_epochs"]):
+            if e in attrs["checkpoint_epochs"]:
+                jobs.append((dict(p), e))
+    return jobs
+
+
+def assemble_grams(
+    exp: Mapping[str, Any],
+    points: Sequence[Mapping[str, Any]],
+    n_samples_of: Callable[[Mapping[str, Any]], int],
+    data_store: str,
+    train_store: str,
+    gram_store: str,
+    client,
+    engine: str = "structured",
+    block_size: int = 64,
+    chunk_size: int = 64,
+    retries: int = 3,
+    threads: int = 1,
+    provenance: Optional[Mapping[str, Any]] = None,
+    log: Callable[[str], None] = print,
+    max_in_flight: int = 256,
+) -> Dict[str, Any]:
+    """Assemble (or resume) every Gram of the experiment; returns counts and timings."""
+    t0 = time.time()
+    jobs = gram_jobs(exp, points, train_store)
+    to_finalize = []
+    futures = []
+    n_blocks_total = n_blocks_skipped = 0
+    submitted: List[Tuple[dict, int, int, int]] = []
+    for point, epoch in jobs:
+        rid = run_id(point)
+        if store.gram_complete(gram_store, rid, epoch):
+            continue
+        n = n_samples_of(point)
+        g = store.ensure_gram(gram_store, rid, epoch, n, block_size,
+                              attrs={"engine": engine, "run_id": rid, "epoch": epoch, "point": dict(point)})
+        done = store.blocks_done(g)
+        to_finalize.append((point, epoch))
+        for bi, bj in store.upper_blocks(n, block_size):
+            n_blocks_total += 1
+            if done[bi, bj]:
+                n_blocks_skipped += 1
+                continue
+            submitted.append((point, epoch, bi, bj))
+    log(f"[assemble_gram] {len(jobs)} Gram matrices ({len(jobs) - len(to_finalize)} already complete); "
+        f"{n_blocks_total} blocks to check, {n_blocks_skipped} already done, {len(submitted)} to compute")
+    from distributed import as_completed
+
+    n_done = 0
+    it = iter(submitted)
+    ac = as_completed()
+
+    def submit_next() -> bool:
+        try:
+            point, epoch, bi, bj = next(it)
+        except StopIteration:
+            return False
+        fut = client.submit(gram_block, dict(exp), dict(point), str(data_store), str(train_store), str(gram_store),
+                            int(epoch), int(bi), int(bj), engine, int(block_size), int(chunk_size), int(threads),
+                            retries=retries, pure=False, key=f"gram-{run_id(point)}-e{epoch}-b{bi}-{bj}")
+        ac.add(fut)
+        return True
+
+    for _ in range(max_in_flight):
+        if not submit_next():
+            break
+    last = time.time()
+    for fut in ac:
+        fut.result()  # raises if the block failed after its retries
+        n_done += 1
+        submit_next()
+        if time.time() - last > 5 or n_done == len(submitted):
+            el = time.time() - t0
+            log(f"[assemble_gram] {n_done}/{len(submitted)} blocks, elapsed {el:.0f}s, "
+                f"eta {el / max(n_done, 1) * (len(submitted) - n_done):.0f}s")
+            last = time.time()
+    for point, epoch in to_finalize:
+        g = store.ensure_gram(gram_store, run_id(point), epoch, n_samples_of(point), block_size)
+        ev = store.finalize_gram(g, provenance)
+        log(f"[assemble_gram] {run_id(point)} epoch {epoch}: lambda_min={ev[0]:.4g} lambda_max={ev[-1]:.4g}")
+    return {"grams": len(jobs), "finalized": len(to_finalize), "blocks_computed": len(submitted),
+            "blocks_skipped": n_blocks_skipped, "seconds": time.time() - t0}

@@ -1,0 +1,243 @@
+"""Loading, validating and expanding the workflow configuration.
+
+The JSON Schema in ``workflow/schemas/config.schema.yaml`` is the one definition of every key, its
+type, allowed values and default.  `load_config` validates against it, fills in the defaults and then
+checks what a schema cannot express (cross references, epochs within budget, ...).  Every error
+names the key (as a dotted path) and says what is allowed, before any expensive work starts.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import itertools
+import os
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+#: Grid axes in the fixed order used for run ids, Zarr dimensions and figure labels.
+GRID_AXES = ("n_samples", "width", "scaling", "init", "seed")
+
+#: What each analysis needs from its experiment: (axis, minimum number of values) and dataset kinds.
+ANALYSIS_REQUIREMENTS = {
+    "loss_per_width": {"axes": {}, "kinds": None},
+    "figure9": {"axes": {}, "kinds": None, "gram": True},
+    "init_comparison": {"axes": {"init": 2}, "kinds": None},
+    "scaling_comparison": {"axes": {"scaling": 2}, "kinds": None},
+    "attention_deviation": {"axes": {"width": 2}, "kinds": None},
+    "spectrum": {"axes": {"width": 2}, "kinds": None, "gram": True},
+    "theory_rate": {"axes": {}, "kinds": None, "gram": True},
+    "lazy_training": {"axes": {"width": 2}, "kinds": None, "gram": True},
+    "overparam_exponent": {"axes": {"n_samples": 2, "width": 2}, "kinds": None},
+    "mnist_accuracy": {"axes": {}, "kinds": ("mnist",)},
+    "text_assumption": {"axes": {"n_samples": 2}, "kinds": None, "gram": True},
+}
+
+
+class ConfigError(ValueError):
+    """A configuration problem; the message names the key and what is allowed."""
+
+
+def load_schema() -> dict:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _default_filling_validator():
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})
+
+
+def _dotted(path: Iterable) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _explain(err, schema: dict) -> str:
+    """One clear line for a jsonschema error: the key, the problem, what is allowed."""
+    where = _dotted(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = sorted((err.schema.get("properties") or {}).keys())
+        unknown = sorted(set(err.instance) - set(allowed))
+        hints = []
+        for u in unknown:
+            close = difflib.get_close_matches(str(u), allowed, n=1)
+            hints.append(f"'{u}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        prefix = f"{where}." if err.absolute_path else ""
+        return f"unknown key {', '.join(prefix + h for h in hints)}; allowed keys here: {', '.join(allowed)}"
+    if err.validator == "enum":
+        close = difflib.get_close_matches(str(err.instance), [str(v) for v in err.validator_value], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{where}: {err.instance!r} is not allowed{hint}; allowed: {', '.join(map(str, err.validator_value))}"
+    if err.validator == "anyOf" and err.absolute_path and "scaling" in [str(p) for p in err.absolute_path]:
+        return f"{where}: {err.instance!r} is not allowed; allowed: inv_sqrt, inv or a positive number"
+    if err.validator in ("minimum", "exclusiveMinimum"):
+        rel = ">=" if err.validator == "minimum" else ">"
+        return f"{where}: {err.instance!r} is not allowed; it must be {rel} {err.validator_value}"
+    if err.validator == "minItems":
+        return f"{where}: the list is empty or too short; it needs at least {err.validator_value} item(s)"
+    if err.validator == "required":
+        return f"{where}: {err.message}"
+    if err.validator == "type":
+        return f"{where}: {err.instance!r} has the wrong type; expected {err.validator_value}"
+    return f"{where}: {err.message}"
+
+
+def validate_config(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """Validate a config dict against the schema, fill defaults, run semantic checks; return a new dict."""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"the configuration must be a mapping of keys, got {type(config).__name__}")
+    cfg = copy.deepcopy(dict(config))
+    schema = load_schema()
+    validator = _default_filling_validator()(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), str(e.absolute_path)))
+    if errors:
+        # For if/then branches jsonschema reports the leaf errors; show every distinct one.
+        lines = []
+        for e in errors:
+            leaves = [e] if not e.context else sorted(e.context, key=lambda c: -len(list(c.absolute_path)))[:1]
+            for leaf in leaves:
+                msg = _explain(leaf, schema)
+                if msg not in lines:
+                    lines.append(msg)
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(lines))
+    # Second pass: defaults inside if/then branches are filled only once the branch is chosen.
+    validator.validate(cfg)
+    _semantic_checks(cfg)
+    return cfg
+
+
+def _semantic_checks(cfg: Dict[str, Any]) -> None:
+    problems: List[str] = []
+    datasets = cfg["datasets"]
+    for name, ds in datasets.items():
+        if ds["kind"] == "mnist" and ds.get("source") == "idx" and not ds.get("path"):
+            problems.append(f"datasets.{name}.path: source 'idx' needs the folder holding MNIST/raw/*-ubyte files")
+        if ds["kind"] == "text" and ds.get("source") == "imdb" and not ds.get("path"):
+            problems.append(f"datasets.{name}.path: source 'imdb' needs the aclImdb folder (train/pos, train/neg, ...)")
+        if ds["kind"] == "mnist" and len(ds["classes"]) and ds["n_train"] < len(ds["classes"]):
+            problems.append(f"datasets.{name}.n_train: {ds['n_train']} is fewer than the {len(ds['classes'])} classes")
+    for name, exp in cfg["experiments"].items():
+        key = f"experiments.{name}"
+        ds_name = exp["dataset"]
+        if ds_name not in datasets:
+            close = difflib.get_close_matches(ds_name, list(datasets), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"{key}.dataset: '{ds_name}' is not a dataset{hint}; defined datasets: {', '.join(datasets)}")
+            continue
+        ds = datasets[ds_name]
+        tr = exp["train"]
+        for e in tr["checkpoint_epochs"]:
+            if e > tr["epochs"]:
+                problems.append(f"{key}.train.checkpoint_epochs: epoch {e} is beyond the budget epochs={tr['epochs']}; allowed 0..{tr['epochs']}")
+        n_total = dataset_size(ds)
+        for n in exp["grid"].get("n_samples", []):
+            if n > n_total:
+                problems.append(f"{key}.grid.n_samples: {n} exceeds the {n_total} samples of dataset '{ds_name}'")
+        for analysis in exp["analyses"]:
+            req = ANALYSIS_REQUIREMENTS[analysis]
+            for axis, k in req["axes"].items():
+                have = len(exp["grid"].get(axis, []))
+                if have < k:
+                    problems.append(f"{key}.analyses: '{analysis}' needs at least {k} values of grid.{axis}, found {have}")
+            if req["kinds"] and ds["kind"] not in req["kinds"]:
+                problems.append(f"{key}.analyses: '{analysis}' needs a dataset of kind {'/'.join(req['kinds'])}, '{ds_name}' is {ds['kind']}")
+            if req.get("gram") and not exp["gram"]:
+                problems.append(f"{key}.analyses: '{analysis}' needs Gram matrices; set {key}.gram: true")
+        if analysis_needs_epoch0(exp) and 0 not in tr["checkpoint_epochs"]:
+            problems.append(f"{key}.train.checkpoint_epochs: analyses {', '.join(exp['analyses'])} need epoch 0 (K_0) in the list")
+    g = cfg["gram"]
+    if g["chunk_size"] > g["block_size"]:
+        problems.append(f"gram.chunk_size: {g['chunk_size']} exceeds gram.block_size={g['block_size']}; a chunk is part of a block, allowed 1..{g['block_size']}")
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def analysis_needs_epoch0(exp: Mapping) -> bool:
+    return exp["gram"] and any(ANALYSIS_REQUIREMENTS[a].get("gram") for a in exp["analyses"])
+
+
+def dataset_size(ds: Mapping) -> int:
+    return ds["n_train"] if ds["kind"] == "mnist" else ds["n_samples"]
+
+
+def load_config(path: Union[str, os.PathLike, Mapping]) -> Dict[str, Any]:
+    """Read a YAML file (or take a dict) and return the validated config with defaults filled in."""
+    if isinstance(path, Mapping):
+        return validate_config(path)
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist or is not a file")
+    try:
+        with open(p) as fh:
+            raw = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+    if raw is None:
+        raise ConfigError(f"config file {p} is empty; it needs at least `datasets` and `experiments`")
+    try:
+        return validate_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# Grid expansion: one name for one thing (config key = point key = Zarr dimension = axis label)
+# ---------------------------------------------------------------------------------------------
+
+def grid_axes(exp: Mapping) -> List[str]:
+    """The axes of an experiment's grid in canonical order (n_samples only when configured)."""
+    return [a for a in GRID_AXES if a in exp["grid"]]
+
+
+def expand_grid(exp: Mapping) -> List[Dict[str, Any]]:
+    """Every grid point of an experiment, as dicts keyed by axis, in a deterministic order."""
+    axes = grid_axes(exp)
+    return [dict(zip(axes, values)) for values in itertools.product(*(exp["grid"][a] for a in axes))]
+
+
+def run_id(point: Mapping[str, Any]) -> str:
+    """A stable, readable id of a grid point, e.g. 'width=64_scaling=inv_sqrt_init=lecun_seed=0'."""
+    return "_".join(f"{a}={point[a]}" for a in GRID_AXES if a in point)
+
+
+def model_spec(exp: Mapping, point: Mapping, d_s: int, d: int, n_outputs: int):
+    from .model import ModelSpec
+
+    return ModelSpec(
+        width=int(point["width"]), d=int(d), d_s=int(d_s), n_outputs=int(n_outputs),
+        scaling=point.get("scaling", "inv_sqrt"), init=point.get("init", "lecun"),
+        hidden=bool(exp["train"]["hidden"]), dtype=exp["train"]["dtype"],
+    )
+
+
+def train_config(exp: Mapping):
+    from .train import TrainConfig
+
+    tr = exp["train"]
+    return TrainConfig(
+        step_size=float(tr["step_size"]), epochs=int(tr["epochs"]), loss=tr["loss"],
+        checkpoint_epochs=tuple(sorted(int(e) for e in tr["checkpoint_epochs"])),
+        divergence_factor=float(tr["divergence_factor"]),
+    )
+
+
+def resources(cfg: Mapping, rule: str) -> Dict[str, int]:
+    """Resources of a rule: config `resources.<rule>` over `resources.default` over built-in defaults."""
+    base = {"threads": 1, "mem_mb": 2000, "runtime": 60, "gpus": 0}
+    base.update(cfg.get("resources", {}).get("default", {}))
+    base.update(cfg.get("resources", {}).get(rule, {}))
+    return base

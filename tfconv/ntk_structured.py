@@ -1,0 +1,423 @@
+"""Structured (Jacobian-free) empirical NTK: the same K as `tfconv.ntk.ntk_block_exact`, by large GEMMs.
+
+    K[i, j] = (1 / C) * sum_c < d f_c(X_i) / d theta , d f_c(X_j) / d theta >
+
+Every weight acts token-wise (Z = X W^T), so a sample's gradient for one output is a sum over
+tokens of outer products, dW = sum_t g_t x_t^T (g_t: the cotangent at token t, x_t: the input row).
+Two samples then contribute either
+
+    explicit form:  < G_i, G_j >  with G_i = sum_t g_it x_it^T             fan_out * fan_in per pair
+    token form:     sum_{t,u} (g_it . g_ju) (x_it . x_ju)                   d_s^2 (fan_out + fan_in) per pair
+
+and, because this model's inputs to Wh live in a d-dimensional subspace (Z = A V = m (A X) Wv^T),
+a third "lowrank" form for Wh with width * d per pair.  The engine picks, per weight matrix, the
+cheapest form (`choose_forms`; `_pair_costs` has the formulas).  Cotangents are derived by hand
+(backprop through mean-pool, ReLU, Wh, A V, the row softmax and Q K^T), batched over samples and
+outputs; no per-sample Jacobian over all parameters is ever formed.
+
+Notation (one sample; m = m_qkv, g = tau1 / d_s, s_k = sum_c wo[k, c]^2, S = diag(s), Y = A X,
+Gq = Wq^T Wq, Gk = Wk^T Wk, Gv = Wv^T Wv = L L^T, B = M^T Y):
+
+    U = m_h Z Wh^T (U = Z without Wh),  M = 1[U > 0],  p = mean_t relu(U)
+    G_U[c] = g M * wo[:, c]                     cotangent at U for output c      (d_s, width)
+    G_Z[c] = m_h G_U[c] Wh  (= G_U[c] w/o Wh)   cotangent at Z = A V             (d_s, width)
+    G_A[c] = G_Z[c] V^T;   G_S[c] = A * (G_A[c] - rowsum(A * G_A[c]))             (d_s, d_s)
+
+Kernel terms (each already summed over c and divided by C):
+
+    wo  tau1^2 p_i . p_j                                          (the C identical terms average out)
+    Wh  lowrank:  J_h[c] = m_h m g diag(wo_c) B Wv^T, so the c-sum is
+                  (m_h m g)^2 / C * < S^1/2 B_i L , S^1/2 B_j L >                    width*d per pair
+        token:    (m_h m g)^2 / C * sum_{t,u} (M_i S M_j^T)_{tu} (Y_i Gv Y_j^T)_{tu}  d_s^2 (width + d)
+        explicit: J_h[c] = m_h G_U[c]^T Z                                            C width^2
+    Wv  with Wh:  explicit J_v[c] = m G_Z[c]^T Y  (C width d);   or token:
+                  m^2 / C * sum_{t,u} (sum_c G_Zi[c] G_Zj[c]^T)_{tu} (Y_i Y_j^T)_{tu}   d_s^2 (C width + d)
+        w/o Wh:   explicit (m g)^2 / C * < S^1/2 B_i , S^1/2 B_j >  (width d, any C);   or token:
+                  (m g)^2 / C * sum_{t,u} (M_i S M_j^T)_{tu} (Y_i Y_j^T)_{tu}          d_s^2 (width + d)
+    Wq  J_q[c] = Wk R[c],   R[c] = m^2 tau0 X^T G_S[c]^T X  (d x d):  <R_i, Gk R_j>       "R": C d^2
+    Wk  J_k[c] = Wq R[c]^T:                                    <R_i^T, Gq R_j^T>      "R": C d^2
+        (or the explicit width x d J_q, J_k when width < d)
+
+All per-pair work is GEMMs between per-sample factor rows (plus, for token forms, a Hadamard
+product and a sum over token pairs).  With the default forms, C = 1 and a hidden layer, the per-pair
+cost is about width (2 d + 1) + 2 d^2 multiply-adds, against width^2 + 3 width d + width for the
+Jacobian contraction; `flop_count` writes every counted matmul out.
+
+Precision: matmuls run in the parameters' dtype (float32 or float64); each term's block is
+converted to float64 before the terms are added.  The ReLU mask comes from U computed exactly as
+`tfconv.model.forward` computes it, so the engine and the reference agree on the active units.
+"""
+from __future__ import annotations
+
+import math
+from typing import Dict, List, Mapping, Optional, Tuple
+
+import numpy as np
+import torch
+
+from .model import ModelSpec
+
+__all__ = ["ntk_block_structured", "choose_forms", "flop_count", "FORMS"]
+
+#: The forms each weight matrix's kernel term can be computed in; `choose_forms` picks the cheapest
+#: (ties go to the first listed).  "R" is the d x d form of Wq/Wk.
+FORMS = {"qk": ("R", "explicit"), "Wv": ("explicit", "token"), "Wh": ("lowrank", "token", "explicit")}
+
+#: Default memory budget (bytes) for cached per-sample factors; beyond it the rows (and columns)
+#: are processed in panels and column factors are recomputed per row panel.
+DEFAULT_CACHE_BYTES = 2 * 1024 ** 3
+
+
+def _pair_costs(spec: ModelSpec) -> Dict[str, Dict[str, int]]:
+    """Multiply-adds per sample pair of each form: the quantity `choose_forms` minimises."""
+    w, d, ds, C = spec.width, spec.d, spec.d_s, spec.n_outputs
+    costs = {"qk": {"R": 2 * C * d * d, "explicit": 2 * C * w * d}}
+    if spec.hidden:
+        costs["Wv"] = {"explicit": C * w * d, "token": ds * ds * (C * w + d + 1)}
+        costs["Wh"] = {"lowrank": w * d, "token": ds * ds * (w + d + 1), "explicit": C * w * w}
+    else:  # without Wh the Wv cotangents collapse over outputs (S = sum_c diag(wo_c)^2)
+        costs["Wv"] = {"explicit": w * d, "token": ds * ds * (w + d + 1)}
+    return costs
+
+
+def choose_forms(spec: ModelSpec, forms: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """The cheapest form per matrix; `forms` overrides any of them (used by the tests)."""
+    chosen = {}
+    for key, options in _pair_costs(spec).items():
+        chosen[key] = min(FORMS[key], key=lambda f: options[f])
+    for key, val in (forms or {}).items():
+        if key not in FORMS or val not in FORMS[key]:
+            raise ValueError(f"forms[{key!r}] must be one of {FORMS.get(key, FORMS)}, got {val!r}")
+        if key in chosen:  # a "Wh" override is ignored for a model without Wh
+            chosen[key] = val
+    return chosen
+
+
+def _as_tensor(X, dtype) -> torch.Tensor:
+    if isinstance(X, torch.Tensor):
+        return X.detach().to(dtype)
+    return torch.as_tensor(np.asarray(X), dtype=dtype)
+
+
+class _Engine:
+    """Per-sample factors and the pair kernel for one (params, spec, forms)."""
+
+    def __init__(self, params: Mapping[str, torch.Tensor], spec: ModelSpec, forms: Dict[str, str]):
+        self.spec, self.forms = spec, forms
+        P = {k: torch.as_tensor(v).detach() for k, v in params.items()}
+        self.P = P
+        self.dtype = P["Wq"].dtype
+        self.hidden = "Wh" in P
+        if self.hidden != spec.hidden:
+            raise ValueError(f"params {'have' if self.hidden else 'lack'} 'Wh' but spec.hidden={spec.hidden}")
+        sc = spec.scales()
+        self.tau0, self.tau1, self.m, self.m_h = sc["tau0"], sc["tau1"], sc["m_qkv"], sc["m_h"]
+        w, d, ds, C = spec.width, spec.d, spec.d_s, spec.n_outputs
+        self.g = self.tau1 / ds
+        self.rc = 1.0 / math.sqrt(C)  # 1/C of the kernel, as 1/sqrt(C) on each side
+        wo = P["wo"]  # (w, C)
+        self.s = (wo * wo).sum(1)  # (w,)
+        self.sqrt_s = self.s.sqrt()
+        self.Gq = P["Wq"].T @ P["Wq"]  # (d, d)
+        self.Gk = P["Wk"].T @ P["Wk"]
+        Gv64 = P["Wv"].T.double() @ P["Wv"].double()
+        self.Gv = Gv64.to(self.dtype)
+        ev, E = torch.linalg.eigh(Gv64)  # Gv = L L^T with L = E sqrt(ev): PSD even when width < d
+        self.L = (E * ev.clamp_min(0).sqrt()).to(self.dtype)  # (d, d)
+        if self.hidden:
+            # G_Z[c] = m_h g (M * wo_c) Wh = M @ (m_h g diag(wo_c) Wh): every output in one GEMM
+            self.Whc = (self.m_h * self.g) * (wo.T[:, :, None] * P["Wh"][None]).permute(1, 0, 2).reshape(w, C * w)
+        self.need_GZ = self.hidden  # G_A and Wv need the Z cotangents only with a hidden layer
+        # ---- per-sample factor buffers: name -> per-sample shape
+        f = forms
+        shapes: Dict[str, tuple] = {"pool": (w,)}
+        self.gemm_terms: List[Tuple[str, str]] = [("pool", "pool")]  # K += F[l]_i . F[r]_j
+        if f["Wv"] == "explicit":
+            if self.hidden:
+                shapes["Jv"] = (d, C * w)
+                self.gemm_terms.append(("Jv", "Jv"))
+            else:
+                shapes["Bv"] = (d, w)
+                self.gemm_terms.append(("Bv", "Bv"))
+        if self.hidden and f["Wh"] == "lowrank":
+            shapes["Bh"] = (d, w)
+            self.gemm_terms.append(("Bh", "Bh"))
+        if self.hidden and f["Wh"] == "explicit":
+            shapes["Jh"] = (C, w, w)
+            self.gemm_terms.append(("Jh", "Jh"))
+        if f["qk"] == "explicit":
+            shapes["Jqk"] = (2, C, w, d)
+            self.gemm_terms.append(("Jqk", "Jqk"))
+        else:
+            shapes["Rl"] = (2, C, d, d)
+            shapes["Rr"] = (2, C, d, d)
+            self.gemm_terms.append(("Rl", "Rr"))
+        # token terms: (cotangent, left scale of the cotangent or None, input-left, input-right)
+        self.token_terms: List[Tuple[str, Optional[torch.Tensor], str, str]] = []
+        if self.hidden and f["Wh"] == "token":
+            self.token_terms.append(("M", self.s, "YGv", "Y"))
+            shapes["YGv"] = (ds, d)
+        if f["Wv"] == "token":
+            self.token_terms.append(("GZ", None, "Yv", "Y") if self.hidden else ("M", self.s, "Yv", "Y"))
+            shapes["Yv"] = (ds, d)
+        for cot, _, _, _ in self.token_terms:
+            shapes[cot] = (ds, w) if cot == "M" else (ds, C * w)
+            shapes["Y"] = (ds, d)
+        self.shapes = shapes
+
+    def bytes_per_sample(self) -> int:
+        n = sum(math.prod(s) for s in self.shapes.values())
+        return n * torch.finfo(self.dtype).bits // 8
+
+    # ---------------------------------------------------------------- per-sample factors
+    def _fill(self, X: torch.Tensor, F: Dict[str, torch.Tensor], i0: int) -> None:
+        """Write the factors of samples X (n, d_s, d) into F[name][i0:i0 + n]."""
+        P, spec, forms = self.P, self.spec, self.forms
+        n, ds, d = X.shape
+        w, C = spec.width, spec.n_outputs
+        m, m_h, tau0, g, rc = self.m, self.m_h, self.tau0, self.g, self.rc
+        dst = {k: v[i0:i0 + n] for k, v in F.items()}
+        # forward, written exactly as tfconv.model.forward so that the ReLU mask agrees
+        Q = m * (X @ P["Wq"].T)  # (n, d_s, w)
+        K = m * (X @ P["Wk"].T)
+        A = torch.softmax(tau0 * (Q @ K.transpose(-1, -2)), dim=-1)  # (n, d_s, d_s)
+        del Q, K
+        V = m * (X @ P["Wv"].T)  # (n, d_s, w)
+        Z = A @ V  # (n, d_s, w)
+        U = m_h * (Z @ P["Wh"].T) if self.hidden else Z
+        if not (self.hidden and forms["Wh"] == "explicit"):
+            del Z
+        Mb = U > 0  # ReLU mask
+        torch.mean(torch.relu(U), dim=1, out=dst["pool"])
+        dst["pool"].mul_(self.tau1)
+        del U
+        M = Mb.to(self.dtype)  # (n, d_s, w)
+        Y = A @ X  # (n, d_s, d);  Z = m Y Wv^T
+        # cotangent at A for every output: G_A[c] = G_Z[c] V^T, (n, d_s[t], C, d_s[u])
+        if self.need_GZ:
+            GZ = (M.reshape(n * ds, w) @ self.Whc).reshape(n, ds, C * w)  # (n, d_s, C*w)
+            GA = torch.bmm(GZ.reshape(n, ds * C, w), V.transpose(1, 2))
+        else:  # G_Z[c] = g M * wo_c, so G_A[c] = g M (V * wo_c)^T
+            Vc = (g * V)[:, :, None, :] * P["wo"].T[None, None]  # (n, d_s[u], C, w)
+            GA = torch.bmm(M, Vc.reshape(n, ds * C, w).transpose(1, 2)).reshape(n, ds, ds, C).transpose(2, 3)
+            del Vc
+        del V
+        GA = GA.reshape(n, ds, C, ds).transpose(1, 2)  # (n, C, d_s, d_s)
+        A_ = A[:, None]
+        GS = A_ * (GA - (GA * A_).sum(-1, keepdim=True))  # softmax backward
+        del GA
+        R = (m * m * tau0) * (X.transpose(1, 2)[:, None] @ GS.transpose(-1, -2) @ X[:, None])  # (n, C, d, d)
+        del GS
+        Rk = R.transpose(-1, -2)  # J_q[c] = Wk R[c],  J_k[c] = Wq Rk[c]
+        if "Rl" in dst:
+            dst["Rl"][:, 0] = rc * rc * R
+            dst["Rl"][:, 1] = rc * rc * Rk
+            dst["Rr"][:, 0] = self.Gk @ R
+            dst["Rr"][:, 1] = self.Gq @ Rk
+        if "Jqk" in dst:
+            dst["Jqk"][:, 0] = P["Wk"] @ (rc * R)
+            dst["Jqk"][:, 1] = P["Wq"] @ (rc * Rk)
+        if "Jv" in dst:  # J_v[c]^T = m Y^T G_Z[c]: (n, d, C*w)
+            torch.bmm((m * rc) * Y.transpose(1, 2), GZ, out=dst["Jv"])
+        if "Bv" in dst or "Bh" in dst:
+            Ms = M * self.sqrt_s  # (n, d_s, w)
+            if "Bv" in dst:  # (m g / sqrt C) Y^T M S^1/2
+                torch.bmm((m * g * rc) * Y.transpose(1, 2), Ms, out=dst["Bv"])
+            if "Bh" in dst:  # (m_h m g / sqrt C) L^T Y^T M S^1/2
+                torch.bmm((m_h * m * g * rc) * (Y @ self.L).transpose(1, 2), Ms, out=dst["Bh"])
+            del Ms
+        if "Jh" in dst:  # J_h[c] = m_h G_U[c]^T Z
+            GU = (g * rc * m_h) * M[:, None] * P["wo"].T[None, :, None, :]  # (n, C, d_s, w)
+            dst["Jh"].copy_(GU.transpose(-1, -2) @ Z[:, None])
+            del GU, Z
+        if "M" in dst:
+            dst["M"].copy_(M)
+        if "GZ" in dst:
+            dst["GZ"].copy_(GZ)
+        if "Y" in dst:
+            dst["Y"].copy_(Y)
+        if "YGv" in dst:  # Wh token: z.z = m^2 y^T Gv y; coefficient folded into the left input
+            dst["YGv"].copy_(Y @ (((m_h * m * g * rc) ** 2) * self.Gv))
+        if "Yv" in dst:
+            dst["Yv"].copy_(((m * rc) ** 2 * (1.0 if self.hidden else g * g)) * Y)
+
+    def factors(self, X: torch.Tensor, batch: int) -> Dict[str, torch.Tensor]:
+        """Factors of all samples of X, computed `batch` samples at a time into preallocated buffers."""
+        n = X.shape[0]
+        F = {k: torch.empty((n,) + s, dtype=self.dtype) for k, s in self.shapes.items()}
+        for i in range(0, n, batch):
+            self._fill(X[i:i + batch], F, i)
+        return F
+
+    # ---------------------------------------------------------------- pair kernel
+    def pairs(self, Fr, Fc, r: slice, c: slice) -> torch.Tensor:
+        """K[r, c] (float64) from row factors Fr[r] and column factors Fc[c]."""
+        blk = None
+        for left, right in self.gemm_terms:
+            a, b = Fr[left][r], Fc[right][c]
+            t = (a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T).to(torch.float64)
+            blk = t if blk is None else blk.add_(t)
+        nr, nc = blk.shape
+        ds = self.spec.d_s
+        for cot, scale, in_l, in_r in self.token_terms:
+            # token-major rows (t, i) so that the sum over token pairs runs over contiguous blocks
+            a = Fr[cot][r] if scale is None else Fr[cot][r] * scale
+            cg = a.transpose(0, 1).reshape(ds * nr, -1) @ Fc[cot][c].transpose(0, 1).reshape(ds * nc, -1).T
+            ig = Fr[in_l][r].transpose(0, 1).reshape(ds * nr, -1) @ Fc[in_r][c].transpose(0, 1).reshape(ds * nc, -1).T
+            cg.mul_(ig)  # (d_s nr, d_s nc)
+            blk.add_(cg.view(ds, nr, ds, nc).sum(dim=(0, 2)).to(torch.float64))
+        return blk
+
+    def panel(self, Fr, Fc, out: np.ndarray, r0: int, c0: int, diag: bool, chunk: int, col_chunk: int):
+        """Fill out[r0 + rows of Fr, c0 + cols of Fc].  With diag (Fr is Fc) only chunk pairs on or
+        above the diagonal are computed and mirrored; diagonal chunk blocks are made exactly symmetric."""
+        nr, nc = Fr["pool"].shape[0], Fc["pool"].shape[0]
+        for a in range(0, nr, chunk):
+            ra = slice(a, min(a + chunk, nr))
+            for b in range(a if diag else 0, nc, col_chunk):
+                cb = slice(b, min(b + col_chunk, nc))
+                blk = self.pairs(Fr, Fc, ra, cb).numpy()
+                out[r0 + ra.start:r0 + ra.stop, c0 + cb.start:c0 + cb.stop] = blk
+                if diag:  # mirror the part right of the diagonal chunk block
+                    k0 = max(cb.start, ra.stop)
+                    if k0 < cb.stop:
+                        out[r0 + k0:r0 + cb.stop, c0 + ra.start:c0 + ra.stop] = blk[:, k0 - cb.start:].T
+            if diag:  # the diagonal chunk block: its upper triangle wins
+                sub = out[r0 + ra.start:r0 + ra.stop, c0 + ra.start:c0 + ra.stop]
+                il = np.tril_indices(sub.shape[0], -1)
+                sub[il] = sub.T[il]
+
+
+def _panels(n: int, size: int) -> List[Tuple[int, int]]:
+    return [(i, min(i + size, n)) for i in range(0, n, size)]
+
+
+def ntk_block_structured(
+    params: Mapping[str, torch.Tensor],
+    spec: ModelSpec,
+    X_rows,
+    X_cols=None,
+    chunk_size: int = 64,
+    *,
+    col_chunk_size: Optional[int] = None,
+    forms: Optional[Mapping[str, str]] = None,
+    max_cache_bytes: int = DEFAULT_CACHE_BYTES,
+) -> np.ndarray:
+    """K[rows, cols] of the empirical NTK, equal to `ntk_block_exact`; float64 (n_rows, n_cols).
+
+    X_rows, X_cols: (n, d_s, d) arrays or tensors (cast to the params' dtype).  X_cols=None means
+    X_cols = X_rows: factors are computed once, only chunk pairs on or above the diagonal are
+    computed, and the result is exactly symmetric.
+    chunk_size: samples per factor batch and rows per pair GEMM (256 runs the GEMMs about 25%
+    faster than 64 on a 2-core CPU); col_chunk_size: columns per pair GEMM (default
+    max(chunk_size, 256)).  forms: override `choose_forms`, e.g. {"Wh": "token"}.
+    Memory: the factors of all rows and columns (`_Engine.bytes_per_sample`: about
+    (C + 1) width d + width numbers per sample by default) while they fit max_cache_bytes, else
+    panels of that size; plus O(chunk_size * col_chunk_size) per pair block (times d_s^2 for token
+    forms).  Never O(n_params) per sample.
+    """
+    fm = choose_forms(spec, forms)
+    eng = _Engine(params, spec, fm)
+    symmetric = X_cols is None
+    Xr = _as_tensor(X_rows, eng.dtype)
+    Xc = Xr if symmetric else _as_tensor(X_cols, eng.dtype)
+    want = (spec.d_s, spec.d)
+    if Xr.ndim != 3 or Xc.ndim != 3 or tuple(Xr.shape[1:]) != want or tuple(Xc.shape[1:]) != want:
+        raise ValueError(
+            f"X_rows/X_cols must have shape (n, d_s={spec.d_s}, d={spec.d}); got "
+            f"{tuple(Xr.shape)} and {tuple(Xc.shape)}"
+        )
+    chunk = max(1, int(chunk_size))
+    col_chunk = max(chunk, int(col_chunk_size or 256))
+    n_r, n_c = Xr.shape[0], Xc.shape[0]
+    out = np.empty((n_r, n_c), dtype=np.float64)
+    if n_r == 0 or n_c == 0:
+        return out
+    bps = eng.bytes_per_sample()
+    panel = max(chunk, (max_cache_bytes // (2 * bps)) // chunk * chunk)  # two panels fit the budget
+    with torch.no_grad():
+        if symmetric:
+            panels = _panels(n_r, n_r if n_r * bps <= max_cache_bytes else panel)
+            for pi, (a0, a1) in enumerate(panels):
+                Fa = eng.factors(Xr[a0:a1], chunk)
+                eng.panel(Fa, Fa, out, a0, a0, True, chunk, col_chunk)
+                for b0, b1 in panels[pi + 1:]:
+                    Fb = eng.factors(Xr[b0:b1], chunk)
+                    eng.panel(Fa, Fb, out, a0, b0, False, chunk, col_chunk)
+                    out[b0:b1, a0:a1] = out[a0:a1, b0:b1].T
+                    del Fb
+                del Fa
+        else:
+            cache_cols = (n_r + n_c) * bps <= max_cache_bytes or n_c * bps <= max_cache_bytes // 2
+            row_panels = _panels(n_r, n_r if (n_r + n_c) * bps <= max_cache_bytes else panel)
+            col_panels = [(0, n_c)] if cache_cols else _panels(n_c, panel)
+            Fc_all = eng.factors(Xc, chunk) if cache_cols else None
+            for a0, a1 in row_panels:
+                Fa = eng.factors(Xr[a0:a1], chunk)
+                for b0, b1 in col_panels:
+                    Fb = Fc_all if cache_cols else eng.factors(Xc[b0:b1], chunk)
+                    eng.panel(Fa, Fb, out, a0, b0, False, chunk, col_chunk)
+                del Fa
+    return out
+
+
+def flop_count(
+    spec: ModelSpec,
+    n_rows: int,
+    n_cols: Optional[int] = None,
+    chunk_size: int = 64,
+    col_chunk_size: Optional[int] = None,
+    forms: Optional[Mapping[str, str]] = None,
+) -> Dict[str, float]:
+    """FLOPs (2 per multiply-add) of the matmuls `ntk_block_structured` performs.
+
+    n_cols=None: the symmetric case (factors once; chunk pairs on or above the diagonal).  Assumes
+    the factors fit the cache (no panel recomputation).  Elementwise work (softmax, mask, scaling,
+    float64 conversion) is not counted.  Formula (w = width, C = n_outputs, [x] = when form x is used):
+
+      per sample  3 d_s d w + 2 d_s^2 w + d_s^2 d          forward: X W^T (q, k, v), Q K^T, A V, A X
+                  + (1 + C) d_s w^2             [hidden]   forward Z Wh^T;  G_Z = M (m_h g diag(wo_c) Wh)
+                  + C d_s^2 w                              G_A = G_Z V^T
+                  + C (d_s^2 d + d_s d^2)                  R = X^T G_S^T X
+                  + C d_s w d  [Wv explicit, hidden]       J_v = Y^T G_Z
+                  + d_s w d    [Wv explicit, no hidden]    S^1/2 B = M^T Y
+                  + d_s w d + d_s d^2  [Wh lowrank]        B L = M^T (Y L)
+                  + d_s d^2    [Wh token]                  Y Gv
+                  + C d_s w^2  [Wh explicit]               J_h = G_U^T Z
+                  + 2 C d^3 [qk R] | 2 C w d^2 [qk explicit]     Gk R, Gq R^T | Wk R, Wq R^T
+      per pair    w                                        wo: pooled gram
+                  + C w d | d_s^2 (C w + d)  [Wv explicit | token, hidden]
+                  + w d   | d_s^2 (w + d)    [Wv explicit | token, no hidden]
+                  + w d | d_s^2 (w + d) | C w^2   [Wh lowrank | token | explicit]
+                  + 2 C d^2 | 2 C w d             [qk R | explicit]
+    """
+    fm = choose_forms(spec, forms)
+    w, d, ds, C, hid = spec.width, spec.d, spec.d_s, spec.n_outputs, spec.hidden
+    ps = 3 * ds * d * w + 2 * ds * ds * w + ds * ds * d
+    ps += (1 + C) * ds * w * w if hid else 0
+    ps += C * ds * ds * w + C * (ds * ds * d + ds * d * d)
+    if fm["Wv"] == "explicit":
+        ps += C * ds * w * d if hid else ds * w * d
+    ps += 2 * C * d ** 3 if fm["qk"] == "R" else 2 * C * w * d * d
+    pp = w
+    if hid:
+        pp += C * w * d if fm["Wv"] == "explicit" else ds * ds * (C * w + d)
+        ps += {"lowrank": ds * w * d + ds * d * d, "token": ds * d * d, "explicit": C * ds * w * w}[fm["Wh"]]
+        pp += {"lowrank": w * d, "token": ds * ds * (w + d), "explicit": C * w * w}[fm["Wh"]]
+    else:
+        pp += w * d if fm["Wv"] == "explicit" else ds * ds * (w + d)
+    pp += 2 * C * d * d if fm["qk"] == "R" else 2 * C * w * d
+    if n_cols is None:
+        chunk = max(1, int(chunk_size))
+        n_pairs = sum(min(chunk, n_rows - a) * (n_rows - a) for a in range(0, n_rows, chunk))
+        n_samples = n_rows
+    else:
+        n_pairs = n_rows * n_cols
+        n_samples = n_rows + n_cols
+    return {
+        "per_sample": 2.0 * ps,
+        "per_pair": 2.0 * pp,
+        "n_samples": float(n_samples),
+        "n_pairs": float(n_pairs),
+        "total": 2.0 * (ps * n_samples + pp * n_pairs),
+    }

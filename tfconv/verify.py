@@ -1,0 +1,124 @@
+"""`tfconv verify PATH`: check that a results folder is complete and consistent.
+
+Checks, with one line per problem:
+* every dataset store is complete and its content matches its recorded sha256;
+* every train store holds every declared grid point, complete, trained on the dataset whose hash
+  it records, with finite curves (up to the divergence epoch for diverged runs);
+* every Gram declared by those runs (each stored checkpoint, when the experiment has Gram
+  matrices) is complete, every upper block is done, K is finite and symmetric, eigenvalues exist;
+* every aggregate store opens.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import List, Mapping, Optional
+
+import numpy as np
+
+from . import store
+from .config import run_id
+
+
+def _attrs(path: Path) -> dict:
+    f = path / "zarr.json"
+    if not f.exists():
+        return {}
+    return json.loads(f.read_text()).get("attributes", {})
+
+
+def verify_path(results: str) -> List[str]:
+    """All problems found under a results folder (or a single train store); empty means verified."""
+    root = Path(results)
+    problems: List[str] = []
+    if not root.exists():
+        return [f"{root}: does not exist"]
+    data_dir, train_dir, gram_dir = root / "data", root / "train", root / "gram"
+    train_stores = sorted(train_dir.glob("*.zarr")) if train_dir.is_dir() else []
+    if root.name.endswith(".zarr") and (root.parent.name == "train"):
+        train_stores, data_dir, gram_dir = [root], root.parent.parent / "data", root.parent.parent / "gram"
+    hashes = {}
+    for ds_path in sorted(data_dir.glob("*.zarr")) if data_dir.is_dir() else []:
+        try:
+            ds = store.read_dataset(ds_path, verify=True)
+            hashes[str(ds_path.resolve())] = ds.meta["content_hash"]
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{ds_path}: {exc}")
+    if not train_stores:
+        problems.append(f"{root}: no training stores found (expected train/<experiment>.zarr)")
+    for ts in train_stores:
+        a = _attrs(ts)
+        points = a.get("points")
+        if not points:
+            problems.append(f"{ts}: no declared grid points in its attributes")
+            continue
+        ds_store = Path(a.get("dataset_store", ""))
+        ds_hash = a.get("dataset_sha256")
+        cur = hashes.get(str(ds_store.resolve())) if ds_store else None
+        if cur is None and ds_store.exists():
+            try:
+                cur = store.dataset_hash(ds_store)
+            except Exception:  # noqa: BLE001
+                cur = None
+        if cur is not None and ds_hash != cur:
+            problems.append(f"{ts}: trained on dataset sha256 {str(ds_hash)[:16]}..., but {ds_store} now has {cur[:16]}...")
+        exp_name = ts.name[: -len(".zarr")]
+        gs = gram_dir / f"{exp_name}.zarr"
+        for p in points:
+            rid = run_id(p)
+            if not store.run_complete(ts, rid):
+                problems.append(f"{ts}: run {rid} is missing or incomplete")
+                continue
+            run = store.read_run(ts, rid)
+            ra = run["attrs"]
+            run_hash = ra.get("provenance", {}).get("dataset_sha256")
+            if ds_hash and run_hash and run_hash != ds_hash:
+                problems.append(f"{ts}: run {rid} was trained on dataset {run_hash[:16]}..., store declares {ds_hash[:16]}...")
+            upto = ra["diverged_epoch"] if ra["status"] == "diverged" else None
+            for name in ("loss", "weight_change", "attention_deviation_mean"):
+                v = run["curves"][name][:upto]
+                if not np.all(np.isfinite(v)):
+                    problems.append(f"{ts}: run {rid} curve {name} has {int(np.sum(~np.isfinite(v)))} NaN/inf values where none may be")
+            if not a.get("gram", False):
+                continue
+            for e in ra["checkpoint_epochs"]:
+                if not store.gram_complete(gs, rid, e):
+                    problems.append(f"{gs}: Gram of {rid} at epoch {e} is missing or incomplete")
+                    continue
+                import zarr
+
+                g = zarr.open_group(str(store.gram_path(gs, rid, e)), mode="r")
+                done = store.blocks_done(g)
+                iu = np.triu_indices(done.shape[0])
+                if not done[iu].all():
+                    problems.append(f"{gs}: Gram of {rid} at epoch {e} is marked complete but has blocks not done")
+                K = np.asarray(g["K"][...])
+                if not np.all(np.isfinite(K)):
+                    problems.append(f"{gs}: Gram of {rid} at epoch {e} has non-finite entries")
+                elif not np.allclose(K, K.T, rtol=1e-10, atol=0):
+                    problems.append(f"{gs}: Gram of {rid} at epoch {e} is not symmetric")
+                if "eigenvalues" not in g:
+                    problems.append(f"{gs}: Gram of {rid} at epoch {e} has no eigenvalues")
+    agg_dir = root / "aggregate"
+    for ag in sorted(agg_dir.glob("*.zarr")) if agg_dir.is_dir() else []:
+        try:
+            import xarray as xr
+
+            xr.open_zarr(str(ag), consolidated=False)
+        except Exception as exc:  # noqa: BLE001
+            problems.append(f"{ag}: aggregate does not open: {exc}")
+    return problems
+
+
+def verify_results(cfg: Optional[Mapping] = None, results: Optional[str] = None, report_path: Optional[str] = None) -> List[str]:
+    """Verify the results folder of a config (or `results`); write a report file; return problems."""
+    path = results or (cfg or {}).get("results", "results")
+    problems = verify_path(path)
+    lines = [f"tfconv verify {path}: " + ("OK" if not problems else f"{len(problems)} problem(s)")]
+    lines += [f"  - {p}" for p in problems]
+    text = "\n".join(lines) + "\n"
+    print(text, end="")
+    if report_path and not problems:
+        store.write_json_atomic(str(report_path) + ".json", {"path": str(path), "problems": problems})
+        Path(report_path).write_text(text)
+    return problems

@@ -1,0 +1,25 @@
+# One job per experiment: a Ray driver trains every grid point (one Ray task each) into
+# results/train/<experiment>.zarr; points already complete there are skipped. The manifest is
+# written last and is what Snakemake tracks (the store itself is never deleted by a rerun).
+
+
+rule train_grid:
+    input:
+        data=dataset_store,
+    output:
+        manifest=f"{R}/train/{{experiment}}.json",
+    params:
+        store=lambda wildcards: f"{R}/train/{wildcards.experiment}.zarr",
+    log:
+        f"{R}/logs/train_grid/{{experiment}}.log",
+    benchmark:
+        f"{R}/benchmarks/train_grid/{{experiment}}.tsv"
+    threads: res("train_grid", "threads")
+    resources:
+        mem_mb=res("train_grid", "mem_mb"),
+        runtime=res("train_grid", "runtime"),
+        gpu=res("train_grid", "gpus"),
+    conda:
+        ENV
+    script:
+        "../../tasks/train_grid.py"
