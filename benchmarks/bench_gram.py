@@ -183,7 +183,7 @@ class Table:
         line = lambda cells: "| " + " | ".join(s.ljust(w) for s, w in zip(cells, widths)) + " |"  # noqa: E731
         out = [f"## {self.title}", "", line(self.columns), "|" + "|".join("-" * (w + 2) for w in widths) + "|"]
         out += [line(r) for r in self.rows]
-        out += [""] + [f"- {n}" for n in self.notes]
+        out += [""] + [n if n.startswith("```") else f"- {n}" for n in self.notes]
         return "\n".join(out)
 
 

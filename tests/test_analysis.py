@@ -55,7 +55,23 @@ def tiny_aggregates():
     broken: the same with (32, inv_sqrt, lecun, seed 1) retrained at step 200 (diverges) and
             (16, inv, ntk, seed 0) missing.
     by_n:   n_samples 4/8/12 x widths 8/16 x seeds 0/1 (lecun, inv_sqrt), checkpoint 0 only.
+    One torch thread: these tensors are tiny and extra threads only contend on a shared machine.
     """
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _build_tiny()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build_tiny():
+    import torch
+
+    from tfconv.model import forward
+
     data = make_synthetic(8, d_s=D_S, d=D, seed=0)
     test = make_synthetic(8, d_s=D_S, d=D, seed=1)
     exp = _exp({"width": [8, 16, 32], "scaling": ["inv_sqrt", "inv"], "init": ["lecun", "ntk"], "seed": [0, 1]})
@@ -64,10 +80,6 @@ def tiny_aggregates():
 
     for p in expand_grid(exp):
         spec = model_spec(exp, p, D_S, D, 1)
-        import torch
-
-        from tfconv.model import forward
-
         Xt = torch.as_tensor(test.X)
 
         def eval_fn(params, epoch, spec=spec):

@@ -128,7 +128,7 @@ def train_grid(cfg: Mapping[str, Any], name: str, data_store: str, train_store: 
     results = run_grid(
         name, exp, points, data_store, train_store, address=rc["address"], num_cpus=max(1, int(threads)),
         cpus_per_task=rc["cpus_per_task"], gpus_per_task=rc["gpus_per_task"], max_retries=rc["max_retries"],
-        threads_per_run=cfg["threads_per_run"], log=_log,
+        threads_per_run=cfg["threads_per_run"], log=_log, vectorise=rc["vectorise"],
     )
     runs = {}
     for p in points:

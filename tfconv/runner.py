@@ -143,3 +143,44 @@ def gram_block(
     block = ntk_block(params, spec, ds.X[r0:r1], X_cols, engine=engine, chunk_size=chunk_size)
     store.write_block(g, bi, bj, block, block_size)
     return {"run_id": rid, "epoch": epoch, "block": (bi, bj), "skipped": False, "host": socket.gethostname()}
+
+
+def train_group(
+    experiment: str,
+    exp: Mapping[str, Any],
+    points: list,
+    data_store: str,
+    train_store: str,
+    threads: int = 1,
+) -> list:
+    """Train grid points that share width (and n_samples) in one vectorised computation
+    (`tfconv.train_batched`); each run is written to the store as by `train_point`."""
+    from .train_batched import train_gd_vectorised
+
+    todo = [p for p in points if not store.run_complete(train_store, run_id(p))]
+    summaries = [{"run_id": run_id(p), "skipped": True} for p in points if p not in todo]
+    if not todo:
+        return summaries
+    torch.set_num_threads(int(threads))
+    ds = load_dataset_cached(data_store)
+    if "n_samples" in todo[0]:
+        ds = ds.subset(int(todo[0]["n_samples"]))
+    specs = [model_spec(exp, p, ds.d_s, ds.d, ds.n_outputs) for p in todo]
+    t0 = time.perf_counter()
+    results = train_gd_vectorised(specs, ds.X, ds.y, [int(p.get("seed", 0)) for p in todo], train_config(exp))
+    node = None
+    try:
+        import ray
+
+        if ray.is_initialized():
+            node = ray.get_runtime_context().get_node_id()
+    except Exception:  # noqa: BLE001
+        pass
+    for p, res in zip(todo, results):
+        rid = run_id(p)
+        prov = provenance(None, experiment=experiment, run_id=rid, seed=int(p.get("seed", 0)),
+                          dataset_sha256=ds.meta.get("content_hash"), threads=int(threads), vectorised=len(todo))
+        store.write_run(train_store, rid, p, res, prov)
+        summaries.append({"run_id": rid, "skipped": False, "status": res.status, "final_loss": res.final_loss,
+                          "seconds": time.perf_counter() - t0, "node_id": node, "host": socket.gethostname()})
+    return summaries

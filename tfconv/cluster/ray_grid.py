@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 from .. import store
 from ..config import run_id
-from ..runner import train_point
+from ..runner import train_group, train_point
 
 
 def resolve_address(address: Optional[str]) -> Optional[str]:
@@ -63,6 +63,7 @@ def run_grid(
     threads_per_run: int = 1,
     log: Callable[[str], None] = print,
     shutdown: bool = True,
+    vectorise: bool = False,
 ) -> List[Dict[str, Any]]:
     """Train every incomplete point on Ray; returns one summary per point (skipped ones included)."""
     import ray
@@ -77,24 +78,35 @@ def run_grid(
         return done
     info = connect(address, num_cpus, log=log)
     try:
-        remote = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries,
-                            retry_exceptions=False)(train_point)
-        pending = {remote.remote(experiment, dict(exp), dict(p), str(data_store), str(train_store),
-                                 int(threads_per_run)): run_id(p) for p in todo}
+        opts = dict(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries, retry_exceptions=False)
+        if vectorise:
+            # one task per (width, n_samples) group: its runs share every tensor shape
+            groups: Dict[tuple, List[Mapping[str, Any]]] = {}
+            for p in todo:
+                groups.setdefault((p["width"], p.get("n_samples")), []).append(dict(p))
+            remote = ray.remote(**opts)(train_group)
+            pending = {remote.remote(experiment, dict(exp), g, str(data_store), str(train_store),
+                                     int(threads_per_run)): f"{len(g)} runs of width {k[0]}" for k, g in groups.items()}
+            log(f"[train_grid] vectorised: {len(groups)} task(s) for {len(todo)} runs")
+        else:
+            remote = ray.remote(**opts)(train_point)
+            pending = {remote.remote(experiment, dict(exp), dict(p), str(data_store), str(train_store),
+                                     int(threads_per_run)): run_id(p) for p in todo}
         t0 = time.time()
         results: List[Dict[str, Any]] = []
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=30)
             for ref in ready:
-                rid = pending.pop(ref)
-                res = ray.get(ref)
-                results.append(res)
-                n = len(results)
-                el = time.time() - t0
-                eta = el / n * (len(todo) - n)
-                log(f"[train_grid] {n}/{len(todo)} {rid}: {res.get('status')}"
-                    f" loss={res.get('final_loss', float('nan')):.3e} node={str(res.get('node_id', '?'))[:8]}"
-                    f" elapsed={el:.0f}s eta={eta:.0f}s")
+                pending.pop(ref)
+                out = ray.get(ref)
+                for res in (out if isinstance(out, list) else [out]):
+                    results.append(res)
+                    n = len(results)
+                    el = time.time() - t0
+                    eta = el / n * (len(todo) - n)
+                    log(f"[train_grid] {n}/{len(todo)} {res['run_id']}: {res.get('status')}"
+                        f" loss={res.get('final_loss', float('nan')):.3e} node={str(res.get('node_id', '?'))[:8]}"
+                        f" elapsed={el:.0f}s eta={eta:.0f}s")
             if not ready:
                 log(f"[train_grid] waiting: {len(pending)} task(s) running, elapsed {time.time() - t0:.0f}s")
         return done + results
