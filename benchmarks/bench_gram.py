@@ -88,6 +88,38 @@ def matmul_gflops(n: int, repeats: int = 3) -> float:
     return 2.0 * n ** 3 / best / 1e9
 
 
+# ----------------------------------------------------------------------------- a shared machine
+QUIET_BUSY = 0.15  # "quiet": other processes use under 15% of all cores
+QUIET_WAIT_S = 60.0  # the longest wait for a quiet machine before a timed segment
+
+
+def busy_fraction(interval: float = 0.5) -> float:
+    """Fraction of all cores busy over `interval` seconds (from /proc/stat; 0.0 where unavailable)."""
+    def snap():
+        with open("/proc/stat") as fh:
+            v = [int(x) for x in fh.readline().split()[1:]]
+        return sum(v), v[3] + (v[4] if len(v) > 4 else 0)  # total, idle + iowait
+
+    try:
+        t0, i0 = snap()
+        time.sleep(interval)
+        t1, i1 = snap()
+    except OSError:
+        return 0.0
+    return 1.0 - (i1 - i0) / max(1, t1 - t0)
+
+
+def wait_for_quiet(log: List[float], max_wait: float = QUIET_WAIT_S) -> None:
+    """Before a timed segment: wait (up to max_wait s) until other processes leave the cores idle;
+    append the busy fraction found to `log` so the report can say how quiet the runs were."""
+    t_end = time.monotonic() + max_wait
+    while True:
+        b = busy_fraction()
+        if b < QUIET_BUSY or time.monotonic() > t_end:
+            log.append(b)
+            return
+
+
 # ----------------------------------------------------------------------------- subprocess workers
 def _maxrss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
@@ -109,17 +141,22 @@ def worker(cfg: dict) -> dict:
     if kind == "structured":
         from tfconv.ntk_structured import choose_forms, flop_count, ntk_block_structured
 
+        busy: List[float] = []
+        wait_for_quiet(busy)
         mm = [matmul_gflops(cfg["matmul_n"], repeats=2)]  # same conditions as the engine, just before
         times = []
         for _ in range(cfg["repeats"]):
+            wait_for_quiet(busy)
             t = time.perf_counter()
             K = ntk_block_structured(params, spec, X, chunk_size=ENGINE_CHUNK, col_chunk_size=ENGINE_COL_CHUNK)
             times.append(time.perf_counter() - t)
+        wait_for_quiet(busy)
         mm.append(matmul_gflops(cfg["matmul_n"], repeats=2))  # ... and just after
         fl = flop_count(spec, cfg["N"], None, chunk_size=ENGINE_CHUNK, col_chunk_size=ENGINE_COL_CHUNK)
         return {
             "time_s": min(times), "times_s": times, "flops": fl["total"], "forms": choose_forms(spec),
             "matmul_gflops": max(mm), "maxrss_mib": _maxrss_mib(), "checksum": float(np.trace(K)),
+            "busy_before": busy,
         }
     if kind == "baseline":
         N, b = cfg["N"], BASELINE_BLOCK
@@ -128,16 +165,18 @@ def worker(cfg: dict) -> dict:
         n_rb = len(starts)
         n_blocks = n_rb * n_rb
         max_blocks = cfg["max_blocks"] or n_blocks
-        t_rowjac, t_block, done = [], [], 0
+        t_rowjac, t_block, done, busy = [], [], 0, []
         K = np.empty((N, N))
         with torch.no_grad():
             for r0 in starts:
+                wait_for_quiet(busy)  # waits are outside the timed segments
                 t = time.perf_counter()
                 Jr = tutorial_jacobians(params, X[r0:r0 + b], scales)
                 t_rowjac.append(time.perf_counter() - t)
                 for c0 in starts:
                     if done >= max_blocks:
                         break
+                    wait_for_quiet(busy)
                     t = time.perf_counter()
                     Jc = tutorial_jacobians(params, X[c0:c0 + b], scales)
                     K[r0:r0 + b, c0:c0 + b] = (tutorial_contract(Jr, Jc) / spec.n_outputs).numpy()
@@ -156,7 +195,7 @@ def worker(cfg: dict) -> dict:
         return {
             "time_s": total, "blocks_timed": done, "blocks_total": n_blocks,
             "extrapolated": done < n_blocks, "n_params": P, "maxrss_mib": _maxrss_mib(),
-            "checksum": float(np.trace(K[:b, :b])),
+            "checksum": float(np.trace(K[:b, :b])), "busy_before": busy,
         }
     raise ValueError(f"unknown worker kind {kind!r}")
 
@@ -209,6 +248,7 @@ def section_gram(args) -> Table:
             f"{gf:.0f}", f"{s['matmul_gflops']:.0f}", f"{gf / s['matmul_gflops']:.2f}",
         ])
         raw.append({"N": N, "width": width, "structured": s, "baseline": b})
+    max_busy = max([x for r in raw for m in ("structured", "baseline") for x in r[m]["busy_before"]] or [0.0])
     args.raw["gram"] = {"rows": raw, "idle_maxrss_mib": idle, "matmul_alone_gflops": mm_alone}
     notes = [
         f"d_s={D_S}, d={D}, init={INIT}, scaling={SCALING}, {DTYPE}, C=1, hidden layer on; "
@@ -225,7 +265,10 @@ def section_gram(args) -> Table:
         f"{mm_n}x{mm_n}@{mm_n}x{mm_n} torch.matmul measured in the same subprocess just before and after "
         f"the engine (alone in its own subprocess: {mm_alone:.0f} GF/s).",
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"load average at start {args.load0[0]:.2f}, now {os.getloadavg()[0]:.2f} (other processes share this machine).",
+        f"load average at start {args.load0[0]:.2f}, now {os.getloadavg()[0]:.2f}. Other processes share "
+        f"this machine: before each timed segment the worker waits up to {QUIET_WAIT_S:.0f} s for the other "
+        f"processes to use < {QUIET_BUSY:.0%} of the cores; the busiest start found was "
+        f"{max_busy:.0%} (a burst of other work inside a timed segment still slows it).",
     ]
     return Table(
         "Empirical NTK Gram: structured engine vs Jacobian contraction",

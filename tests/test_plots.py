@@ -6,9 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import sys
+from pathlib import Path
+
 from tfconv import analysis as A
 from tfconv.plots import CSV_COLUMNS, PLOTS, SLOPE_COLUMNS, make_figure
-from test_analysis import tiny_aggregates  # noqa: E402  (tests/ is on sys.path under pytest)
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # also under --import-mode=importlib
+from test_analysis import tiny_aggregates  # noqa: E402  (cached: built once per process)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SETTINGS = {"experiment": "tiny", "loss_target": 0.5, "success_fraction": 0.5}
@@ -106,3 +111,39 @@ def test_unknown_analysis_is_named(tmp_path):
     clean, _, _ = tiny_aggregates()
     with pytest.raises(ValueError, match="allowed: loss_per_width"):
         make_figure("losses", clean, tmp_path / "x.png", tmp_path / "x.csv", {})
+
+
+def test_report_captions_render(tmp_path):
+    """Every caption renders with Snakemake's jinja2 settings and is valid reStructuredText."""
+    import pathlib
+    import types
+    import warnings
+
+    jinja2 = pytest.importorskip("jinja2")
+    docutils_core = pytest.importorskip("docutils.core")
+    root = pathlib.Path(__file__).resolve().parent.parent / "workflow" / "report"
+    configs = [
+        {"datasets": {"d": {"kind": "synthetic", "n_samples": 100, "d_s": 8, "d": 32}},
+         "experiments": {"e": {"dataset": "d", "grid": {"width": [16, 64], "n_samples": [10, 20]}}}},
+        {"datasets": {"d": {"kind": "mnist", "patch_size": 7}}, "analysis": {"confidence": 0.9},
+         "experiments": {"e": {"dataset": "d", "grid": {"width": [16], "seed": [0, 1]},
+                               "train": {"step_size": 0.5, "epochs": 100, "loss": "sum", "hidden": False}}}},
+        {"datasets": {"d": {"kind": "text"}}, "experiments": {"e": {"dataset": "d", "grid": {"width": [16]}}}},
+    ]
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+    # one caption for every figure (figure.rst branches on the analysis wildcard), one per table
+    rendered = {}
+    for name in list(PLOTS) + ["claims", "slopes"]:
+        src = (root / ("figure.rst" if name in PLOTS else f"{name}.rst")).read_text()
+        for cfg in configs:
+            sm = types.SimpleNamespace(config=cfg, wildcards=types.SimpleNamespace(experiment="e", analysis=name))
+            text = env.from_string(src).render(snakemake=sm)
+            with warnings.catch_warnings():  # docutils >= 0.22 announces a keyword rename
+                warnings.simplefilter("ignore", PendingDeprecationWarning)
+                docutils_core.publish_parts(text, writer_name="html",
+                                            settings_overrides={"halt_level": 2, "report_level": 2})
+            if name in PLOTS:
+                assert "step size" in text and "figure's title" in text
+                rendered.setdefault(str(cfg), {})[name] = text
+    for cfg_key, texts in rendered.items():  # each analysis gets its own paragraph
+        assert len(set(texts.values())) == len(texts), f"identical captions for different analyses ({cfg_key})"

@@ -10,7 +10,9 @@ from __future__ import annotations
 import copy
 import difflib
 import itertools
+import math
 import os
+import re
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
 
@@ -83,7 +85,9 @@ def _explain(err, schema: dict) -> str:
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"{where}: {err.instance!r} is not allowed{hint}; allowed: {', '.join(map(str, err.validator_value))}"
     if err.validator == "anyOf" and err.absolute_path and "scaling" in [str(p) for p in err.absolute_path]:
-        return f"{where}: {err.instance!r} is not allowed; allowed: inv_sqrt, inv or a positive number"
+        close = difflib.get_close_matches(str(err.instance), ["inv_sqrt", "inv"], n=1) if isinstance(err.instance, str) else []
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{where}: {err.instance!r} is not allowed{hint}; allowed: inv_sqrt, inv or a positive number"
     if err.validator in ("minimum", "exclusiveMinimum"):
         rel = ">=" if err.validator == "minimum" else ">"
         return f"{where}: {err.instance!r} is not allowed; it must be {rel} {err.validator_value}"
@@ -109,6 +113,8 @@ def validate_config(config: Mapping[str, Any]) -> Dict[str, Any]:
         lines = []
         for e in errors:
             leaves = [e] if not e.context else sorted(e.context, key=lambda c: -len(list(c.absolute_path)))[:1]
+            if e.validator == "anyOf" and "scaling" in [str(x) for x in e.absolute_path]:
+                leaves = [e]  # one message listing every allowed form (name or positive number)
             for leaf in leaves:
                 msg = _explain(leaf, schema)
                 if msg not in lines:
@@ -120,10 +126,65 @@ def validate_config(config: Mapping[str, Any]) -> Dict[str, Any]:
     return cfg
 
 
+#: Names of datasets and experiments become Snakemake wildcards and file names.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+#: Most upper-triangular blocks (Dask tasks, Zarr chunks) one Gram matrix may be split into.
+MAX_GRAM_BLOCKS = 100_000
+
+
+def _n_blocks(n: int, block_size: int) -> int:
+    nb = -(-int(n) // int(block_size))
+    return nb * (nb + 1) // 2
+
+
+def _non_finite_numbers(obj, path=()) -> List[str]:
+    """Dotted keys of every NaN or infinite number in a config (YAML accepts .nan and .inf)."""
+    if isinstance(obj, Mapping):
+        return [k for key, v in obj.items() for k in _non_finite_numbers(v, path + (key,))]
+    if isinstance(obj, (list, tuple)):
+        return [k for i, v in enumerate(obj) for k in _non_finite_numbers(v, path + (i,))]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return [_dotted(path)]
+    return []
+
+
+def _unwritable_reason(path: str) -> Optional[str]:
+    """Why nothing can be written under `path` (None when it can): a file in the way, no permission."""
+    probe = Path(path).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"folder {probe} is not writable"
+    return None
+
+
 def _semantic_checks(cfg: Dict[str, Any]) -> None:
     problems: List[str] = []
+    for key in _non_finite_numbers(cfg):
+        problems.append(f"{key}: NaN and infinite numbers are not allowed; give a finite number")
+    if not str(cfg["results"]).strip():
+        problems.append("results: the results folder name is empty; give a folder such as 'results'")
+    else:
+        why = _unwritable_reason(cfg["results"])
+        if why:
+            problems.append(f"results: cannot write under '{cfg['results']}': {why}; choose another `results` folder")
     datasets = cfg["datasets"]
+    for section in ("datasets", "experiments"):
+        for name in cfg[section]:
+            if not NAME_PATTERN.match(str(name)):
+                problems.append(f"{section}.{name}: the name '{name}' may only contain letters, digits, '_' and '-' "
+                                "(it becomes a file name and a Snakemake wildcard)")
     for name, ds in datasets.items():
+        folder = ds.get("path")
+        if folder and ds["kind"] == "mnist" and ds.get("source") == "idx" and not Path(folder).is_dir():
+            problems.append(f"datasets.{name}.path: folder '{folder}' does not exist; it must hold MNIST/raw/*-ubyte files")
+        if folder and ds["kind"] == "text" and ds.get("source") == "imdb" and not Path(folder).is_dir():
+            problems.append(f"datasets.{name}.path: folder '{folder}' does not exist; it must be the aclImdb folder (train/pos, train/neg, ...)")
+        if folder and ds["kind"] == "text" and ds.get("source") == "rotten_tomatoes" and not Path(folder).is_file():
+            problems.append(f"datasets.{name}.path: file '{folder}' does not exist; give the rotten_tomatoes_corpus_full.csv.bz2 file or null")
         if ds["kind"] == "mnist" and ds.get("source") == "idx" and not ds.get("path"):
             problems.append(f"datasets.{name}.path: source 'idx' needs the folder holding MNIST/raw/*-ubyte files")
         if ds["kind"] == "text" and ds.get("source") == "imdb" and not ds.get("path"):
@@ -162,6 +223,17 @@ def _semantic_checks(cfg: Dict[str, Any]) -> None:
     g = cfg["gram"]
     if g["chunk_size"] > g["block_size"]:
         problems.append(f"gram.chunk_size: {g['chunk_size']} exceeds gram.block_size={g['block_size']}; a chunk is part of a block, allowed 1..{g['block_size']}")
+    for name, exp in cfg["experiments"].items():
+        if not exp["gram"] or exp["dataset"] not in datasets:
+            continue
+        n = max(exp["grid"].get("n_samples") or [dataset_size(datasets[exp["dataset"]])])
+        if _n_blocks(n, g["block_size"]) > MAX_GRAM_BLOCKS:
+            least = next(b for b in range(g["block_size"], n + 1) if _n_blocks(n, b) <= MAX_GRAM_BLOCKS)
+            problems.append(
+                f"gram.block_size: {g['block_size']} splits the {n} x {n} Gram of experiments.{name} into "
+                f"{_n_blocks(n, g['block_size']):,} blocks (one Dask task and Zarr chunk each); at most "
+                f"{MAX_GRAM_BLOCKS:,} are allowed: use a block_size of at least {least}"
+            )
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
 

@@ -17,7 +17,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional
 import numpy as np
 
 from . import store
-from .config import ConfigError, expand_grid, load_config, run_id
+from .config import ConfigError, expand_grid, load_config, run_id, train_config
 from .provenance import provenance
 
 
@@ -112,6 +112,7 @@ def train_grid(cfg: Mapping[str, Any], name: str, data_store: str, train_store: 
     exp = experiment(cfg, name)
     ds_meta = store.read_dataset(data_store).meta  # validates the data store before Ray starts
     _check_writable(train_store)
+    store.check_train_store(train_store, ds_meta["content_hash"], train_config(exp).to_dict())
     points = _points(cfg, exp)
     n = ds_meta.get("n_samples") or ds_meta.get("n_train")
     for p in points:
@@ -125,11 +126,16 @@ def train_grid(cfg: Mapping[str, Any], name: str, data_store: str, train_store: 
     })
     rc = cfg["ray"]
     t0 = time.time()
-    results = run_grid(
-        name, exp, points, data_store, train_store, address=rc["address"], num_cpus=max(1, int(threads)),
-        cpus_per_task=rc["cpus_per_task"], gpus_per_task=rc["gpus_per_task"], max_retries=rc["max_retries"],
-        threads_per_run=cfg["threads_per_run"], log=_log, vectorise=rc["vectorise"],
-    )
+    from .cluster.ray_slurm import ray_cluster_address
+
+    # ray.slurm_allocation inside a SLURM job: a Ray cluster over the job's nodes, stopped on exit
+    needed = not all(store.run_complete(train_store, run_id(p)) for p in points)
+    with ray_cluster_address(rc, needed=needed, log=_log) as address:
+        results = run_grid(
+            name, exp, points, data_store, train_store, address=address, num_cpus=max(1, int(threads)),
+            cpus_per_task=rc["cpus_per_task"], gpus_per_task=rc["gpus_per_task"], max_retries=rc["max_retries"],
+            threads_per_run=cfg["threads_per_run"], log=_log, vectorise=rc["vectorise"],
+        )
     runs = {}
     for p in points:
         rid = run_id(p)
@@ -159,6 +165,7 @@ def assemble_gram(cfg: Mapping[str, Any], name: str, data_store: str, train_stor
     exp = experiment(cfg, name)
     ds = store.read_dataset(data_store)
     _check_writable(gram_store)
+    store.check_train_store(train_store, ds.meta["content_hash"], train_config(exp).to_dict(), required=True)
     points = _points(cfg, exp)
     gcfg = cfg["gram"]
 

@@ -103,7 +103,8 @@ class Canvas:
         for ax in self.axes:
             if ax.get_visible() and ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=7, loc="best")
-        self.fig.suptitle("\n".join(textwrap.wrap(finding, 130)), fontsize=9)
+        chars = max(60, int(self.fig.get_figwidth() * 13))  # about 13 characters per inch at 9 pt
+        self.fig.suptitle("\n".join(textwrap.wrap(finding, chars)), fontsize=9)
         self.fig.tight_layout()
         Path(out_png).parent.mkdir(parents=True, exist_ok=True)
         Path(out_csv).parent.mkdir(parents=True, exist_ok=True)

@@ -179,6 +179,48 @@ def ensure_train_store(train_store, attrs: Optional[Mapping] = None) -> None:
     clean_staging(runs_dir(p))
 
 
+def _group_attrs(path: Path) -> Dict[str, Any]:
+    f = Path(path) / "zarr.json"
+    try:
+        return dict(json.loads(f.read_text()).get("attributes", {}))
+    except (OSError, ValueError):
+        return {}
+
+
+def check_train_store(train_store, dataset_sha256: str, train_settings: Optional[Mapping] = None,
+                      required: bool = False) -> None:
+    """Refuse a train store whose runs were made from other data or other training settings.
+
+    Runs already complete are skipped by a rerun, so a store trained on another dataset (or with
+    another step size, epoch budget, ...) would silently mix old and new results: raise instead,
+    naming the store, the run and what differs.  `required`: the store must exist.
+    """
+    p = Path(train_store)
+    if not (p / "zarr.json").exists():
+        if required:
+            raise StoreError(f"train store {p} does not exist; run the `train_grid` step first")
+        return
+    declared = _group_attrs(p).get("dataset_sha256")
+    fix = f"delete {p} (and the experiment's gram store) to retrain, or restore the earlier input"
+    if declared and declared != dataset_sha256:
+        raise StoreError(f"train store {p} was trained on dataset sha256 {str(declared)[:16]}..., but the dataset "
+                         f"store now has {str(dataset_sha256)[:16]}...; {fix}")
+    want = _json_safe(dict(train_settings)) if train_settings else None
+    for rid in list_runs(p):
+        a = _group_attrs(runs_dir(p) / rid)
+        if not a.get("complete"):
+            continue
+        h = (a.get("provenance") or {}).get("dataset_sha256")
+        if h and h != dataset_sha256:
+            raise StoreError(f"train store {p}: run {rid} was trained on dataset sha256 {str(h)[:16]}..., but the "
+                             f"dataset store now has {str(dataset_sha256)[:16]}...; {fix}")
+        have = a.get("train") or {}
+        if want and have:
+            diff = [f"{k}={have.get(k)!r} (config: {want[k]!r})" for k in sorted(want) if have.get(k) != want[k]]
+            if diff:
+                raise StoreError(f"train store {p}: run {rid} was trained with {', '.join(diff)}; {fix}")
+
+
 def run_complete(train_store, rid: str) -> bool:
     f = runs_dir(train_store) / rid / "zarr.json"
     if not f.exists():

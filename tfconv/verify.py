@@ -27,6 +27,30 @@ def _attrs(path: Path) -> dict:
     return json.loads(f.read_text()).get("attributes", {})
 
 
+def _check_gram(gs: Path, rid: str, e: int) -> List[str]:
+    """Problems of one Gram marked complete: blocks not done, non-finite or asymmetric K, eigenvalues."""
+    import zarr
+
+    out: List[str] = []
+    g = zarr.open_group(str(store.gram_path(gs, rid, e)), mode="r")
+    done = store.blocks_done(g)
+    iu = np.triu_indices(done.shape[0])
+    if not done[iu].all():
+        out.append(f"{gs}: Gram of {rid} at epoch {e} is marked complete but has {int((~done[iu]).sum())} block(s) not done")
+    K = np.asarray(g["K"][...])
+    if not np.all(np.isfinite(K)):
+        out.append(f"{gs}: Gram of {rid} at epoch {e} has {int(np.sum(~np.isfinite(K)))} non-finite entries")
+    elif not np.allclose(K, K.T, rtol=1e-10, atol=0):
+        out.append(f"{gs}: Gram of {rid} at epoch {e} is not symmetric")
+    if "eigenvalues" not in g:
+        out.append(f"{gs}: Gram of {rid} at epoch {e} has no eigenvalues")
+    else:
+        ev = np.asarray(g["eigenvalues"][...])
+        if ev.shape != (K.shape[0],) or not np.all(np.isfinite(ev)):
+            out.append(f"{gs}: Gram of {rid} at epoch {e} has eigenvalues of shape {ev.shape} or non-finite ones")
+    return out
+
+
 def verify_path(results: str) -> List[str]:
     """All problems found under a results folder (or a single train store); empty means verified."""
     root = Path(results)
@@ -37,12 +61,13 @@ def verify_path(results: str) -> List[str]:
     train_stores = sorted(train_dir.glob("*.zarr")) if train_dir.is_dir() else []
     if root.name.endswith(".zarr") and (root.parent.name == "train"):
         train_stores, data_dir, gram_dir = [root], root.parent.parent / "data", root.parent.parent / "gram"
-    hashes = {}
+    hashes, unreadable = {}, set()
     for ds_path in sorted(data_dir.glob("*.zarr")) if data_dir.is_dir() else []:
         try:
             ds = store.read_dataset(ds_path, verify=True)
             hashes[str(ds_path.resolve())] = ds.meta["content_hash"]
         except Exception as exc:  # noqa: BLE001
+            unreadable.add(str(ds_path.resolve()))
             problems.append(f"{ds_path}: {exc}")
     if not train_stores:
         problems.append(f"{root}: no training stores found (expected train/<experiment>.zarr)")
@@ -52,14 +77,20 @@ def verify_path(results: str) -> List[str]:
         if not points:
             problems.append(f"{ts}: no declared grid points in its attributes")
             continue
-        ds_store = Path(a.get("dataset_store", ""))
+        recorded = Path(a.get("dataset_store", ""))
         ds_hash = a.get("dataset_sha256")
-        cur = hashes.get(str(ds_store.resolve())) if ds_store else None
-        if cur is None and ds_store.exists():
-            try:
-                cur = store.dataset_hash(ds_store)
-            except Exception:  # noqa: BLE001
-                cur = None
+        # the recorded path is relative to the workflow's folder: look in this results folder first
+        ds_store = next((c for c in (data_dir / recorded.name, recorded) if recorded.name and c.exists()), None)
+        cur = None
+        if ds_store is None:
+            problems.append(f"{ts}: its dataset store {recorded} was not found (looked in {data_dir} too)")
+        else:
+            cur = hashes.get(str(ds_store.resolve()))
+            if cur is None and str(ds_store.resolve()) not in unreadable:
+                try:
+                    cur = store.read_dataset(ds_store, verify=True).meta["content_hash"]
+                except Exception as exc:  # noqa: BLE001
+                    problems.append(f"{ds_store}: {exc}")
         if cur is not None and ds_hash != cur:
             problems.append(f"{ts}: trained on dataset sha256 {str(ds_hash)[:16]}..., but {ds_store} now has {cur[:16]}...")
         exp_name = ts.name[: -len(".zarr")]
@@ -69,7 +100,11 @@ def verify_path(results: str) -> List[str]:
             if not store.run_complete(ts, rid):
                 problems.append(f"{ts}: run {rid} is missing or incomplete")
                 continue
-            run = store.read_run(ts, rid)
+            try:
+                run = store.read_run(ts, rid)
+            except Exception as exc:  # noqa: BLE001 - a run marked complete that cannot be read
+                problems.append(f"{ts}: run {rid} is marked complete but cannot be read: {exc}")
+                continue
             ra = run["attrs"]
             run_hash = ra.get("provenance", {}).get("dataset_sha256")
             if ds_hash and run_hash and run_hash != ds_hash:
@@ -79,26 +114,21 @@ def verify_path(results: str) -> List[str]:
                 v = run["curves"][name][:upto]
                 if not np.all(np.isfinite(v)):
                     problems.append(f"{ts}: run {rid} curve {name} has {int(np.sum(~np.isfinite(v)))} NaN/inf values where none may be")
+            if ra["status"] != "diverged":
+                missing_ck = sorted(set(int(x) for x in a.get("checkpoint_epochs", []))
+                                    - set(int(x) for x in ra["checkpoint_epochs"]))
+                if missing_ck:
+                    problems.append(f"{ts}: run {rid} lacks the declared checkpoint epoch(s) {missing_ck}")
             if not a.get("gram", False):
                 continue
             for e in ra["checkpoint_epochs"]:
                 if not store.gram_complete(gs, rid, e):
                     problems.append(f"{gs}: Gram of {rid} at epoch {e} is missing or incomplete")
                     continue
-                import zarr
-
-                g = zarr.open_group(str(store.gram_path(gs, rid, e)), mode="r")
-                done = store.blocks_done(g)
-                iu = np.triu_indices(done.shape[0])
-                if not done[iu].all():
-                    problems.append(f"{gs}: Gram of {rid} at epoch {e} is marked complete but has blocks not done")
-                K = np.asarray(g["K"][...])
-                if not np.all(np.isfinite(K)):
-                    problems.append(f"{gs}: Gram of {rid} at epoch {e} has non-finite entries")
-                elif not np.allclose(K, K.T, rtol=1e-10, atol=0):
-                    problems.append(f"{gs}: Gram of {rid} at epoch {e} is not symmetric")
-                if "eigenvalues" not in g:
-                    problems.append(f"{gs}: Gram of {rid} at epoch {e} has no eigenvalues")
+                try:
+                    problems += _check_gram(gs, rid, e)
+                except Exception as exc:  # noqa: BLE001 - marked complete but unreadable
+                    problems.append(f"{gs}: Gram of {rid} at epoch {e} is marked complete but cannot be read: {exc}")
     agg_dir = root / "aggregate"
     for ag in sorted(agg_dir.glob("*.zarr")) if agg_dir.is_dir() else []:
         try:

@@ -7,7 +7,7 @@ rule plot:
     output:
         png=report(
             f"{R}/figures/{{experiment}}/{{analysis}}.png",
-            caption="../report/{analysis}.rst",
+            caption="../report/figure.rst",
             category="{experiment}",
             labels={"experiment": "{experiment}", "figure": "{analysis}"},
         ),

@@ -19,6 +19,12 @@ rule train_grid:
         mem_mb=res("train_grid", "mem_mb"),
         runtime=res("train_grid", "runtime"),
         gpu=res("train_grid", "gpus"),
+        # Multi-node Ray (ray.slurm_allocation, docs/slurm.md): the SLURM job gets `nodes` nodes and
+        # one task per node with `threads` CPUs each; ray_slurm starts one Ray node per task.
+        nodes=rule_resources(CFG, "train_grid").get("nodes", 1),
+        tasks=rule_resources(CFG, "train_grid").get("nodes", 1),
+        # GPU jobs: no --ntasks-per-gpu from the SLURM plugin (it would multiply the tasks).
+        tasks_per_gpu=0,
     conda:
         ENV
     script:

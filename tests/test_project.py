@@ -1,0 +1,105 @@
+"""Project metadata: the pip and conda dependency lists agree, torch is pinned, the configs validate."""
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+from tfconv.cli import main as cli_main
+from tfconv.config import ConfigError, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def normalize(spec: str) -> tuple:
+    """(canonical name, sorted extras, specifier set as a sorted string) of one requirement line."""
+    r = Requirement(spec)
+    return (canonicalize_name(r.name), tuple(sorted(r.extras)), str(sorted(str(s) for s in r.specifier)))
+
+
+def pyproject() -> dict:
+    with open(ROOT / "pyproject.toml", "rb") as fh:
+        return tomllib.load(fh)
+
+
+def environment() -> dict:
+    with open(ROOT / "environment.yml") as fh:
+        return yaml.safe_load(fh)
+
+
+def conda_pip_list(env: dict) -> list:
+    pips = [d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d]
+    assert len(pips) == 1, "environment.yml must have exactly one pip: section"
+    return pips[0]
+
+
+def test_environment_matches_pyproject():
+    proj = pyproject()["project"]
+    wanted = list(proj["dependencies"]) + list(proj["optional-dependencies"]["dev"])
+    pip_list = conda_pip_list(environment())
+    assert "-e ." in pip_list, "environment.yml must install the package itself (-e .)"
+    listed = [s for s in pip_list if s != "-e ."]
+    assert len(listed) == len(set(map(normalize, listed))), "duplicate entries in environment.yml"
+    assert len(wanted) == len(set(map(normalize, wanted))), "duplicate entries in pyproject.toml"
+    missing = set(map(normalize, wanted)) - set(map(normalize, listed))
+    extra = set(map(normalize, listed)) - set(map(normalize, wanted))
+    assert not missing and not extra, f"only in pyproject.toml: {sorted(missing)}; only in environment.yml: {sorted(extra)}"
+
+
+def test_environment_python_matches_requires_python():
+    env = environment()
+    conda = [d for d in env["dependencies"] if isinstance(d, str)]
+    pythons = [d for d in conda if d.replace(" ", "").startswith("python")]
+    assert len(pythons) == 1
+    assert pythons[0].replace(" ", "") == "python" + pyproject()["project"]["requires-python"].replace(" ", "")
+    assert "pip" in conda
+
+
+def test_normalize_is_strict_enough():
+    # Same requirement, different spelling: equal.  Different bound or extras: different.
+    assert normalize("Dask[array] >= 2024.8") == normalize("dask[array]>=2024.8")
+    assert normalize("zarr<3.2,>=3.1") == normalize("zarr>=3.1,<3.2")
+    assert normalize("zarr>=3.1") != normalize("zarr>=3.1,<3.2")
+    assert normalize("dask>=2024.8") != normalize("dask[array]>=2024.8")
+
+
+def test_constraints_pin_torch():
+    lines = [ln.split("#", 1)[0].strip() for ln in (ROOT / "constraints.txt").read_text().splitlines()]
+    reqs = [Requirement(ln) for ln in lines if ln]
+    torch_reqs = [r for r in reqs if canonicalize_name(r.name) == "torch"]
+    assert len(torch_reqs) == 1
+    assert str(torch_reqs[0].specifier) == "==2.13.0"
+
+
+CONFIGS = [p for p in ("config/config.yaml", "config/paper.yaml", "tests/data/config_small.yaml")
+           if (ROOT / p).is_file()]
+
+
+def test_main_config_exists():
+    assert "config/config.yaml" in CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS)
+def test_configs_validate(path):
+    cfg = load_config(ROOT / path)
+    assert cfg["experiments"] and cfg["datasets"]
+    for name, exp in cfg["experiments"].items():
+        assert exp["dataset"] in cfg["datasets"], name
+        assert exp["train"]["epochs"] > 0
+
+
+def test_cli_validate_exit_codes(tmp_path, capsys):
+    assert cli_main(["validate", str(ROOT / "config" / "config.yaml")]) == 0
+    assert "experiments" in capsys.readouterr().out
+    bad = yaml.safe_load((ROOT / "config" / "config.yaml").read_text())
+    bad["experimentz"] = bad.pop("experiments")
+    p = tmp_path / "bad.yaml"
+    p.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ConfigError, match="experiment"):
+        load_config(p)
+    assert cli_main(["validate", str(p)]) == 2
+    assert "experiment" in capsys.readouterr().err

@@ -1,0 +1,274 @@
+"""The workflow and multi-node Ray on a real SLURM (no mocks).
+
+Needs a running SLURM (``sudo bash .ci/slurm-up.sh`` starts a one-node one; ``.ci/run`` does it in CI).
+Outside CI the tests skip when there is none; with ``CI=true`` they fail instead.
+
+* ``test_workflow_through_slurm_executor``: the small test config end to end with
+  ``--workflow-profile workflow/profiles/slurm`` (``executor: slurm``): every rule job is its own
+  SLURM batch job (one SLURM job id per rule job, collected from ``.snakemake/slurm_logs``), the
+  Ray cluster of train_grid is a local one started inside its batch job, assemble_gram's Dask
+  cluster too.
+* ``test_ray_in_slurm_allocation``: an sbatch job runs the grid through
+  ``tfconv.pipeline.train_grid`` with ``ray: {slurm_allocation: true}``, i.e. through
+  ``tfconv.cluster.ray_slurm.ray_in_slurm_allocation`` (srun'd ``ray start --head --block``; this
+  SLURM has one node, so the cluster is the head alone -- the worker-node srun loop runs zero
+  times, everything else is the multi-node code path), then a grid that raises inside a second
+  allocation cluster; after each, no process of that Ray cluster and no srun step of it remain.
+
+Each test records what it saw (SLURM job ids, node names, Ray node ids, wall time) in
+``<tmp>/slurm_record.json`` and, when ``TFCONV_TEST_RECORD_DIR`` is set, in that folder too.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+
+from clusters import slurm_available
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+SMALL = ROOT / "tests" / "data" / "config_small.yaml"
+PROFILE = ROOT / "workflow" / "profiles" / "slurm"
+IN_CI = os.environ.get("CI", "").lower() == "true"
+TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+            "DEADLINE", "PREEMPTED"}
+
+
+@pytest.fixture(autouse=True)
+def require_slurm():
+    if not slurm_available():
+        msg = "no running SLURM (sinfo missing or slurmctld not answering): run `sudo bash .ci/slurm-up.sh`"
+        if IN_CI:
+            pytest.fail(f"CI=true: {msg}")
+        pytest.skip(msg)
+
+
+def _env() -> dict:
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
+    for k in ("RAY_ADDRESS", "DASK_SCHEDULER_ADDRESS"):
+        env.pop(k, None)  # the jobs must start their own clusters (sbatch passes --export=ALL)
+    return env
+
+
+def _record(tmp_path: Path, name: str, data: dict) -> None:
+    text = json.dumps(data, indent=1, sort_keys=True)
+    (tmp_path / "slurm_record.json").write_text(text)
+    if os.environ.get("TFCONV_TEST_RECORD_DIR"):
+        d = Path(os.environ["TFCONV_TEST_RECORD_DIR"])
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{name}.json").write_text(text)
+    print(f"{name}: {text}")
+
+
+def _job_info(job_id: str) -> dict:
+    """`scontrol show job -o` as a dict (finished jobs stay visible for MinJobAge = 300 s)."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True,
+                         timeout=30).stdout
+    return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
+
+
+def _sbatch_and_wait(args: list, timeout_s: float) -> tuple[str, dict]:
+    """Submit, then poll scontrol every 0.5 s (``sbatch --wait`` polls far more slowly)."""
+    res = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, env=_env(), timeout=60)
+    assert res.returncode == 0, f"sbatch failed: {res.stderr}"
+    job_id = res.stdout.strip().split(";")[0]
+    deadline = time.time() + timeout_s
+    try:
+        while True:
+            info = _job_info(job_id)
+            if info.get("JobState") in TERMINAL:
+                return job_id, info
+            if time.time() > deadline:
+                raise AssertionError(f"SLURM job {job_id} not finished after {timeout_s:.0f}s: {info.get('JobState')}")
+            time.sleep(0.5)
+    finally:
+        if _job_info(job_id).get("JobState") not in TERMINAL:
+            subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+
+
+def _processes_mentioning(needle: str) -> list:
+    found = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        with_cmd = " ".join(p.info["cmdline"] or ())
+        if needle in with_cmd and p.info["pid"] != os.getpid():
+            found.append(f"{p.info['pid']}: {with_cmd[:160]}")
+    return found
+
+
+# --------------------------------------------------------------------------------------------------
+def _rule_job_counts(text: str) -> dict:
+    """The "Job stats" table Snakemake prints before running: {rule: count}, without `all`/total."""
+    m = re.search(r"Job stats:\n(.*?)\n\n", text, re.S)
+    assert m, "no 'Job stats' table in Snakemake's output"
+    counts = {}
+    for line in m.group(1).splitlines():
+        parts = line.split()
+        if len(parts) == 2 and parts[1].isdigit() and parts[0] not in ("all", "total"):
+            counts[parts[0]] = int(parts[1])
+    return counts
+
+
+def test_workflow_through_slurm_executor(tmp_path):
+    wd = tmp_path / "wf"
+    wd.mkdir()
+    cmd = ["timeout", "-k", "10", "480", str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"),
+           "--directory", str(wd), "--configfile", str(SMALL), "--workflow-profile", str(PROFILE),
+           "--jobs", "4", "--latency-wait", "5",
+           # poll SLURM early (the plugin then adds 10 s per round in which no job finished)
+           "--seconds-between-status-checks", "3", "--slurm-init-seconds-before-status-checks", "3"]
+    t0 = time.time()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+    seconds = time.time() - t0
+    out = proc.stdout + proc.stderr
+    submitted = dict(re.findall(r"Job (\d+) has been submitted with SLURM jobid (\d+)", out))
+    try:
+        assert proc.returncode == 0, f"snakemake --executor slurm failed ({proc.returncode}):\n{out[-12000:]}"
+    finally:
+        for job_id in submitted.values():  # nothing of this run stays queued after a failure/timeout
+            if _job_info(job_id).get("JobState") not in TERMINAL:
+                subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+
+    # one SLURM job per rule job, each with its log in .snakemake/slurm_logs/rule_<rule>/...
+    counts = _rule_job_counts(out)
+    assert counts and sum(counts.values()) >= 7, counts
+    logs = sorted((wd / ".snakemake" / "slurm_logs").glob("rule_*/**/*.log"))
+    by_rule: dict = {}
+    for log in logs:
+        rule = log.relative_to(wd / ".snakemake" / "slurm_logs").parts[0][len("rule_"):]
+        by_rule.setdefault(rule, []).append(log.stem)
+    assert {r: len(ids) for r, ids in by_rule.items()} == counts, (by_rule, counts)
+    job_ids = sorted({j for ids in by_rule.values() for j in ids}, key=int)
+    assert len(job_ids) == sum(counts.values())
+    assert set(job_ids) == set(submitted.values()), (job_ids, submitted)
+    jobs = {}
+    for job_id in job_ids:
+        info = _job_info(job_id)
+        assert info.get("JobState") == "COMPLETED", (job_id, info.get("JobState"))
+        jobs[job_id] = {"rule": next(r for r, ids in by_rule.items() if job_id in ids), "node": info.get("NodeList"),
+                        "runtime": info.get("RunTime"), "cpus": info.get("NumCPUs"), "mem": info.get("MinMemoryNode")}
+
+    # the outputs are complete and verified; train_grid ran on a Ray cluster started in its job
+    res = wd / "results"
+    assert (res / "verify.txt").read_text().strip().endswith("OK")
+    manifest = json.loads((res / "train" / "grid.json").read_text())
+    assert manifest["n_runs"] == 8 and len(manifest["nodes"]) == 1
+    train_log = (res / "logs" / "train_grid" / "grid.log").read_text()
+    assert "starting a local Ray cluster" in train_log
+    assert (res / "gram" / "grid.json").exists()
+    _record(tmp_path, "slurm_workflow", {"wall_seconds": round(seconds, 1), "slurm_jobs": jobs,
+                                         "ray_node_ids": manifest["nodes"]})
+
+
+# --------------------------------------------------------------------------------------------------
+_ALLOCATION_JOB = r'''
+import json, os, subprocess, sys, time
+import psutil
+from tfconv import store
+from tfconv.cluster.ray_grid import run_grid
+from tfconv.cluster.ray_slurm import default_temp_dir, ray_in_slurm_allocation
+from tfconv.config import expand_grid, load_config
+from tfconv.pipeline import simulate_data, train_grid
+
+small, work = sys.argv[1], sys.argv[2]
+job = os.environ["SLURM_JOB_ID"]
+out = {"job_id": job, "nodelist": os.environ.get("SLURM_JOB_NODELIST"), "ray_address_env": os.environ.get("RAY_ADDRESS")}
+
+def mentioning(needle):
+    return [p.pid for p in psutil.process_iter(["pid", "cmdline"])
+            if needle in " ".join(p.info["cmdline"] or ()) and p.pid != os.getpid()]
+
+def steps():
+    res = subprocess.run(["squeue", "-h", "-s", "-j", job, "-o", "%i %j"], capture_output=True, text=True)
+    return [ln for ln in res.stdout.splitlines() if "tfconv-ray" in ln]
+
+cfg = load_config(small)
+cfg["ray"]["slurm_allocation"] = True
+exp = cfg["experiments"]["grid"]
+data = os.path.join(work, "data.zarr")
+simulate_data(cfg, exp["dataset"], data)
+
+# 1. the pipeline's train_grid with ray.slurm_allocation: a cluster over this job's nodes
+t0 = time.time()
+summary = train_grid(cfg, "grid", data, os.path.join(work, "train.zarr"), os.path.join(work, "train.json"), threads=2)
+out["train_seconds"] = time.time() - t0
+out["summary"] = {k: summary[k] for k in ("n_runs", "nodes", "trained_now")}
+root = default_temp_dir()
+out["temp_root"] = root
+out["left_after_success"] = mentioning(root)
+out["steps_after_success"] = steps()
+
+# 2. a grid that raises inside an allocation cluster: the cluster must still be torn down
+root2 = root + "-fail"
+out["temp_root_fail"] = root2
+try:
+    with ray_in_slurm_allocation(temp_dir=root2, log=print) as address:
+        out["address_fail"] = address
+        out["pids_during"] = mentioning(root2)
+        out["steps_during"] = steps()
+        run_grid("grid", exp, expand_grid(exp), os.path.join(work, "missing.zarr"),
+                 os.path.join(work, "fail.zarr"), address=address, max_retries=0)
+    out["raised"] = None
+except Exception as exc:  # noqa: BLE001
+    out["raised"] = type(exc).__name__ + ": " + str(exc).splitlines()[0][:200]
+def alive(pid):  # a zombie has exited (only its parent has not collected its status yet)
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+deadline = time.time() + 10
+while time.time() < deadline and any(alive(p) for p in out.get("pids_during", [])):
+    time.sleep(0.2)
+out["left_after_failure"] = mentioning(root2)
+out["pids_during_alive_after"] = [p for p in out.get("pids_during", []) if alive(p)]
+out["zombies_after"] = [p for p in out.get("pids_during", []) if psutil.pid_exists(p) and not alive(p)]
+out["steps_after_failure"] = steps()
+json.dump(out, open(os.path.join(work, "result.json"), "w"), indent=1)
+'''
+
+
+def test_ray_in_slurm_allocation(tmp_path):
+    work = tmp_path / "alloc"
+    work.mkdir()
+    script = work / "job.py"
+    script.write_text(_ALLOCATION_JOB)
+    t0 = time.time()
+    job_id, info = _sbatch_and_wait(
+        ["--nodes=1", "--ntasks-per-node=1", "--cpus-per-task=2", "--mem=4000", "--time=10",
+         "--job-name=tfconv-ray-allocation", f"--chdir={work}", f"--output={work / 'job.out'}",
+         "--wrap", f"{sys.executable} {script} {SMALL} {work}"],
+        timeout_s=240)
+    seconds = time.time() - t0
+    log = (work / "job.out").read_text() if (work / "job.out").exists() else ""
+    assert info.get("JobState") == "COMPLETED", f"job {job_id}: {info.get('JobState')}\n{log[-6000:]}"
+    r = json.loads((work / "result.json").read_text())
+    assert r["ray_address_env"] is None
+    # 1. trained on the allocation's Ray cluster (head node only: this SLURM has one node)
+    assert r["summary"]["n_runs"] == 8 and len(r["summary"]["trained_now"]) == 8
+    assert len(r["summary"]["nodes"]) == 1
+    assert "[ray-slurm] job" in log and "Ray cluster at" in log and "stopped" in log
+    assert r["left_after_success"] == [] and r["steps_after_success"] == []
+    # 2. the failing grid raised, and everything its cluster ran is gone
+    assert r["raised"], "the grid on a missing data store should have raised"
+    assert r["pids_during"] and r["steps_during"], "the allocation cluster was not seen running"
+    assert r["left_after_failure"] == [] and r["pids_during_alive_after"] == [] and r["steps_after_failure"] == []
+    # and from outside the job too
+    for root in (r["temp_root"], r["temp_root_fail"]):
+        assert _processes_mentioning(root) == []
+    _record(tmp_path, "slurm_ray_allocation", {
+        "wall_seconds": round(seconds, 1), "slurm_job_id": job_id, "slurm_nodes": info.get("NodeList"),
+        "ray_node_ids": r["summary"]["nodes"], "train_seconds": round(r["train_seconds"], 1),
+        "failing_grid_raised": r["raised"], "cluster_pids_during_failing_grid": len(r["pids_during"]),
+        "srun_steps_during_failing_grid": r["steps_during"]})
