@@ -173,7 +173,7 @@ def test_workflow_through_slurm_executor(tmp_path):
 
 # --------------------------------------------------------------------------------------------------
 _ALLOCATION_JOB = r'''
-import json, os, subprocess, sys, time
+import json, os, re, subprocess, sys, time
 import psutil
 from tfconv import store
 from tfconv.cluster.ray_grid import run_grid
@@ -221,7 +221,7 @@ try:
                  os.path.join(work, "fail.zarr"), address=address, max_retries=0)
     out["raised"] = None
 except Exception as exc:  # noqa: BLE001
-    out["raised"] = type(exc).__name__ + ": " + str(exc).splitlines()[0][:200]
+    out["raised"] = re.sub(r"\x1b\[[0-9;]*m", "", type(exc).__name__ + ": " + str(exc).splitlines()[0])[:200]
 def alive(pid):  # a zombie has exited (only its parent has not collected its status yet)
     try:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
@@ -272,3 +272,25 @@ def test_ray_in_slurm_allocation(tmp_path):
         "ray_node_ids": r["summary"]["nodes"], "train_seconds": round(r["train_seconds"], 1),
         "failing_grid_raised": r["raised"], "cluster_pids_during_failing_grid": len(r["pids_during"]),
         "srun_steps_during_failing_grid": r["steps_during"]})
+
+
+# --------------------------------------------------------------------------------------------------
+def test_dask_jobqueue_workers_are_slurm_jobs(tmp_path):
+    """`dask: {jobqueue: ...}` obtains its workers as SLURM batch jobs (dask_jobqueue.SLURMCluster)."""
+    from tfconv.cluster.dask_gram import dask_client
+
+    cfg = {"n_workers": 1, "jobqueue": {"cores": 1, "memory": "1GB", "walltime": "00:05:00", "n_jobs": 1,
+                                        "job_extra_directives": [f"--output={tmp_path}/dask-worker-%j.out"]}}
+    t0 = time.time()
+    with dask_client(cfg) as client:
+        where = client.submit(lambda: (os.environ.get("SLURM_JOB_ID"), os.uname().nodename), pure=False).result(timeout=60)
+    seconds = time.time() - t0
+    assert where[0] and where[0].isdigit(), f"the task did not run inside a SLURM job: {where}"
+    info = _job_info(where[0])
+    assert info.get("JobName", "").startswith("dask-worker"), info.get("JobName")
+    deadline = time.time() + 30  # closing the cluster cancels its worker jobs
+    while _job_info(where[0]).get("JobState") not in TERMINAL and time.time() < deadline:
+        time.sleep(0.5)
+    assert _job_info(where[0]).get("JobState") in TERMINAL
+    _record(tmp_path, "slurm_dask_jobqueue", {"wall_seconds": round(seconds, 1), "slurm_job_id": where[0],
+                                              "node": where[1], "job_name": info.get("JobName")})

@@ -132,3 +132,25 @@ def test_verify_cli_detects_a_missing_run(finished_run, tmp_path):
     bad = subprocess.run([str(BIN / "tfconv"), "verify", str(copy)], capture_output=True, text=True)
     assert bad.returncode == 1
     assert "width=32_scaling=inv_init=lecun_seed=0 is missing" in bad.stdout
+
+
+REALDATA = ROOT / "tests" / "data" / "config_realdata.yaml"
+
+
+def test_real_data_experiments_end_to_end(tmp_path):
+    """vit_mnist (shipped MNIST) and text_assumption (shipped reviews) through the whole workflow."""
+    import xarray as xr
+
+    snakemake(tmp_path, "--cores", "2", config=REALDATA)
+    missing = [str(p) for p in declared_targets(tmp_path, REALDATA) if not p.exists()]
+    assert not missing, f"missing outputs: {missing}"
+    res = tmp_path / "results"
+    vit = xr.open_zarr(res / "aggregate" / "vit_mnist.zarr", consolidated=False).load()
+    acc = vit["test_accuracy"].sel(epoch=12)
+    assert acc.shape == (2, 2, 2, 1) and float(acc.min()) >= 0.0 and float(acc.max()) <= 1.0
+    assert np.all(np.isfinite(vit["loss"].values))
+    txt = xr.open_zarr(res / "aggregate" / "text_assumption.zarr", consolidated=False).load()
+    lam = txt["lambda_min"].sel(checkpoint_epoch=0)
+    assert lam.dims == ("n_samples", "width", "scaling", "init", "seed")
+    assert np.all(lam.values > 0), "the NTK at init of distinct reviews must be positive definite"
+    assert "data_kernel_lambda_min" in txt and txt["data_kernel_lambda_min"].dims == ("n_samples",)

@@ -166,6 +166,7 @@ def assemble_gram(cfg: Mapping[str, Any], name: str, data_store: str, train_stor
     ds = store.read_dataset(data_store)
     _check_writable(gram_store)
     store.check_train_store(train_store, ds.meta["content_hash"], train_config(exp).to_dict(), required=True)
+    store.check_gram_store(gram_store, cfg["gram"]["block_size"])
     points = _points(cfg, exp)
     gcfg = cfg["gram"]
 

@@ -273,7 +273,9 @@ def read_run(train_store, rid: str) -> Dict[str, Any]:
     ckpts = {}
     for e in attrs["checkpoint_epochs"]:
         eg = g[f"ckpt/epoch={e}"]
-        ckpts[int(e)] = {name: np.asarray(eg[name][...]) for name in eg.array_keys()}
+        # sorted: zarr lists a group's arrays in no fixed order, and the order of the parameters is
+        # the order in which the exact NTK engine sums over them (bitwise reproducible Gram blocks)
+        ckpts[int(e)] = {name: np.asarray(eg[name][...]) for name in sorted(eg.array_keys())}
     return {"attrs": attrs, "curves": curves, "checkpoints": ckpts}
 
 
@@ -325,6 +327,27 @@ def ensure_gram(gram_store, rid: str, epoch: int, n: int, block_size: int, attrs
                       dtype="uint8", dimension_names=["block_i", "block_j"], fill_value=0, overwrite=True)
     g.attrs.update(_json_safe(dict(attrs or {}, block_size=block_size, n=n, complete=False)))
     return g
+
+
+def check_gram_store(gram_store, block_size: int) -> None:
+    """Refuse to resume unfinished Grams that were started with another block size (before any
+    cluster starts); finished ones are kept whatever their block size."""
+    p = Path(gram_store)
+    if not p.is_dir():
+        return
+    for kz in sorted(p.glob("*/epoch=*/K/zarr.json")):
+        g = kz.parent.parent
+        if _group_attrs(g).get("complete"):
+            continue
+        try:
+            chunks = json.loads(kz.read_text())["chunk_grid"]["configuration"]["chunk_shape"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # an unreadable leftover is recreated by ensure_gram
+        if list(chunks) != [int(block_size)] * 2:
+            raise StoreError(
+                f"{g}: this unfinished Gram was started with gram.block_size={chunks[0]}, the config now says "
+                f"{block_size}; set gram.block_size back to {chunks[0]} to resume it, or delete {g} to start it again"
+            )
 
 
 def write_block(gram_group, bi: int, bj: int, block: np.ndarray, block_size: int) -> None:

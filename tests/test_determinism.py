@@ -1,0 +1,154 @@
+"""Determinism (issue 8): the same grid point trained in-process, through a local Ray cluster and
+through a real two-node Ray cluster gives bitwise identical curves and checkpoints on one machine;
+the Gram matrix is the same within float tolerance for any block size (and bitwise the same for the
+same block size)."""
+from __future__ import annotations
+
+import functools
+import signal
+
+import numpy as np
+import pytest
+import torch
+
+from tfconv import pipeline, runner, store
+from tfconv.config import expand_grid, load_config, model_spec, run_id
+from tfconv.ntk import ntk_matrix, params_from_numpy
+
+pytestmark = pytest.mark.slow
+
+N = 10
+CONFIG = {
+    "datasets": {"synth": {"kind": "synthetic", "n_samples": N, "d_s": 4, "d": 8, "seed": 3}},
+    "experiments": {
+        "det": {
+            "dataset": "synth",
+            "grid": {"width": [8, 16], "scaling": ["inv_sqrt", "inv", 0.5], "init": ["lecun", "he", "ntk"], "seed": [0, 7]},
+            "train": {"step_size": 2.0, "epochs": 150, "checkpoint_epochs": [0, 75, 150]},
+        }
+    },
+}
+
+
+def hard_timeout(seconds: int):
+    """Fail the test (TimeoutError in the main thread) when it runs longer than `seconds`."""
+
+    def deco(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            def on_alarm(signum, frame):
+                raise TimeoutError(f"{fn.__name__} exceeded its hard timeout of {seconds} s")
+
+            old = signal.signal(signal.SIGALRM, on_alarm)
+            signal.alarm(seconds)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                signal.alarm(0)
+                signal.signal(signal.SIGALRM, old)
+
+        return wrapper
+
+    return deco
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("det")
+    cfg = load_config(dict(CONFIG, results=str(root / "results")))
+    exp = cfg["experiments"]["det"]
+    grid = expand_grid(exp)
+    # six points that differ in every axis (widths, all three scalings, all three inits, both seeds)
+    points = [grid[i] for i in (0, 7, 14, 21, 28, 35)]
+    assert len({run_id(p) for p in points}) == 6
+    data = str(root / "data.zarr")
+    pipeline.simulate_data(cfg, "synth", data)
+    threads = torch.get_num_threads()
+    inproc = str(root / "inprocess.zarr")
+    store.ensure_train_store(inproc)
+    for p in points:
+        runner.train_point("det", exp, p, data, inproc, threads=1)
+    torch.set_num_threads(threads)
+    return {"root": root, "exp": exp, "points": points, "data": data, "inproc": inproc}
+
+
+def _assert_bitwise(store_a, store_b, points, where):
+    for p in points:
+        rid = run_id(p)
+        a, b = store.read_run(store_a, rid), store.read_run(store_b, rid)
+        assert sorted(a["curves"]) == sorted(b["curves"])
+        for k in a["curves"]:
+            assert a["curves"][k].tobytes() == b["curves"][k].tobytes(), f"{where}: {rid} curve {k} differs"
+        for e in a["checkpoints"]:
+            for w in a["checkpoints"][e]:
+                assert a["checkpoints"][e][w].tobytes() == b["checkpoints"][e][w].tobytes(), f"{where}: {rid} {e}/{w}"
+        assert a["attrs"]["status"] == b["attrs"]["status"]
+
+
+@hard_timeout(240)
+def test_training_bitwise_identical_in_process_local_ray_and_two_node_ray(setup, tmp_path, monkeypatch):
+    from clusters import ray_two_nodes
+    from tfconv.cluster.ray_grid import run_grid
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    s = setup
+    local = str(tmp_path / "local-ray.zarr")
+    res = run_grid("det", s["exp"], s["points"], s["data"], local, address=None, num_cpus=2, threads_per_run=1,
+                   log=lambda m: None)
+    assert all(not r.get("skipped") for r in res)
+    _assert_bitwise(s["inproc"], local, s["points"], "local Ray vs in-process")
+
+    two = str(tmp_path / "two-node-ray.zarr")
+    with ray_two_nodes(tmp_path / "ray-logs") as address:
+        res = run_grid("det", s["exp"], s["points"], s["data"], two, address=address, num_cpus=1,
+                       threads_per_run=1, log=lambda m: None)
+    nodes = {r.get("node_id") for r in res}
+    assert len(nodes) == 2, f"the two-node cluster ran the grid on {len(nodes)} node(s)"
+    _assert_bitwise(s["inproc"], two, s["points"], "two-node Ray vs in-process")
+
+
+def _assemble_in_process(s, point, epoch, gram_store, engine, block_size, chunk_size):
+    rid = run_id(point)
+    grp = store.ensure_gram(gram_store, rid, epoch, N, block_size)
+    for bi, bj in store.upper_blocks(N, block_size):
+        runner.gram_block(s["exp"], point, s["data"], s["inproc"], gram_store, epoch, bi, bj, engine,
+                          block_size, chunk_size, 1)
+    store.finalize_gram(grp)
+    return store.read_gram(gram_store, rid, epoch)
+
+
+@hard_timeout(240)
+def test_gram_same_within_tolerance_for_any_block_size(setup, tmp_path):
+    s = setup
+    threads = torch.get_num_threads()
+    ds = store.read_dataset(s["data"])
+    try:
+        for point in s["points"][-1:]:
+            rid = run_id(point)
+            run = store.read_run(s["inproc"], rid)
+            spec = model_spec(s["exp"], point, ds.d_s, ds.d, ds.n_outputs)
+            spec64 = spec.__class__(**{**spec.to_dict(), "dtype": "float64"})
+            for epoch in (0, 150):
+                # reference: the whole matrix at once, float64 parameters and the exact engine
+                direct = ntk_matrix(params_from_numpy(run["checkpoints"][epoch], dtype=torch.float64), spec64, ds.X,
+                                    engine="exact")
+                scale = np.abs(direct).max()
+                for engine in ("structured", "exact"):
+                    # block sizes that divide N, that do not, 1 (every entry its own block), > N (one block)
+                    # (block size 1 is N(N+1)/2 tiny tasks: left to the fast engine)
+                    for bs in ((1, 3, 4, 7, N, 64) if engine == "structured" else (2, 3, 7, N, 64)):
+                        chunk = min(bs, 3)
+                        K, ev = _assemble_in_process(s, point, epoch, str(tmp_path / f"{engine}-{bs}.zarr"), engine, bs, chunk)
+                        np.testing.assert_allclose(K, direct, rtol=2e-5, atol=2e-6 * scale,
+                                                   err_msg=f"{rid} epoch {epoch} engine {engine} block_size {bs}")
+                        np.testing.assert_allclose(ev, np.linalg.eigvalsh(direct), rtol=1e-4, atol=1e-5 * scale)
+                    # the same block size twice: bitwise the same
+                    K1, _ = _assemble_in_process(s, point, epoch, str(tmp_path / f"{engine}-again.zarr"), engine, 3, 3)
+                    K2, _ = store.read_gram(str(tmp_path / f"{engine}-3.zarr"), rid, epoch)
+                    assert K1.tobytes() == K2.tobytes(), f"{rid} epoch {epoch} {engine}: same block size, other bits"
+                    import shutil
+
+                    shutil.rmtree(tmp_path / f"{engine}-again.zarr")
+    finally:
+        torch.set_num_threads(threads)
