@@ -90,7 +90,7 @@ def matmul_gflops(n: int, repeats: int = 3) -> float:
 
 # ----------------------------------------------------------------------------- a shared machine
 QUIET_BUSY = 0.15  # "quiet": other processes use under 15% of all cores
-QUIET_WAIT_S = 60.0  # the longest wait for a quiet machine before a timed segment
+QUIET_WAIT_S = 20.0  # the longest wait for a quiet machine before a timed segment
 
 
 def busy_fraction(interval: float = 0.5) -> float:

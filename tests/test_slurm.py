@@ -31,7 +31,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-import yaml
 
 from clusters import slurm_available
 
@@ -208,6 +207,7 @@ root = default_temp_dir()
 out["temp_root"] = root
 out["left_after_success"] = mentioning(root)
 out["steps_after_success"] = steps()
+out["temp_root_removed"] = not os.path.exists(root)
 
 # 2. a grid that raises inside an allocation cluster: the cluster must still be torn down
 root2 = root + "-fail"
@@ -235,6 +235,7 @@ out["left_after_failure"] = mentioning(root2)
 out["pids_during_alive_after"] = [p for p in out.get("pids_during", []) if alive(p)]
 out["zombies_after"] = [p for p in out.get("pids_during", []) if psutil.pid_exists(p) and not alive(p)]
 out["steps_after_failure"] = steps()
+out["temp_root_fail_kept"] = os.path.isdir(root2)  # its logs are kept after a failure
 json.dump(out, open(os.path.join(work, "result.json"), "w"), indent=1)
 '''
 
@@ -260,13 +261,16 @@ def test_ray_in_slurm_allocation(tmp_path):
     assert len(r["summary"]["nodes"]) == 1
     assert "[ray-slurm] job" in log and "Ray cluster at" in log and "stopped" in log
     assert r["left_after_success"] == [] and r["steps_after_success"] == []
+    assert r["temp_root_removed"]
     # 2. the failing grid raised, and everything its cluster ran is gone
     assert r["raised"], "the grid on a missing data store should have raised"
     assert r["pids_during"] and r["steps_during"], "the allocation cluster was not seen running"
     assert r["left_after_failure"] == [] and r["pids_during_alive_after"] == [] and r["steps_after_failure"] == []
+    assert r["temp_root_fail_kept"]
     # and from outside the job too
     for root in (r["temp_root"], r["temp_root_fail"]):
         assert _processes_mentioning(root) == []
+    shutil.rmtree(r["temp_root_fail"], ignore_errors=True)  # one-node SLURM: the job's /tmp is ours
     _record(tmp_path, "slurm_ray_allocation", {
         "wall_seconds": round(seconds, 1), "slurm_job_id": job_id, "slurm_nodes": info.get("NodeList"),
         "ray_node_ids": r["summary"]["nodes"], "train_seconds": round(r["train_seconds"], 1),

@@ -46,8 +46,14 @@ def dask_client(dask_cfg: Mapping[str, Any], log: Callable[[str], None] = print)
         return
     log(f"[dask] starting a local cluster: {dask_cfg['n_workers']} worker process(es) x "
         f"{dask_cfg['threads_per_worker']} thread(s), {dask_cfg['memory_limit']} each")
-    with LocalCluster(n_workers=int(dask_cfg["n_workers"]), threads_per_worker=int(dask_cfg["threads_per_worker"]),
-                      processes=True, memory_limit=dask_cfg["memory_limit"], dashboard_address=None) as cluster, \
+    import dask
+
+    # A task whose worker dies is rescheduled up to `retries` times (the scheduler's allowed-failures);
+    # `retries` on submit covers tasks that raise.  Block writes are idempotent, so both are safe.
+    allowed = {"distributed.scheduler.allowed-failures": int(dask_cfg.get("retries", 3))}
+    with dask.config.set(allowed), \
+            LocalCluster(n_workers=int(dask_cfg["n_workers"]), threads_per_worker=int(dask_cfg["threads_per_worker"]),
+                         processes=True, memory_limit=dask_cfg["memory_limit"], dashboard_address=None) as cluster, \
             Client(cluster) as client:
         yield client
 
@@ -138,9 +144,11 @@ def assemble_grams(
             log(f"[assemble_gram] {n_done}/{len(submitted)} blocks, elapsed {el:.0f}s, "
                 f"eta {el / max(n_done, 1) * (len(submitted) - n_done):.0f}s")
             last = time.time()
+    t_blocks = time.time() - t0
     for point, epoch in to_finalize:
         g = store.ensure_gram(gram_store, run_id(point), epoch, n_samples_of(point), block_size)
         ev = store.finalize_gram(g, provenance)
         log(f"[assemble_gram] {run_id(point)} epoch {epoch}: lambda_min={ev[0]:.4g} lambda_max={ev[-1]:.4g}")
     return {"grams": len(jobs), "finalized": len(to_finalize), "blocks_computed": len(submitted),
-            "blocks_skipped": n_blocks_skipped, "seconds": time.time() - t0}
+            "blocks_skipped": n_blocks_skipped, "seconds": time.time() - t0, "seconds_blocks": t_blocks,
+            "seconds_eigenvalues": time.time() - t0 - t_blocks}

@@ -61,9 +61,6 @@ def free_ports(n):
         s.close()
     return ports
 def node_ip():
-    ip = os.environ.get("TFCONV_RAY_NODE_IP")
-    if ip:
-        return ip
     try:  # the address of the interface that routes outwards (what Ray itself advertises)
         s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(("8.8.8.8", 80))
         ip = s.getsockname()[0]; s.close(); return ip
@@ -240,6 +237,7 @@ def ray_in_slurm_allocation(
     object_store_memory: Optional[int] = None,
     timeout_s: float = 180.0,
     grace_s: float = 15.0,
+    keep_temp_dir: bool = False,
     log: Callable[[str], None] = print,
 ) -> Iterator[str]:
     """Start a Ray head on the allocation's first node and a Ray worker on each other node;
@@ -252,6 +250,8 @@ def ray_in_slurm_allocation(
     temp_dir: root of Ray's per-node temp dirs (``<temp_dir>/n<i>`` on node i; default
     ``$TMPDIR/ray-<jobid>``); keep it short.
     object_store_memory: bytes per node; default a quarter of SLURM_MEM_PER_NODE when set.
+    keep_temp_dir: keep the nodes' Ray temp dirs (logs, spilled objects); by default they are
+    removed after a successful block and kept (for their logs) when it raised.
     """
     job = os.environ.get("SLURM_JOB_ID")
     if not job:
@@ -324,13 +324,28 @@ def ray_in_slurm_allocation(
                 fail(f"`ray start` exited on {', '.join(dead)}")
             log(f"[ray-slurm] Ray cluster at {address} up in {time.time() - t0:.1f}s: {check.stdout.strip()}")
             yield address
+    except BaseException:
+        keep_temp_dir = True
+        raise
     finally:
         _teardown(procs, job, step_name, grace_s, log)
+        if procs and not keep_temp_dir:
+            _remove_temp_dirs(nodes, root, env)
+        elif procs:
+            log(f"[ray-slurm] Ray logs kept in {root}/n<i> on the nodes {','.join(nodes)}")
         for k, v in old_auth.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+def _remove_temp_dirs(nodes: List[str], root: str, env: Mapping[str, str]) -> None:
+    """rm -rf the Ray temp root on every node (one srun over all nodes); best effort."""
+    cmd = ["srun", "--overlap", f"--nodes={len(nodes)}", f"--ntasks={len(nodes)}", "--ntasks-per-node=1",
+           "--cpus-per-task=1", "-w", ",".join(nodes), "rm", "-rf", root]
+    with contextlib.suppress(OSError, subprocess.TimeoutExpired):
+        subprocess.run(cmd, capture_output=True, env=dict(env), timeout=60)
 
 
 def _teardown(procs: List[_Node], job: str, step_name: str, grace_s: float, log: Callable[[str], None]) -> None:
