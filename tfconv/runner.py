@@ -39,11 +39,15 @@ def _accuracy_eval(spec, X, labels, X_test, labels_test):
     Xt = torch.as_tensor(X, dtype=spec.torch_dtype)
     Xte = torch.as_tensor(X_test, dtype=spec.torch_dtype) if X_test is not None else None
 
+    def accuracy(params, X_, lab):
+        dev = next(iter(params.values())).device
+        return float((forward(params, X_.to(dev), scales).argmax(1).cpu().numpy() == lab).mean())
+
     def eval_fn(params, epoch):
         with torch.no_grad():
-            out = {"train_accuracy": float((forward(params, Xt, scales).argmax(1).numpy() == labels).mean())}
+            out = {"train_accuracy": accuracy(params, Xt, labels)}
             if Xte is not None:
-                out["test_accuracy"] = float((forward(params, Xte, scales).argmax(1).numpy() == labels_test).mean())
+                out["test_accuracy"] = accuracy(params, Xte, labels_test)
         return out
 
     return eval_fn
@@ -91,8 +95,16 @@ def train_point(
         lab_test = np.array([col[int(v)] for v in extra["labels_test"]]) if "labels_test" in extra else None
         acc = _accuracy_eval(spec, ds.X, lab_train, ds.X_test, lab_test)
         eval_fn = lambda params, epoch: acc(params, epoch) if (epoch % eval_every == 0 or epoch == tcfg.epochs) else {}  # noqa: E731
+    device = None
+    try:  # a Ray task that was given GPUs trains on one; everything else stays on the CPU
+        import ray
+
+        if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
+            device = "cuda"
+    except Exception:  # noqa: BLE001
+        pass
     t0 = time.perf_counter()
-    result = train_gd(spec, ds.X, ds.y, int(point.get("seed", 0)), tcfg, eval_fn=eval_fn)
+    result = train_gd(spec, ds.X, ds.y, int(point.get("seed", 0)), tcfg, eval_fn=eval_fn, device=device)
     prov = provenance(None, experiment=experiment, run_id=rid, seed=int(point.get("seed", 0)),
                       dataset_sha256=ds.meta.get("content_hash"), threads=int(threads))
     store.write_run(train_store, rid, point, result, prov)

@@ -101,23 +101,25 @@ def train_gd(
     params: Optional[Params] = None,
     progress: Optional[Callable[[int, float], None]] = None,
     eval_fn: Optional[Callable[[Params, int], Dict[str, float]]] = None,
+    device: Optional[str] = None,
 ) -> RunResult:
     """Train one model by full-batch GD and record the per-epoch diagnostics.
 
     X: (N, d_s, d), y: (N, C) arrays (numpy or torch).  `params` overrides the seeded init.
     `progress(epoch, loss)` is called every epoch; `eval_fn(params, epoch)` may return extra scalar
-    curves (for example test accuracy), recorded in ``RunResult.curves``.
+    curves (for example test accuracy), recorded in ``RunResult.curves``.  `device` ("cuda", ...)
+    moves the computation to an accelerator; records and checkpoints come back as CPU arrays.
     """
     t_start = time.perf_counter()
     dt = spec.torch_dtype
-    X = torch.as_tensor(np.asarray(X), dtype=dt)
-    y = torch.as_tensor(np.asarray(y), dtype=dt)
+    X = torch.as_tensor(np.asarray(X), dtype=dt, device=device)
+    y = torch.as_tensor(np.asarray(y), dtype=dt, device=device)
     if X.ndim != 3 or X.shape[1:] != (spec.d_s, spec.d):
         raise ValueError(f"X has shape {tuple(X.shape)}, expected (N, d_s={spec.d_s}, d={spec.d})")
     if y.shape != (X.shape[0], spec.n_outputs):
         raise ValueError(f"y has shape {tuple(y.shape)}, expected (N={X.shape[0]}, n_outputs={spec.n_outputs})")
     scales = spec.scales()
-    theta0 = {k: v.detach().clone() for k, v in (params or init_params(spec, seed)).items()}
+    theta0 = {k: v.detach().clone().to(device) for k, v in (params or init_params(spec, seed)).items()}
     theta = {k: v.clone().requires_grad_(True) for k, v in theta0.items()}
     names = list(theta)
     E = train.epochs
@@ -149,7 +151,7 @@ def train_gd(
                 wc_per[k][epoch] = math.sqrt(diff_sq[k]) / norm0_per[k]
             dev_mean[epoch], dev_max[epoch] = attention_deviation(A)
             if epoch in ckpt_epochs:
-                checkpoints[epoch] = {k: v.detach().numpy().copy() for k, v in theta.items()}
+                checkpoints[epoch] = {k: v.detach().cpu().numpy().copy() for k, v in theta.items()}
             if eval_fn is not None:
                 for key, val in eval_fn({k: v.detach() for k, v in theta.items()}, epoch).items():
                     extra.setdefault(key, nan())[epoch] = val

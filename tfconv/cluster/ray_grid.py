@@ -78,6 +78,11 @@ def run_grid(
         return done
     info = connect(address, num_cpus, log=log)
     try:
+        if gpus_per_task > 0 and info["gpus"] < gpus_per_task:
+            raise RuntimeError(
+                f"ray.gpus_per_task is {gpus_per_task:g} but the Ray cluster has {info['gpus']:g} GPUs: the tasks "
+                "could never be scheduled. Set ray.gpus_per_task: 0 to train on CPUs, or join a cluster with GPUs."
+            )
         opts = dict(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries, retry_exceptions=False)
         if vectorise:
             # one task per (width, n_samples) group: its runs share every tensor shape
