@@ -8,8 +8,8 @@ Sections (append new ones to `SECTIONS`):
              method of PyTorch's NTK tutorial (vmap(jacrev) per-sample Jacobians, then contract),
              blocked so it fits memory; GFLOP/s of the structured engine vs a float32 matmul.
   flops      the structured engine's FLOP-count formula (`tfconv.ntk_structured.flop_count`).
-  gd_epochs  hook: GD epochs/s, vectorised (vmap over runs) vs one run at a time.  Not implemented yet.
-  dask_gram  hook: the N = 20,000 Gram assembled by Dask.  Not implemented yet.
+  gd_epochs  GD epochs/s per grid point, vectorised over runs vs one run at a time.
+  dask_gram  the N = 20,000 Gram assembled by Dask into Zarr: wall time, peak worker memory.
 
 Every measurement of a method runs in a fresh subprocess (`--worker`), so the peak resident memory
 (ru_maxrss) of one method never contaminates another's.  Timings use torch.set_num_threads(THREADS).
@@ -25,6 +25,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 THREADS = 2
@@ -299,21 +300,47 @@ def section_flops(args) -> Table:
                   "structured GFLOP", "baseline contraction GFLOP"], rows, notes)
 
 
-def section_gd_epochs(args) -> Optional[Table]:
-    """Hook: GD epochs/s, vectorised over runs (torch.func.vmap) vs one run at a time.
+def _pipeline_section(name: str, extra: List[str]) -> dict:
+    """Run one section of benchmarks/bench_pipeline.py in a fresh subprocess (its LocalCluster needs a
+    main guard, and a fresh process keeps peak-memory numbers clean); returns its JSON results."""
+    import subprocess
+    import tempfile
 
-    To implement: return a Table with columns e.g. N, width, runs, epochs/s vectorised, epochs/s
-    per-run, speed-up; run each method through `run_worker` with a new worker kind.
-    """
-    return None
+    with tempfile.NamedTemporaryFile(suffix=".json") as fh:
+        cmd = [sys.executable, str(Path(__file__).with_name("bench_pipeline.py")), "--section", name,
+               "--json", fh.name, *extra]
+        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL if name == "train" else None)
+        return json.loads(Path(fh.name).read_text())[name]
+
+
+def section_gd_epochs(args) -> Optional[Table]:
+    """GD epochs/s per grid point: all 6 runs of one width (2 scalings x 3 inits) trained in one
+    vectorised computation (`tfconv.train_batched`) vs one `train_gd` call per run, same thread."""
+    rows = _pipeline_section("train", ["--quick"] if args.quick else [])
+    args.raw["gd_epochs"] = rows
+    return Table(
+        "GD training throughput: epochs/s per grid point (N=100, d_s=8, d=32, float32, 1 thread)",
+        ["width", "runs", "epochs", "one run per task", "vectorised", "speed-up"],
+        [[str(r["width"]), str(r["runs"]), str(r["epochs"]), f"{r['epochs_per_s_per_point_loop']:.1f}",
+          f"{r['epochs_per_s_per_point_vectorised']:.1f}", f"{r['speedup']:.2f}x"] for r in rows],
+        ["speed-up = time of 6 sequential train_gd runs / time of one train_gd_vectorised call of the same 6"],
+    )
 
 
 def section_dask_gram(args) -> Optional[Table]:
-    """Hook: the N = 20,000 empirical-NTK Gram assembled by Dask (time, workers, peak memory).
-
-    To implement: return a Table; run the Dask client in a subprocess (LocalCluster needs a main guard).
-    """
-    return None
+    """The N x N Gram (N = 20,000; 2,000 with --quick) of one checkpoint assembled by a dask
+    LocalCluster of 2 worker processes (3 GB limit each) into Zarr: wall time, peak worker memory."""
+    r = _pipeline_section("gram20k", ["--quick"] if args.quick else [])
+    args.raw["dask_gram"] = r
+    return Table(
+        f"Out-of-core Gram through Dask into Zarr (N={r['n']}, width {r['width']}, LeCun, inv_sqrt, float32)",
+        ["N", "blocks", "workers", "wall s", "blocks s", "eigenvalues s", "peak worker MiB", "cap", "driver peak MiB"],
+        [[str(r["n"]), f"{r['blocks']} of {r['block_size']}x{r['block_size']}", str(r["workers"]),
+          f"{r['wall_s']:.0f}", f"{r['blocks_s']:.0f}", f"{r['eigenvalues_s']:.0f}",
+          f"{r['peak_worker_rss_mb']:.0f}", r["memory_limit"], f"{r['driver_peak_rss_mb']:.0f}"]],
+        ["peak worker memory = max over workers of getrusage(RUSAGE_SELF).ru_maxrss after the assembly",
+         "float64 eigenvalues are computed on the driver (Dask has no symmetric eigensolver)"],
+    )
 
 
 @dataclass

@@ -22,6 +22,7 @@ import yaml
 from tfconv import cli, pipeline, runner, store
 from tfconv.config import ConfigError, expand_grid, load_config, run_id
 from tfconv.data import content_hash
+from timeouts import hard_timeout  # noqa: E402 (tests/ is on sys.path)
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -38,28 +39,6 @@ BASE = {
     },
     "gram": {"block_size": 5, "chunk_size": 5},
 }
-
-
-def hard_timeout(seconds: int):
-    """Fail the test (TimeoutError in the main thread) when it runs longer than `seconds`."""
-
-    def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            def on_alarm(signum, frame):
-                raise TimeoutError(f"{fn.__name__} exceeded its hard timeout of {seconds} s")
-
-            old = signal.signal(signal.SIGALRM, on_alarm)
-            signal.alarm(seconds)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                signal.alarm(0)
-                signal.signal(signal.SIGALRM, old)
-
-        return wrapper
-
-    return deco
 
 
 def _exp(c):

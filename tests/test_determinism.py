@@ -14,6 +14,7 @@ import torch
 from tfconv import pipeline, runner, store
 from tfconv.config import expand_grid, load_config, model_spec, run_id
 from tfconv.ntk import ntk_matrix, params_from_numpy
+from timeouts import hard_timeout  # noqa: E402 (tests/ is on sys.path)
 
 pytestmark = pytest.mark.slow
 
@@ -28,28 +29,6 @@ CONFIG = {
         }
     },
 }
-
-
-def hard_timeout(seconds: int):
-    """Fail the test (TimeoutError in the main thread) when it runs longer than `seconds`."""
-
-    def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            def on_alarm(signum, frame):
-                raise TimeoutError(f"{fn.__name__} exceeded its hard timeout of {seconds} s")
-
-            old = signal.signal(signal.SIGALRM, on_alarm)
-            signal.alarm(seconds)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                signal.alarm(0)
-                signal.signal(signal.SIGALRM, old)
-
-        return wrapper
-
-    return deco
 
 
 @pytest.fixture(scope="module")

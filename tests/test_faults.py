@@ -34,6 +34,7 @@ import yaml
 
 from tfconv import pipeline, runner, store
 from tfconv.config import expand_grid, load_config, run_id
+from timeouts import hard_timeout  # noqa: E402 (tests/ is on sys.path)
 
 pytestmark = pytest.mark.slow
 
@@ -60,28 +61,6 @@ FAULT_CONFIG = {
     "resources": {"train_grid": {"threads": 2}, "assemble_gram": {"threads": 2}},
 }
 EXP = "grid"
-
-
-def hard_timeout(seconds: int):
-    """Fail the test (TimeoutError in the main thread) when it runs longer than `seconds`."""
-
-    def deco(fn):
-        @functools.wraps(fn)
-        def wrapper(*args, **kwargs):
-            def on_alarm(signum, frame):
-                raise TimeoutError(f"{fn.__name__} exceeded its hard timeout of {seconds} s")
-
-            old = signal.signal(signal.SIGALRM, on_alarm)
-            signal.alarm(seconds)
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                signal.alarm(0)
-                signal.signal(signal.SIGALRM, old)
-
-        return wrapper
-
-    return deco
 
 
 # ------------------------------------------------------------------------------------------------

@@ -221,14 +221,19 @@ def check_train_store(train_store, dataset_sha256: str, train_settings: Optional
                 raise StoreError(f"train store {p}: run {rid} was trained with {', '.join(diff)}; {fix}")
 
 
-def run_complete(train_store, rid: str) -> bool:
-    f = runs_dir(train_store) / rid / "zarr.json"
+def _marked_complete(group_dir: Path) -> bool:
+    """Whether a group's metadata carries complete=True (written last by every writer here)."""
+    f = Path(group_dir) / "zarr.json"
     if not f.exists():
         return False
     try:
         return bool(json.loads(f.read_text()).get("attributes", {}).get("complete"))
     except (OSError, ValueError):
         return False
+
+
+def run_complete(train_store, rid: str) -> bool:
+    return _marked_complete(runs_dir(train_store) / rid)
 
 
 def write_run(train_store, rid: str, point: Mapping, result, provenance: Optional[Mapping] = None) -> None:
@@ -366,13 +371,7 @@ def blocks_done(gram_group) -> np.ndarray:
 
 
 def gram_complete(gram_store, rid: str, epoch: int) -> bool:
-    f = gram_path(gram_store, rid, epoch) / "zarr.json"
-    if not f.exists():
-        return False
-    try:
-        return bool(json.loads(f.read_text()).get("attributes", {}).get("complete"))
-    except (OSError, ValueError):
-        return False
+    return _marked_complete(gram_path(gram_store, rid, epoch))
 
 
 def finalize_gram(gram_group, provenance: Optional[Mapping] = None) -> np.ndarray:
