@@ -103,3 +103,10 @@ def test_cli_validate_exit_codes(tmp_path, capsys):
         load_config(p)
     assert cli_main(["validate", str(p)]) == 2
     assert "experiment" in capsys.readouterr().err
+
+
+def test_config_readme_is_generated_from_the_schema():
+    """config/README.md is the rendering of the schema (regenerate: python -m tfconv.config_doc > config/README.md)."""
+    from tfconv.config_doc import render
+
+    assert (ROOT / "config" / "README.md").read_text() == render()

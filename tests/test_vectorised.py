@@ -1,0 +1,54 @@
+"""Vectorised training of several runs of one width agrees with one train_gd call per run."""
+import numpy as np
+import pytest
+import torch
+
+from tfconv import ModelSpec, TrainConfig, make_synthetic, train_gd
+from tfconv.train_batched import train_gd_vectorised
+
+# float64 on tiny problems: batched and single-run kernels differ only in summation order, so the
+# curves agree to ~1e-12 relative; 1e-9 leaves room for growth of rounding over 40 epochs.
+RTOL = 1e-9
+
+
+def _runs(step_size, epochs=40):
+    torch.set_num_threads(1)
+    ds = make_synthetic(10, 4, 6, seed=3)
+    specs = [ModelSpec(width=12, d=6, d_s=4, scaling=s, init=i, dtype="float64")
+             for s in ("inv_sqrt", "inv", 0.3) for i in ("lecun", "he", "ntk")]
+    seeds = list(range(len(specs)))
+    tc = TrainConfig(step_size=step_size, epochs=epochs, checkpoint_epochs=(0, epochs // 2))
+    single = [train_gd(s, ds.X, ds.y, seed, tc) for s, seed in zip(specs, seeds)]
+    batched = train_gd_vectorised(specs, ds.X, ds.y, seeds, tc)
+    return single, batched
+
+
+def test_vectorised_equals_single_runs():
+    single, batched = _runs(step_size=0.5)
+    for a, b in zip(single, batched):
+        assert a.status == b.status == "complete"
+        for name in ("loss", "weight_change", "attention_deviation_mean", "attention_deviation_max"):
+            np.testing.assert_allclose(getattr(b, name), getattr(a, name), rtol=RTOL, atol=1e-14, err_msg=name)
+        for k in a.weight_change_per:
+            np.testing.assert_allclose(b.weight_change_per[k], a.weight_change_per[k], rtol=RTOL, atol=1e-14)
+        for e in a.checkpoints:
+            for k in a.checkpoints[e]:
+                np.testing.assert_allclose(b.checkpoints[e][k], a.checkpoints[e][k], rtol=RTOL, atol=1e-14)
+
+
+def test_diverged_runs_are_frozen_and_the_others_go_on():
+    single, batched = _runs(step_size=40.0)
+    statuses = [r.status for r in single]
+    assert "diverged" in statuses and "complete" in statuses, statuses  # the step splits the group
+    for a, b in zip(single, batched):
+        assert (a.status, a.diverged_epoch) == (b.status, b.diverged_epoch)
+        finite = np.isfinite(a.loss)
+        np.testing.assert_array_equal(np.isfinite(b.loss), finite)
+        np.testing.assert_allclose(b.loss[finite], a.loss[finite], rtol=1e-6)
+
+
+def test_vectorised_rejects_mixed_widths():
+    ds = make_synthetic(4, 3, 5, seed=0)
+    specs = [ModelSpec(width=8, d=5, d_s=3), ModelSpec(width=16, d=5, d_s=3)]
+    with pytest.raises(ValueError, match="share width"):
+        train_gd_vectorised(specs, ds.X, ds.y, [0, 1], TrainConfig(epochs=2))
