@@ -105,9 +105,10 @@ def build_dataset(
         ds[k].attrs["long_name"] = k.replace("_", " ")
     ds["weight_change"].attrs["definition"] = "|theta_t - theta_0|_F / |theta_0|_F"
     ds["kernel_change"].attrs["definition"] = "|K_t - K_0|_F / |K_0|_F, K_t = J_t J_t^T (output-averaged)"
-    ds["loss"].attrs["definition"] = (
-        "1/(2N) sum_n |f(X_n)-y_n|^2" if tr["loss"] == "mean" else "1/2 sum_n |f(X_n)-y_n|^2"
-    )
+    ds["loss"].attrs["definition"] = {
+        "mean": "1/(2N) sum_n |f(X_n)-y_n|^2", "sum": "1/2 sum_n |f(X_n)-y_n|^2",
+        "cross_entropy": "-1/N sum_n <y_n, log softmax f(X_n)>",
+    }[tr["loss"]]
     return ds
 
 

@@ -142,7 +142,9 @@ def _step_per_sample(step_size: float, n_samples, loss: str):
         return np.asarray(step_size, dtype=float) / np.asarray(n_samples, dtype=float)
     if loss == "sum":
         return np.asarray(step_size, dtype=float) * np.ones_like(np.asarray(n_samples, dtype=float))
-    raise ValueError(f"loss must be 'mean' or 'sum', got {loss!r}")
+    if loss == "cross_entropy":  # the linear-rate theory is for the squared loss: no prediction
+        return np.full_like(np.asarray(n_samples, dtype=float), np.nan)
+    raise ValueError(f"loss must be 'mean', 'sum' or 'cross_entropy', got {loss!r}")
 
 
 def predicted_rate(lambda_min, step_size: float, n_samples, loss: str = "mean"):

@@ -2,6 +2,7 @@
 
 Loss (``loss="mean"``, the default):   L(theta) = 1/(2N) * sum_n |f(X_n) - y_n|^2
 Loss (``loss="sum"``):                 L(theta) = 1/2    * sum_n |f(X_n) - y_n|^2
+Loss (``loss="cross_entropy"``):       L(theta) = -1/N   * sum_n <y_n, log softmax(f(X_n))>  (one-hot y)
 
 Epoch t's record is taken at theta_t, *before* the t-th update; there are epochs + 1 records
 (epoch 0 is initialisation, epoch E the final parameters).  Recorded per epoch:
@@ -26,7 +27,7 @@ import torch
 
 from .model import ModelSpec, Params, attention_deviation, forward, init_params
 
-LOSSES = ("mean", "sum")
+LOSSES = ("mean", "sum", "cross_entropy")
 STATUS_COMPLETE = "complete"
 STATUS_DIVERGED = "diverged"
 
@@ -84,6 +85,9 @@ class RunResult:
 
 
 def loss_fn(pred: torch.Tensor, y: torch.Tensor, reduction: str) -> torch.Tensor:
+    """The training loss of (N, C) predictions against (N, C) targets; see the module docstring."""
+    if reduction == "cross_entropy":
+        return -(y * torch.log_softmax(pred, dim=-1)).sum() / pred.shape[0]
     sq = 0.5 * ((pred - y) ** 2).sum()
     return sq / pred.shape[0] if reduction == "mean" else sq
 

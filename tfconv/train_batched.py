@@ -61,9 +61,12 @@ def train_gd_vectorised(specs: Sequence[ModelSpec], X, y, seeds: Sequence[int], 
             Z = b(sc["m_h"], 3) * torch.einsum("rnsm,rkm->rnsk", Z, th["Wh"])
         pooled = torch.relu(Z).mean(dim=2)  # (R, N, width)
         pred = b(sc["tau1"], 2) * (pooled @ th["wo"])  # (R, N, C)
-        per_run = 0.5 * ((pred - y) ** 2).flatten(1).sum(1)
-        if train.loss == "mean":
-            per_run = per_run / X.shape[0]
+        if train.loss == "cross_entropy":
+            per_run = -(y * torch.log_softmax(pred, dim=-1)).flatten(1).sum(1) / X.shape[0]
+        else:
+            per_run = 0.5 * ((pred - y) ** 2).flatten(1).sum(1)
+            if train.loss == "mean":
+                per_run = per_run / X.shape[0]
         g = torch.autograd.grad(per_run.sum(), [th[k] for k in names])
         return dict(zip(names, g)), (per_run.detach(), A.detach())
 
