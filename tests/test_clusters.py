@@ -26,7 +26,7 @@ def _cluster_pids(marker: str) -> set[int]:
 
 
 def test_ray_two_nodes_runs_tasks_on_both_nodes(tmp_path):
-    ray = pytest.importorskip("ray")
+    import ray
     with ray_two_nodes(tmp_path) as address:
         assert address.startswith("127.0.0.1:")
         port = address.rsplit(":", 1)[1]
@@ -58,7 +58,7 @@ def test_ray_two_nodes_runs_tasks_on_both_nodes(tmp_path):
 
 
 def test_dask_external_has_worker_processes():
-    distributed = pytest.importorskip("distributed")
+    import distributed
     with dask_external(n_workers=2) as address:
         assert address.startswith("tcp://127.0.0.1:")
         with distributed.Client(address, timeout=10) as client:
