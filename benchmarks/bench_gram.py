@@ -315,7 +315,7 @@ def _pipeline_section(name: str, extra: List[str]) -> dict:
 
 def section_gd_epochs(args) -> Optional[Table]:
     """GD epochs/s per grid point: all 6 runs of one width (2 scalings x 3 inits) trained in one
-    vectorised computation (`tfconv.train_batched`) vs one `train_gd` call per run, same thread."""
+    vectorised computation (`tfconv.core.train_vectorised`) vs one `train_gd` call per run, same thread."""
     rows = _pipeline_section("train", ["--quick"] if args.quick else [])
     args.raw["gd_epochs"] = rows
     return Table(

@@ -26,7 +26,7 @@ def bench_train(quick: bool = False, threads: int = 1):
     import torch
 
     from tfconv import ModelSpec, TrainConfig, make_synthetic, train_gd
-    from tfconv.train_batched import train_gd_vectorised
+    from tfconv.core.train_vectorised import train_gd_vectorised
 
     torch.set_num_threads(threads)
     ds = make_synthetic(100, 8, 32, seed=0)
@@ -68,29 +68,32 @@ def bench_gram20k(n: int = 20000, width: int = 256, block_size: int = 1000, n_wo
     import torch
     from distributed import Client, LocalCluster
 
-    from tfconv import ModelSpec, init_params, make_synthetic, store
+    from tfconv import ModelSpec, make_synthetic, store
     from tfconv.cluster.dask_gram import assemble_grams
-    from tfconv.train import TrainConfig, train_gd
+    from tfconv.config import DatasetSpec, Experiment
+    from tfconv.core.train import TrainConfig, train_gd
 
     wd = Path(workdir or tempfile.mkdtemp(prefix="tfconv-gram20k-"))
     ds = make_synthetic(n, 8, 32, seed=0)
     data_store = wd / "data.zarr"
     store.write_dataset(data_store, ds)
-    exp = {"grid": {"width": [width], "scaling": ["inv_sqrt"], "init": ["lecun"], "seed": [0]},
-           "train": {"epochs": 1, "checkpoint_epochs": [0], "hidden": True, "dtype": "float32",
-                     "step_size": 1.0, "loss": "mean", "divergence_factor": 1e6}, "gram": True}
-    point = {"width": width, "scaling": "inv_sqrt", "init": "lecun", "seed": 0}
+    exp = Experiment.from_section("gram20k", {
+        "grid": {"width": [width], "scaling": ["inv_sqrt"], "init": ["lecun"], "seed": [0]},
+        "train": {"epochs": 1, "checkpoint_epochs": [0], "hidden": True, "dtype": "float32",
+                  "step_size": 1.0, "loss": "mean", "divergence_factor": 1e6}, "gram": True},
+        DatasetSpec("synth", "synthetic", {"n_samples": n}))
+    point = exp.points[0]
     spec = ModelSpec(width=width, d=32, d_s=8)
     # a 1-epoch run on 2 samples only provides the stored epoch-0 checkpoint (the Gram is over all N)
     res = train_gd(spec, ds.X[:2], ds.y[:2], 0, TrainConfig(epochs=1, checkpoint_epochs=(0,)))
     train_store = wd / "train.zarr"
     store.ensure_train_store(train_store)
-    store.write_run(train_store, "width=%d_scaling=inv_sqrt_init=lecun_seed=0" % width, point, res)
+    store.write_run(train_store, point.run_id, point.as_dict(), res)
     gram_store = wd / "gram.zarr"
     t0 = time.time()
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        info = assemble_grams(exp, [point], lambda p: n, str(data_store), str(train_store), str(gram_store), client,
+        info = assemble_grams(exp, [point], str(data_store), str(train_store), str(gram_store), client,
                               block_size=block_size, chunk_size=250, log=lambda m: print(m, flush=True))
         peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
     wall = time.time() - t0

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 VOLATILE = {"provenance", "wall_seconds", "created", "seconds", "seconds_blocks", "seconds_eigenvalues",
-            "host", "pid", "nodes", "trained_now", "dataset_store", "store", "timings"}
+            "host", "pid", "nodes", "node_id", "trained_now", "dataset_store", "store", "timings"}
 
 
 def _strip(obj):

@@ -1,9 +1,6 @@
-"""Rule aggregate: one labelled xarray dataset per experiment (tfconv.pipeline.aggregate)."""
-from tfconv.config import load_config
-from tfconv.pipeline import aggregate, task_log
+"""Rule aggregate: one labelled xarray dataset per experiment (tfconv.pipeline.steps.aggregate)."""
+from tfconv.pipeline.steps import aggregate, task_log, workflow_of
 
 sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
 with task_log(sm.log[0]):
-    gram = sm.params.gram_store if sm.input.gram else None
-    aggregate(load_config(dict(sm.config)), sm.wildcards.experiment, sm.input.data, sm.params.train_store,
-              gram, sm.output.store)
+    aggregate(workflow_of(sm), sm.wildcards.experiment)

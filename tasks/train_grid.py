@@ -1,8 +1,6 @@
-"""Rule train_grid: train one experiment's grid on Ray (tfconv.pipeline.train_grid)."""
-from tfconv.config import load_config
-from tfconv.pipeline import task_log, train_grid
+"""Rule train_grid: train one experiment's grid on Ray (tfconv.pipeline.steps.train_grid)."""
+from tfconv.pipeline.steps import task_log, train_grid, workflow_of
 
 sm = snakemake  # noqa: F821 (injected by Snakemake's `script:` directive)
 with task_log(sm.log[0]):
-    train_grid(load_config(dict(sm.config)), sm.wildcards.experiment, sm.input.data, sm.params.store,
-               sm.output.manifest, threads=sm.threads)
+    train_grid(workflow_of(sm), sm.wildcards.experiment, threads=sm.threads)

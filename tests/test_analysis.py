@@ -1,4 +1,4 @@
-"""Tests of tfconv.analysis and tfconv.claims: analytic cases and tiny real aggregates.
+"""Tests of tfconv.analyses (stats, claims): analytic cases and tiny real aggregates.
 
 The tiny aggregates come from real `train_gd` runs and exact NTK Grams (N = 8, widths 8/16/32,
 30 epochs, float64); `tiny_aggregates()` is cached so test_plots.py reuses them.
@@ -10,25 +10,25 @@ import functools
 import numpy as np
 import pytest
 
-from tfconv import analysis as A
-from tfconv.aggregate import build_dataset, gram_statistics
-from tfconv.claims import COLUMNS, evaluate_claims
-from tfconv.config import expand_grid, model_spec, run_id, train_config
+from tfconv.analyses import stats as A
+from tfconv.store.aggregate import build_aggregate
+from tfconv.analyses.claims import COLUMNS, evaluate_claims
+from tfconv.config import DatasetSpec, Experiment, run_id
 from tfconv.data import make_synthetic
-from tfconv.ntk import gram_eigenvalues, ntk_matrix, params_from_numpy
-from tfconv.train import TrainConfig, train_gd
+from tfconv.core.ntk import gram_eigenvalues, gram_statistics, ntk_matrix, params_from_numpy
+from tfconv.core.train import TrainConfig, train_gd
 
 TOL = 1e-6  # predicted vs linearised-dynamics rate
 D_S, D = 4, 8
 
 
-def _exp(grid, epochs=30, checkpoints=(0, 30)):
-    return {
+def _exp(grid, epochs=30, checkpoints=(0, 30), name="tiny", n=8):
+    return Experiment.from_section(name, {
         "grid": grid,
         "train": {"step_size": 1.0, "epochs": epochs, "loss": "mean", "checkpoint_epochs": list(checkpoints),
                   "dtype": "float64", "hidden": True, "divergence_factor": 1e6},
         "gram": True,
-    }
+    }, DatasetSpec("synth", "synthetic", {"n_samples": n}))
 
 
 def _record(r):
@@ -70,16 +70,16 @@ def tiny_aggregates():
 def _build_tiny():
     import torch
 
-    from tfconv.model import forward
+    from tfconv.core.model import forward
 
     data = make_synthetic(8, d_s=D_S, d=D, seed=0)
     test = make_synthetic(8, d_s=D_S, d=D, seed=1)
     exp = _exp({"width": [8, 16, 32], "scaling": ["inv_sqrt", "inv"], "init": ["lecun", "ntk"], "seed": [0, 1]})
-    tc = train_config(exp)
+    tc = exp.train
     runs, grams = {}, {}
 
-    for p in expand_grid(exp):
-        spec = model_spec(exp, p, D_S, D, 1)
+    for p in exp.points:
+        spec = p.spec(data)
         Xt = torch.as_tensor(test.X)
 
         def eval_fn(params, epoch, spec=spec):
@@ -87,36 +87,36 @@ def _build_tiny():
             return {"test_accuracy": float((np.sign(pred) == np.sign(test.y)).mean())}
 
         r = train_gd(spec, data.X, data.y, p["seed"], tc, eval_fn=eval_fn)
-        rid = run_id(p)
+        rid = p.run_id
         runs[rid] = _record(r)
         _grams(r, spec, data.X, rid, grams)
-    clean = build_dataset("tiny", exp, runs, grams, data.meta)
+    clean = build_aggregate(exp, runs, grams, data.meta)
 
     runs_b, grams_b = dict(runs), dict(grams)
-    p = {"width": 32, "scaling": "inv_sqrt", "init": "lecun", "seed": 1}
-    spec = model_spec(exp, p, D_S, D, 1)
+    p = exp.point({"width": 32, "scaling": "inv_sqrt", "init": "lecun", "seed": 1})
+    spec = p.spec(data)
     r = train_gd(spec, data.X, data.y, 1, TrainConfig(step_size=200.0, epochs=30, checkpoint_epochs=(0, 30)))
     assert r.status == "diverged"
-    rid = run_id(p)
+    rid = p.run_id
     runs_b[rid] = _record(r)
     grams_b.pop((rid, 30))
     _grams(r, spec, data.X, rid, grams_b)
     gone = run_id({"width": 16, "scaling": "inv", "init": "ntk", "seed": 0})
     del runs_b[gone]
     grams_b = {k: v for k, v in grams_b.items() if k[0] != gone}
-    broken = build_dataset("tiny_broken", exp, runs_b, grams_b, data.meta)
+    broken = build_aggregate(_exp(exp.to_dict()["grid"], name="tiny_broken"), runs_b, grams_b, data.meta)
 
     big = make_synthetic(12, d_s=D_S, d=D, seed=0)
     exp_n = _exp({"n_samples": [4, 8, 12], "width": [8, 16], "scaling": ["inv_sqrt"], "init": ["lecun"],
-                  "seed": [0, 1]}, checkpoints=(0,))
+                  "seed": [0, 1]}, checkpoints=(0,), name="tiny_by_n", n=12)
     runs_n, grams_n = {}, {}
-    for p in expand_grid(exp_n):
+    for p in exp_n.points:
         sub = big.subset(p["n_samples"])
-        spec = model_spec(exp_n, p, D_S, D, 1)
-        r = train_gd(spec, sub.X, sub.y, p["seed"], train_config(exp_n))
-        runs_n[run_id(p)] = _record(r)
-        _grams(r, spec, sub.X, run_id(p), grams_n)
-    by_n = build_dataset("tiny_by_n", exp_n, runs_n, grams_n, big.meta)
+        spec = p.spec(sub)
+        r = train_gd(spec, sub.X, sub.y, p["seed"], exp_n.train)
+        runs_n[p.run_id] = _record(r)
+        _grams(r, spec, sub.X, p.run_id, grams_n)
+    by_n = build_aggregate(exp_n, runs_n, grams_n, big.meta)
     return clean, broken, by_n
 
 
@@ -233,13 +233,13 @@ def _crafted_overparam(success_fraction_case=False):
     exp = _exp({"n_samples": ns, "width": widths, "scaling": ["inv_sqrt"], "init": ["lecun"], "seed": [0, 1]},
                epochs=4, checkpoints=(0,))
     runs = {}
-    for p in expand_grid(exp):
+    for p in exp.points:
         ok = p["width"] >= p["n_samples"] ** 2
         if p["n_samples"] == 8 and p["width"] == 64 and p["seed"] == 1:
             ok = False
         final = 1e-4 if ok else 0.5
-        runs[run_id(p)] = {"status": "complete", "curves": {"loss": np.geomspace(1.0, final, 5)}}
-    return build_dataset("crafted", exp, runs, {}, {})
+        runs[p.run_id] = {"status": "complete", "curves": {"loss": np.geomspace(1.0, final, 5)}}
+    return build_aggregate(exp, runs, {}, {})
 
 
 def test_smallest_sufficient_width_and_exponent():
@@ -256,11 +256,14 @@ def test_smallest_sufficient_width_and_exponent():
     assert fit["within_ci_2"] and not fit["within_ci_3"] and fit["below_3"]
 
 
-def test_analysis_defaults_agree_with_schema():
+def test_analysis_settings_fill_schema_defaults():
+    from tfconv.analyses import analysis_settings
     from tfconv.config import load_schema
 
     props = load_schema()["properties"]["analysis"]["properties"]
-    assert {k: v["default"] for k, v in props.items()} == A.ANALYSIS_DEFAULTS
+    defaults = {k: v["default"] for k, v in props.items()}
+    assert analysis_settings() == defaults and defaults["loss_target"] == pytest.approx(1e-3)
+    assert analysis_settings({"loss_target": 0.5})["loss_target"] == 0.5
 
 
 # ---------------------------------------------------------------------------------------------

@@ -4,16 +4,15 @@ the Gram matrix is the same within float tolerance for any block size (and bitwi
 same block size)."""
 from __future__ import annotations
 
-import functools
-import signal
 
 import numpy as np
 import pytest
 import torch
 
-from tfconv import pipeline, runner, store
-from tfconv.config import expand_grid, load_config, model_spec, run_id
-from tfconv.ntk import ntk_matrix, params_from_numpy
+from tfconv import runner, store
+from tfconv.config import load_workflow
+from tfconv.pipeline import steps
+from tfconv.core.ntk import ntk_matrix, params_from_numpy
 from timeouts import hard_timeout  # noqa: E402 (tests/ is on sys.path)
 
 pytestmark = pytest.mark.slow
@@ -34,26 +33,26 @@ CONFIG = {
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("det")
-    cfg = load_config(dict(CONFIG, results=str(root / "results")))
-    exp = cfg["experiments"]["det"]
-    grid = expand_grid(exp)
+    wf = load_workflow(dict(CONFIG, results=str(root / "results")))
+    exp = wf.experiment("det")
+    grid = exp.points
     # six points that differ in every axis (widths, all three scalings, all three inits, both seeds)
     points = [grid[i] for i in (0, 7, 14, 21, 28, 35)]
-    assert len({run_id(p) for p in points}) == 6
-    data = str(root / "data.zarr")
-    pipeline.simulate_data(cfg, "synth", data)
+    assert len({p.run_id for p in points}) == 6
+    steps.make_dataset(wf, "synth")
+    data = str(wf.results.data("synth"))
     threads = torch.get_num_threads()
     inproc = str(root / "inprocess.zarr")
     store.ensure_train_store(inproc)
     for p in points:
-        runner.train_point("det", exp, p, data, inproc, threads=1)
+        runner.train_point(exp, p, data, inproc, threads=1)
     torch.set_num_threads(threads)
     return {"root": root, "exp": exp, "points": points, "data": data, "inproc": inproc}
 
 
 def _assert_bitwise(store_a, store_b, points, where):
     for p in points:
-        rid = run_id(p)
+        rid = p.run_id
         a, b = store.read_run(store_a, rid), store.read_run(store_b, rid)
         assert sorted(a["curves"]) == sorted(b["curves"])
         for k in a["curves"]:
@@ -73,14 +72,14 @@ def test_training_bitwise_identical_in_process_local_ray_and_two_node_ray(setup,
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     s = setup
     local = str(tmp_path / "local-ray.zarr")
-    res = run_grid("det", s["exp"], s["points"], s["data"], local, address=None, num_cpus=2, threads_per_run=1,
+    res = run_grid(s["exp"], s["points"], s["data"], local, address=None, num_cpus=2, threads_per_run=1,
                    log=lambda m: None)
-    assert all(not r.get("skipped") for r in res)
+    assert len(res) == len(s["points"]) and all(not r.get("skipped") for r in res)
     _assert_bitwise(s["inproc"], local, s["points"], "local Ray vs in-process")
 
     two = str(tmp_path / "two-node-ray.zarr")
     with ray_two_nodes(tmp_path / "ray-logs") as address:
-        res = run_grid("det", s["exp"], s["points"], s["data"], two, address=address, num_cpus=1,
+        res = run_grid(s["exp"], s["points"], s["data"], two, address=address, num_cpus=1,
                        threads_per_run=1, log=lambda m: None)
     nodes = {r.get("node_id") for r in res}
     assert len(nodes) == 2, f"the two-node cluster ran the grid on {len(nodes)} node(s)"
@@ -88,12 +87,12 @@ def test_training_bitwise_identical_in_process_local_ray_and_two_node_ray(setup,
 
 
 def _assemble_in_process(s, point, epoch, gram_store, engine, block_size, chunk_size):
-    rid = run_id(point)
+    rid = point.run_id
     grp = store.ensure_gram(gram_store, rid, epoch, N, block_size)
     for bi, bj in store.upper_blocks(N, block_size):
         runner.gram_block(s["exp"], point, s["data"], s["inproc"], gram_store, epoch, bi, bj, engine,
                           block_size, chunk_size, 1)
-    store.finalize_gram(grp)
+    runner.finalize_gram(grp)
     return store.read_gram(gram_store, rid, epoch)
 
 
@@ -104,9 +103,9 @@ def test_gram_same_within_tolerance_for_any_block_size(setup, tmp_path):
     ds = store.read_dataset(s["data"])
     try:
         for point in s["points"][-1:]:
-            rid = run_id(point)
+            rid = point.run_id
             run = store.read_run(s["inproc"], rid)
-            spec = model_spec(s["exp"], point, ds.d_s, ds.d, ds.n_outputs)
+            spec = point.spec(ds)
             spec64 = spec.__class__(**{**spec.to_dict(), "dtype": "float64"})
             for epoch in (0, 150):
                 # reference: the whole matrix at once, float64 parameters and the exact engine

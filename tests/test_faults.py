@@ -17,7 +17,6 @@ run (tests/test_determinism.py shows in-process and Ray training are bitwise ide
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import os
 import signal
@@ -32,8 +31,9 @@ import psutil
 import pytest
 import yaml
 
-from tfconv import pipeline, runner, store
-from tfconv.config import expand_grid, load_config, run_id
+from tfconv import runner, store
+from tfconv.config import load_workflow
+from tfconv.pipeline import steps
 from timeouts import hard_timeout  # noqa: E402 (tests/ is on sys.path)
 
 pytestmark = pytest.mark.slow
@@ -73,32 +73,32 @@ class Reference:
 
         self.root = root
         cfg = dict(FAULT_CONFIG, results=str(root))
-        self.cfg = load_config(cfg)
-        self.exp = self.cfg["experiments"][EXP]
-        self.points = expand_grid(self.exp)
-        self.data = str(root / "data" / "synth.zarr")
-        self.train = str(root / "train" / f"{EXP}.zarr")
-        self.gram = str(root / "gram" / f"{EXP}.zarr")
+        self.wf = load_workflow(cfg)
+        self.exp = self.wf.experiment(EXP)
+        self.points = self.exp.points
+        self.data = str(self.wf.results.data("synth"))
+        self.train = str(self.wf.results.train(EXP))
+        self.gram = str(self.wf.results.gram(EXP))
         threads = torch.get_num_threads()
         t0 = time.time()
-        pipeline.simulate_data(self.cfg, "synth", self.data)
-        store.ensure_train_store(self.train, {"points": self.points})
+        steps.make_dataset(self.wf, "synth")
+        store.ensure_train_store(self.train, {"points": [p.as_dict() for p in self.points]})
         for p in self.points:
-            runner.train_point(EXP, self.exp, p, self.data, self.train, threads=1)
+            runner.train_point(self.exp, p, self.data, self.train, threads=1)
         self.train_seconds = time.time() - t0
-        self.runs = {run_id(p): store.read_run(self.train, run_id(p)) for p in self.points}
-        g = self.cfg["gram"]
+        self.runs = {p.run_id: store.read_run(self.train, p.run_id) for p in self.points}
+        g = self.wf.gram
         self.grams = {}
         self.blocks_per_gram = len(store.upper_blocks(12, g["block_size"]))
         t0 = time.time()
         for p in self.points:
-            rid = run_id(p)
+            rid = p.run_id
             for e in self.runs[rid]["attrs"]["checkpoint_epochs"]:
                 grp = store.ensure_gram(self.gram, rid, e, 12, g["block_size"])
                 for bi, bj in store.upper_blocks(12, g["block_size"]):
                     runner.gram_block(self.exp, p, self.data, self.train, self.gram, e, bi, bj, g["engine"],
                                       g["block_size"], g["chunk_size"], 1)
-                store.finalize_gram(grp)
+                runner.finalize_gram(grp)
                 self.grams[(rid, e)] = store.read_gram(self.gram, rid, e)
         self.gram_seconds = time.time() - t0
         torch.set_num_threads(threads)
@@ -407,7 +407,7 @@ def _train_with_worker_kill(reference, tmp, points, max_retries):
     killer = Killer(_ray_worker_training)
     killer.start()
     try:
-        results = run_grid(EXP, reference.exp, points, reference.data, str(train), address=None, num_cpus=2,
+        results = run_grid(reference.exp, points, reference.data, str(train), address=None, num_cpus=2,
                            max_retries=max_retries, threads_per_run=1, log=lambda m: None)
     finally:
         killer.stop.set()
@@ -429,9 +429,9 @@ def test_ray_worker_killed_mid_grid_is_retried(reference, tmp_path, monkeypatch)
     results, train, killed = _train_with_worker_kill(reference, tmp_path / "retries", points, max_retries=3)
     assert killed is not None, "no Ray worker was seen training, so none was killed"
     assert not psutil.pid_exists(killed[0]) or psutil.Process(killed[0]).status() == psutil.STATUS_ZOMBIE
-    assert sorted(r["run_id"] for r in results) == sorted(run_id(p) for p in points)
+    assert sorted(r["run_id"] for r in results) == sorted(p.run_id for p in points)
     for p in points:
-        rid = run_id(p)
+        rid = p.run_id
         assert_run_equal(store.read_run(train, rid), reference.runs[rid], rid)
     assert not [d for d in store.runs_dir(train).iterdir() if d.is_dir() and not d.name.startswith(".")
                 and not store.run_complete(train, d.name)]
@@ -447,7 +447,7 @@ def test_dask_worker_killed_mid_assembly_is_retried(reference, tmp_path, monkeyp
 
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
     gram = tmp_path / "gram" / f"{EXP}.zarr"
-    g = reference.cfg["gram"]
+    g = reference.wf.gram
     with dask_external(n_workers=2) as address, distributed.Client(address, timeout=30) as client:
         pid_of = client.run(os.getpid)  # worker address -> worker process id
         pids_before = set(pid_of.values())
@@ -463,7 +463,7 @@ def test_dask_worker_killed_mid_assembly_is_retried(reference, tmp_path, monkeyp
         killer = Killer(busy_worker, poll=0.1)
         killer.start()
         try:
-            info = assemble_grams(reference.exp, reference.points, lambda p: 12, reference.data, reference.train,
+            info = assemble_grams(reference.exp, reference.points, reference.data, reference.train,
                                   str(gram), client, engine=g["engine"], block_size=g["block_size"],
                                   chunk_size=g["chunk_size"], retries=3, threads=1, log=lambda m: None)
         finally:

@@ -11,8 +11,8 @@ import re
 import numpy as np
 import pytest
 
-from tfconv import mnist
-from tfconv.integrity import DataIntegrityError
+from tfconv.data import mnist
+from tfconv.data.integrity import DataIntegrityError
 
 
 @pytest.fixture(scope="module")

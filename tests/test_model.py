@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from tfconv.data import make_synthetic
-from tfconv.model import (
+from tfconv.core.model import (
     INIT_SCHEMES,
     ModelSpec,
     ShallowTransformer,
@@ -22,7 +22,7 @@ from tfconv.model import (
     forward,
     init_params,
 )
-from tfconv.train import loss_fn
+from tfconv.core.train import loss_fn
 
 torch.set_num_threads(2)
 

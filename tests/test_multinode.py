@@ -28,31 +28,32 @@ EXP = "grid"
 @pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """The small config's dataset, and its grid trained in this process (the reference)."""
+    import yaml
+
     from tfconv import store
-    from tfconv.config import expand_grid, load_config
-    from tfconv.pipeline import simulate_data
+    from tfconv.config import load_workflow
+    from tfconv.pipeline.steps import make_dataset
     from tfconv.runner import train_point
 
     os.environ.pop("RAY_ADDRESS", None)
     d = tmp_path_factory.mktemp("multinode")
-    cfg = load_config(SMALL)
-    exp = cfg["experiments"][EXP]
-    data = str(d / "data.zarr")
-    simulate_data(cfg, exp["dataset"], data)
-    points = expand_grid(exp)
+    wf = load_workflow(dict(yaml.safe_load(SMALL.read_text()), results=str(d / "results")))
+    exp = wf.experiment(EXP)
+    make_dataset(wf, exp.dataset.name)
+    data = str(wf.results.data(exp.dataset.name))
+    points = exp.points
     ref = str(d / "train_inprocess.zarr")
     store.ensure_train_store(ref)
     for p in points:
-        train_point(EXP, exp, p, data, ref, int(cfg["threads_per_run"]))
-    return {"cfg": cfg, "exp": exp, "points": points, "data": data, "ref": ref, "dir": d}
+        train_point(exp, p, data, ref, wf.threads_per_run)
+    return {"wf": wf, "exp": exp, "points": points, "data": data, "ref": ref, "dir": d}
 
 
 def _assert_runs_bitwise_equal(a_store, b_store, points):
     from tfconv import store
-    from tfconv.config import run_id
 
     for p in points:
-        rid = run_id(p)
+        rid = p.run_id
         a, b = store.read_run(a_store, rid), store.read_run(b_store, rid)
         assert a["curves"]["loss"].dtype == b["curves"]["loss"].dtype
         assert a["curves"]["loss"].tobytes() == b["curves"]["loss"].tobytes(), f"{rid}: loss differs"
@@ -70,13 +71,13 @@ def test_ray_two_nodes_train_grid_equals_in_process(small, tmp_path):
 
     from tfconv.cluster.ray_grid import run_grid
 
-    cfg, exp, points = small["cfg"], small["exp"], small["points"]
+    wf, exp, points = small["wf"], small["exp"], small["points"]
     out = str(small["dir"] / "train_ray.zarr")
     t0 = time.time()
     with ray_two_nodes(tmp_path) as address:
-        results = run_grid(EXP, exp, points, small["data"], out, address=address, num_cpus=1,
+        results = run_grid(exp, points, small["data"], out, address=address, num_cpus=1,
                            cpus_per_task=1, gpus_per_task=0, max_retries=0,
-                           threads_per_run=int(cfg["threads_per_run"]))
+                           threads_per_run=wf.threads_per_run)
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         try:
             cluster_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
@@ -98,11 +99,10 @@ def test_dask_external_workers_assemble_gram_equal_to_direct(small):
 
     from tfconv import store
     from tfconv.cluster.dask_gram import assemble_grams
-    from tfconv.config import model_spec, run_id
-    from tfconv.ntk import ntk_matrix, params_from_numpy
+    from tfconv.core.ntk import ntk_matrix, params_from_numpy
 
-    cfg, exp, points = small["cfg"], small["exp"], small["points"]
-    gcfg = cfg["gram"]
+    wf, exp, points = small["wf"], small["exp"], small["points"]
+    gcfg = wf.gram
     ds = store.read_dataset(small["data"])
     gram = str(small["dir"] / "gram.zarr")
     t0 = time.time()
@@ -110,18 +110,18 @@ def test_dask_external_workers_assemble_gram_equal_to_direct(small):
         with Client(address, timeout=30) as client:
             workers = set(client.scheduler_info(n_workers=-1)["workers"])
             with get_task_stream(client) as ts:
-                info = assemble_grams(exp, points, lambda p: ds.n_samples, small["data"], small["ref"], gram, client,
+                info = assemble_grams(exp, points, small["data"], small["ref"], gram, client,
                                       engine=gcfg["engine"], block_size=gcfg["block_size"],
-                                      chunk_size=gcfg["chunk_size"], retries=0, threads=int(cfg["threads_per_run"]))
+                                      chunk_size=gcfg["chunk_size"], retries=0, threads=wf.threads_per_run)
     seconds = time.time() - t0
     used = {t["worker"] for t in ts.data if str(t["key"]).startswith("gram-")}
     print(f"dask external: {info['blocks_computed']} blocks in {seconds:.1f}s on workers {sorted(used)}")
     assert len(workers) == 2 and used == workers, f"blocks ran on {used}, workers {workers}"
-    assert info["grams"] == len(points) * len(exp["train"]["checkpoint_epochs"])
+    assert info["grams"] == len(points) * len(exp.gram_epochs)
     for p in points:
-        rid = run_id(p)
+        rid = p.run_id
         run = store.read_run(small["ref"], rid)
-        spec = model_spec(exp, p, ds.d_s, ds.d, ds.n_outputs)
+        spec = p.spec(ds)
         for epoch, arrays in run["checkpoints"].items():
             K, ev = store.read_gram(gram, rid, epoch)
             params = params_from_numpy(arrays, dtype=spec.torch_dtype)

@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from tfconv.data import make_synthetic
-from tfconv.model import ModelSpec, forward, init_params
-from tfconv.ntk import gram_eigenvalues, ntk_block, ntk_block_exact, ntk_matrix
+from tfconv.core.model import ModelSpec, forward, init_params
+from tfconv.core.ntk import gram_eigenvalues, ntk_block, ntk_block_exact, ntk_matrix
 
 torch.set_num_threads(2)
 
 try:  # the structured engine is written separately; test it whenever it imports
-    import tfconv.ntk_structured  # noqa: F401
+    import tfconv.core.ntk_structured  # noqa: F401
 
     ENGINES = ("exact", "structured")
 except Exception:  # pragma: no cover - depends on the state of the tree

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import torch
 
-from tfconv.model import ModelSpec, init_params
-from tfconv.ntk import ntk_block, ntk_block_exact
-from tfconv.ntk_structured import FORMS, choose_forms, flop_count, ntk_block_structured
+from tfconv.core.model import ModelSpec, init_params
+from tfconv.core.ntk import ntk_block, ntk_block_exact
+from tfconv.core.ntk_structured import FORMS, choose_forms, flop_count, ntk_block_structured
 
 RTOL = {"float32": 1e-5, "float64": 1e-10}
 

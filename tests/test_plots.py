@@ -9,8 +9,11 @@ import pytest
 import sys
 from pathlib import Path
 
-from tfconv import analysis as A
-from tfconv.plots import CSV_COLUMNS, PLOTS, SLOPE_COLUMNS, make_figure
+from tfconv.analyses import stats as A
+from tfconv.analyses import analysis_names, caption_for, make_figure
+from tfconv.figures import CSV_COLUMNS, SLOPE_COLUMNS
+
+PLOTS = analysis_names()
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # also under --import-mode=importlib
 from test_analysis import tiny_aggregates  # noqa: E402  (cached: built once per process)
@@ -136,7 +139,11 @@ def test_report_captions_render(tmp_path):
     for name in list(PLOTS) + ["claims", "slopes"]:
         src = (root / ("figure.rst" if name in PLOTS else f"{name}.rst")).read_text()
         for cfg in configs:
-            sm = types.SimpleNamespace(config=cfg, wildcards=types.SimpleNamespace(experiment="e", analysis=name))
+            params = types.SimpleNamespace(caption=caption_for(name, dict(cfg.get("analysis", {}), step_size=0.5,
+                                                                          checkpoint_epochs="0, 100"))
+                                           if name in PLOTS else "")
+            sm = types.SimpleNamespace(config=cfg, wildcards=types.SimpleNamespace(experiment="e", analysis=name),
+                                       params=params)
             text = env.from_string(src).render(snakemake=sm)
             with warnings.catch_warnings():  # docutils >= 0.22 announces a keyword rename
                 warnings.simplefilter("ignore", PendingDeprecationWarning)

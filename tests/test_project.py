@@ -106,7 +106,7 @@ def test_cli_validate_exit_codes(tmp_path, capsys):
 
 
 def test_config_readme_is_generated_from_the_schema():
-    """config/README.md is the rendering of the schema (regenerate: python -m tfconv.config_doc > config/README.md)."""
-    from tfconv.config_doc import render
+    """config/README.md is the rendering of the schema (regenerate: python -m tfconv.config.docs > config/README.md)."""
+    from tfconv.config.docs import render
 
     assert (ROOT / "config" / "README.md").read_text() == render()

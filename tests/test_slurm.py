@@ -9,7 +9,7 @@ Outside CI the tests skip when there is none; with ``CI=true`` they fail instead
   Ray cluster of train_grid is a local one started inside its batch job, assemble_gram's Dask
   cluster too.
 * ``test_ray_in_slurm_allocation``: an sbatch job runs the grid through
-  ``tfconv.pipeline.train_grid`` with ``ray: {slurm_allocation: true}``, i.e. through
+  ``tfconv.pipeline.steps.train_grid`` with ``ray: {slurm_allocation: true}``, i.e. through
   ``tfconv.cluster.ray_slurm.ray_in_slurm_allocation`` (srun'd ``ray start --head --block``; this
   SLURM has one node, so the cluster is the head alone -- the worker-node srun loop runs zero
   times, everything else is the multi-node code path), then a grid that raises inside a second
@@ -177,8 +177,9 @@ import psutil
 from tfconv import store
 from tfconv.cluster.ray_grid import run_grid
 from tfconv.cluster.ray_slurm import default_temp_dir, ray_in_slurm_allocation
-from tfconv.config import expand_grid, load_config
-from tfconv.pipeline import simulate_data, train_grid
+import yaml
+from tfconv.config import load_workflow
+from tfconv.pipeline.steps import make_dataset, train_grid
 
 small, work = sys.argv[1], sys.argv[2]
 job = os.environ["SLURM_JOB_ID"]
@@ -192,15 +193,16 @@ def steps():
     res = subprocess.run(["squeue", "-h", "-s", "-j", job, "-o", "%i %j"], capture_output=True, text=True)
     return [ln for ln in res.stdout.splitlines() if "tfconv-ray" in ln]
 
-cfg = load_config(small)
-cfg["ray"]["slurm_allocation"] = True
-exp = cfg["experiments"]["grid"]
-data = os.path.join(work, "data.zarr")
-simulate_data(cfg, exp["dataset"], data)
+raw = yaml.safe_load(open(small))
+raw["ray"] = dict(raw.get("ray") or {}, slurm_allocation=True)
+raw["results"] = os.path.join(work, "results")
+wf = load_workflow(raw)
+exp = wf.experiment("grid")
+make_dataset(wf, exp.dataset.name)
 
 # 1. the pipeline's train_grid with ray.slurm_allocation: a cluster over this job's nodes
 t0 = time.time()
-summary = train_grid(cfg, "grid", data, os.path.join(work, "train.zarr"), os.path.join(work, "train.json"), threads=2)
+summary = train_grid(wf, "grid", threads=2)
 out["train_seconds"] = time.time() - t0
 out["summary"] = {k: summary[k] for k in ("n_runs", "nodes", "trained_now")}
 root = default_temp_dir()
@@ -217,7 +219,7 @@ try:
         out["address_fail"] = address
         out["pids_during"] = mentioning(root2)
         out["steps_during"] = steps()
-        run_grid("grid", exp, expand_grid(exp), os.path.join(work, "missing.zarr"),
+        run_grid(exp, exp.points, os.path.join(work, "missing.zarr"),
                  os.path.join(work, "fail.zarr"), address=address, max_retries=0)
     out["raised"] = None
 except Exception as exc:  # noqa: BLE001

@@ -8,8 +8,8 @@ import hashlib
 import numpy as np
 import pytest
 
-from tfconv import text
-from tfconv.integrity import DataIntegrityError
+from tfconv.data import text
+from tfconv.data.integrity import DataIntegrityError
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from tfconv.data import make_synthetic
-from tfconv.model import ModelSpec, forward, init_params
-from tfconv.train import STATUS_COMPLETE, STATUS_DIVERGED, TrainConfig, loss_fn, train_gd
+from tfconv.core.model import ModelSpec, forward, init_params
+from tfconv.core.train import STATUS_COMPLETE, STATUS_DIVERGED, TrainConfig, loss_fn, train_gd
 
 torch.set_num_threads(2)
 
@@ -190,7 +190,7 @@ def test_train_config_to_dict():
 def test_cross_entropy_option_trains_a_classifier():
     """loss: cross_entropy = -1/N sum <y, log softmax f> equals a direct evaluation; GD lowers it on
     one-hot targets, and vectorised training agrees."""
-    from tfconv.train_batched import train_gd_vectorised
+    from tfconv.core.train_vectorised import train_gd_vectorised
 
     torch.set_num_threads(1)
     rng = np.random.default_rng(0)

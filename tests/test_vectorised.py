@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from tfconv import ModelSpec, TrainConfig, make_synthetic, train_gd
-from tfconv.train_batched import train_gd_vectorised
+from tfconv.core.train_vectorised import train_gd_vectorised
 
 # float64 on tiny problems: batched and single-run kernels differ only in summation order, so the
 # curves agree to ~1e-12 relative; 1e-9 leaves room for growth of rounding over 40 epochs.
@@ -60,25 +60,28 @@ def test_ray_grid_vectorised_matches_one_task_per_point(tmp_path, monkeypatch):
     (to float32 rounding of a different summation order) the run of one task per point."""
     from tfconv import store
     from tfconv.cluster.ray_grid import run_grid
-    from tfconv.config import expand_grid, load_config, run_id
+    from tfconv.config import load_workflow
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
-    cfg = load_config({
+    wf = load_workflow({
         "datasets": {"s": {"kind": "synthetic", "n_samples": 8, "d_s": 3, "d": 4}},
         "experiments": {"g": {"dataset": "s", "grid": {"width": [8, 16], "init": ["lecun", "ntk"], "seed": [0, 1]},
                               "train": {"epochs": 15, "checkpoint_epochs": [0, 15]}, "gram": False}},
     })
-    exp = cfg["experiments"]["g"]
+    exp = wf.experiment("g")
     data = tmp_path / "data.zarr"
     store.write_dataset(data, make_synthetic(8, 3, 4, seed=0))
-    points = expand_grid(exp)
+    points = exp.points
     per_point, grouped = tmp_path / "a.zarr", tmp_path / "b.zarr"
-    res_a = run_grid("g", exp, points, str(data), str(per_point), num_cpus=2)
-    res_b = run_grid("g", exp, points, str(data), str(grouped), num_cpus=2, vectorise=True)
+    res_a = run_grid(exp, points, str(data), str(per_point), num_cpus=2)
+    res_b = run_grid(exp, points, str(data), str(grouped), num_cpus=2, vectorise=True)
     assert len(res_a) == len(res_b) == len(points)
+    # the Ray task wrapper passes the node id into every unit of work, vectorised ones included
+    for res in (res_a, res_b):
+        assert len({r["node_id"] for r in res}) == 1 and None not in {r["node_id"] for r in res}
     for p in points:
-        a, b = store.read_run(per_point, run_id(p)), store.read_run(grouped, run_id(p))
+        a, b = store.read_run(per_point, p.run_id), store.read_run(grouped, p.run_id)
         assert a["attrs"]["status"] == b["attrs"]["status"] == "complete"
         assert b["attrs"]["provenance"]["vectorised"] == 4  # 2 inits x 2 seeds share a width
         # float32: relative differences of ~1e-6 per epoch compound slowly over 15 epochs

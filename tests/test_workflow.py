@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -34,15 +33,17 @@ def snakemake(workdir: Path, *args: str, config: Path = SMALL, timeout: int = 60
 
 
 def declared_targets(workdir: Path, config: Path):
+    """Every output the config asks for, where the results layout (tfconv.store.Results) puts it."""
+    from tfconv.config import load_workflow
+
     cfg = yaml.safe_load(config.read_text())
-    res = workdir / cfg.get("results", "results")
-    out = [res / "tables" / "claims.csv", res / "tables" / "slopes.csv", res / "verify.txt"]
-    for e, exp in cfg["experiments"].items():
-        out += [res / "train" / f"{e}.json", res / "aggregate" / f"{e}.zarr"]
-        if exp.get("gram", True):
-            out.append(res / "gram" / f"{e}.json")
-        for a in exp.get("analyses", []):
-            out += [res / "figures" / e / f"{a}{ext}" for ext in (".png", ".csv", ".slopes.csv", ".finding.txt")]
+    wf = load_workflow(dict(cfg, results=str(workdir / cfg.get("results", "results"))))
+    res = wf.results
+    out = [res.claims, res.slopes, res.verify_report]
+    for e, exp in wf.experiments.items():
+        out += [res.train_manifest(e), res.aggregate(e)] + ([res.gram_manifest(e)] if exp.gram else [])
+        for a in exp.analyses:
+            out += [res.figure(e, a, kind) for kind in ("png", "csv", "slopes", "finding")]
     return out
 
 
@@ -92,20 +93,20 @@ def test_gram_in_zarr_equals_direct_computation(finished_run):
     import torch
 
     from tfconv import store
-    from tfconv.config import load_config, model_spec
-    from tfconv.ntk import ntk_matrix, params_from_numpy
+    from tfconv.config import load_workflow
+    from tfconv.core.ntk import ntk_matrix, params_from_numpy
 
     wd, _, _ = finished_run
-    res = wd / "results"
-    cfg = load_config(SMALL)
-    exp = cfg["experiments"]["grid"]
-    ds = store.read_dataset(res / "data" / "synth.zarr")
+    wf = load_workflow(dict(yaml.safe_load(SMALL.read_text()), results=str(wd / "results")))
+    res, exp = wf.results, wf.experiment("grid")
+    ds = store.read_dataset(res.data("synth"))
     for rid, point in [("width=32_scaling=inv_sqrt_init=lecun_seed=0", dict(width=32, scaling="inv_sqrt", init="lecun", seed=0)),
                        ("width=8_scaling=inv_init=ntk_seed=0", dict(width=8, scaling="inv", init="ntk", seed=0))]:
-        run = store.read_run(res / "train" / "grid.zarr", rid)
-        spec = model_spec(exp, point, ds.d_s, ds.d, ds.n_outputs)
+        run = store.read_run(res.train("grid"), rid)
+        assert exp.point(point).run_id == rid
+        spec = exp.point(point).spec(ds)
         for epoch in (0, 30):
-            K_zarr, ev = store.read_gram(res / "gram" / "grid.zarr", rid, epoch)
+            K_zarr, ev = store.read_gram(res.gram("grid"), rid, epoch)
             params = params_from_numpy(run["checkpoints"][epoch], dtype=torch.float64)
             K_direct = ntk_matrix(params, spec.__class__(**{**spec.to_dict(), "dtype": "float64"}), ds.X, engine="exact")
             # float32 parameters/engine in the workflow vs a float64 exact reference: 1e-4 relative
@@ -132,6 +133,23 @@ def test_verify_cli_detects_a_missing_run(finished_run, tmp_path):
     bad = subprocess.run([str(BIN / "tfconv"), "verify", str(copy)], capture_output=True, text=True)
     assert bad.returncode == 1
     assert "width=32_scaling=inv_init=lecun_seed=0 is missing" in bad.stdout
+
+
+def test_compare_results_script_finds_a_changed_value(finished_run, tmp_path):
+    """scripts/compare_results.py (how a refactoring shows the outputs unchanged) reports identical
+    folders as identical and a single changed Gram entry as a difference."""
+    import zarr
+
+    wd, _, _ = finished_run
+    script = [str(BIN / "python"), str(ROOT / "scripts" / "compare_results.py")]
+    copy = tmp_path / "results"
+    shutil.copytree(wd / "results", copy)
+    same = subprocess.run(script + [str(wd / "results"), str(copy)], capture_output=True, text=True)
+    assert same.returncode == 0 and "IDENTICAL" in same.stdout, same.stdout + same.stderr
+    K = zarr.open_array(str(copy / "gram" / "grid.zarr" / "width=8_scaling=inv_init=ntk_seed=0" / "epoch=0" / "K"), mode="a")
+    K[1, 2] = float(K[1, 2]) * (1 + 1e-15) + 1e-300
+    diff = subprocess.run(script + [str(wd / "results"), str(copy)], capture_output=True, text=True)
+    assert diff.returncode == 1 and "epoch=0/K: values differ" in diff.stdout, diff.stdout
 
 
 REALDATA = ROOT / "tests" / "data" / "config_realdata.yaml"

@@ -1,8 +1,11 @@
 """tfconv: convergence and NTK experiments for encoder-only shallow Transformers.
 
 Reproduces Wu, Liu, Chrysos, Cevher, "On the Convergence of Encoder-only Shallow Transformers"
-(NeurIPS 2023) and goes beyond it.  The numerical core (model, inits, data, training, NTK) is plain
-torch/numpy; `tfconv.cluster` holds the Ray and Dask layers the workflow uses.
+(NeurIPS 2023) and goes beyond it.  Layers (docs/architecture.md): `tfconv.core` (model, training, NTK engines, linearised
+dynamics: torch/numpy only), `tfconv.data` (synthetic, MNIST, text), `tfconv.config` (validated,
+typed experiments), `tfconv.store` (Zarr stores and the results layout), `tfconv.runner` (units of
+work), `tfconv.cluster` (Ray, Dask, SLURM), `tfconv.analyses` + `tfconv.figures` (numbers, figures,
+claims), `tfconv.pipeline` (the workflow's steps).
 
     >>> from tfconv import ModelSpec, make_synthetic, train_gd, TrainConfig, ntk_matrix, init_params
     >>> data = make_synthetic(n_samples=32, d_s=8, d=32, seed=0)
@@ -12,10 +15,10 @@ torch/numpy; `tfconv.cluster` holds the Ray and Dask layers the workflow uses.
 """
 import warnings as _warnings
 
+from .core.model import INIT_SCHEMES, PARAM_NAMES, ModelSpec, ShallowTransformer, attention, forward, init_params
+from .core.ntk import gram_eigenvalues, ntk_block, ntk_matrix
+from .core.train import RunResult, TrainConfig, train_gd
 from .data import Dataset, make_synthetic
-from .model import INIT_SCHEMES, PARAM_NAMES, ModelSpec, ShallowTransformer, attention, forward, init_params
-from .ntk import gram_eigenvalues, ntk_block, ntk_matrix
-from .train import RunResult, TrainConfig, train_gd
 
 # Fixed-length strings (grid coordinates such as "inv_sqrt") have no final Zarr v3 spec yet; zarr
 # warns on every write.  Snakemake leaves a timestamp file inside directory outputs.  Both are benign.

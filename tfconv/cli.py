@@ -14,7 +14,7 @@ def main(argv=None) -> int:
     c.add_argument("config", help="YAML config file")
     args = parser.parse_args(argv)
     if args.command == "verify":
-        from .verify import verify_results
+        from .pipeline.verify import verify_results
 
         return 1 if verify_results(results=args.path) else 0
     if args.command == "validate":

@@ -1,47 +1,62 @@
-"""The units of work that the distributed layers schedule: one grid point, one Gram block.
+"""The units of work the cluster layers schedule: train one grid point, train a group of points in
+one vectorised computation, compute one Gram block.
 
-Both are plain functions of file paths and small dicts, so the same code runs in-process, in a
-Ray task on any node, or in a Dask task; they read their inputs from the Zarr stores and write
-their results there (atomically), and return a small summary.  Both are idempotent: work already
-complete in the store is skipped, which makes retries after a killed worker safe.
+Plain functions of the typed experiment, its grid points and the store paths: the same code runs
+in-process, in a Ray task on any node or in a Dask task.  Nothing here imports a scheduler; the
+cluster layer passes in the ``device`` a task may use and the ``node_id`` it runs on (recorded in the
+summary).  Every unit reads its inputs from the Zarr stores, writes its results there atomically
+and returns a small summary; work already complete in the store is skipped (idempotent), which
+makes retries after a killed worker safe.  `prepare` is the one place that turns a grid point into
+what training needs (dataset subset, ModelSpec, accuracy curves, torch threads), for every unit.
 """
 from __future__ import annotations
 
 import os
 import socket
 import time
+from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from . import store
-from .config import model_spec, run_id, train_config
 from .provenance import provenance
+
+#: Epochs between two evaluations of the accuracy curves (and the last epoch).
+EVAL_EVERY = 10
 
 
 @lru_cache(maxsize=8)
 def _dataset(path: str, mtime_ns: int):
-    return store.read_dataset(path)
+    # the driver of the step verified the content hash; workers check the recorded hash only
+    return store.read_dataset(path, verify=False)
 
 
-def load_dataset_cached(path: str):
-    """A per-process cache of dataset stores (keyed by path and modification time)."""
-    return _dataset(str(path), os.stat(os.path.join(path, "zarr.json")).st_mtime_ns)
+def load_dataset_cached(path, expected_hash: Optional[str] = None):
+    """A per-process cache of dataset stores (keyed by path and modification time).
+
+    The content hash is verified once per job by the step's driver; a worker compares the store's
+    recorded hash with the one the driver saw (`expected_hash`), which is cheap.
+    """
+    ds = _dataset(str(path), os.stat(os.path.join(str(path), "zarr.json")).st_mtime_ns)
+    if expected_hash is not None and ds.meta.get("content_hash") != expected_hash:
+        raise store.StoreError(f"dataset store {path} changed during the job: its hash is "
+                               f"{str(ds.meta.get('content_hash'))[:16]}..., the step started with {expected_hash[:16]}...")
+    return ds
 
 
-def _accuracy_eval(spec, X, labels, X_test, labels_test):
+def _accuracy_eval(spec, X, labels, X_test, labels_test, device=None):
     """Train/test accuracy of argmax f(X) (for classification datasets such as MNIST)."""
-    from .model import forward
+    from .core.model import forward
 
     scales = spec.scales()
-    Xt = torch.as_tensor(X, dtype=spec.torch_dtype)
-    Xte = torch.as_tensor(X_test, dtype=spec.torch_dtype) if X_test is not None else None
+    Xt = torch.as_tensor(X, dtype=spec.torch_dtype, device=device)
+    Xte = torch.as_tensor(X_test, dtype=spec.torch_dtype, device=device) if X_test is not None else None
 
     def accuracy(params, X_, lab):
-        dev = next(iter(params.values())).device
-        return float((forward(params, X_.to(dev), scales).argmax(1).cpu().numpy() == lab).mean())
+        return float((forward(params, X_, scales).argmax(1).cpu().numpy() == lab).mean())
 
     def eval_fn(params, epoch):
         with torch.no_grad():
@@ -53,64 +68,82 @@ def _accuracy_eval(spec, X, labels, X_test, labels_test):
     return eval_fn
 
 
-def train_point(
-    experiment: str,
-    exp: Mapping[str, Any],
-    point: Mapping[str, Any],
-    data_store: str,
-    train_store: str,
-    threads: int = 1,
-    config: Optional[Mapping[str, Any]] = None,
-    eval_every: int = 10,
-) -> Dict[str, Any]:
+@dataclass
+class Prepared:
+    """What training one or more points of the same shape needs."""
+
+    data: Any  # tfconv.data.Dataset (subset to the points' n_samples)
+    specs: List[Any]  # ModelSpec per point
+    eval_fn: Optional[Callable[[Dict[str, torch.Tensor], int], Dict[str, float]]]
+
+
+def prepare(exp, points: Sequence[Any], data_store, threads: int = 1, device: Optional[str] = None,
+            expected_hash: Optional[str] = None, eval_every: int = EVAL_EVERY, accuracy: bool = True) -> Prepared:
+    """Dataset subset, ModelSpecs and (for classification data) the accuracy curves of `points`
+    (which share n_samples), with torch's thread count set; the same for every unit of work."""
+    torch.set_num_threads(int(threads))
+    ds = load_dataset_cached(data_store, expected_hash)
+    if "n_samples" in exp.grid:
+        ds = ds.subset(points[0].n_samples)
+    specs = [p.spec(ds) for p in points]
+    eval_fn = None
+    if accuracy and ds.is_classification:
+        acc = _accuracy_eval(specs[0], ds.X, ds.class_columns("train"), ds.X_test, ds.class_columns("test"), device)
+        last = exp.train.epochs
+
+        def eval_fn(params, epoch):
+            return acc(params, epoch) if (epoch % eval_every == 0 or epoch == last) else {}
+    return Prepared(ds, specs, eval_fn)
+
+
+def _summary(rid: str, node_id: Optional[str]) -> Dict[str, Any]:
+    return {"run_id": rid, "host": socket.gethostname(), "pid": os.getpid(), "node_id": node_id}
+
+
+def train_point(exp, point, data_store, train_store, threads: int = 1, device: Optional[str] = None,
+                node_id: Optional[str] = None, expected_hash: Optional[str] = None) -> Dict[str, Any]:
     """Train one grid point and write it to the experiment's train store (skipped if complete)."""
-    from .train import train_gd
+    from .core.train import train_gd
 
-    rid = run_id(point)
-    summary = {"run_id": rid, "host": socket.gethostname(), "pid": os.getpid()}
-    try:
-        import ray  # only to report where the task ran; the computation does not use Ray
-
-        if ray.is_initialized():
-            summary["node_id"] = ray.get_runtime_context().get_node_id()
-    except Exception:  # noqa: BLE001
-        pass
+    rid = point.run_id
+    summary = _summary(rid, node_id)
     if store.run_complete(train_store, rid):
         summary.update(skipped=True, status=store.read_run(train_store, rid)["attrs"]["status"])
         return summary
-    torch.set_num_threads(int(threads))
-    ds = load_dataset_cached(data_store)
-    if "n_samples" in point:
-        ds = ds.subset(int(point["n_samples"]))
-    spec = model_spec(exp, point, ds.d_s, ds.d, ds.n_outputs)
-    tcfg = train_config(exp)
-    eval_fn = None
-    extra = ds.extra
-    if ds.meta.get("kind") == "mnist" and "labels" in extra:
-        n = ds.n_samples
-        # labels are stored as digits; the one-hot column order is the configured class order
-        classes = list(ds.meta.get("classes", range(ds.n_outputs)))
-        col = {c: j for j, c in enumerate(classes)}
-        lab_train = np.array([col[int(v)] for v in extra["labels"][:n]])
-        lab_test = np.array([col[int(v)] for v in extra["labels_test"]]) if "labels_test" in extra else None
-        acc = _accuracy_eval(spec, ds.X, lab_train, ds.X_test, lab_test)
-        eval_fn = lambda params, epoch: acc(params, epoch) if (epoch % eval_every == 0 or epoch == tcfg.epochs) else {}  # noqa: E731
-    device = None
-    try:  # a Ray task that was given GPUs trains on one; everything else stays on the CPU
-        import ray
-
-        if ray.is_initialized() and ray.get_gpu_ids() and torch.cuda.is_available():
-            device = "cuda"
-    except Exception:  # noqa: BLE001
-        pass
+    prep = prepare(exp, [point], data_store, threads, device, expected_hash)
     t0 = time.perf_counter()
-    result = train_gd(spec, ds.X, ds.y, int(point.get("seed", 0)), tcfg, eval_fn=eval_fn, device=device)
-    prov = provenance(None, experiment=experiment, run_id=rid, seed=int(point.get("seed", 0)),
-                      dataset_sha256=ds.meta.get("content_hash"), threads=int(threads))
-    store.write_run(train_store, rid, point, result, prov)
+    result = train_gd(prep.specs[0], prep.data.X, prep.data.y, point.seed, exp.train, eval_fn=prep.eval_fn,
+                      device=device)
+    prov = provenance(None, experiment=exp.name, run_id=rid, seed=point.seed,
+                      dataset_sha256=prep.data.meta.get("content_hash"), threads=int(threads), node_id=node_id)
+    store.write_run(train_store, rid, point.as_dict(), result, prov)
     summary.update(skipped=False, status=result.status, final_loss=result.final_loss,
                    seconds=time.perf_counter() - t0)
     return summary
+
+
+def train_group(exp, points: Sequence[Any], data_store, train_store, threads: int = 1, device: Optional[str] = None,
+                node_id: Optional[str] = None, expected_hash: Optional[str] = None) -> List[Dict[str, Any]]:
+    """Train grid points that share width (and n_samples) in one vectorised computation
+    (`tfconv.core.train_vectorised`); each run is written to the store as by `train_point`."""
+    from .core.train_vectorised import train_gd_vectorised
+
+    todo = [p for p in points if not store.run_complete(train_store, p.run_id)]
+    summaries = [dict(_summary(p.run_id, node_id), skipped=True) for p in points if p not in todo]
+    if not todo:
+        return summaries
+    prep = prepare(exp, todo, data_store, threads, device, expected_hash)
+    t0 = time.perf_counter()
+    results = train_gd_vectorised(prep.specs, prep.data.X, prep.data.y, [p.seed for p in todo], exp.train,
+                                  eval_fn=prep.eval_fn, device=device)
+    for p, res in zip(todo, results):
+        prov = provenance(None, experiment=exp.name, run_id=p.run_id, seed=p.seed,
+                          dataset_sha256=prep.data.meta.get("content_hash"), threads=int(threads),
+                          vectorised=len(todo), node_id=node_id)
+        store.write_run(train_store, p.run_id, p.as_dict(), res, prov)
+        summaries.append(dict(_summary(p.run_id, node_id), skipped=False, status=res.status,
+                              final_loss=res.final_loss, seconds=time.perf_counter() - t0))
+    return summaries
 
 
 @lru_cache(maxsize=4)
@@ -119,35 +152,19 @@ def _checkpoint(train_store: str, rid: str, epoch: int):
     return run["attrs"], run["checkpoints"][epoch]
 
 
-def gram_block(
-    exp: Mapping[str, Any],
-    point: Mapping[str, Any],
-    data_store: str,
-    train_store: str,
-    gram_store: str,
-    epoch: int,
-    bi: int,
-    bj: int,
-    engine: str = "structured",
-    block_size: int = 64,
-    chunk_size: int = 64,
-    threads: int = 1,
-) -> Dict[str, Any]:
+def gram_block(exp, point, data_store, train_store, gram_store, epoch: int, bi: int, bj: int,
+               engine: str = "structured", block_size: int = 64, chunk_size: int = 64, threads: int = 1,
+               expected_hash: Optional[str] = None) -> Dict[str, Any]:
     """Compute block (bi, bj) of the NTK of one run at one checkpoint epoch and write it (idempotent)."""
-    from .ntk import ntk_block, params_from_numpy
+    from .core.ntk import ntk_block, params_from_numpy
 
-    rid = run_id(point)
-    import zarr
-
-    g = zarr.open_group(str(store.gram_path(gram_store, rid, epoch)), mode="a")
+    rid = point.run_id
+    g = store.open_gram(gram_store, rid, epoch)
     if store.blocks_done(g)[bi, bj]:
         return {"run_id": rid, "epoch": epoch, "block": (bi, bj), "skipped": True}
-    torch.set_num_threads(int(threads))
-    ds = load_dataset_cached(data_store)
-    if "n_samples" in point:
-        ds = ds.subset(int(point["n_samples"]))
+    prep = prepare(exp, [point], data_store, threads, None, expected_hash, accuracy=False)
+    ds, spec = prep.data, prep.specs[0]
     attrs, arrays = _checkpoint(str(train_store), rid, int(epoch))
-    spec = model_spec(exp, point, ds.d_s, ds.d, ds.n_outputs)
     params = params_from_numpy(arrays, dtype=spec.torch_dtype)
     ranges = store.block_ranges(ds.n_samples, block_size)
     (r0, r1), (c0, c1) = ranges[bi], ranges[bj]
@@ -157,42 +174,11 @@ def gram_block(
     return {"run_id": rid, "epoch": epoch, "block": (bi, bj), "skipped": False, "host": socket.gethostname()}
 
 
-def train_group(
-    experiment: str,
-    exp: Mapping[str, Any],
-    points: list,
-    data_store: str,
-    train_store: str,
-    threads: int = 1,
-) -> list:
-    """Train grid points that share width (and n_samples) in one vectorised computation
-    (`tfconv.train_batched`); each run is written to the store as by `train_point`."""
-    from .train_batched import train_gd_vectorised
+def finalize_gram(gram_group, provenance: Optional[Dict[str, Any]] = None) -> np.ndarray:
+    """Once every block of a Gram is done: its float64 eigenvalues, then the store publishes it as
+    complete (`tfconv.store.finalize_gram`).  Returns the eigenvalues (ascending)."""
+    from .core.ntk import gram_eigenvalues
 
-    todo = [p for p in points if not store.run_complete(train_store, run_id(p))]
-    summaries = [{"run_id": run_id(p), "skipped": True} for p in points if p not in todo]
-    if not todo:
-        return summaries
-    torch.set_num_threads(int(threads))
-    ds = load_dataset_cached(data_store)
-    if "n_samples" in todo[0]:
-        ds = ds.subset(int(todo[0]["n_samples"]))
-    specs = [model_spec(exp, p, ds.d_s, ds.d, ds.n_outputs) for p in todo]
-    t0 = time.perf_counter()
-    results = train_gd_vectorised(specs, ds.X, ds.y, [int(p.get("seed", 0)) for p in todo], train_config(exp))
-    node = None
-    try:
-        import ray
-
-        if ray.is_initialized():
-            node = ray.get_runtime_context().get_node_id()
-    except Exception:  # noqa: BLE001
-        pass
-    for p, res in zip(todo, results):
-        rid = run_id(p)
-        prov = provenance(None, experiment=experiment, run_id=rid, seed=int(p.get("seed", 0)),
-                          dataset_sha256=ds.meta.get("content_hash"), threads=int(threads), vectorised=len(todo))
-        store.write_run(train_store, rid, p, res, prov)
-        summaries.append({"run_id": rid, "skipped": False, "status": res.status, "final_loss": res.final_loss,
-                          "seconds": time.perf_counter() - t0, "node_id": node, "host": socket.gethostname()})
-    return summaries
+    ev = gram_eigenvalues(store.assembled_matrix(gram_group))
+    store.finalize_gram(gram_group, ev, provenance)
+    return ev

@@ -3,8 +3,9 @@
 One Dask task per upper-triangular block of each N x N Gram matrix (per run and checkpoint epoch);
 each task writes its own chunk-aligned region (the block and its mirror) and then its own completion
 flag, so no two writers ever share a chunk.  Blocks already done are not submitted; after all blocks
-of a matrix are done its float64 eigenvalues are computed on one process (Dask has no symmetric
-eigensolver) and the matrix is marked complete, last.
+of a matrix are done its float64 eigenvalues are computed here, on one process (Dask has no
+symmetric eigensolver; `tfconv.runner.finalize_gram`), and the store publishes the matrix as
+complete, last.
 
 Which cluster: the ``scheduler_address`` argument (config ``dask.scheduler_address``), the
 DASK_SCHEDULER_ADDRESS environment variable, a dask-jobqueue SLURMCluster when ``jobqueue`` is
@@ -18,8 +19,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .. import store
-from ..config import run_id
-from ..runner import gram_block
+from ..runner import finalize_gram, gram_block
 
 
 @contextlib.contextmanager
@@ -58,25 +58,24 @@ def dask_client(dask_cfg: Mapping[str, Any], log: Callable[[str], None] = print)
         yield client
 
 
-def gram_jobs(exp: Mapping[str, Any], points: Sequence[Mapping[str, Any]], train_store: str) -> List[Tuple[dict, int]]:
+def gram_jobs(exp, points: Sequence[Any], train_store: str) -> List[Tuple[Any, int]]:
     """(point, epoch) of every Gram to assemble: each checkpoint that a run stored (diverged runs
     have only the checkpoints before their divergence)."""
     jobs = []
     for p in points:
-        rid = run_id(p)
+        rid = p.run_id
         if not store.run_complete(train_store, rid):
             raise store.StoreError(f"run {rid} is not complete in {train_store}; run train_grid first")
         attrs = store.read_run(train_store, rid)["attrs"]
-        for e in sorted(int(x) for x in exp["train"]["checkpoint_epochs"]):
+        for e in exp.gram_epochs:
             if e in attrs["checkpoint_epochs"]:
-                jobs.append((dict(p), e))
+                jobs.append((p, e))
     return jobs
 
 
 def assemble_grams(
-    exp: Mapping[str, Any],
-    points: Sequence[Mapping[str, Any]],
-    n_samples_of: Callable[[Mapping[str, Any]], int],
+    exp,
+    points: Sequence[Any],
     data_store: str,
     train_store: str,
     gram_store: str,
@@ -89,21 +88,21 @@ def assemble_grams(
     provenance: Optional[Mapping[str, Any]] = None,
     log: Callable[[str], None] = print,
     max_in_flight: int = 256,
+    expected_hash: Optional[str] = None,
 ) -> Dict[str, Any]:
     """Assemble (or resume) every Gram of the experiment; returns counts and timings."""
     t0 = time.time()
     jobs = gram_jobs(exp, points, train_store)
     to_finalize = []
-    futures = []
     n_blocks_total = n_blocks_skipped = 0
-    submitted: List[Tuple[dict, int, int, int]] = []
+    submitted: List[Tuple[Any, int, int, int]] = []
     for point, epoch in jobs:
-        rid = run_id(point)
+        rid = point.run_id
         if store.gram_complete(gram_store, rid, epoch):
             continue
-        n = n_samples_of(point)
+        n = point.n_samples
         g = store.ensure_gram(gram_store, rid, epoch, n, block_size,
-                              attrs={"engine": engine, "run_id": rid, "epoch": epoch, "point": dict(point)})
+                              attrs={"engine": engine, "run_id": rid, "epoch": epoch, "point": point.as_dict()})
         done = store.blocks_done(g)
         to_finalize.append((point, epoch))
         for bi, bj in store.upper_blocks(n, block_size):
@@ -125,9 +124,10 @@ def assemble_grams(
             point, epoch, bi, bj = next(it)
         except StopIteration:
             return False
-        fut = client.submit(gram_block, dict(exp), dict(point), str(data_store), str(train_store), str(gram_store),
+        fut = client.submit(gram_block, exp, point, str(data_store), str(train_store), str(gram_store),
                             int(epoch), int(bi), int(bj), engine, int(block_size), int(chunk_size), int(threads),
-                            retries=retries, pure=False, key=f"gram-{run_id(point)}-e{epoch}-b{bi}-{bj}")
+                            expected_hash, retries=retries, pure=False,
+                            key=f"gram-{point.run_id}-e{epoch}-b{bi}-{bj}")
         ac.add(fut)
         return True
 
@@ -146,9 +146,9 @@ def assemble_grams(
             last = time.time()
     t_blocks = time.time() - t0
     for point, epoch in to_finalize:
-        g = store.ensure_gram(gram_store, run_id(point), epoch, n_samples_of(point), block_size)
-        ev = store.finalize_gram(g, provenance)
-        log(f"[assemble_gram] {run_id(point)} epoch {epoch}: lambda_min={ev[0]:.4g} lambda_max={ev[-1]:.4g}")
+        g = store.ensure_gram(gram_store, point.run_id, epoch, point.n_samples, block_size)
+        ev = finalize_gram(g, provenance)
+        log(f"[assemble_gram] {point.run_id} epoch {epoch}: lambda_min={ev[0]:.4g} lambda_max={ev[-1]:.4g}")
     return {"grams": len(jobs), "finalized": len(to_finalize), "blocks_computed": len(submitted),
             "blocks_skipped": n_blocks_skipped, "seconds": time.time() - t0, "seconds_blocks": t_blocks,
             "seconds_eigenvalues": time.time() - t0 - t_blocks}

@@ -4,20 +4,20 @@ Which cluster (in this order): the ``address`` argument (config ``ray.address``)
 environment variable, else a local Ray cluster started for this job with ``num_cpus`` CPUs
 (``ray.init(address="local")`` so that a stale cluster on the machine is never joined by accident).
 
-Points already complete in the store are not submitted again.  Tasks are retried by Ray when their
-worker process dies (``max_retries``); a retry of a finished point is a no-op because the run store
-is written atomically and checked first.
+The step (`tfconv.pipeline.steps.train_grid`) decides what is left to train and passes only those
+points.  Tasks are retried by Ray when their worker process dies (``max_retries``); a retry of a
+finished point is a no-op because the run store is written atomically and checked first.  The Ray
+task wrappers here are the only code that asks Ray where it runs: they pass the node id and the
+device (a GPU when Ray gave the task one) into the scheduler-agnostic units of `tfconv.runner`.
 """
 from __future__ import annotations
 
 import os
 import sys
 import time
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .. import store
-from ..config import run_id
-from ..runner import train_group, train_point
+from .. import runner
 
 
 def resolve_address(address: Optional[str]) -> Optional[str]:
@@ -49,10 +49,39 @@ def connect(address: Optional[str], num_cpus: int, num_gpus: Optional[int] = Non
             "cpus": res.get("CPU", 0), "gpus": res.get("GPU", 0)}
 
 
+def _task_context():
+    """(node id, device) of the running Ray task: a GPU device only when Ray assigned one."""
+    import ray
+    import torch
+
+    node = ray.get_runtime_context().get_node_id()
+    device = "cuda" if ray.get_gpu_ids() and torch.cuda.is_available() else None
+    return node, device
+
+
+def train_point_task(exp, point, data_store, train_store, threads, expected_hash):
+    node, device = _task_context()
+    return runner.train_point(exp, point, data_store, train_store, threads, device=device, node_id=node,
+                              expected_hash=expected_hash)
+
+
+def train_group_task(exp, points, data_store, train_store, threads, expected_hash):
+    node, device = _task_context()
+    return runner.train_group(exp, points, data_store, train_store, threads, device=device, node_id=node,
+                              expected_hash=expected_hash)
+
+
+def vectorised_groups(points: Sequence[Any]) -> Dict[tuple, List[Any]]:
+    """Points that can share one vectorised computation: same width and n_samples."""
+    groups: Dict[tuple, List[Any]] = {}
+    for p in points:
+        groups.setdefault((p.width, p.get("n_samples")), []).append(p)
+    return groups
+
+
 def run_grid(
-    experiment: str,
-    exp: Mapping[str, Any],
-    points: Sequence[Mapping[str, Any]],
+    exp,
+    points: Sequence[Any],
     data_store: str,
     train_store: str,
     address: Optional[str] = None,
@@ -64,18 +93,13 @@ def run_grid(
     log: Callable[[str], None] = print,
     shutdown: bool = True,
     vectorise: bool = False,
+    expected_hash: Optional[str] = None,
 ) -> List[Dict[str, Any]]:
-    """Train every incomplete point on Ray; returns one summary per point (skipped ones included)."""
+    """Train `points` (the grid points left to train) on Ray; returns one summary per point."""
     import ray
 
-    store.ensure_train_store(train_store)
-    todo = [p for p in points if not store.run_complete(train_store, run_id(p))]
-    done = [{"run_id": run_id(p), "skipped": True,
-             "status": store.read_run(train_store, run_id(p))["attrs"]["status"]}
-            for p in points if store.run_complete(train_store, run_id(p))]
-    log(f"[train_grid] {experiment}: {len(points)} grid points, {len(done)} already complete, {len(todo)} to train")
-    if not todo:
-        return done
+    if not points:
+        return []
     info = connect(address, num_cpus, log=log)
     try:
         if gpus_per_task > 0 and info["gpus"] < gpus_per_task:
@@ -84,19 +108,16 @@ def run_grid(
                 "could never be scheduled. Set ray.gpus_per_task: 0 to train on CPUs, or join a cluster with GPUs."
             )
         opts = dict(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries, retry_exceptions=False)
+        args = (str(data_store), str(train_store), int(threads_per_run), expected_hash)
         if vectorise:
             # one task per (width, n_samples) group: its runs share every tensor shape
-            groups: Dict[tuple, List[Mapping[str, Any]]] = {}
-            for p in todo:
-                groups.setdefault((p["width"], p.get("n_samples")), []).append(dict(p))
-            remote = ray.remote(**opts)(train_group)
-            pending = {remote.remote(experiment, dict(exp), g, str(data_store), str(train_store),
-                                     int(threads_per_run)): f"{len(g)} runs of width {k[0]}" for k, g in groups.items()}
-            log(f"[train_grid] vectorised: {len(groups)} task(s) for {len(todo)} runs")
+            groups = vectorised_groups(points)
+            remote = ray.remote(**opts)(train_group_task)
+            pending = {remote.remote(exp, g, *args): f"{len(g)} runs of width {k[0]}" for k, g in groups.items()}
+            log(f"[train_grid] vectorised: {len(groups)} task(s) for {len(points)} runs")
         else:
-            remote = ray.remote(**opts)(train_point)
-            pending = {remote.remote(experiment, dict(exp), dict(p), str(data_store), str(train_store),
-                                     int(threads_per_run)): run_id(p) for p in todo}
+            remote = ray.remote(**opts)(train_point_task)
+            pending = {remote.remote(exp, p, *args): p.run_id for p in points}
         t0 = time.time()
         results: List[Dict[str, Any]] = []
         while pending:
@@ -108,13 +129,13 @@ def run_grid(
                     results.append(res)
                     n = len(results)
                     el = time.time() - t0
-                    eta = el / n * (len(todo) - n)
-                    log(f"[train_grid] {n}/{len(todo)} {res['run_id']}: {res.get('status')}"
-                        f" loss={res.get('final_loss', float('nan')):.3e} node={str(res.get('node_id', '?'))[:8]}"
+                    eta = el / n * (len(points) - n)
+                    log(f"[train_grid] {n}/{len(points)} {res['run_id']}: {res.get('status')}"
+                        f" loss={res.get('final_loss', float('nan')):.3e} node={str(res.get('node_id') or '?')[:8]}"
                         f" elapsed={el:.0f}s eta={eta:.0f}s")
             if not ready:
                 log(f"[train_grid] waiting: {len(pending)} task(s) running, elapsed {time.time() - t0:.0f}s")
-        return done + results
+        return results
     finally:
         if shutdown:
             ray.shutdown()

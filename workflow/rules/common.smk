@@ -1,11 +1,11 @@
-# Config loading, validation and input functions shared by every rule.
+# Config loading, validation (once per job) and input functions shared by every rule.
 import os
 import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from tfconv.config import ConfigError, analysis_needs_epoch0, load_config
-from tfconv.config import resources as rule_resources
+from tfconv.analyses import caption_for
+from tfconv.config import ConfigError, Workflow, load_config
 
 
 if not workflow.overwrite_configfiles:
@@ -15,13 +15,15 @@ if not workflow.overwrite_configfiles:
 
 
 try:
-    CFG = load_config(dict(config))
+    _validated = load_config(dict(config))
 except ConfigError as exc:
     raise WorkflowError(str(exc)) from None
-
-R = CFG["results"]
-EXPERIMENTS = list(CFG["experiments"])
-GRAM_EXPERIMENTS = [e for e in EXPERIMENTS if CFG["experiments"][e]["gram"]]
+# Jobs see the validated config (defaults filled) and type it without validating again.
+config.clear()
+config.update(_validated)
+WF = Workflow.from_config(config)
+RES = WF.results  # tfconv.store.Results: the one owner of every path below
+EXPERIMENTS = list(WF.experiments)
 ENV = "../../environment.yml"
 
 
@@ -32,38 +34,30 @@ wildcard_constraints:
 
 
 def res(rule, key):
-    return rule_resources(CFG, rule)[key]
+    return WF.resources(rule)[key]
 
 
 def dataset_store(wildcards):
-    return f"{R}/data/{CFG['experiments'][wildcards.experiment]['dataset']}.zarr"
+    return str(RES.data(WF.experiment(wildcards.experiment).dataset.name))
 
 
 def gram_manifest(wildcards):
-    if CFG["experiments"][wildcards.experiment]["gram"]:
-        return f"{R}/gram/{wildcards.experiment}.json"
+    if WF.experiment(wildcards.experiment).gram:
+        return str(RES.gram_manifest(wildcards.experiment))
     return []
 
 
-def figure_targets():
-    return [
-        f"{R}/figures/{e}/{a}.png"
-        for e in EXPERIMENTS
-        for a in CFG["experiments"][e]["analyses"]
-    ]
+def figure_caption(wildcards):
+    """The registry's caption of the analysis, with the analysis and training settings filled in."""
+    exp = WF.experiment(wildcards.experiment)
+    settings = dict(WF.analysis, step_size=exp.train.step_size,
+                    checkpoint_epochs=", ".join(str(e) for e in exp.checkpoint_epochs))
+    return caption_for(wildcards.analysis, settings)
 
 
-def slope_tables():
-    return [
-        f"{R}/figures/{e}/{a}.slopes.csv"
-        for e in EXPERIMENTS
-        for a in CFG["experiments"][e]["analyses"]
-    ]
+def figure_targets(kind="png"):
+    return [str(RES.figure(e, a, kind)) for e, a in WF.figure_targets()]
 
 
 def all_targets():
-    return figure_targets() + [
-        f"{R}/tables/claims.csv",
-        f"{R}/tables/slopes.csv",
-        f"{R}/verify.txt",
-    ]
+    return figure_targets() + [str(RES.claims), str(RES.slopes), str(RES.verify_report)]

@@ -3,11 +3,11 @@
 
 rule make_dataset:
     output:
-        store=directory(f"{R}/data/{{dataset}}.zarr"),
+        store=directory(str(RES.data("{dataset}"))),
     log:
-        f"{R}/logs/make_dataset/{{dataset}}.log",
+        str(RES.log("make_dataset", "{dataset}")),
     benchmark:
-        f"{R}/benchmarks/make_dataset/{{dataset}}.tsv"
+        str(RES.benchmark("make_dataset", "{dataset}"))
     threads: 1
     resources:
         mem_mb=res("make_dataset", "mem_mb"),

@@ -3,21 +3,24 @@
 
 rule plot:
     input:
-        aggregate=f"{R}/aggregate/{{experiment}}.zarr",
+        aggregate=str(RES.aggregate("{experiment}")),
     output:
         png=report(
-            f"{R}/figures/{{experiment}}/{{analysis}}.png",
+            str(RES.figure("{experiment}", "{analysis}", "png")),
             caption="../report/figure.rst",
             category="{experiment}",
             labels={"experiment": "{experiment}", "figure": "{analysis}"},
         ),
-        csv=f"{R}/figures/{{experiment}}/{{analysis}}.csv",
-        slopes=f"{R}/figures/{{experiment}}/{{analysis}}.slopes.csv",
-        finding=f"{R}/figures/{{experiment}}/{{analysis}}.finding.txt",
+        csv=str(RES.figure("{experiment}", "{analysis}", "csv")),
+        slopes=str(RES.figure("{experiment}", "{analysis}", "slopes")),
+        finding=str(RES.figure("{experiment}", "{analysis}", "finding")),
+    params:
+        # the analysis registry's caption (tfconv.analyses), shown by workflow/report/figure.rst
+        caption=figure_caption,
     log:
-        f"{R}/logs/plot/{{experiment}}/{{analysis}}.log",
+        str(RES.log("plot", "{experiment}", "{analysis}")),
     benchmark:
-        f"{R}/benchmarks/plot/{{experiment}}/{{analysis}}.tsv"
+        str(RES.benchmark("plot", "{experiment}", "{analysis}"))
     threads: 1
     resources:
         mem_mb=res("plot", "mem_mb"),
@@ -30,15 +33,15 @@ rule plot:
 
 rule tables:
     input:
-        aggregates=expand(f"{R}/aggregate/{{experiment}}.zarr", experiment=EXPERIMENTS),
-        slopes=slope_tables(),
+        aggregates=[str(RES.aggregate(e)) for e in EXPERIMENTS],
+        slopes=figure_targets("slopes"),
     output:
-        claims=report(f"{R}/tables/claims.csv", caption="../report/claims.rst", category="tables"),
-        slopes=report(f"{R}/tables/slopes.csv", caption="../report/slopes.rst", category="tables"),
+        claims=report(str(RES.claims), caption="../report/claims.rst", category="tables"),
+        slopes=report(str(RES.slopes), caption="../report/slopes.rst", category="tables"),
     log:
-        f"{R}/logs/tables.log",
+        str(RES.log("tables")),
     benchmark:
-        f"{R}/benchmarks/tables.tsv"
+        str(RES.benchmark("tables"))
     threads: 1
     resources:
         mem_mb=res("tables", "mem_mb"),
@@ -52,14 +55,14 @@ rule tables:
 rule verify:
     input:
         figures=figure_targets(),
-        claims=f"{R}/tables/claims.csv",
-        slopes=f"{R}/tables/slopes.csv",
+        claims=str(RES.claims),
+        slopes=str(RES.slopes),
     output:
-        report=f"{R}/verify.txt",
+        report=str(RES.verify_report),
     log:
-        f"{R}/logs/verify.log",
+        str(RES.log("verify")),
     benchmark:
-        f"{R}/benchmarks/verify.tsv"
+        str(RES.benchmark("verify"))
     threads: 1
     resources:
         mem_mb=res("verify", "mem_mb"),

@@ -4,16 +4,13 @@
 rule assemble_gram:
     input:
         data=dataset_store,
-        train=f"{R}/train/{{experiment}}.json",
+        train=str(RES.train_manifest("{experiment}")),
     output:
-        manifest=f"{R}/gram/{{experiment}}.json",
-    params:
-        train_store=lambda wildcards: f"{R}/train/{wildcards.experiment}.zarr",
-        store=lambda wildcards: f"{R}/gram/{wildcards.experiment}.zarr",
+        manifest=str(RES.gram_manifest("{experiment}")),
     log:
-        f"{R}/logs/assemble_gram/{{experiment}}.log",
+        str(RES.log("assemble_gram", "{experiment}")),
     benchmark:
-        f"{R}/benchmarks/assemble_gram/{{experiment}}.tsv"
+        str(RES.benchmark("assemble_gram", "{experiment}"))
     threads: res("assemble_gram", "threads")
     resources:
         mem_mb=res("assemble_gram", "mem_mb"),
@@ -27,17 +24,14 @@ rule assemble_gram:
 rule aggregate:
     input:
         data=dataset_store,
-        train=f"{R}/train/{{experiment}}.json",
+        train=str(RES.train_manifest("{experiment}")),
         gram=gram_manifest,
     output:
-        store=directory(f"{R}/aggregate/{{experiment}}.zarr"),
-    params:
-        train_store=lambda wildcards: f"{R}/train/{wildcards.experiment}.zarr",
-        gram_store=lambda wildcards: f"{R}/gram/{wildcards.experiment}.zarr",
+        store=directory(str(RES.aggregate("{experiment}"))),
     log:
-        f"{R}/logs/aggregate/{{experiment}}.log",
+        str(RES.log("aggregate", "{experiment}")),
     benchmark:
-        f"{R}/benchmarks/aggregate/{{experiment}}.tsv"
+        str(RES.benchmark("aggregate", "{experiment}"))
     threads: 1
     resources:
         mem_mb=res("aggregate", "mem_mb"),

@@ -7,13 +7,11 @@ rule train_grid:
     input:
         data=dataset_store,
     output:
-        manifest=f"{R}/train/{{experiment}}.json",
-    params:
-        store=lambda wildcards: f"{R}/train/{wildcards.experiment}.zarr",
+        manifest=str(RES.train_manifest("{experiment}")),
     log:
-        f"{R}/logs/train_grid/{{experiment}}.log",
+        str(RES.log("train_grid", "{experiment}")),
     benchmark:
-        f"{R}/benchmarks/train_grid/{{experiment}}.tsv"
+        str(RES.benchmark("train_grid", "{experiment}"))
     threads: res("train_grid", "threads")
     resources:
         mem_mb=res("train_grid", "mem_mb"),
@@ -21,8 +19,8 @@ rule train_grid:
         gpu=res("train_grid", "gpus"),
         # Multi-node Ray (ray.slurm_allocation, docs/slurm.md): the SLURM job gets `nodes` nodes and
         # one task per node with `threads` CPUs each; ray_slurm starts one Ray node per task.
-        nodes=rule_resources(CFG, "train_grid").get("nodes", 1),
-        tasks=rule_resources(CFG, "train_grid").get("nodes", 1),
+        nodes=WF.resources("train_grid").get("nodes", 1),
+        tasks=WF.resources("train_grid").get("nodes", 1),
         # GPU jobs: no --ntasks-per-gpu from the SLURM plugin (it would multiply the tasks).
         tasks_per_gpu=0,
     conda:

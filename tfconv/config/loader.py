@@ -1,0 +1,270 @@
+"""Loading and validating the workflow configuration (once per job).
+
+The JSON Schema ``tfconv/config/schema.yaml`` (shipped in the package) is the one definition of every
+key, its type, allowed values and default; the list of analyses comes from the analysis registry
+(`tfconv.analyses.REGISTRY`).  `load_config` validates against it, fills in the defaults and then
+checks what a schema cannot express (cross references, epochs within budget, ...).  Every error
+names the key (as a dotted path) and says what is allowed, before any expensive work starts.
+"""
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Union
+
+import yaml
+
+from .errors import ConfigError
+from .experiment import DatasetSpec, Workflow
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
+
+def load_schema() -> dict:
+    """The config schema, with the ``analyses`` enum filled from the analysis registry."""
+    from ..registry import analysis_names
+
+    with open(SCHEMA_PATH) as fh:
+        schema = yaml.safe_load(fh)
+    schema["$defs"]["experiment"]["properties"]["analyses"]["items"]["enum"] = list(analysis_names())
+    return schema
+
+
+def _default_filling_validator():
+    import jsonschema
+
+    base = jsonschema.Draft202012Validator
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for key, sub in properties.items():
+                if "default" in sub and key not in instance:
+                    instance[key] = copy.deepcopy(sub["default"])
+        yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(base, {"properties": set_defaults})
+
+
+def _dotted(path: Iterable) -> str:
+    parts = [str(p) for p in path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def _explain(err, schema: dict) -> str:
+    """One clear line for a jsonschema error: the key, the problem, what is allowed."""
+    where = _dotted(err.absolute_path)
+    if err.validator == "additionalProperties" and isinstance(err.instance, dict):
+        allowed = sorted((err.schema.get("properties") or {}).keys())
+        unknown = sorted(set(err.instance) - set(allowed))
+        hints = []
+        for u in unknown:
+            close = difflib.get_close_matches(str(u), allowed, n=1)
+            hints.append(f"'{u}'" + (f" (did you mean '{close[0]}'?)" if close else ""))
+        prefix = f"{where}." if err.absolute_path else ""
+        return f"unknown key {', '.join(prefix + h for h in hints)}; allowed keys here: {', '.join(allowed)}"
+    if err.validator == "enum":
+        close = difflib.get_close_matches(str(err.instance), [str(v) for v in err.validator_value], n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{where}: {err.instance!r} is not allowed{hint}; allowed: {', '.join(map(str, err.validator_value))}"
+    if err.validator == "anyOf" and err.absolute_path and "scaling" in [str(p) for p in err.absolute_path]:
+        close = difflib.get_close_matches(str(err.instance), ["inv_sqrt", "inv"], n=1) if isinstance(err.instance, str) else []
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        return f"{where}: {err.instance!r} is not allowed{hint}; allowed: inv_sqrt, inv or a positive number"
+    if err.validator in ("minimum", "exclusiveMinimum"):
+        rel = ">=" if err.validator == "minimum" else ">"
+        return f"{where}: {err.instance!r} is not allowed; it must be {rel} {err.validator_value}"
+    if err.validator == "minItems":
+        return f"{where}: the list is empty or too short; it needs at least {err.validator_value} item(s)"
+    if err.validator == "required":
+        return f"{where}: {err.message}"
+    if err.validator == "type":
+        return f"{where}: {err.instance!r} has the wrong type; expected {err.validator_value}"
+    return f"{where}: {err.message}"
+
+
+def validate_config(config: Mapping[str, Any]) -> Dict[str, Any]:
+    """Validate a config dict against the schema, fill defaults, run semantic checks; return a new dict."""
+    if not isinstance(config, Mapping):
+        raise ConfigError(f"the configuration must be a mapping of keys, got {type(config).__name__}")
+    cfg = copy.deepcopy(dict(config))
+    schema = load_schema()
+    validator = _default_filling_validator()(schema)
+    errors = sorted(validator.iter_errors(cfg), key=lambda e: (len(list(e.absolute_path)), str(e.absolute_path)))
+    if errors:
+        # For if/then branches jsonschema reports the leaf errors; show every distinct one.
+        lines = []
+        for e in errors:
+            leaves = [e] if not e.context else sorted(e.context, key=lambda c: -len(list(c.absolute_path)))[:1]
+            if e.validator == "anyOf" and "scaling" in [str(x) for x in e.absolute_path]:
+                leaves = [e]  # one message listing every allowed form (name or positive number)
+            for leaf in leaves:
+                msg = _explain(leaf, schema)
+                if msg not in lines:
+                    lines.append(msg)
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(lines))
+    # Second pass: defaults inside if/then branches are filled only once the branch is chosen.
+    validator.validate(cfg)
+    _semantic_checks(cfg)
+    return cfg
+
+
+#: Names of datasets and experiments become Snakemake wildcards and file names.
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]+$")
+
+#: Most upper-triangular blocks (Dask tasks, Zarr chunks) one Gram matrix may be split into.
+MAX_GRAM_BLOCKS = 100_000
+
+
+def _n_blocks(n: int, block_size: int) -> int:
+    nb = -(-int(n) // int(block_size))
+    return nb * (nb + 1) // 2
+
+
+def _non_finite_numbers(obj, path=()) -> List[str]:
+    """Dotted keys of every NaN or infinite number in a config (YAML accepts .nan and .inf)."""
+    if isinstance(obj, Mapping):
+        return [k for key, v in obj.items() for k in _non_finite_numbers(v, path + (key,))]
+    if isinstance(obj, (list, tuple)):
+        return [k for i, v in enumerate(obj) for k in _non_finite_numbers(v, path + (i,))]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return [_dotted(path)]
+    return []
+
+
+def _unwritable_reason(path: str) -> Optional[str]:
+    """Why nothing can be written under `path` (None when it can): a file in the way, no permission."""
+    probe = Path(path).absolute()
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        return f"{probe} is a file, not a folder"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"folder {probe} is not writable"
+    return None
+
+
+def _semantic_checks(cfg: Dict[str, Any]) -> None:
+    from ..registry import get_analysis
+
+    problems: List[str] = []
+    for key in _non_finite_numbers(cfg):
+        problems.append(f"{key}: NaN and infinite numbers are not allowed; give a finite number")
+    if not str(cfg["results"]).strip():
+        problems.append("results: the results folder name is empty; give a folder such as 'results'")
+    else:
+        why = _unwritable_reason(cfg["results"])
+        if why:
+            problems.append(f"results: cannot write under '{cfg['results']}': {why}; choose another `results` folder")
+    datasets = cfg["datasets"]
+    for section in ("datasets", "experiments"):
+        for name in cfg[section]:
+            if not NAME_PATTERN.match(str(name)):
+                problems.append(f"{section}.{name}: the name '{name}' may only contain letters, digits, '_' and '-' "
+                                "(it becomes a file name and a Snakemake wildcard)")
+    for name, ds in datasets.items():
+        folder = ds.get("path")
+        if folder and ds["kind"] == "mnist" and ds.get("source") == "idx" and not Path(folder).is_dir():
+            problems.append(f"datasets.{name}.path: folder '{folder}' does not exist; it must hold MNIST/raw/*-ubyte files")
+        if folder and ds["kind"] == "text" and ds.get("source") == "imdb" and not Path(folder).is_dir():
+            problems.append(f"datasets.{name}.path: folder '{folder}' does not exist; it must be the aclImdb folder (train/pos, train/neg, ...)")
+        if folder and ds["kind"] == "text" and ds.get("source") == "rotten_tomatoes" and not Path(folder).is_file():
+            problems.append(f"datasets.{name}.path: file '{folder}' does not exist; give the rotten_tomatoes_corpus_full.csv.bz2 file or null")
+        if ds["kind"] == "mnist" and ds.get("source") == "idx" and not ds.get("path"):
+            problems.append(f"datasets.{name}.path: source 'idx' needs the folder holding MNIST/raw/*-ubyte files")
+        if ds["kind"] == "text" and ds.get("source") == "imdb" and not ds.get("path"):
+            problems.append(f"datasets.{name}.path: source 'imdb' needs the aclImdb folder (train/pos, train/neg, ...)")
+        if ds["kind"] == "mnist" and len(ds["classes"]) and ds["n_train"] < len(ds["classes"]):
+            problems.append(f"datasets.{name}.n_train: {ds['n_train']} is fewer than the {len(ds['classes'])} classes")
+    for name, exp in cfg["experiments"].items():
+        key = f"experiments.{name}"
+        ds_name = exp["dataset"]
+        if ds_name not in datasets:
+            close = difflib.get_close_matches(ds_name, list(datasets), n=1)
+            hint = f" (did you mean '{close[0]}'?)" if close else ""
+            problems.append(f"{key}.dataset: '{ds_name}' is not a dataset{hint}; defined datasets: {', '.join(datasets)}")
+            continue
+        ds = datasets[ds_name]
+        tr = exp["train"]
+        for e in tr["checkpoint_epochs"]:
+            if e > tr["epochs"]:
+                problems.append(f"{key}.train.checkpoint_epochs: epoch {e} is beyond the budget epochs={tr['epochs']}; allowed 0..{tr['epochs']}")
+        n_total = _dataset_spec(ds_name, ds).n_samples
+        for n in exp["grid"].get("n_samples", []):
+            if n > n_total:
+                problems.append(f"{key}.grid.n_samples: {n} exceeds the {n_total} samples of dataset '{ds_name}'")
+        for analysis in exp["analyses"]:
+            problems += [f"{key}.analyses: {p}" for p in get_analysis(analysis).requires.problems(analysis, exp, ds, key)]
+        if analysis_needs_epoch0(exp) and 0 not in tr["checkpoint_epochs"]:
+            problems.append(f"{key}.train.checkpoint_epochs: analyses {', '.join(exp['analyses'])} need epoch 0 (K_0) in the list")
+    g = cfg["gram"]
+    if g["chunk_size"] > g["block_size"]:
+        problems.append(f"gram.chunk_size: {g['chunk_size']} exceeds gram.block_size={g['block_size']}; a chunk is part of a block, allowed 1..{g['block_size']}")
+    for name, exp in cfg["experiments"].items():
+        if not exp["gram"] or exp["dataset"] not in datasets:
+            continue
+        n = max(exp["grid"].get("n_samples") or [_dataset_spec(exp["dataset"], datasets[exp["dataset"]]).n_samples])
+        if _n_blocks(n, g["block_size"]) > MAX_GRAM_BLOCKS:
+            least = next(b for b in range(g["block_size"], n + 1) if _n_blocks(n, b) <= MAX_GRAM_BLOCKS)
+            problems.append(
+                f"gram.block_size: {g['block_size']} splits the {n} x {n} Gram of experiments.{name} into "
+                f"{_n_blocks(n, g['block_size']):,} blocks (one Dask task and Zarr chunk each); at most "
+                f"{MAX_GRAM_BLOCKS:,} are allowed: use a block_size of at least {least}"
+            )
+    if problems:
+        raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+def analysis_needs_epoch0(exp: Mapping) -> bool:
+    from ..registry import get_analysis
+
+    return exp["gram"] and any(get_analysis(a).requires.gram for a in exp["analyses"])
+
+
+def _dataset_spec(name: str, entry: Mapping) -> DatasetSpec:
+    return DatasetSpec(name, entry["kind"], entry)
+
+
+def load_workflow(source: Union[str, os.PathLike, Mapping]) -> Workflow:
+    """Read (a YAML file) or take (a dict) a config, validate it once and return it typed."""
+    return Workflow.from_config(load_config(source))
+
+
+def load_config(path: Union[str, os.PathLike, Mapping]) -> Dict[str, Any]:
+    """Read a YAML file (or take a dict) and return the validated config with defaults filled in."""
+    if isinstance(path, Mapping):
+        return validate_config(path)
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist or is not a file")
+    try:
+        with open(p) as fh:
+            raw = yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+    if raw is None:
+        raise ConfigError(f"config file {p} is empty; it needs at least `datasets` and `experiments`")
+    try:
+        return validate_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{p}: {exc}") from None
+
+
+# ---------------------------------------------------------------------------------------------
+# The settings of the analyses (the config's ``analysis:`` section)
+# ---------------------------------------------------------------------------------------------
+
+def analysis_defaults() -> Dict[str, Any]:
+    """The ``analysis`` section's defaults, read from the config schema (the one definition)."""
+    with open(SCHEMA_PATH) as fh:
+        props = yaml.safe_load(fh)["properties"]["analysis"]["properties"]
+    return {k: copy.deepcopy(v.get("default")) for k, v in props.items()}
+
+
+def analysis_settings(settings: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
+    """Defaults overlaid with ``settings`` (the config's ``analysis`` section plus extra keys)."""
+    out = analysis_defaults()
+    out.update(dict(settings or {}))
+    return out

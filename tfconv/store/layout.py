@@ -1,0 +1,84 @@
+"""Where everything lives under the results folder: the one owner of the layout.
+
+    results/
+      data/<dataset>.zarr                    dataset store            (tfconv.store.datasets)
+      train/<experiment>.zarr/runs/<run_id>  training runs            (tfconv.store.runs)
+      train/<experiment>.json                manifest of train_grid   (what Snakemake tracks)
+      gram/<experiment>.zarr/<run_id>/epoch=<e>   Gram matrices       (tfconv.store.grams)
+      gram/<experiment>.json                 manifest of assemble_gram
+      aggregate/<experiment>.zarr            one xarray dataset       (tfconv.store.aggregate)
+      figures/<experiment>/<analysis>.{png,csv,slopes.csv,finding.txt}
+      tables/claims.csv, tables/slopes.csv
+      verify.txt
+      logs/<rule>/<wildcards>.log, benchmarks/<rule>/<wildcards>.tsv
+
+Every method takes names and returns a `pathlib.Path`.  The Snakemake rules call the same methods
+with wildcard placeholders (``Results(root).data("{dataset}")``), so a path is spelled in one place.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Union
+
+PathLike = Union[str, Path]
+
+#: The files of one figure: kind -> suffix after the analysis name.
+FIGURE_FILES = {"png": ".png", "csv": ".csv", "slopes": ".slopes.csv", "finding": ".finding.txt"}
+
+
+class Results:
+    """The layout of one results folder."""
+
+    def __init__(self, root: PathLike):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"Results({str(self.root)!r})"
+
+    # --- stores -------------------------------------------------------------------------------------
+    def data(self, dataset: str) -> Path:
+        return self.root / "data" / f"{dataset}.zarr"
+
+    def train(self, experiment: str) -> Path:
+        return self.root / "train" / f"{experiment}.zarr"
+
+    def train_manifest(self, experiment: str) -> Path:
+        return self.root / "train" / f"{experiment}.json"
+
+    def gram(self, experiment: str) -> Path:
+        return self.root / "gram" / f"{experiment}.zarr"
+
+    def gram_manifest(self, experiment: str) -> Path:
+        return self.root / "gram" / f"{experiment}.json"
+
+    def aggregate(self, experiment: str) -> Path:
+        return self.root / "aggregate" / f"{experiment}.zarr"
+
+    # --- figures, tables, reports ----------------------------------------------------------------------
+    def figure(self, experiment: str, analysis: str, kind: str = "png") -> Path:
+        return self.root / "figures" / experiment / f"{analysis}{FIGURE_FILES[kind]}"
+
+    @property
+    def claims(self) -> Path:
+        return self.root / "tables" / "claims.csv"
+
+    @property
+    def slopes(self) -> Path:
+        return self.root / "tables" / "slopes.csv"
+
+    @property
+    def verify_report(self) -> Path:
+        return self.root / "verify.txt"
+
+    def log(self, rule: str, *names: str) -> Path:
+        return self.root / "logs" / rule / ("/".join(names) + ".log") if names else self.root / "logs" / f"{rule}.log"
+
+    def benchmark(self, rule: str, *names: str) -> Path:
+        return (self.root / "benchmarks" / rule / ("/".join(names) + ".tsv") if names
+                else self.root / "benchmarks" / f"{rule}.tsv")
+
+    # --- discovery (verify, status) --------------------------------------------------------------------
+    def stores(self, stage: str):
+        """Names of the stores of one stage present on disk (``data``, ``train``, ``gram``, ``aggregate``)."""
+        d = self.root / stage
+        return sorted(p.name[: -len(".zarr")] for p in d.glob("*.zarr")) if d.is_dir() else []

@@ -1,0 +1,125 @@
+"""The train store: ``results/train/<experiment>.zarr/runs/<run_id>`` (one owner of the format).
+
+Per run: curves over dim ``epoch`` (loss, weight_change, weight_change_<W>, attention_deviation_*,
+extra curves such as train_accuracy), checkpoints ``ckpt/epoch=<e>/<W>``; attributes point, run_id,
+status, diverged_epoch, spec, train, seed, wall_seconds, curves, checkpoint_epochs, provenance and
+``complete`` (last).  Each run is written into a staging folder and renamed into place.  The
+store's own attributes declare the experiment's grid points, dataset hash and Gram settings.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Mapping, Optional
+
+import numpy as np
+
+from ._zarr import (StoreError, clean_staging, commit, group_attrs, json_safe, marked_complete, staging_dir,
+                    write_array, zarr_module)
+
+def runs_dir(train_store) -> Path:
+    return Path(train_store) / "runs"
+
+
+def ensure_train_store(train_store, attrs: Optional[Mapping] = None) -> None:
+    """Create the experiment's train store (idempotent); clears staging leftovers of killed writers."""
+    zarr = zarr_module()
+    p = Path(train_store)
+    root = zarr.open_group(str(p), mode="a")
+    if attrs:
+        root.attrs.update(json_safe(dict(attrs)))
+    if not (runs_dir(p) / "zarr.json").exists():
+        zarr.open_group(str(p), mode="a").require_group("runs")
+    clean_staging(runs_dir(p))
+
+
+
+
+def check_train_store(train_store, dataset_sha256: str, train_settings: Optional[Mapping] = None,
+                      required: bool = False) -> None:
+    """Refuse a train store whose runs were made from other data or other training settings.
+
+    Runs already complete are skipped by a rerun, so a store trained on another dataset (or with
+    another step size, epoch budget, ...) would silently mix old and new results: raise instead,
+    naming the store, the run and what differs.  `required`: the store must exist.
+    """
+    p = Path(train_store)
+    if not (p / "zarr.json").exists():
+        if required:
+            raise StoreError(f"train store {p} does not exist; run the `train_grid` step first")
+        return
+    declared = group_attrs(p).get("dataset_sha256")
+    fix = f"delete {p} (and the experiment's gram store) to retrain, or restore the earlier input"
+    if declared and declared != dataset_sha256:
+        raise StoreError(f"train store {p} was trained on dataset sha256 {str(declared)[:16]}..., but the dataset "
+                         f"store now has {str(dataset_sha256)[:16]}...; {fix}")
+    want = json_safe(dict(train_settings)) if train_settings else None
+    for rid in list_runs(p):
+        a = group_attrs(runs_dir(p) / rid)
+        if not a.get("complete"):
+            continue
+        h = (a.get("provenance") or {}).get("dataset_sha256")
+        if h and h != dataset_sha256:
+            raise StoreError(f"train store {p}: run {rid} was trained on dataset sha256 {str(h)[:16]}..., but the "
+                             f"dataset store now has {str(dataset_sha256)[:16]}...; {fix}")
+        have = a.get("train") or {}
+        if want and have:
+            diff = [f"{k}={have.get(k)!r} (config: {want[k]!r})" for k in sorted(want) if have.get(k) != want[k]]
+            if diff:
+                raise StoreError(f"train store {p}: run {rid} was trained with {', '.join(diff)}; {fix}")
+
+
+def run_complete(train_store, rid: str) -> bool:
+    return marked_complete(runs_dir(train_store) / rid)
+
+
+def write_run(train_store, rid: str, point: Mapping, result, provenance: Optional[Mapping] = None) -> None:
+    """Write one finished run (a `tfconv.train.RunResult`) atomically under runs/<rid>."""
+    zarr = zarr_module()
+    final = runs_dir(train_store) / rid
+    staging = staging_dir(final)
+    g = zarr.open_group(str(staging), mode="w")
+    curves = {
+        "loss": result.loss, "weight_change": result.weight_change,
+        "attention_deviation_mean": result.attention_deviation_mean,
+        "attention_deviation_max": result.attention_deviation_max,
+    }
+    curves.update({f"weight_change_{k}": v for k, v in result.weight_change_per.items()})
+    curves.update(result.curves)
+    for k, v in curves.items():
+        write_array(g, k, np.asarray(v, dtype=np.float64), ["epoch"])
+    ck = g.require_group("ckpt")
+    for e, params in sorted(result.checkpoints.items()):
+        eg = ck.require_group(f"epoch={e}")
+        for name, w in params.items():
+            write_array(eg, name, w, [f"{name}_row", f"{name}_col"])
+    g.attrs.update(json_safe({
+        "point": dict(point), "run_id": rid, "status": result.status,
+        "diverged_epoch": result.diverged_epoch, "spec": result.spec.to_dict(),
+        "train": result.train.to_dict(), "seed": result.seed, "wall_seconds": result.wall_seconds,
+        "curves": sorted(curves), "checkpoint_epochs": sorted(int(e) for e in result.checkpoints),
+        "provenance": dict(provenance or {}),
+    }))
+    g.attrs["complete"] = True  # last attribute; the rename below publishes the whole run at once
+    commit(staging, final)
+
+
+def read_run(train_store, rid: str) -> Dict[str, Any]:
+    """A stored run: {"attrs", "curves": {name: array}, "checkpoints": {epoch: {W: array}}}."""
+    zarr = zarr_module()
+    if not run_complete(train_store, rid):
+        raise StoreError(f"run {rid} is missing or incomplete in {train_store}")
+    g = zarr.open_group(str(runs_dir(train_store) / rid), mode="r")
+    attrs = dict(g.attrs)
+    curves = {k: np.asarray(g[k][...]) for k in attrs["curves"]}
+    ckpts = {}
+    for e in attrs["checkpoint_epochs"]:
+        eg = g[f"ckpt/epoch={e}"]
+        # sorted: zarr lists a group's arrays in no fixed order, and the order of the parameters is
+        # the order in which the exact NTK engine sums over them (bitwise reproducible Gram blocks)
+        ckpts[int(e)] = {name: np.asarray(eg[name][...]) for name in sorted(eg.array_keys())}
+    return {"attrs": attrs, "curves": curves, "checkpoints": ckpts}
+
+
+def list_runs(train_store) -> List[str]:
+    d = runs_dir(train_store)
+    return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
