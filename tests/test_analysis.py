@@ -31,12 +31,22 @@ def _exp(grid, epochs=30, checkpoints=(0, 30), name="tiny", n=8):
     }, DatasetSpec("synth", "synthetic", {"n_samples": n}))
 
 
-def _record(r):
+def _record(r, spec=None, X=None, y=None, epochs=None):
+    """A run as the aggregate step reads it, with the kernel quantities every run records."""
     curves = {"loss": r.loss, "weight_change": r.weight_change,
               "attention_deviation_mean": r.attention_deviation_mean,
               "attention_deviation_max": r.attention_deviation_max}
+    curves.update({f"weight_change_{k}": v for k, v in r.weight_change_per.items()})
     curves.update(r.curves)
-    return {"status": r.status, "diverged_epoch": r.diverged_epoch, "curves": curves}
+    out = {"status": r.status, "diverged_epoch": r.diverged_epoch, "curves": curves}
+    if spec is not None:
+        from tfconv.core.kernel import init_kernel, kernel_changes
+
+        ik = init_kernel(spec, X, y, params_from_numpy(r.checkpoints[0]), r.train.step_size, r.train.loss)
+        curves["loss_linearised"] = ik.linearised(len(r.loss) - 1)
+        out["kernel"] = ik.summary()
+        out["checkpoint_curves"] = {"kernel_change": kernel_changes(spec, X, r.checkpoints, ik.K0, epochs)}
+    return out
 
 
 def _grams(r, spec, X, rid, grams):
@@ -72,8 +82,9 @@ def _build_tiny():
 
     from tfconv.core.model import forward
 
-    data = make_synthetic(8, d_s=D_S, d=D, seed=0)
-    test = make_synthetic(8, d_s=D_S, d=D, seed=1)
+    # unit-norm tokens and a fixed step 1.0: small kernels, so one step size suits every width here
+    data = make_synthetic(8, d_s=D_S, d=D, seed=0, token_norm=1.0)
+    test = make_synthetic(8, d_s=D_S, d=D, seed=1, token_norm=1.0)
     exp = _exp({"width": [8, 16, 32], "scaling": ["inv_sqrt", "inv"], "init": ["lecun", "ntk"], "seed": [0, 1]})
     tc = exp.train
     runs, grams = {}, {}
@@ -86,9 +97,9 @@ def _build_tiny():
             pred = forward(params, Xt, spec.scales()).numpy()
             return {"test_accuracy": float((np.sign(pred) == np.sign(test.y)).mean())}
 
-        r = train_gd(spec, data.X, data.y, p["seed"], tc, eval_fn=eval_fn)
+        r = train_gd(spec, data.X, data.y, p["seed"], tc.config(1.0), eval_fn=eval_fn)
         rid = p.run_id
-        runs[rid] = _record(r)
+        runs[rid] = _record(r, spec, data.X, data.y, exp.checkpoint_epochs)
         _grams(r, spec, data.X, rid, grams)
     clean = build_aggregate(exp, runs, grams, data.meta)
 
@@ -98,7 +109,7 @@ def _build_tiny():
     r = train_gd(spec, data.X, data.y, 1, TrainConfig(step_size=200.0, epochs=30, checkpoint_epochs=(0, 30)))
     assert r.status == "diverged"
     rid = p.run_id
-    runs_b[rid] = _record(r)
+    runs_b[rid] = _record(r, spec, data.X, data.y, exp.checkpoint_epochs)
     grams_b.pop((rid, 30))
     _grams(r, spec, data.X, rid, grams_b)
     gone = run_id({"width": 16, "scaling": "inv", "init": "ntk", "seed": 0})
@@ -106,15 +117,15 @@ def _build_tiny():
     grams_b = {k: v for k, v in grams_b.items() if k[0] != gone}
     broken = build_aggregate(_exp(exp.to_dict()["grid"], name="tiny_broken"), runs_b, grams_b, data.meta)
 
-    big = make_synthetic(12, d_s=D_S, d=D, seed=0)
+    big = make_synthetic(12, d_s=D_S, d=D, seed=0, token_norm=1.0)
     exp_n = _exp({"n_samples": [4, 8, 12], "width": [8, 16], "scaling": ["inv_sqrt"], "init": ["lecun"],
                   "seed": [0, 1]}, checkpoints=(0,), name="tiny_by_n", n=12)
     runs_n, grams_n = {}, {}
     for p in exp_n.points:
         sub = big.subset(p["n_samples"])
         spec = p.spec(sub)
-        r = train_gd(spec, sub.X, sub.y, p["seed"], exp_n.train)
-        runs_n[p.run_id] = _record(r)
+        r = train_gd(spec, sub.X, sub.y, p["seed"], exp_n.train.config(1.0))
+        runs_n[p.run_id] = _record(r, spec, sub.X, sub.y, exp_n.checkpoint_epochs)
         _grams(r, spec, sub.X, p.run_id, grams_n)
     by_n = build_aggregate(exp_n, runs_n, grams_n, big.meta)
     return clean, broken, by_n
@@ -159,6 +170,12 @@ def test_linear_rate_recovers_exponential_decay():
     assert np.isnan(A.linear_rate(np.exp(-0.3 * t), diverged=True)["rate"])
     with pytest.raises(ValueError, match="window"):
         A.linear_rate(np.ones(10), window=(0.6, 0.5))
+    # the late window by default, with the interval of the rate; a run at float precision before the
+    # window is marked, not fitted
+    r = A.linear_rate(np.exp(-0.05 * t) * (1 + 0.01 * np.sin(t)))
+    assert r["start"] == 100 and r["ci_low"] < r["rate"] < r["ci_high"] and r["rate"] == pytest.approx(0.05, rel=0.01)
+    fast = A.linear_rate(np.exp(-1.0 * t))
+    assert fast["floor_reached"] and np.isnan(fast["rate"])
 
 
 @pytest.mark.parametrize("loss", ["mean", "sum"])
@@ -244,16 +261,16 @@ def _crafted_overparam(success_fraction_case=False):
 
 def test_smallest_sufficient_width_and_exponent():
     ds = _crafted_overparam()
-    t = A.smallest_sufficient_width(ds, loss_target=1e-3, success_fraction=0.9)
+    t = A.smallest_sufficient_width(ds, "loss", loss_target=1e-3, success_fraction=0.9)
     got = dict(zip(t["n_samples"], t["width_star"]))
     assert got[2] == 4 and got[4] == 16 and got[16] == 256
     assert got[8] == 128  # at width 64 only 1 of 2 seeds succeeds: 0.5 < 0.9
     assert np.isnan(got[64]) and bool(t.set_index("n_samples").loc[64, "censored"])  # 4096 > ladder
-    t_half = A.smallest_sufficient_width(ds, loss_target=1e-3, success_fraction=0.5)
+    t_half = A.smallest_sufficient_width(ds, "loss", loss_target=1e-3, success_fraction=0.5)
     assert dict(zip(t_half["n_samples"], t_half["width_star"]))[8] == 64
     fit = A.overparam_exponent(t_half)
     assert fit["slope"] == pytest.approx(2.0) and fit["n"] == 4 and fit["n_censored"] == 1
-    assert fit["within_ci_2"] and not fit["within_ci_3"] and fit["below_3"]
+    assert fit["decades"] == pytest.approx(np.log10(16 / 2))
 
 
 def test_analysis_settings_fill_schema_defaults():
@@ -279,7 +296,10 @@ def test_run_table_on_real_runs():
     miss = t[t["status"] == "missing"]
     assert len(miss) == 1 and np.isnan(miss["loss0"].iloc[0])
     ok = t[t["status"] == "complete"]
-    assert (ok["rate"] > 0).all() and (ok["lambda_min0"] > 0).all()
+    # a few late-window rates may be <= 0: step 1.0 is near the stability limit of some of these runs,
+    # whose late loss oscillates (the claims table scores such runs with the rate's interval)
+    assert (ok["rate"] <= 0).sum() < 0.2 * len(ok) and (ok["lambda_min0"] > 0).all()
+    assert (ok["rate_predicted"] > 0).any() and ok["linearisation_gap"].notna().all()
     # LeCun (tau1 = 1) has a larger NTK than NTK init at every width, hence a faster rate here
     tc = A.run_table(clean).set_index(["width", "scaling", "init", "seed"])
     for w in (8, 16, 32):
@@ -298,29 +318,23 @@ def test_attention_deviation_slope_depends_on_scaling():
 
 
 def test_claims_table_on_real_aggregates():
+    from tfconv.analyses.claims import CLAIMS
+
     clean, broken, by_n = tiny_aggregates()
-    df = evaluate_claims({"tiny": clean, "tiny_broken": broken, "tiny_by_n": by_n}, {"loss_target": 0.5})
-    assert list(df.columns) == COLUMNS
-    assert set(df["verdict"]) <= {"holds", "does not hold", "not measured"}
-    for k in "12345":
-        assert df["claim"].str.startswith(k).any()
-    c2 = df[df["claim"].str.startswith("2") & (df["experiment"] == "tiny_broken")].iloc[0]
-    assert "1 diverged" in c2["note"]
-    c3 = df[df["claim"].str.startswith("3") & (df["experiment"] == "tiny")].iloc[0]
-    assert c3["value"] > 1 and c3["ci_low"] <= c3["value"] <= c3["ci_high"]
-    c5 = df[df["claim"].str.startswith("5") & (df["experiment"] == "tiny")]
-    assert len(c5) == 2 and c5["value"].notna().all()
-    # tiny_by_n has only 2 widths x 3 n_samples; claim 1 gets a row for it
-    assert (df["claim"].str.startswith("1") & (df["experiment"] == "tiny_by_n")).any()
+    claims_of = {"tiny": [2, 3, 4, 5], "tiny_broken": [2, 3], "tiny_by_n": [1]}
+    df = evaluate_claims({"tiny": clean, "tiny_broken": broken, "tiny_by_n": by_n}, claims_of,
+                         {"loss_target": 0.5, "min_n_decades": 0.3})
+    assert list(df.columns) == ["claim", "statement"] + COLUMNS[1:]
+    assert set(df["verdict"]) <= {"consistent", "refuted", "not measurable"}
+    assert set(df["claim"]) == set(CLAIMS)
+    assert set(df[df["claim"] == 1]["experiment"]) == {"tiny_by_n"}  # only where the analysis asks for it
+    assert set(df[df["claim"] == 4]["experiment"]) == {"tiny"}
+    c3 = df[(df["claim"] == 3) & (df["experiment"] == "tiny")].iloc[0]
+    assert c3["value"] > 1  # LeCun's NTK is larger than NTK init's at this fixed step: faster
+    assert (df["reason"].str.len() > 0).all()
 
 
-def test_claims_not_measured_without_data():
+def test_claims_not_measurable_without_experiments():
     df = evaluate_claims({}, {})
-    assert len(df) == 5 and (df["verdict"] == "not measured").all()
-    assert df["note"].str.startswith("needs").all()
-    # a crafted over-parameterisation experiment measures claim 1 (exponent 2: holds), nothing else for 3-5
-    df = evaluate_claims({"crafted": _crafted_overparam()}, {"success_fraction": 0.5})
-    c1 = df[df["claim"].str.startswith("1")].iloc[0]
-    assert c1["verdict"] == "holds" and c1["value"] == pytest.approx(2.0)
-    for k in "345":
-        assert (df[df["claim"].str.startswith(k)]["verdict"] == "not measured").all()
+    assert len(df) == 5 and (df["verdict"] == "not measurable").all()
+    assert df["reason"].str.startswith("no experiment lists the analysis").all()

@@ -78,6 +78,8 @@ class Analysis:
     numbers: Callable[[Any, Mapping[str, Any]], Any]
     caption: str
     requires: Requires = field(default_factory=Requires)
+    #: the paper's claims (numbers of tfconv.analyses.claims.CLAIMS) that an experiment listing it tests
+    claims: Tuple[int, ...] = ()
     #: optional: (dataset, experiment) -> {var: (dims, values, attrs)} added to the experiment's aggregate
     aggregate_vars: Optional[Callable[[Any, Any], Dict[str, Tuple[Any, Any, Dict[str, Any]]]]] = None
 
@@ -124,9 +126,11 @@ DOCS_END = "<!-- end of analyses table -->"
 
 def docs_table() -> str:
     """The table of analyses in docs/analyses.md (between DOCS_BEGIN and DOCS_END)."""
-    lines = [DOCS_BEGIN, "", "| analysis | section | paper | what it draws | needs |", "|---|---|---|---|---|"]
+    lines = [DOCS_BEGIN, "", "| analysis | section | paper | what it draws | needs | tests claims |",
+             "|---|---|---|---|---|---|"]
     for a in all_analyses():
-        lines.append(f"| `{a.name}` | {a.section} | {a.paper} | {a.summary} | {a.requires.describe()} |")
+        claims = ", ".join(str(c) for c in a.claims) or "-"
+        lines.append(f"| `{a.name}` | {a.section} | {a.paper} | {a.summary} | {a.requires.describe()} | {claims} |")
     lines += ["", DOCS_END]
     return "\n".join(lines)
 

@@ -100,9 +100,45 @@ def _summary(rid: str, node_id: Optional[str]) -> Dict[str, Any]:
     return {"run_id": rid, "host": socket.gethostname(), "pid": os.getpid(), "node_id": node_id}
 
 
+class StepSizeError(ValueError):
+    """A fixed step size above a run's stability limit, refused (train.step_check: refuse)."""
+
+
+def init_run(exp, point, prep: Prepared, spec, log: Optional[Callable[[str], None]] = None):
+    """The initial parameters and the kernel regime of one run (`tfconv.core.kernel.InitKernel`):
+    K_0, its spectrum, the resolved step and its stability limit; a fixed step above the limit is
+    refused or warned about (``train.step_check``) before the run trains."""
+    from .core.kernel import init_kernel
+    from .core.model import init_params
+
+    params0 = init_params(spec, point.seed)
+    ik = init_kernel(spec, prep.data.X, prep.data.y, params0, point.step, exp.train.loss)
+    if ik.exceeds_limit:
+        msg = (f"run {point.run_id} of experiment {exp.name}: the fixed step {ik.step_size:g} exceeds its stability "
+               f"limit 2N/lambda_max(K_0) = {ik.limit:.4g} (lambda_max = {ik.lambda_max:.4g}, N = {ik.n_samples})")
+        if exp.train.step_check == "refuse":
+            raise StepSizeError(msg + "; lower the step, give it as a fraction of the limit ('0.5limit'), or set "
+                                "train.step_check: warn")
+        (log or print)(f"WARNING {msg}; gradient descent may oscillate or diverge")
+    return params0, ik
+
+
+def _finish_run(exp, point, prep: Prepared, spec, ik, result, train_store, threads, node_id, **prov) -> None:
+    """Add the kernel's prediction and the kernel change at the checkpoints, then publish the run."""
+    from .core.kernel import kernel_changes
+
+    result.curves["loss_linearised"] = ik.linearised(exp.train.epochs)
+    kc = kernel_changes(spec, prep.data.X, result.checkpoints, ik.K0, exp.checkpoint_epochs)
+    provn = provenance(None, experiment=exp.name, run_id=point.run_id, seed=point.seed,
+                       dataset_sha256=prep.data.meta.get("content_hash"), threads=int(threads), node_id=node_id, **prov)
+    store.write_run(train_store, point.run_id, point.as_dict(), result, provn, kernel=ik.summary(),
+                    checkpoint_curves={"kernel_change": kc})
+
+
 def train_point(exp, point, data_store, train_store, threads: int = 1, device: Optional[str] = None,
                 node_id: Optional[str] = None, expected_hash: Optional[str] = None) -> Dict[str, Any]:
-    """Train one grid point and write it to the experiment's train store (skipped if complete)."""
+    """Train one grid point (after its kernel regime: step, limit, linearised prediction) and write
+    it to the experiment's train store (skipped if complete)."""
     from .core.train import train_gd
 
     rid = point.run_id
@@ -111,38 +147,46 @@ def train_point(exp, point, data_store, train_store, threads: int = 1, device: O
         summary.update(skipped=True, status=store.read_run(train_store, rid)["attrs"]["status"])
         return summary
     prep = prepare(exp, [point], data_store, threads, device, expected_hash)
+    spec = prep.specs[0]
     t0 = time.perf_counter()
-    result = train_gd(prep.specs[0], prep.data.X, prep.data.y, point.seed, exp.train, eval_fn=prep.eval_fn,
-                      device=device)
-    prov = provenance(None, experiment=exp.name, run_id=rid, seed=point.seed,
-                      dataset_sha256=prep.data.meta.get("content_hash"), threads=int(threads), node_id=node_id)
-    store.write_run(train_store, rid, point.as_dict(), result, prov)
-    summary.update(skipped=False, status=result.status, final_loss=result.final_loss,
-                   seconds=time.perf_counter() - t0)
+    warnings: List[str] = []
+    params0, ik = init_run(exp, point, prep, spec, log=warnings.append)
+    result = train_gd(spec, prep.data.X, prep.data.y, point.seed, exp.train.config(ik.step_size), params=params0,
+                      eval_fn=prep.eval_fn, device=device, gd=not point.kernel_only)
+    _finish_run(exp, point, prep, spec, ik, result, train_store, threads, node_id)
+    summary.update(skipped=False, status=result.status, final_loss=result.final_loss, step_size=ik.step_size,
+                   step_limit=ik.limit, warnings=warnings, seconds=time.perf_counter() - t0)
     return summary
 
 
 def train_group(exp, points: Sequence[Any], data_store, train_store, threads: int = 1, device: Optional[str] = None,
                 node_id: Optional[str] = None, expected_hash: Optional[str] = None) -> List[Dict[str, Any]]:
     """Train grid points that share width (and n_samples) in one vectorised computation
-    (`tfconv.core.train_vectorised`); each run is written to the store as by `train_point`."""
+    (`tfconv.core.train_vectorised`, each run at its own step); each run is written to the store as by
+    `train_point`.  Kernel-only points go one by one."""
     from .core.train_vectorised import train_gd_vectorised
 
     todo = [p for p in points if not store.run_complete(train_store, p.run_id)]
     summaries = [dict(_summary(p.run_id, node_id), skipped=True) for p in points if p not in todo]
+    one_by_one = [p for p in todo if p.kernel_only or exp.model.get("embed") or exp.model.get("positional")
+                  or exp.model.get("class_token")]  # kernel-only runs and the ViT variant
+    summaries += [train_point(exp, p, data_store, train_store, threads, device, node_id, expected_hash)
+                  for p in one_by_one]
+    todo = [p for p in todo if p not in one_by_one]
     if not todo:
         return summaries
     prep = prepare(exp, todo, data_store, threads, device, expected_hash)
     t0 = time.perf_counter()
-    results = train_gd_vectorised(prep.specs, prep.data.X, prep.data.y, [p.seed for p in todo], exp.train,
-                                  eval_fn=prep.eval_fn, device=device)
-    for p, res in zip(todo, results):
-        prov = provenance(None, experiment=exp.name, run_id=p.run_id, seed=p.seed,
-                          dataset_sha256=prep.data.meta.get("content_hash"), threads=int(threads),
-                          vectorised=len(todo), node_id=node_id)
-        store.write_run(train_store, p.run_id, p.as_dict(), res, prov)
+    warnings: List[str] = []
+    inits = [init_run(exp, p, prep, spec, log=warnings.append) for p, spec in zip(todo, prep.specs)]
+    results = train_gd_vectorised(prep.specs, prep.data.X, prep.data.y, [p.seed for p in todo],
+                                  exp.train.config(inits[0][1].step_size), eval_fn=prep.eval_fn, device=device,
+                                  step_sizes=[ik.step_size for _, ik in inits])
+    for p, spec, (_, ik), res in zip(todo, prep.specs, inits, results):
+        _finish_run(exp, p, prep, spec, ik, res, train_store, threads, node_id, vectorised=len(todo))
         summaries.append(dict(_summary(p.run_id, node_id), skipped=False, status=res.status,
-                              final_loss=res.final_loss, seconds=time.perf_counter() - t0))
+                              final_loss=res.final_loss, step_size=ik.step_size, step_limit=ik.limit,
+                              warnings=[w for w in warnings if p.run_id in w], seconds=time.perf_counter() - t0))
     return summaries
 
 

@@ -1,261 +1,338 @@
-"""Convergence of the training loss (paper Sec. 5.1, claims 1-3): loss curves, the theory's rate, the
-initialisation comparison and the over-parameterisation exponent.
+"""Convergence of the training loss (paper Sec. 5.1, claims 1-3): loss curves beside the kernel's
+prediction, how far from lazy each width is, the initialisation comparison and the
+over-parameterisation exponent.
 
 Each analysis: a numbers function (aggregate, settings -> Canvas and finding) and its `register`
-call; see `tfconv.analyses.registry`.
+call; see `tfconv.registry`.  Every rate is `stats.rates` (late window, measured and linearised
+alike); every ratio is `stats.paired_ratio`.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
-from . import draw as D
 from ..figures.canvas import Canvas
-from . import stats as A
 from ..registry import Analysis, Requires, register
+from . import draw as D
+from . import stats as A
 
+
+def _first_step(ds):
+    steps = A.axis_values(ds, "step_size")
+    return (ds.sel(step_size=steps[0]), steps[0]) if steps else (ds, None)
+
+
+def _step_note(ds, step) -> str:
+    return f", step {step}" if step is not None else f", step {ds.attrs.get('step', '?')}"
+
+
+# ---------------------------------------------------------------------------------------------
+# loss_per_width
+# ---------------------------------------------------------------------------------------------
 
 def loss_per_width(ds, settings) -> tuple:
-    """Training loss vs epoch (log y) per width, LeCun & tau0 = d_m^-1/2 when present (paper Sec. 5.1)."""
+    """Training loss vs epoch (log) per width with the linearised prediction (dotted); default group."""
     ds, n = D.prepare(ds)
+    ds, step = _first_step(ds)
     sc, ini = D.default_group(ds)
     sub = ds.sel(scaling=sc, init=ini)
-    cv = Canvas("loss_per_width", 1, panel_size=(6.5, 4.5))
+    cv = Canvas("loss_per_width", 1, panel_size=(6.2, 4.4))
     ax = cv.ax(0)
     widths = A.axis_values(sub, "width")
-    rate, r2 = A.rates(sub, settings)
-    finals = []
+    meas, pred = A.rates(sub, settings), A.rates(sub, settings, "loss_linearised")
+    parts = []
     for w, c in zip(widths, D.colors(len(widths))):
-        _, mean = D.draw_seed_curves(cv, ax, sub.sel(width=w), "loss", "epoch", c, f"width {w}", "loss",
-                                    dict(width=w, scaling=sc, init=ini, n_samples=n))
-        finals.append(mean[-1] if mean.size else np.nan)
-    D.set_log(ax, "y", sub["loss"].values)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel(f"training loss ({sub.attrs.get('loss', 'mean')})")
-    ax.set_title(f"init={ini}, scaling={sc}{D.note_n(n)}", fontsize=9)
-    thr = float(settings.get("linear_fit_r2", 0.9))
-    min_r2 = [float(np.nanmin(r2.sel(width=w).values)) if np.any(np.isfinite(r2.sel(width=w).values)) else np.nan
-              for w in widths]
-    k = sum(1 for v in min_r2 if np.isfinite(v) and v >= thr)
-    fin = [(w, f) for w, f in zip(widths, finals) if np.isfinite(f)]
-    finding = (f"{ini}/{sc}: log-loss is linear in epoch (R^2 >= {D.fmt(thr)} over the rate window) at "
-               f"{k} of {len(widths)} widths (lowest R^2 {D.fmt(np.nanmin(min_r2) if np.any(np.isfinite(min_r2)) else np.nan)})")
-    if fin:
-        finding += (f"; final loss (seed mean) is {D.fmt(fin[0][1])} at width {fin[0][0]} and "
-                    f"{D.fmt(fin[-1][1])} at width {fin[-1][0]}")
-    finding += D.diverged_clause(sub)
-    return cv, finding
+        s = sub.sel(width=w)
+        g = dict(width=w, scaling=sc, init=ini, n_samples=n)
+        kernel_only = bool((D.run_status(s) == A.STATUS_KERNEL_ONLY).all())
+        if not kernel_only:
+            D.draw_seed_curves(cv, ax, s, "loss", "epoch", c, f"width {w}", "loss", g)
+        D.draw_seed_curves(cv, ax, s, "loss_linearised", "epoch", c,
+                           f"width {w}: linearised" + (" (kernel only)" if kernel_only else ""), "loss", g,
+                           ls=":", band=False, marker="", stat="predicted")
+        rm = float(np.nanmedian(meas["rate"].sel(width=w).values)) if np.isfinite(meas["rate"].sel(width=w).values).any() else np.nan
+        rp = float(np.nanmedian(pred["rate"].sel(width=w).values)) if np.isfinite(pred["rate"].sel(width=w).values).any() else np.nan
+        gaps = [A.linearisation_gap(s["loss"].sel(seed=sd).values, s["loss_linearised"].sel(seed=sd).values)
+                for sd in A.axis_values(s, "seed")] if "loss_linearised" in s and not kernel_only else []
+        gap = float(np.nanmedian(gaps)) if np.isfinite(gaps).any() else np.nan
+        parts.append(f"width {w}: rate {D.fmt(rm)} measured vs {D.fmt(rp)} linearised"
+                     + (f", gap {D.fmt(gap, 2)} decades" if np.isfinite(gap) else ""))
+    vals = np.concatenate([sub[v].values.ravel() for v in ("loss", "loss_linearised") if v in sub])
+    D.set_log(ax, "y", vals)
+    ax.set(xlabel="epoch", ylabel=f"training loss ({sub.attrs.get('loss', 'mean')})",
+           title=f"{D.group_text(sc, ini)}{D.note_n(n)}{_step_note(ds, step)}")
+    cv.title = "Training loss per width, with the kernel's prediction"
+    finding = (f"{ini}/{sc}: late-window rate (median seed) " + "; ".join(parts)
+               + "; the gap is the largest distance in decades between the measured and the linearised loss")
+    return cv, finding + D.diverged_clause(sub)
+
 
 register(Analysis(
     name="loss_per_width", section="convergence", paper="Sec. 5.1",
-    summary="training loss per epoch (log), one line per width",
-    requires=Requires(), numbers=loss_per_width,
-    caption="""**Training loss per width** (paper Sec. 5.1): training loss against epoch on a log axis, one
-line per width, for init LeCun and scaling inv_sqrt when the grid has them (else the first value).
-A straight line on this axis is linear (geometric) convergence. The finding reports at how many
-widths the log-loss fit over the rate window {rate_window} of the budget reaches
-R^2 >= {linear_fit_r2}, and the final loss at the smallest and largest width.""",
+    summary="training loss per epoch (log), one line per width, with the linearised prediction",
+    requires=Requires(), numbers=loss_per_width, claims=(2,),
+    caption="""**Training loss per width** (paper Sec. 5.1): the training loss against epoch on a log axis,
+one colour per width (seed mean, band from the lowest to the highest seed), for LeCun and
+tau0 = d_m^-1/2 when the grid has them. Dotted: the loss of gradient descent on the model linearised at
+initialisation, ``L_t = 1/(2N) sum_i (1 - eta lambda_i/N)^(2t) (u_i^T r_0)^2`` from each run's K_0 and
+initial residual (exact for the linearised model). A straight solid line is geometric convergence; the
+distance to the dotted line is how far the run is from the kernel regime (reported as the gap in
+decades). Rates are fitted over the window {rate_window} of the budget, on both curves alike.""",
 ))
 
 
-def theory_rate(ds, settings) -> tuple:
-    """Measured loss curves beside the predicted decay L_0 exp(-rate t) from lambda_min(K_0); stable step size."""
+# ---------------------------------------------------------------------------------------------
+# kernel_prediction
+# ---------------------------------------------------------------------------------------------
+
+def kernel_prediction(ds, settings) -> tuple:
+    """Per group: measured vs linearised loss per width with the lambda_min bound; the gap vs width;
+    the stability limit vs width with each run's step."""
     ds, n = D.prepare(ds)
+    ds, step = _first_step(ds)
     conf = float(settings.get("confidence", 0.95))
-    N = float(n) if n is not None else A.n_samples_of(ds, settings.get("n_samples"))
-    eta = float(ds.attrs.get("step_size", settings.get("step_size", np.nan)))
-    loss_kind = str(ds.attrs.get("loss", settings.get("loss", "mean")))
+    N = float(n) if n is not None else A.n_samples_of(ds)
+    loss_kind = str(ds.attrs.get("loss", "mean"))
     groups = D.groups(ds)
     widths = A.axis_values(ds, "width")
     colors = D.colors(len(widths))
-    cv = Canvas("theory_rate", len(groups) + 1)
-    rate, _ = A.rates(ds, settings)
-    ratios, too_big = [], []
+    cv = Canvas("kernel_prediction", len(groups) + 2)
+    c_bound = float(settings.get("bound_constant", 0.5))
+    gaps_by_group = {}
     for gi, (sc, ini) in enumerate(groups):
         ax = cv.ax(gi)
         s = ds.sel(scaling=sc, init=ini)
         for w, c in zip(widths, colors):
             sw = s.sel(width=w)
             g = dict(width=w, scaling=sc, init=ini, n_samples=n)
-            x, mean = D.draw_seed_curves(cv, ax, sw, "loss", "epoch", c, f"width {w}", f"{ini}/{sc}", g)
+            trained = bool((D.run_status(sw) == A.STATUS_COMPLETE).any() or (D.run_status(sw) == A.STATUS_DIVERGED).any())
+            if trained:
+                D.draw_seed_curves(cv, ax, sw, "loss", "epoch", c, f"width {w}", f"{ini}/{sc}", g)
+            D.draw_seed_curves(cv, ax, sw, "loss_linearised", "epoch", c, None, f"{ini}/{sc}", g, ls=":", band=False,
+                               marker="", stat="predicted")
+            # the lambda_min bound of the median seed, drawn as the bound it is
             present = D.run_status(sw) != "missing"
-            lmin = np.asarray(A.epoch0_kernel(sw, "lambda_min").values, dtype=float)[present]
-            pred = A.predicted_rate(lmin, eta, N, loss_kind) if lmin.size else np.array([])
-            pred = np.atleast_1d(pred)
-            r_pred = float(np.nanmean(pred)) if np.any(np.isfinite(pred)) else np.nan
-            l0 = mean[0] if mean.size else np.nan
-            if np.isfinite(r_pred) and np.isfinite(l0):
-                pc = l0 * np.exp(-r_pred * x)
-                ax.plot(x, pc, color=c, ls=":", lw=1.5)
-                cv.record(f"{ini}/{sc}", "loss", "epoch", x, pc, "predicted", **g)
-            meas = rate.sel(scaling=sc, init=ini, width=w).values
-            if np.any(np.isfinite(meas)) and np.isfinite(r_pred) and r_pred > 0:
-                ratios.append(float(np.nanmean(meas)) / r_pred)
-        vals = s["loss"].values
+            if present.any() and "step_size" in sw:
+                k = int(np.nonzero(present)[0][len(np.nonzero(present)[0]) // 2])
+                r = sw.isel(seed=k)
+                L = np.asarray(r["loss_linearised" if not trained else "loss"].values, dtype=float)
+                b = A.geometric_bound(L[0], float(r["step_size"].values), float(A.epoch0_kernel(r, "lambda_min").values),
+                                      L.size - 1, N, loss_kind, c_bound)
+                if np.isfinite(b).any():
+                    x = np.asarray(sw["epoch"].values, dtype=float)
+                    ax.plot(x, b, color=c, ls="--", lw=0.8, alpha=0.7)
+                    cv.record(f"{ini}/{sc}", "lambda_min_bound", "epoch", x, b, "predicted", **dict(g, seed=A.axis_values(sw, "seed")[k]))
+        vals = np.concatenate([s[v].values.ravel() for v in ("loss", "loss_linearised") if v in s])
         D.set_log(ax, "y", vals)
         fin = vals[np.isfinite(vals) & (vals > 0)]
         if fin.size:
-            ax.set_ylim(fin.min() / 3, fin.max() * 3)
-        ax.plot([], [], color="k", ls=":", label="predicted L_0 exp(-rate t)")
-        ax.set(xlabel="epoch", ylabel="training loss", title=f"init={ini}, scaling={sc}{D.note_n(n)}")
-        # stable step size 2N/lambda_max(K_0) vs width
-        x, y, st, sd = D.flat(s, A.epoch0_kernel(s, "lambda_max"), "width")
-        stable = np.asarray(A.stable_step_size(y, N, loss_kind), dtype=float) if y.size else y
-        D.draw_runs_fit(cv, cv.ax(len(groups)), x, stable, st, sd, D.GROUP_COLORS[gi % 10], f"{ini}/{sc}",
-                       "stable step size", "stable_step_size", "width", dict(scaling=sc, init=ini, n_samples=n),
-                       D.group_label(init=ini, scaling=sc), conf)
-        bad = sorted({int(xi) for xi, v, t in zip(x, stable, st) if t != "missing" and np.isfinite(v) and eta > v})
-        if bad:
-            too_big.append(f"{ini}/{sc} width {', '.join(map(str, bad))}")
+            ax.set_ylim(max(fin.min(), fin.max() * 1e-12) / 3, fin.max() * 3)
+        ax.plot([], [], color="k", ls=":", label="linearised (from K_0)")
+        ax.plot([], [], color="k", ls="--", lw=0.8, label=rf"bound $L_0(1-{c_bound:g}\,\eta\lambda_{{\min}}/N)^{{2t}}$")
+        ax.set(xlabel="epoch", ylabel="training loss", title=D.group_text(sc, ini))
+        # gap vs width for this group
+        x, y, st, sd = D.flat(s, _gap(s), "width")
+        st = np.where(st == A.STATUS_KERNEL_ONLY, "missing", st)
+        sty = D.group_style(sc, ini, gi)
+        gaps_by_group[(sc, ini)] = D.draw_runs_fit(
+            cv, cv.ax(len(groups)), x, y, st, sd, sty["color"], D.group_text(sc, ini), "linearisation gap",
+            "linearisation_gap", "width", dict(scaling=sc, init=ini, n_samples=n), D.group_label(init=ini, scaling=sc),
+            conf, marker=sty["marker"], ls=sty["ls"])
+        # stability limit vs width, with each run's step
+        x, y, st, sd = D.flat(s, s["step_limit"] if "step_limit" in s else A.epoch0_kernel(s, "lambda_max") * np.nan, "width")
+        D.draw_runs_fit(cv, cv.ax(len(groups) + 1), x, y, st, sd, sty["color"], D.group_text(sc, ini) + ": limit",
+                        "stability limit", "step_limit", "width", dict(scaling=sc, init=ini, n_samples=n),
+                        D.group_label(init=ini, scaling=sc), conf, marker=sty["marker"], ls=sty["ls"])
+        if "step_size" in s:
+            x, y, st, sd = D.flat(s, s["step_size"], "width")
+            ok = np.isfinite(y) & (st != "missing")
+            cv.ax(len(groups) + 1).plot(x[ok], y[ok], ls="none", marker="_", ms=10, color=sty["color"])
+            cv.record("stability limit", "step_size", "width", x[ok], y[ok], "run", scaling=sc, init=ini)
     ax = cv.ax(len(groups))
-    ax.axhline(eta, color="red", ls="--", lw=1, label=f"configured step size {eta:g}")
-    cv.record("stable step size", "step_size", "width", [min(widths), max(widths)], [eta, eta], "reference")
-    stable_word = "2N/lambda_max(K_0)" if loss_kind == "mean" else "2/lambda_max(K_0)"
-    ax.set(xlabel="width", ylabel=f"stable step {stable_word}", title=f"N = {D.fmt(N)}, loss = {loss_kind}")
+    ax.set(xlabel="width", ylabel="max |log10 L - log10 L_lin| (decades)", title="distance from the kernel regime")
     D.set_log(ax, "x", widths)
-    D.set_log(ax, "y", [r["y"] for r in cv.rows if r["quantity"] == "stable_step_size"] + [eta])
-    if ratios:
-        finding = (f"measured/predicted rate ratio (seed means, all widths) ranges over "
-                   f"[{D.fmt(min(ratios))}, {D.fmt(max(ratios))}] (median {D.fmt(float(np.median(ratios)))})")
-    else:
-        finding = "no predicted rate could be formed (needs lambda_min(K_0) > 0, N and eta lambda_min/N < 1)"
-    if too_big:
-        finding += f"; step size {eta:g} exceeds the stable step {stable_word} at " + "; ".join(too_big)
-    else:
-        finding += f"; step size {eta:g} is below the stable step {stable_word} at every width"
+    D.set_log(ax, "y", [r["y"] for r in cv.rows if r["quantity"] == "linearisation_gap"])
+    ax = cv.ax(len(groups) + 1)
+    ax.plot([], [], ls="none", marker="_", ms=10, color="k", label=r"step $\eta$ of each run")
+    stable_word = "2N/lambda_max(K_0)" if loss_kind == "mean" else "2/lambda_max(K_0)"
+    ax.set(xlabel="width", ylabel=f"stability limit {stable_word}", title=f"step and stability limit (N = {D.fmt(N)})")
+    D.set_log(ax, "x", widths)
+    D.set_log(ax, "y", [r["y"] for r in cv.rows if r["quantity"] in ("step_limit", "step_size")])
+    cv.title = "Measured loss against the kernel's prediction"
+    parts = "; ".join(f"{ini}/{sc} {D.ci(f)}" for (sc, ini), f in gaps_by_group.items())
+    over = []
+    if "step_size" in ds and "step_limit" in ds:
+        ratio = (ds["step_size"] / ds["step_limit"]).values
+        if np.isfinite(ratio).any():
+            over = [f"eta/limit ranges over [{D.fmt(np.nanmin(ratio))}, {D.fmt(np.nanmax(ratio))}]"]
+    finding = f"width slope of the linearisation gap (decades): {parts}" + ("; " + over[0] if over else "")
     return cv, finding + D.diverged_clause(ds)
 
+
+def _gap(s):
+    """linearisation_gap per run of `s` as a DataArray over its run axes."""
+    import xarray as xr
+
+    axes = list(s["status"].dims)
+    loss = s["loss"].transpose(*axes, "epoch").values
+    lin = s["loss_linearised"].transpose(*axes, "epoch").values if "loss_linearised" in s else np.full_like(loss, np.nan)
+    out = np.full(loss.shape[:-1], np.nan)
+    for idx in np.ndindex(*out.shape):
+        out[idx] = A.linearisation_gap(loss[idx], lin[idx])
+    return xr.DataArray(out, coords={a: s[a].values for a in axes}, dims=axes)
+
+
 register(Analysis(
-    name="theory_rate", section="convergence", paper="beyond",
-    summary="measured loss beside the predicted decay from lambda_min(K_0); stable step size vs width",
-    requires=Requires(gram=True), numbers=theory_rate,
-    caption="""**Measured against predicted rate** (beyond the paper): every panel draws the measured loss
-(seed mean per width, solid) beside the theory's linear decay ``L_0 exp(-rate t)`` (dotted) with
-``rate = -2 log(1 - eta lambda_min(K_0)/N)`` (mean loss; ``eta`` instead of ``eta/N`` for the sum
-loss), from the linearised dynamics, averaged over seeds. The last panel draws the stable step size
-``2N / lambda_max(K_0)`` (mean loss; ``2 / lambda_max`` for the sum loss) against width with the
-configured step size {step_size} as a red line; the finding names the widths
-where the step exceeds it (for any seed).""",
+    name="kernel_prediction", section="convergence", paper="beyond",
+    summary="measured loss beside the linearised prediction and the lambda_min bound; gap and stability limit vs width",
+    requires=Requires(), numbers=kernel_prediction, claims=(2,),
+    caption="""**Measured loss against the kernel's prediction** (beyond the paper): one panel per init and
+scaling draws the measured loss per width (solid, seed mean and band), the loss of the linearised model
+from each run's K_0 (dotted) and the theory's bound ``L_0 (1 - c eta lambda_min(K_0)/N)^(2t)`` with
+c = {bound_constant} (dashed, median seed): the lambda_min rate is a bound on the slowest mode, not a
+fit. Next panel: the linearisation gap (the largest distance in decades between measured and
+linearised loss) against width, with its log-log slope: zero in the kernel regime. Last panel: each
+run's stability limit ``2N / lambda_max(K_0)`` (mean loss) against width with each run's step
+(horizontal ticks; the configured step is {step_size}).""",
 ))
 
 
+# ---------------------------------------------------------------------------------------------
+# init_comparison
+# ---------------------------------------------------------------------------------------------
+
 def init_comparison(ds, settings) -> tuple:
-    """LeCun vs He vs NTK at equal width and step size: loss curves at the largest width, rate vs width."""
+    """LeCun vs He vs NTK: loss at the largest trained width, late-window rate vs width (measured points,
+    linearised lines), one row per step setting."""
     ds, n = D.prepare(ds)
     sc = A.preferred(A.axis_values(ds, "scaling"), "inv_sqrt")
     inits = A.axis_values(ds, "init")
-    widths = A.axis_values(ds, "width")
-    wmax = max(widths)
+    steps = A.axis_values(ds, "step_size") or [None]
     conf = float(settings.get("confidence", 0.95))
-    cv = Canvas("init_comparison", 2)
-    sub = ds.sel(scaling=sc)
-    rate, _ = A.rates(sub, settings)
-    rate_at = {}
-    for k, ini in enumerate(inits):
-        c = D.GROUP_COLORS[k % 10]
-        D.draw_seed_curves(cv, cv.ax(0), sub.sel(init=ini, width=wmax), "loss", "epoch", c, f"init {ini}",
-                          "loss at largest width", dict(width=wmax, scaling=sc, init=ini, n_samples=n))
-        s = sub.sel(init=ini)
-        x, y, st, sd = D.flat(s, rate.sel(init=ini), "width")
-        D.draw_runs_fit(cv, cv.ax(1), x, y, st, sd, c, f"init {ini}", "rate vs width", "rate", "width",
-                       dict(scaling=sc, init=ini, n_samples=n), D.group_label(init=ini, scaling=sc), conf)
-        rate_at[ini] = float(np.nanmean(rate.sel(init=ini, width=wmax).values)) \
-            if np.any(np.isfinite(rate.sel(init=ini, width=wmax).values)) else np.nan
-    D.set_log(cv.ax(0), "y", sub["loss"].sel(width=wmax).values)
-    cv.ax(0).set(xlabel="epoch", ylabel="training loss", title=f"width {wmax}, scaling={sc}, step {ds.attrs.get('step_size', '?')}")
-    cv.ax(1).set(xlabel="width", ylabel="fitted linear rate per epoch", title=f"scaling={sc}")
-    D.set_log(cv.ax(1), "x", widths)
-    D.set_log(cv.ax(1), "y", rate.values)
-    parts = ", ".join(f"{i} {D.fmt(v)}" for i, v in rate_at.items())
-    finding = f"at width {wmax} ({sc}) the fitted rate per epoch is: {parts}"
-    if "ntk" in rate_at:
-        for i in ("lecun", "he"):
-            if i in rate_at:
-                pr = A.paired_ratio(rate.sel(init=i, width=wmax).values, rate.sel(init="ntk", width=wmax).values, conf)
-                if pr["n"]:
-                    finding += f"; {i}/ntk rate ratio {D.fmt(pr['ratio'])} (paired by seed, {pr['n']} pair(s))"
-    finding += D.diverged_clause(sub)
-    return cv, finding
+    cv = Canvas("init_comparison", 2 * len(steps), ncols=2)
+    parts = []
+    for si, step in enumerate(steps):
+        sub = (ds.sel(step_size=step) if step is not None else ds).sel(scaling=sc)
+        trained = [w for w in A.axis_values(sub, "width") if (D.run_status(sub.sel(width=w)) != A.STATUS_KERNEL_ONLY).any()]
+        wmax = max(trained) if trained else max(A.axis_values(sub, "width"))
+        meas, pred = A.rates(sub, settings), A.rates(sub, settings, "loss_linearised")
+        st_label = f"step {step}" if step is not None else f"step {ds.attrs.get('step', '?')}"
+        for k, ini in enumerate(inits):
+            sty = D.group_style(sc, ini, k)
+            g = dict(width=wmax, scaling=sc, init=ini, n_samples=n)
+            D.draw_seed_curves(cv, cv.ax(2 * si), sub.sel(init=ini, width=wmax), "loss", "epoch", sty["color"],
+                               D.INIT_LABEL.get(ini, ini), f"loss, {st_label}", g)
+            x, y, st, sd = D.flat(sub.sel(init=ini), meas["rate"].sel(init=ini), "width")
+            D.draw_runs_fit(cv, cv.ax(2 * si + 1), x, y, st, sd, sty["color"], f"{D.INIT_LABEL.get(ini, ini)} measured",
+                            f"rate, {st_label}", "rate", "width", dict(scaling=sc, init=ini, n_samples=n),
+                            D.group_label(init=ini, scaling=sc, step=step), conf, fit=False, marker=sty["marker"], ls="none")
+            pm, _, _ = A.mean_band(pred["rate"].sel(init=ini).transpose("width", "seed").values, axis=1)
+            xw = np.asarray(sub["width"].values, dtype=float)
+            if np.isfinite(pm).any():
+                cv.ax(2 * si + 1).plot(xw[np.isfinite(pm)], pm[np.isfinite(pm)], color=sty["color"], ls=":",
+                                       label=f"{D.INIT_LABEL.get(ini, ini)} linearised")
+            cv.record(f"rate, {st_label}", "rate_predicted", "width", xw, pm, "predicted", scaling=sc, init=ini)
+        D.set_log(cv.ax(2 * si), "y", sub["loss"].sel(width=wmax).values)
+        cv.ax(2 * si).set(xlabel="epoch", ylabel="training loss", title=f"width {wmax}, {st_label}")
+        cv.ax(2 * si + 1).set(xlabel="width", ylabel="late-window rate per epoch", title=f"{D.scaling_text(sc)}, {st_label}")
+        D.set_log(cv.ax(2 * si + 1), "x", A.axis_values(sub, "width"))
+        D.set_log(cv.ax(2 * si + 1), "y", np.concatenate([meas["rate"].values.ravel(), pred["rate"].values.ravel()]))
+        ratios = []
+        for a in ("lecun", "he"):
+            if a in inits and "ntk" in inits:
+                res = A.paired_ratio(meas["rate"].sel(init=a, width=wmax).values, meas["rate"].sel(init="ntk", width=wmax).values, conf)
+                if res["n"]:
+                    ratios.append(f"{a}/ntk {D.fmt(res['ratio'])} [{D.fmt(res['ci_low'])}, {D.fmt(res['ci_high'])}]")
+        parts.append(f"{st_label}: rate ratio at width {wmax} " + (", ".join(ratios) or "not available"))
+    cv.title = "Initialisation: LeCun / He / NTK"
+    return cv, "; ".join(parts) + " (paired by seed)" + D.diverged_clause(ds)
+
 
 register(Analysis(
     name="init_comparison", section="convergence", paper="claim 3",
-    summary="LeCun vs He vs NTK: loss at the largest width, fitted rate vs width",
-    requires=Requires(axes={"init": 2}), numbers=init_comparison,
-    caption="""**Initialisation comparison** (claim 3): left, the training loss of every init at the largest
-width and the same step size (scaling inv_sqrt when present); right, the fitted linear rate per epoch
-(``-d log L / d epoch`` over the rate window {rate_window}) against width per init,
-log-log with fitted slopes.""",
+    summary="LeCun vs He vs NTK: loss at the largest width, measured and linearised rate vs width, per step setting",
+    requires=Requires(axes={"init": 2}), numbers=init_comparison, claims=(3,),
+    caption="""**Initialisation comparison** (claim 3): for every step setting of the grid ({step_size}: a
+fixed step is the paper's Algorithm 1, a common step for every init; '<c>limit' gives each run c times its
+own stability limit ``2N/lambda_max(K_0)``), left: the training loss of every init at the largest trained
+width (scaling inv_sqrt when present); right: the late-window rate per epoch against width, one point per
+run (measured) and the seed mean of the linearised prediction (dotted). The finding gives the paired
+ratio LeCun/NTK (and He/NTK) at the largest width with its interval.""",
 ))
 
 
+# ---------------------------------------------------------------------------------------------
+# overparam_exponent
+# ---------------------------------------------------------------------------------------------
+
 def overparam_exponent(ds, settings) -> tuple:
-    """Smallest sufficient width vs n_samples, log-log fit with its interval and references of slope 2 and 3."""
+    """Smallest sufficient width vs n_samples: kernel-stability criterion and each loss target; the
+    width = N^2 line; the fitted exponents with intervals."""
     ds = A.complete_axes(ds)
     conf = float(settings.get("confidence", 0.95))
-    target = float(settings.get("loss_target", 1e-3))
-    frac = float(settings.get("success_fraction", 0.9))
-    cv = Canvas("overparam_exponent", 1, panel_size=(6.5, 4.8))
+    frac = float(settings.get("success_fraction", 0.5))
+    cv = Canvas("overparam_exponent", 1, panel_size=(6.4, 4.8))
     ax = cv.ax(0)
     if "n_samples" not in ds.dims:
         return cv, D.empty(cv, "overparam_exponent needs an n_samples axis in the grid; none was found")
-    table = A.smallest_sufficient_width(ds, target, frac)
+    ds, _ = _first_step(ds)
+    sc = A.preferred(A.axis_values(ds, "scaling"), "inv_sqrt")
+    ini = A.preferred(A.axis_values(ds, "init"), "lecun", "he")
+    sub = ds.sel(scaling=[sc], init=[ini])
     wmax = max(A.axis_values(ds, "width"))
+    criteria = [("kernel", None, f"kernel-stable (max |K_t-K_0|/|K_0| <= {settings.get('kernel_stability', 0.5):g})")]
+    criteria += [("loss", t, f"loss_E/loss_0 <= {t:g}") for t in settings.get("loss_targets", [1e-3])]
+    markers = ["o", "s", "^", "D", "v"]
     parts = []
-    anchor = None
-    for k, (sc, ini) in enumerate(D.groups(ds)):
+    ns_all = np.asarray(A.axis_values(ds, "n_samples"), dtype=float)
+    for k, (crit, target, label) in enumerate(criteria):
+        table = A.smallest_sufficient_width(sub, crit, target if target is not None else 1e-3, frac,
+                                            float(settings.get("kernel_stability", 0.5)))
+        fit = A.overparam_exponent(table, conf)
+        nn = np.asarray(table["n_samples"], dtype=float)
+        ws = np.asarray(table["width_star"], dtype=float)
+        cens = np.asarray(table["censored"], dtype=bool)
         c = D.GROUP_COLORS[k % 10]
-        t = table[(table["scaling"] == sc) & (table["init"] == ini)]
-        fit = A.overparam_exponent(t, conf)
-        nn = np.asarray(t["n_samples"], dtype=float)
-        ws = np.asarray(t["width_star"], dtype=float)
-        cens = np.asarray(t["censored"], dtype=bool)
+        lab = label + (f": slope {D.ci(fit)}" if np.isfinite(fit["slope"]) else "")
+        if (~cens).any():
+            ax.plot(nn[~cens], ws[~cens], marker=markers[k % 5], color=c, ls="none", label=lab)
         g = dict(scaling=sc, init=ini)
-        lab = f"{ini}/{sc}" + (f": slope {D.ci(fit)}" if np.isfinite(fit["slope"]) else "")
-        ax.plot(nn[~cens], ws[~cens], marker="o", color=c, ls="none", label=lab)
         for ni, wi in zip(nn[~cens], ws[~cens]):
-            cv.record("width_star", "width_star", "n_samples", ni, wi, "run", **dict(g, n_samples=ni))
+            cv.record("width_star", f"width_star_{crit}" + (f"_{target:g}" if target else ""), "n_samples", ni, wi, "run",
+                      **dict(g, n_samples=ni))
         if cens.any():
-            ax.plot(nn[cens], np.full(cens.sum(), wmax), marker="^", color=c, ls="none", mfc="none")
+            ax.plot(nn[cens], np.full(cens.sum(), wmax), marker=markers[k % 5], color=c, ls="none", mfc="none")
             for ni in nn[cens]:
-                cv.record("width_star", "width_star", "n_samples", ni, wmax, "censored", **dict(g, n_samples=ni))
+                cv.record("width_star", f"width_star_{crit}", "n_samples", ni, wmax, "censored", **dict(g, n_samples=ni))
         if np.isfinite(fit["slope"]):
             ok = ~cens & (ws > 0)
-            lx = np.log(nn[ok])
-            xm, ym = lx.mean(), np.log(ws[ok]).mean()
             xs = np.unique(nn[ok])
             yfit = np.exp(fit["intercept"]) * xs ** fit["slope"]
             ax.plot(xs, yfit, color=c, ls="-", lw=1)
-            ylo = np.exp(ym + fit["ci_low"] * (np.log(xs) - xm))
-            yhi = np.exp(ym + fit["ci_high"] * (np.log(xs) - xm))
-            ax.fill_between(xs, np.minimum(ylo, yhi), np.maximum(ylo, yhi), color=c, alpha=0.15, lw=0)
-            cv.record("width_star", "width_star", "n_samples", xs, yfit, "fit", **g)
-            cv.add_slope("width_star vs n_samples", D.group_label(init=ini, scaling=sc), fit)
-            if anchor is None:
-                anchor = (xs[0], yfit[0], xs)
-        verdict = ("within" if fit.get("within_ci_2") else "above" if fit.get("below_2") else "below") \
-            if np.isfinite(fit["slope"]) else "undetermined"
-        parts.append(f"{ini}/{sc} {D.ci(fit)} (n={fit['n']}, {fit['n_censored']} censored; theory 2 is {verdict} the interval)")
-    if anchor is not None:
-        x0, y0, xs = anchor
-        for p, ls in ((2, "--"), (3, "-.")):
-            yr = y0 * (xs / x0) ** p
-            ax.plot(xs, yr, color="grey", ls=ls, lw=1, label=f"reference slope {p}")
-            cv.record("width_star", f"reference_slope_{p}", "n_samples", xs, yr, "reference")
-    ax.plot([], [], marker="^", mfc="none", color="k", ls="none", label=f"no sufficient width <= {wmax}")
-    ax.set(xlabel="n_samples", ylabel="smallest sufficient width",
-           title=f"loss_E/loss_0 <= {target:g} in >= {frac:g} of seeds")
-    D.set_log(ax, "x", table["n_samples"])
-    D.set_log(ax, "y", list(table["width_star"]) + [wmax])
-    finding = "smallest sufficient width grows as n_samples^slope: " + "; ".join(parts)
-    return cv, finding
+            cv.record("width_star", f"width_star_{crit}", "n_samples", xs, yfit, "fit", **g)
+            cv.add_slope(f"width_star ({label}) vs n_samples", D.group_label(init=ini, scaling=sc), fit)
+        parts.append(f"{label}: {D.ci(fit)} over {fit['decades']:.2f} decades of N "
+                     f"({fit['n']} fitted, {fit['n_censored']} censored)")
+    xs = np.geomspace(ns_all.min(), ns_all.max(), 20)
+    ax.plot(xs, xs ** 2, color="grey", ls="--", lw=1, label=r"width $= N^2$")
+    cv.record("width_star", "reference_N2", "n_samples", xs, xs ** 2, "reference")
+    ax.plot([], [], marker="o", mfc="none", color="k", ls="none", label=f"none sufficient up to width {wmax}")
+    ax.set(xlabel="n_samples N", ylabel="smallest sufficient width",
+           title=f"{D.group_text(sc, ini)}, {frac:g} of seeds")
+    D.set_log(ax, "x", ns_all)
+    ax.set_yscale("log")
+    cv.title = "Over-parameterisation: the width N samples need"
+    return cv, "smallest sufficient width grows as N^slope: " + "; ".join(parts)
+
 
 register(Analysis(
     name="overparam_exponent", section="convergence", paper="claim 1",
-    summary="smallest sufficient width vs n_samples, log-log fit",
-    requires=Requires(axes={"n_samples": 2, "width": 2}), numbers=overparam_exponent,
-    caption="""**Over-parameterisation exponent** (beyond the paper, claim 1): the smallest width of the ladder
-at which at least {success_fraction} of the seeds end the budget complete with
-``loss_E / loss_0 <= {loss_target}``, against n_samples, log-log, with the
-fitted slope, its interval (shaded) and reference lines of slope 2 (the paper) and 3. Hollow
-triangles mark n_samples where no width of the ladder suffices (censored, left out of the fit).""",
+    summary="smallest sufficient width vs n_samples (kernel-stability and loss criteria) with the width = N^2 line",
+    requires=Requires(axes={"n_samples": 2, "width": 2}), numbers=overparam_exponent, claims=(1,),
+    caption="""**Over-parameterisation exponent** (beyond the paper, claim 1): the smallest width of the
+ladder at which at least {success_fraction} of the seeds succeed, against n_samples, log-log, for
+LeCun and tau0 = d_m^-1/2: by the kernel-stability criterion (``max_t |K_t - K_0|_F / |K_0|_F <=
+{kernel_stability}``, which does not depend on the epoch budget) and by each loss target
+({loss_targets}, which does), each with its fitted exponent and interval. Hollow markers at the top:
+no width of the ladder suffices (censored, not fitted). Dashed: width = N^2, the paper's sufficient
+width; the claims table tests directly whether every seed at width >= N^2 converges.""",
 ))

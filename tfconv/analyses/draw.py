@@ -21,7 +21,32 @@ import numpy as np
 from ..figures.canvas import Canvas
 from . import stats as A
 
-SCALING_LABEL = {"inv_sqrt": "tau0 = d_m^-1/2", "inv": "tau0 = d_m^-1"}
+SCALING_LABEL = {"inv_sqrt": r"$\tau_0 = d_m^{-1/2}$", "inv": r"$\tau_0 = d_m^{-1}$"}
+INIT_LABEL = {"lecun": "LeCun", "he": "He", "ntk": "NTK"}
+#: one style per init (colour, marker) and per scaling (line style), used by every figure
+INIT_STYLE = {"lecun": ("#1f77b4", "o"), "he": ("#ff7f0e", "s"), "ntk": ("#2ca02c", "^")}
+SCALING_LS = {"inv_sqrt": "-", "inv": "--"}
+
+
+def scaling_text(sc) -> str:
+    return SCALING_LABEL.get(str(sc), rf"$\tau_0 = {sc}$")
+
+
+def group_text(sc, ini) -> str:
+    return f"{INIT_LABEL.get(ini, ini)}, {scaling_text(sc)}"
+
+
+def group_style(sc, ini, k: int = 0) -> Dict[str, Any]:
+    """Colour and marker by init, line style by scaling: overlapping series stay distinguishable."""
+    color, marker = INIT_STYLE.get(ini, (GROUP_COLORS[k % 10], "D"))
+    return {"color": color, "marker": marker, "ls": SCALING_LS.get(str(sc), "-.")}
+
+
+def step_text(step) -> str:
+    from ..core.linearised import parse_step
+
+    kind, v = parse_step(step)
+    return rf"$\eta = {v:g}$" if kind == "fixed" else rf"$\eta = {v:g} \times 2N/\lambda_{{\max}}(K_0)$"
 
 
 def fmt(x, digits: int = 3) -> str:
@@ -99,10 +124,11 @@ def run_status(sub) -> np.ndarray:
 
 
 def draw_seed_curves(cv: Canvas, ax, sub, var: str, dim: str, color, label: str, panel: str, group: Dict[str, Any],
-                      ls: str = "-", band: bool = True):
+                      ls: str = "-", band: bool = True, marker: Optional[str] = None, stat: str = "mean"):
     """Mean line + [min, max] band over non-diverged seeds of ``var`` (dims seed x dim); diverged dashed.
 
-    Returns (x, mean) of the non-diverged mean.
+    Returns (x, mean) of the non-diverged mean.  ``stat`` names the mean in the CSV (e.g. "predicted"
+    for the linearised curve).
     """
     if var not in sub:
         return np.array([]), np.array([])
@@ -114,17 +140,25 @@ def draw_seed_curves(cv: Canvas, ax, sub, var: str, dim: str, color, label: str,
     div = status == A.STATUS_DIVERGED
     good = np.where(div[:, None], np.nan, vals)
     mean, lo, hi = A.mean_band(good, axis=0)
-    if np.any(np.isfinite(mean)):
-        ax.plot(x, mean, color=color, ls=ls, label=label, marker="o" if x.size <= 12 else None, ms=3)
+    fin = np.isfinite(mean)
+    sparse = fin.sum() <= 12 or (fin.sum() < fin.size and not (fin[1:] & fin[:-1]).any())
+    mk = marker if marker is not None else ("o" if sparse else None)
+    if np.any(fin):
+        # drawn only where finite, so that curves recorded every k epochs are lines, not gaps
+        ax.plot(x[fin], mean[fin], color=color, ls=ls, label=label, marker=mk, ms=3,
+                markevery=None if x[fin].size <= 12 else max(1, x[fin].size // 8))
         if band and np.sum(~div & (status != "missing")) > 1:
-            ax.fill_between(x, lo, hi, color=color, alpha=0.2, lw=0)
-    cv.record(panel, var, dim, x, mean, "mean", **group)
-    cv.record(panel, var, dim, x, lo, "low", **group)
-    cv.record(panel, var, dim, x, hi, "high", **group)
+            ax.fill_between(x[fin], lo[fin], hi[fin], color=color, alpha=0.18, lw=0)
+            cv.band_drawn = True
+    cv.record(panel, var, dim, x, mean, stat, **group)
+    if stat == "mean":
+        cv.record(panel, var, dim, x, lo, "low", **group)
+        cv.record(panel, var, dim, x, hi, "high", **group)
     for k in np.nonzero(div)[0]:
         v = vals[k]
-        ax.plot(x, v, color=color, ls="--", lw=1)
         fin = np.nonzero(np.isfinite(v))[0]
+        if fin.size >= 2:
+            ax.plot(x[fin], v[fin], color=color, ls="--", lw=1)
         if fin.size:
             ax.plot([x[fin[-1]]], [v[fin[-1]]], color=color, marker="x", ms=7, ls="none")
         cv.record(panel, var, dim, x, v, "diverged_run", **dict(group, seed=seeds[k], status=A.STATUS_DIVERGED))
@@ -134,7 +168,7 @@ def draw_seed_curves(cv: Canvas, ax, sub, var: str, dim: str, color, label: str,
 
 def draw_runs_fit(cv: Canvas, ax, x, y, status, seeds, color, label: str, panel: str, quantity: str,
                    x_name: str, group: Dict[str, Any], slope_group: str, confidence: float,
-                   fit: bool = True, xs_group: Optional[Sequence] = None):
+                   fit: bool = True, xs_group: Optional[Sequence] = None, marker: str = "o", ls: str = "-"):
     """Scatter one point per run (diverged: grey x), the seed-mean line, and a log-log fit over non-diverged runs.
 
     x, y, status, seeds: flat arrays with one entry per run.  Returns the fit dict (NaN when not fitted).
@@ -143,10 +177,13 @@ def draw_runs_fit(cv: Canvas, ax, x, y, status, seeds, color, label: str, panel:
     y = np.asarray(y, dtype=float).ravel()
     status = np.asarray(status).astype(str).ravel()
     div = status == A.STATUS_DIVERGED
-    ok = ~div & (status != "missing")
-    ax.plot(x[ok], y[ok], ls="none", marker="o", ms=4, color=color, alpha=0.6)
+    ok = ~div & (status != "missing") & np.isfinite(y)
+    if ok.any():
+        ax.plot(x[ok], y[ok], ls="none", marker=marker, ms=4, color=color, alpha=0.6)
+    shown = div & np.isfinite(y)  # a diverged run has a value only where it has one (e.g. at init)
+    if shown.any():
+        ax.plot(x[shown], y[shown], ls="none", marker="x", ms=7, color="grey")
     if div.any():
-        ax.plot(x[div], y[div], ls="none", marker="x", ms=7, color="grey")
         cv.diverged_drawn = True
     for xi, yi, st, sd in zip(x, y, status, seeds):
         if st == "missing":
@@ -162,8 +199,9 @@ def draw_runs_fit(cv: Canvas, ax, x, y, status, seeds, color, label: str, panel:
     lab = label
     if fit and np.isfinite(result["slope"]):
         lab = f"{label}: slope {ci(result)}"
-    if ux.size:
-        ax.plot(ux, means, color=color, lw=1, label=lab)
+    if ux.size and np.isfinite(means).any():
+        fm = np.isfinite(means)
+        ax.plot(ux[fm], means[fm], color=color, lw=1, ls=ls, marker=marker, ms=3, label=lab)
     for u, m in zip(ux, means):
         g = dict(group)
         if x_name in ("width", "n_samples"):

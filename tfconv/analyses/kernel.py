@@ -2,94 +2,133 @@
 initialisation, lazy training.
 
 Each analysis: a numbers function (aggregate, settings -> Canvas and finding) and its `register`
-call; see `tfconv.analyses.registry`.
+call; see `tfconv.registry`.
 """
 from __future__ import annotations
 
-
 import numpy as np
 
-from . import draw as D
+from ..core.model import PARAM_NAMES
 from ..figures.canvas import Canvas
-from . import stats as A
 from ..registry import Analysis, Requires, register
+from . import draw as D
+from . import stats as A
+
+#: the weight matrices as figure labels
+MATRIX_LABEL = {"Wq": r"$W_q$", "Wk": r"$W_k$", "Wv": r"$W_v$", "Wh": r"$W_h$", "wo": r"$w_o$"}
+MATRIX_LS = {"Wq": "-", "Wk": "--", "Wv": "-.", "Wh": ":", "wo": (0, (5, 1))}
+
+
+def _trained(sub):
+    return [w for w in A.axis_values(sub, "width") if (D.run_status(sub.sel(width=w)) != A.STATUS_KERNEL_ONLY).any()]
 
 
 def figure9(ds, settings) -> tuple:
-    """Appendix Fig. 9: loss, weight change and NTK change per width under tau0 = d_m^-1 (and its inv_sqrt row)."""
+    """Appendix Fig. 9 under tau0 = d_m^-1 (and its inv_sqrt row): (a) loss, (b) weight change per
+    weight matrix at the widest width and in total per width, (c) NTK change (log axis) per width."""
     ds, n = D.prepare(ds)
+    steps = A.axis_values(ds, "step_size")
+    if steps:
+        ds = ds.sel(step_size=steps[0])
     scalings = A.axis_values(ds, "scaling")
     rows = [s for s in ("inv", "inv_sqrt") if s in scalings] or scalings[:2]
     ini = A.preferred(A.axis_values(ds, "init"), "lecun")
-    cv = Canvas("figure9", 3 * len(rows), ncols=3)
-    widths = A.axis_values(ds, "width")
-    colors = D.colors(len(widths))
+    cv = Canvas("figure9", 4 * len(rows), ncols=4, panel_size=(4.2, 3.4))
     summary = []
+    thr = float(settings.get("kernel_change_threshold", 0.1))
     for r, sc in enumerate(rows):
         sub = ds.sel(scaling=sc, init=ini)
-        finals_w, finals_k, e90 = [], [], np.nan
+        widths = _trained(sub)
+        sub = sub.sel(width=widths)
+        colors = D.colors(len(widths))
+        finals_w, finals_k = [], []
         for w, c in zip(widths, colors):
             g = dict(width=w, scaling=sc, init=ini, n_samples=n)
             s = sub.sel(width=w)
-            D.draw_seed_curves(cv, cv.ax(3 * r), s, "loss", "epoch", c, f"width {w}", f"loss {sc}", g)
-            x, wm = D.draw_seed_curves(cv, cv.ax(3 * r + 1), s, "weight_change", "epoch", c, f"width {w}",
-                                      f"weight_change {sc}", g)
-            _, km = D.draw_seed_curves(cv, cv.ax(3 * r + 2), s, "kernel_change", "checkpoint_epoch", c,
-                                      f"width {w}", f"kernel_change {sc}", g)
+            D.draw_seed_curves(cv, cv.ax(4 * r), s, "loss", "epoch", c, f"width {w}", f"loss {sc}", g)
+            _, wm = D.draw_seed_curves(cv, cv.ax(4 * r + 2), s, "weight_change", "epoch", c, f"width {w}",
+                                       f"weight_change {sc}", g)
+            _, km = D.draw_seed_curves(cv, cv.ax(4 * r + 3), s, "kernel_change", "checkpoint_epoch", c,
+                                       f"width {w}", f"kernel_change {sc}", g, marker="o")
             finals_w.append(wm[-1] if wm.size else np.nan)
             finals_k.append(km[-1] if km.size else np.nan)
-            if wm.size and np.isfinite(wm[-1]) and wm[-1] > 0:
-                e90 = float(x[np.nonzero(wm >= 0.9 * wm[-1])[0][0]])
-        D.set_log(cv.ax(3 * r), "y", sub["loss"].values)
-        for j, (lab, xl) in enumerate((("training loss", "epoch"),
-                                       ("weight change |theta_t - theta_0| / |theta_0|", "epoch"),
-                                       ("NTK change |K_t - K_0|_F / |K_0|_F", "checkpoint epoch"))):
-            ax = cv.ax(3 * r + j)
-            ax.set_xlabel(xl)
-            ax.set_ylabel(lab, fontsize=8)
-            ax.set_title(f"scaling={sc} ({D.SCALING_LABEL.get(sc, sc)}), init={ini}{D.note_n(n)}", fontsize=8)
-        summary.append((sc, finals_w, finals_k, e90))
-    sc, fw, fk, e90 = summary[0]
-    finding = (f"under scaling {sc} ({ini}): final weight change goes from {D.fmt(fw[0])} at width {widths[0]} to "
-               f"{D.fmt(fw[-1])} at width {widths[-1]}, final NTK change from {D.fmt(fk[0])} to {D.fmt(fk[-1])}; "
-               f"at width {widths[-1]} the weights reach 90% of their final change by epoch {D.fmt(e90)}")
-    if len(summary) > 1:
-        sc2, fw2, fk2, _ = summary[1]
-        finding += f" (under {sc2} at width {widths[-1]}: weight change {D.fmt(fw2[-1])}, NTK change {D.fmt(fk2[-1])})"
-    finding += D.diverged_clause(ds.sel(scaling=rows, init=ini))
-    return cv, finding
+        # (b) per weight matrix at the widest trained width (Fig. 9(b))
+        if not any(f"weight_change_{k}" in sub for k in PARAM_NAMES):
+            cv.ax(4 * r + 1).set_visible(False)
+        elif widths:
+            s = sub.sel(width=widths[-1])
+            for name in PARAM_NAMES:
+                var = f"weight_change_{name}"
+                if var in s:
+                    D.draw_seed_curves(cv, cv.ax(4 * r + 1), s, var, "epoch", "k", MATRIX_LABEL.get(name, name),
+                                       f"weight_change per matrix {sc}", dict(width=widths[-1], scaling=sc, init=ini),
+                                       ls=MATRIX_LS.get(name, "-"), band=False, marker="")
+        cv.ax(4 * r + 3).axhline(thr, color="grey", lw=0.8, ls="--", label=f"threshold {thr:g}")
+        D.set_log(cv.ax(4 * r), "y", sub["loss"].values)
+        D.set_log(cv.ax(4 * r + 1), "y", [v for k in PARAM_NAMES if f"weight_change_{k}" in sub
+                                          for v in sub[f"weight_change_{k}"].values.ravel()])
+        D.set_log(cv.ax(4 * r + 2), "y", sub["weight_change"].values)
+        D.set_log(cv.ax(4 * r + 3), "y", list(sub["kernel_change"].values.ravel()) + [thr])
+        titles = (f"(a) loss, {D.scaling_text(sc)}", f"(b) per matrix, width {widths[-1] if widths else '-'}",
+                  "(b) all weights", "(c) NTK change")
+        ylabels = ("training loss", r"$\|W_t - W_0\|_F / \|W_0\|_F$", r"$\|\theta_t - \theta_0\|_F / \|\theta_0\|_F$",
+                   r"$\|K_t - K_0\|_F / \|K_0\|_F$")
+        for j in range(4):
+            cv.ax(4 * r + j).set(xlabel="checkpoint epoch" if j == 3 else "epoch", ylabel=ylabels[j], title=titles[j])
+        summary.append((sc, widths, finals_w, finals_k))
+    cv.title = f"Appendix Fig. 9: training under {D.scaling_text(rows[0])}, {D.INIT_LABEL.get(ini, ini)}"
+    sc, widths, fw, fk = summary[0]
+    if not widths:
+        return cv, "no trained widths"
+    finding = (f"under scaling {sc} ({ini}): final weight change {D.fmt(fw[0])} at width {widths[0]} to "
+               f"{D.fmt(fw[-1])} at width {widths[-1]}; final NTK change {D.fmt(fk[0])} to {D.fmt(fk[-1])} "
+               f"(threshold {thr:g})")
+    if len(summary) > 1 and summary[1][1]:
+        sc2, w2, fw2, fk2 = summary[1]
+        finding += f"; under {sc2} at width {w2[-1]}: weight change {D.fmt(fw2[-1])}, NTK change {D.fmt(fk2[-1])}"
+    return cv, finding + D.diverged_clause(ds.sel(scaling=rows, init=ini))
+
 
 register(Analysis(
     name="figure9", section="kernel", paper="App. Fig. 9",
-    summary="loss, weight change and NTK change per epoch and width under tau0 = d_m^-1",
-    requires=Requires(gram=True), numbers=figure9,
-    caption="""**Appendix Fig. 9** under tau0 = d_m^-1 (LeCun when present): (a) training loss, (b) weight change
-``|theta_t - theta_0|_F / |theta_0|_F`` against epoch, (c) NTK change ``|K_t - K_0|_F / |K_0|_F``
-(``K_t = J_t J_t^T``, output-averaged) at the checkpoint epochs {checkpoint_epochs},
-one line per width. When the grid also has tau0 = d_m^-1/2, its row is drawn below for comparison.""",
+    summary="loss, per-matrix and total weight change, NTK change (log) per epoch and width under tau0 = d_m^-1",
+    requires=Requires(), numbers=figure9, claims=(5,),
+    caption="""**Appendix Fig. 9** under tau0 = d_m^-1 (LeCun when present; the tau0 = d_m^-1/2 row below for
+comparison): (a) training loss; (b) weight change ``|W_t - W_0|_F / |W_0|_F`` of each weight matrix at
+the widest trained width (line style per matrix), then of all weights per width; (c) NTK change
+``|K_t - K_0|_F / |K_0|_F`` (``K_t = J_t J_t^T``, output-averaged) at the checkpoint epochs
+{checkpoint_epochs}, on a log axis, with the threshold {kernel_change_threshold} that claim 5 asks
+the widest width to reach. One colour per width (seed mean and band).""",
 ))
 
 
 def spectrum(ds, settings) -> tuple:
     """lambda_min(K_0) and lambda_max(K_0) vs width for every init x scaling, log-log with slopes."""
     ds, n = D.prepare(ds)
+    steps = A.axis_values(ds, "step_size")
+    if steps:
+        ds = ds.sel(step_size=steps[0])
     conf = float(settings.get("confidence", 0.95))
     widths = A.axis_values(ds, "width")
     cv = Canvas("spectrum", 2)
     fits = {}
     for k, (sc, ini) in enumerate(D.groups(ds)):
-        c = D.GROUP_COLORS[k % 10]
+        sty = D.group_style(sc, ini, k)
         s = ds.sel(scaling=sc, init=ini)
         for p, var in enumerate(("lambda_min", "lambda_max")):
             x, y, st, sd = D.flat(s, A.epoch0_kernel(s, var), "width")
-            fits[(sc, ini, var)] = D.draw_runs_fit(cv, cv.ax(p), x, y, st, sd, c, f"{ini}/{sc}", f"{var}(K_0)",
-                                                  f"{var}_K0", "width", dict(scaling=sc, init=ini, n_samples=n),
-                                                  D.group_label(init=ini, scaling=sc), conf)
-    for p, var in enumerate(("lambda_min", "lambda_max")):
+            st = np.where(st == A.STATUS_KERNEL_ONLY, A.STATUS_COMPLETE, st)  # K_0 exists for kernel-only runs
+            fits[(sc, ini, var)] = D.draw_runs_fit(cv, cv.ax(p), x, y, st, sd, sty["color"], D.group_text(sc, ini),
+                                                   f"{var}(K_0)", f"{var}_K0", "width",
+                                                   dict(scaling=sc, init=ini, n_samples=n),
+                                                   D.group_label(init=ini, scaling=sc), conf,
+                                                   marker=sty["marker"], ls=sty["ls"])
+    for p, (var, lab) in enumerate((("lambda_min", r"$\lambda_{\min}(K_0)$"), ("lambda_max", r"$\lambda_{\max}(K_0)$"))):
         ax = cv.ax(p)
-        ax.set(xlabel="width", ylabel=f"{var}(K_0)", title=f"{var} of the NTK at init{D.note_n(n)}")
+        ax.set(xlabel="width", ylabel=lab, title=f"{lab} at initialisation{D.note_n(n)}")
         D.set_log(ax, "x", widths)
         D.set_log(ax, "y", A.epoch0_kernel(ds, var).values)
+    cv.title = "NTK spectrum at initialisation"
     lmin = "; ".join(f"{ini}/{sc} {D.ci(f)}" for (sc, ini, v), f in fits.items() if v == "lambda_min")
     lmax = "; ".join(f"{ini}/{sc} {D.fmt(f['slope'])}" for (sc, ini, v), f in fits.items() if v == "lambda_max")
     vals = A.epoch0_kernel(ds, "lambda_min").values
@@ -97,51 +136,61 @@ def spectrum(ds, settings) -> tuple:
     return cv, (f"width slope of lambda_min(K_0): {lmin}; of lambda_max(K_0): {lmax}; "
                 f"smallest lambda_min(K_0) {D.fmt(smallest)}" + D.diverged_clause(ds))
 
+
 register(Analysis(
     name="spectrum", section="kernel", paper="beyond",
     summary="lambda_min(K_0) and lambda_max(K_0) vs width, slopes",
-    requires=Requires(axes={"width": 2}, gram=True), numbers=spectrum,
+    requires=Requires(axes={"width": 2}), numbers=spectrum,
     caption="""**NTK spectrum at initialisation**: ``lambda_min(K_0)`` (left) and ``lambda_max(K_0)`` (right)
-of the empirical NTK ``K_0 = J_0 J_0^T`` against width, one series per init and scaling, with
-fitted log-log slopes. lambda_min governs the theory's rate, lambda_max the stable step size.""",
+of the empirical NTK ``K_0 = J_0 J_0^T`` against width, one series per init (colour, marker) and scaling
+(line style), with fitted log-log slopes (kernel-only widths included). lambda_min governs the theory's
+rate, lambda_max the stability limit of the step.""",
 ))
 
 
 def lazy_training(ds, settings) -> tuple:
-    """Final weight change and final NTK change vs width, log-log slopes per init and scaling."""
+    """Final weight change and final NTK change vs width, log-log slopes per init and scaling, with the
+    kernel-stability and claim-5 thresholds."""
     ds, n = D.prepare(ds)
+    steps = A.axis_values(ds, "step_size")
+    if steps:
+        ds = ds.sel(step_size=steps[0])
     conf = float(settings.get("confidence", 0.95))
     widths = A.axis_values(ds, "width")
     cv = Canvas("lazy_training", 2)
     fits = {}
     for k, (sc, ini) in enumerate(D.groups(ds)):
-        c = D.GROUP_COLORS[k % 10]
+        sty = D.group_style(sc, ini, k)
         s = ds.sel(scaling=sc, init=ini)
-        for p, (var, dim) in enumerate((("weight_change", "epoch"), ("kernel_change", "checkpoint_epoch"))):
-            x, y, st, sd = D.flat(s, A.final_value(s, var, dim), "width")
-            fits[(sc, ini, var)] = D.draw_runs_fit(cv, cv.ax(p), x, y, st, sd, c, f"{ini}/{sc}", f"final {var}",
-                                                  f"{var}_final", "width", dict(scaling=sc, init=ini, n_samples=n),
-                                                  D.group_label(init=ini, scaling=sc), conf)
-    last_ck = int(ds["checkpoint_epoch"].values[-1]) if ds.sizes.get("checkpoint_epoch", 0) else None
-    for p, (var, lab) in enumerate((("weight_change", f"|theta_E - theta_0| / |theta_0| (epoch {ds.sizes['epoch'] - 1})"),
-                                    ("kernel_change", f"|K_t - K_0|_F / |K_0|_F (checkpoint {last_ck})"))):
-        ax = cv.ax(p)
-        ax.set(xlabel="width", ylabel=lab, title=f"final {var.replace('_', ' ')}{D.note_n(n)}")
-        D.set_log(ax, "x", widths)
-        D.set_log(ax, "y", A.final_value(ds, var, "epoch" if p == 0 else "checkpoint_epoch").values)
+        for p, (var, da) in enumerate((("weight_change", A.final_value(s, "weight_change")),
+                                       ("kernel_change", A.kernel_change_max(s)))):
+            x, y, st, sd = D.flat(s, da, "width")
+            fits[(sc, ini, var)] = D.draw_runs_fit(cv, cv.ax(p), x, y, st, sd, sty["color"], D.group_text(sc, ini),
+                                                   f"final {var}", f"{var}_final" if p == 0 else "kernel_change_max",
+                                                   "width", dict(scaling=sc, init=ini, n_samples=n),
+                                                   D.group_label(init=ini, scaling=sc), conf,
+                                                   marker=sty["marker"], ls=sty["ls"])
+    ks, kt = float(settings.get("kernel_stability", 0.5)), float(settings.get("kernel_change_threshold", 0.1))
+    cv.ax(1).axhline(ks, color="grey", ls="--", lw=0.8, label=f"kernel regime {ks:g}")
+    cv.ax(1).axhline(kt, color="grey", ls=":", lw=0.8, label=f"claim 5 threshold {kt:g}")
+    cv.ax(0).set(xlabel="width", ylabel=r"$\|\theta_E - \theta_0\|_F / \|\theta_0\|_F$", title=f"final weight change{D.note_n(n)}")
+    cv.ax(1).set(xlabel="width", ylabel=r"$\max_t \|K_t - K_0\|_F / \|K_0\|_F$", title="largest NTK change")
+    for p, var in enumerate(("weight_change_final", "kernel_change_max")):
+        D.set_log(cv.ax(p), "x", widths)
+        D.set_log(cv.ax(p), "y", [r["y"] for r in cv.rows if r["quantity"] == var] + ([ks, kt] if p else []))
+    cv.title = "Lazy training: how much weights and kernel move"
     wpart = "; ".join(f"{ini}/{sc} {D.ci(f)}" for (sc, ini, v), f in fits.items() if v == "weight_change")
     kpart = "; ".join(f"{ini}/{sc} {D.ci(f)}" for (sc, ini, v), f in fits.items() if v == "kernel_change")
-    finding = f"width slope of the final weight change: {wpart}; of the final NTK change: {kpart}"
-    if not last_ck:
-        finding += " (NTK change needs a checkpoint epoch after 0)"
-    return cv, finding + D.diverged_clause(ds)
+    return cv, f"width slope of the final weight change: {wpart}; of the largest NTK change: {kpart}" + D.diverged_clause(ds)
+
 
 register(Analysis(
     name="lazy_training", section="kernel", paper="beyond",
-    summary="final weight change and NTK change vs width, slopes",
-    requires=Requires(axes={"width": 2}, gram=True), numbers=lazy_training,
+    summary="final weight change and largest NTK change vs width, slopes, thresholds",
+    requires=Requires(axes={"width": 2}), numbers=lazy_training, claims=(5,),
     caption="""**Lazy training**: the final weight change ``|theta_E - theta_0|_F / |theta_0|_F`` (left) and the
-NTK change ``|K_t - K_0|_F / |K_0|_F`` at the last checkpoint epoch (right) against width, one
-series per init and scaling, with fitted log-log slopes (negative: the larger the width, the less
-the weights and the kernel move).""",
+largest NTK change ``max_t |K_t - K_0|_F / |K_0|_F`` over the checkpoints (right) against width, one
+series per init (colour, marker) and scaling (line style), with fitted log-log slopes (negative: the
+wider, the less weights and kernel move). Dashed: the kernel-regime threshold {kernel_stability} of
+claims 1 and 2; dotted: claim 5's threshold {kernel_change_threshold}.""",
 ))

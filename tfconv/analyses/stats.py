@@ -1,47 +1,44 @@
-"""Numbers read off an experiment's aggregate: fitted slopes, linear rates, the theory's rates.
+"""Numbers read off an experiment's aggregate: fits, rates, ratios, widths; the one definition of each.
 
-Pure numpy/scipy (no plotting).  Every number that a figure or the claims table prints has its one
-definition here; docs/analyses.md repeats the definitions in words.
+Pure numpy/scipy/xarray (no plotting).  Every number that a figure or the claims table prints is
+computed here; docs/analyses.md repeats the definitions in words.
 
-Definitions
------------
-* Log-log slope (`fit_loglog`): ordinary least squares of log y on log x over *all* points given
-  (e.g. every seed at every width, not seed means), dropping points with a non-finite or
-  non-positive x or y.  The interval is the two-sided t interval of the slope with n - 2 degrees
-  of freedom at level ``confidence``.  Fewer than 3 usable points give NaN.
-* Linear rate (`linear_rate`): rate = -slope of log(loss) against epoch over the window
-  [start, end] (fractions of the epoch budget), stopped before the first epoch where the loss falls
-  below ``floor * loss_0`` (the float32 noise floor, so the plateau is not fitted).  R^2 is that of
-  the same fit.  A curve containing a non-finite value (a diverged or missing run) gives NaN.
-* Predicted rate (`predicted_rate`): linearising the model around theta_0, GD on the ``mean`` loss
-  L = 1/(2N) sum_n |f_n - y_n|^2 moves the residual as r_{t+1} = (I - eta K_0 / N) r_t, so
-  L_t <= L_0 (1 - eta lambda_min / N)^(2t) and the rate per epoch is
-  -2 log(1 - eta lambda_min / N); for the ``sum`` loss replace eta / N by eta.
-* Stable step size (`stable_step_size`): the same linearised map is stable iff every
-  |1 - eta lambda_i / N| < 1, i.e. eta < 2N / lambda_max (``mean``) or 2 / lambda_max (``sum``).
-* Smallest sufficient width (`smallest_sufficient_width`): per n_samples (and per scaling x init),
-  the smallest width of the ladder at which at least ``success_fraction`` of the present seeds
-  finish the budget *complete* (not diverged) with loss_E / loss_0 <= ``loss_target``.
-  `overparam_exponent` fits log width* on log n_samples (censored points excluded and counted).
-* Seed band (`mean_band`): the mean over seeds with the band [min, max] over seeds (few seeds make
-  a standard deviation unreliable; min/max shows every seed).
+* Log-log slope (`fit_loglog`): least squares of log y on log x over *all* points given (every seed
+  at every width, not seed means), dropping non-finite or non-positive points; two-sided t interval
+  with n - 2 degrees of freedom at level ``confidence``; fewer than 3 points give NaN.
+* Late-window rate (`linear_rate`): rate = -slope of log(loss) against epoch over the window
+  [start, end] of the budget (``analysis.rate_window``, default the second half), stopped before the
+  loss falls below ``floor * loss_0`` (float32 precision), with the t interval of the slope.  The same
+  fit on a run's linearised curve (``loss_linearised``) is its *predicted* rate: measured and
+  predicted use one definition and one window.  A run whose loss reached the floor before the
+  window has ``floor_reached`` (it converged to machine precision).
+* Kernel stability (`kernel_change_max`): max over the checkpoint epochs of |K_t - K_0|_F / |K_0|_F.
+* Sufficient width (`smallest_sufficient_width`): per n_samples (per scaling x init), the smallest
+  width at which at least ``success_fraction`` of the seeds succeed (0.5: the median seed), where a
+  seed succeeds by the ``loss`` criterion (complete, loss_E / loss_0 <= target) or the ``kernel``
+  criterion (complete, max kernel change <= ``kernel_stability``; independent of the epoch budget).
+* Paired ratio (`paired_ratio`): geometric mean of a/b over seeds, with the t interval of the mean
+  log ratio (n - 1 dof).
+* Linearisation gap (`linearisation_gap`): max over epochs of |log10 L_t - log10 L_t^lin| where both
+  are above the floor: how many decades the measured curve is from the kernel's prediction.
+* Geometric bound (`bound_holds`): L_t <= L_0 (1 - c eta lambda_min(K_0) / N)^(2t) (1 + tol) at every
+  epoch where the loss is above the floor.
+* Seed band (`mean_band`): the mean over seeds with the [min, max] band.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats
 
 from ..config.experiment import AXIS_DEFAULTS, GRID_AXES
-from ..core.linearised import predicted_rate, stable_step_size  # noqa: F401 (re-exported)
-from ..core.status import STATUS_COMPLETE, STATUS_DIVERGED
+from ..core.linearised import geometric_bound, predicted_rate, stable_step_size  # noqa: F401 (re-exported)
+from ..core.status import STATUS_COMPLETE, STATUS_DIVERGED, STATUS_KERNEL_ONLY  # noqa: F401
 
-#: Default relative floor of `linear_rate`: float32 residuals of O(1) outputs stall near 1e-7,
-#: i.e. a loss ratio near 1e-14; 1e-10 stops the fit well before that plateau.
+#: float32 residuals of O(1) outputs stall near 1e-7, i.e. a loss ratio near 1e-14; fits stop at 1e-10.
 RATE_FLOOR = 1e-10
-
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,11 +77,7 @@ def fit_linear(x, y, confidence: float = 0.95) -> Dict[str, float]:
 
 
 def fit_loglog(x, y, confidence: float = 0.95) -> Dict[str, float]:
-    """Power-law fit y = exp(intercept) x^slope: least squares of log y on log x over all points.
-
-    Points with non-finite or non-positive x or y are dropped; fewer than 3 left give NaN results.
-    Returns dict(slope, intercept, ci_low, ci_high, stderr, r2, n) with a t interval (n - 2 dof).
-    """
+    """Power-law fit y = exp(intercept) x^slope: least squares of log y on log x over all points."""
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
     if x.shape != y.shape:
@@ -93,18 +86,15 @@ def fit_loglog(x, y, confidence: float = 0.95) -> Dict[str, float]:
     return fit_linear(np.log(x[ok]), np.log(y[ok]), confidence)
 
 
-def linear_rate(
-    loss_curve,
-    window: Sequence[float] = (0.0, 0.5),
-    floor: Optional[float] = RATE_FLOOR,
-    diverged: bool = False,
-) -> Dict[str, float]:
-    """Fitted linear (geometric) rate of one loss curve: rate = -d log(loss) / d epoch.
+def linear_rate(loss_curve, window: Sequence[float] = (0.5, 1.0), floor: Optional[float] = RATE_FLOOR,
+                diverged: bool = False, confidence: float = 0.95) -> Dict[str, float]:
+    """Late-window geometric rate of one loss curve: rate = -d log(loss) / d epoch, with its interval.
 
-    loss_curve: losses at epochs 0..E.  The fit uses epochs round(window[0] E) .. round(window[1] E)
-    and stops before the first epoch whose loss is below ``floor * loss_0`` (``floor=None`` or 0
-    disables this).  Returns dict(rate, r2, n, start, stop) with ``stop`` exclusive; NaN rate and
-    r2 when the run diverged (``diverged`` or any non-finite entry), or fewer than 3 points remain.
+    The fit uses epochs round(window[0] E) .. round(window[1] E) of the curve (epochs 0..E), stopped
+    before the first epoch whose loss is <= ``floor * loss_0``.  Returns dict(rate, ci_low, ci_high,
+    r2, n, start, stop, floor_reached): ``floor_reached`` is True when the loss hit the floor before
+    the window had 3 points (the run converged to machine precision: no rate is fitted).  NaN rate
+    for a diverged run, a non-finite curve, or fewer than 3 points otherwise.
     """
     loss = np.asarray(loss_curve, dtype=float).ravel()
     E = loss.size - 1
@@ -112,24 +102,47 @@ def linear_rate(
     if not 0.0 <= lo < hi <= 1.0:
         raise ValueError(f"linear_rate: window must satisfy 0 <= start < end <= 1, got {tuple(window)}")
     start, stop = int(round(lo * E)), int(round(hi * E)) + 1
-    out = dict(rate=np.nan, r2=np.nan, n=0, start=start, stop=start)
+    out = dict(rate=np.nan, ci_low=np.nan, ci_high=np.nan, r2=np.nan, n=0, start=start, stop=start,
+               floor_reached=False)
     if diverged or E < 2 or not np.all(np.isfinite(loss)) or not loss[0] > 0:
         return out
-    if floor:
-        below = np.nonzero(loss <= floor * loss[0])[0]
-        if below.size:
-            stop = min(stop, int(below[0]))
-    below_zero = np.nonzero(loss <= 0)[0]
-    if below_zero.size:
-        stop = min(stop, int(below_zero[0]))
+    cut = np.nonzero(loss <= (floor or 0.0) * loss[0])[0] if floor else np.nonzero(loss <= 0)[0]
+    if cut.size:
+        stop = min(stop, int(cut[0]))
     out["stop"] = max(start, stop)
     if stop - start < 3:
         out["n"] = max(0, stop - start)
+        out["floor_reached"] = bool(cut.size and cut[0] < start + 3)
         return out
     t = np.arange(start, stop, dtype=float)
-    fit = fit_linear(t, np.log(loss[start:stop]))
-    out.update(rate=-fit["slope"], r2=fit["r2"], n=fit["n"])
+    fit = fit_linear(t, np.log(loss[start:stop]), confidence)
+    out.update(rate=-fit["slope"], ci_low=-fit["ci_high"], ci_high=-fit["ci_low"], r2=fit["r2"], n=fit["n"])
     return out
+
+
+def linearisation_gap(loss_curve, linearised_curve, floor: float = RATE_FLOOR) -> float:
+    """Max over epochs of |log10 L_t - log10 L_t^lin| where both are above ``floor * L_0``: how many
+    decades the measured loss is from the linearised (kernel) prediction.  NaN without common epochs."""
+    L = np.asarray(loss_curve, dtype=float)
+    P = np.asarray(linearised_curve, dtype=float)
+    if L.size == 0 or not np.isfinite(L[0]) or L[0] <= 0:
+        return np.nan
+    ok = np.isfinite(L) & np.isfinite(P) & (L > floor * L[0]) & (P > floor * L[0])
+    if not ok.any():
+        return np.nan
+    return float(np.max(np.abs(np.log10(L[ok]) - np.log10(P[ok]))))
+
+
+def bound_holds(loss_curve, bound_curve, tolerance: float = 1e-3, floor: float = RATE_FLOOR) -> Tuple[bool, int]:
+    """(holds, first violating epoch or -1): L_t <= bound_t (1 + tolerance) at every epoch where the
+    loss is above ``floor * L_0``; a non-finite loss (diverged) violates it."""
+    L = np.asarray(loss_curve, dtype=float)
+    B = np.asarray(bound_curve, dtype=float)
+    if not np.isfinite(L[0]):
+        return False, 0
+    check = np.isfinite(B) & ~(np.isfinite(L) & (L <= floor * L[0]))
+    bad = np.nonzero(check & ~(np.isfinite(L) & (L <= B * (1.0 + tolerance))))[0]
+    return (bad.size == 0), (int(bad[0]) if bad.size else -1)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -182,7 +195,7 @@ def proportion_interval(k: int, n: int, confidence: float = 0.95) -> Tuple[float
 
 
 # ---------------------------------------------------------------------------------------------
-# Reading an aggregate (xarray.Dataset, layout in tfconv.aggregate)
+# Reading an aggregate (xarray.Dataset, layout in tfconv.store.aggregate)
 # ---------------------------------------------------------------------------------------------
 
 def complete_axes(ds):
@@ -190,8 +203,9 @@ def complete_axes(ds):
     for axis, default in AXIS_DEFAULTS.items():
         if axis not in ds.dims:
             ds = ds.expand_dims({axis: [default]})
-    if "scaling" in ds.coords:
-        ds = ds.assign_coords(scaling=[str(s) for s in ds["scaling"].values])
+    for axis in ("scaling", "step_size"):
+        if axis in ds.coords:
+            ds = ds.assign_coords({axis: [str(s) for s in ds[axis].values]})
     return ds
 
 
@@ -232,6 +246,14 @@ def final_value(ds, var: str, dim: str = "epoch"):
     return ds[var].isel({dim: -1}, drop=True)
 
 
+def kernel_change_max(ds):
+    """max over the checkpoint epochs of |K_t - K_0|_F / |K_0|_F per run (NaN when never measured)."""
+    if "kernel_change" not in ds or ds.sizes.get("checkpoint_epoch", 0) == 0:
+        return _nan_like_runs(ds)
+    kc = ds["kernel_change"]
+    return kc.where(np.isfinite(kc)).max("checkpoint_epoch", skipna=True)
+
+
 def n_samples_of(ds, default=None):
     """N of an aggregate without an n_samples axis: dataset attrs (n_samples / n_train) or ``default``."""
     import json
@@ -248,129 +270,143 @@ def n_samples_of(ds, default=None):
     return np.nan if default is None else float(default)
 
 
-def run_table(ds, window: Sequence[float] = (0.0, 0.5), floor: Optional[float] = RATE_FLOOR):
-    """One row per run: grid coordinates, status, loss_0, final loss, fitted rate and R^2, K_0 stats.
+def run_status(ds) -> np.ndarray:
+    return np.asarray(ds["status"].values).astype(str)
 
-    Columns: the grid axes present, status, loss0, loss_final, rate, rate_r2, rate_n,
-    lambda_min0, lambda_max0, attention_deviation0, weight_change_final, kernel_change_final.
-    """
+
+def rates(ds, settings: Mapping[str, Any], var: str = "loss"):
+    """Late-window rate of `var` ("loss" measured, "loss_linearised" predicted) per run, as an
+    xarray.Dataset over the run axes with rate, ci_low, ci_high, r2 and floor_reached; NaN for
+    diverged, missing and (measured) kernel-only runs.  The one place figures and claims get rates."""
+    import xarray as xr
+
+    window = settings.get("rate_window", (0.5, 1.0))
+    floor = settings.get("rate_floor", RATE_FLOOR)
+    conf = float(settings.get("confidence", 0.95))
+    axes = list(ds["status"].dims)
+    shape = tuple(ds.sizes[a] for a in axes)
+    fields = ("rate", "ci_low", "ci_high", "r2")
+    out = {k: np.full(shape, np.nan) for k in fields}
+    reached = np.zeros(shape, dtype=bool)
+    if var in ds:
+        curves = ds[var].transpose(*axes, "epoch").values
+        st = np.asarray(ds["status"].transpose(*axes).values).astype(str)
+        for idx in np.ndindex(*shape):
+            if var == "loss" and st[idx] != STATUS_COMPLETE:
+                continue
+            if st[idx] == "missing":
+                continue
+            r = linear_rate(curves[idx], window, floor, diverged=(st[idx] == STATUS_DIVERGED and var == "loss"),
+                            confidence=conf)
+            for k in fields:
+                out[k][idx] = r[k]
+            reached[idx] = r["floor_reached"]
+    coords = {a: ds[a].values for a in axes}
+    data = {k: (axes, v) for k, v in out.items()}
+    data["floor_reached"] = (axes, reached)
+    return xr.Dataset(data, coords=coords)
+
+
+def run_table(ds, settings: Optional[Mapping[str, Any]] = None):
+    """One row per run: grid coordinates, status, loss_0, final loss, measured and predicted
+    late-window rates, K_0 stats, step, kernel and weight change, linearisation gap."""
     import pandas as pd
 
+    settings = dict(settings or {})
     ds = complete_axes(ds)
     axes = [a for a in GRID_AXES if a in ds.dims]
-    loss = ds["loss"].transpose(*axes, "epoch").values
+    meas, pred = rates(ds, settings), rates(ds, settings, "loss_linearised")
+    cols = {
+        "loss": ds["loss"].transpose(*axes, "epoch").values,
+        "lin": ds["loss_linearised"].transpose(*axes, "epoch").values if "loss_linearised" in ds else None,
+    }
+    scal = {
+        "lambda_min0": epoch0_kernel(ds, "lambda_min"), "lambda_max0": epoch0_kernel(ds, "lambda_max"),
+        "kernel_change_max": kernel_change_max(ds), "weight_change_final": final_value(ds, "weight_change"),
+        "attention_deviation0": ds["attention_deviation_mean"].isel(epoch=0, drop=True),
+        "step_size": ds["step_size"] if "step_size" in ds else _nan_like_runs(ds),
+        "step_limit": ds["step_limit"] if "step_limit" in ds else _nan_like_runs(ds),
+    }
+    scal = {k: v.transpose(*axes).values for k, v in scal.items()}
     status = ds["status"].transpose(*axes).values
-    lmin = epoch0_kernel(ds, "lambda_min").transpose(*axes).values
-    lmax = epoch0_kernel(ds, "lambda_max").transpose(*axes).values
-    kch = final_value(ds, "kernel_change", "checkpoint_epoch").transpose(*axes).values
-    dev = ds["attention_deviation_mean"].isel(epoch=0).transpose(*axes).values
-    wch = ds["weight_change"].isel(epoch=-1).transpose(*axes).values
     coords = {a: axis_values(ds, a) for a in axes}
     rows = []
     for idx in np.ndindex(*status.shape):
-        st = str(status[idx])
-        r = linear_rate(loss[idx], window, floor, diverged=(st == STATUS_DIVERGED))
         row = {a: coords[a][i] for a, i in zip(axes, idx)}
-        row.update(
-            status=st, loss0=float(loss[idx][0]), loss_final=float(loss[idx][-1]),
-            rate=r["rate"], rate_r2=r["r2"], rate_n=r["n"],
-            lambda_min0=float(lmin[idx]),
-            lambda_max0=float(lmax[idx]),
-            attention_deviation0=float(dev[idx]),
-            weight_change_final=float(wch[idx]),
-            kernel_change_final=float(kch[idx]),
-        )
+        loss = cols["loss"][idx]
+        row.update(status=str(status[idx]), loss0=float(loss[0]), loss_final=float(loss[-1]),
+                   rate=float(meas["rate"].transpose(*axes).values[idx]),
+                   rate_floor_reached=bool(meas["floor_reached"].transpose(*axes).values[idx]),
+                   rate_predicted=float(pred["rate"].transpose(*axes).values[idx]),
+                   linearisation_gap=linearisation_gap(loss, cols["lin"][idx]) if cols["lin"] is not None else np.nan)
+        row.update({k: float(v[idx]) for k, v in scal.items()})
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-def rates(ds, settings: Mapping[str, Any]):
-    """Fitted linear rate and its R^2 per run (`linear_rate` over ``settings["rate_window"]``), as two
-    DataArrays over the run axes of ``ds``; NaN for diverged and missing runs.  The one place where
-    figures and the claims table get their rates."""
-    import xarray as xr
-
-    window = settings.get("rate_window", (0.0, 0.5))
-    floor = settings.get("rate_floor", RATE_FLOOR)
-    axes = list(ds["status"].dims)
-    loss = ds["loss"].transpose(*axes, "epoch").values
-    st = np.asarray(ds["status"].transpose(*axes).values).astype(str)
-    rate = np.full(st.shape, np.nan)
-    r2 = np.full(st.shape, np.nan)
-    for idx in np.ndindex(*st.shape):
-        r = linear_rate(loss[idx], window, floor, diverged=(st[idx] == STATUS_DIVERGED))
-        rate[idx], r2[idx] = r["rate"], r["r2"]
-    coords = {a: ds[a].values for a in axes}
-    return xr.DataArray(rate, coords=coords, dims=axes), xr.DataArray(r2, coords=coords, dims=axes)
-
-
 # ---------------------------------------------------------------------------------------------
-# Over-parameterisation exponent
+# Sufficient widths and the over-parameterisation exponent
 # ---------------------------------------------------------------------------------------------
 
-def smallest_sufficient_width(ds, loss_target: float = 1e-3, success_fraction: float = 0.9):
-    """Per (n_samples, scaling, init): the smallest width whose seeds reach the loss target.
+def run_succeeds(ds, criterion: str, loss_target: float = 1e-3, kernel_stability: float = 0.5):
+    """Per run (bool DataArray): complete and loss_E/loss_0 <= target (``loss``) or complete and
+    max_t kernel change <= kernel_stability (``kernel``)."""
+    complete = ds["status"] == STATUS_COMPLETE
+    if criterion == "loss":
+        ratio = final_value(ds, "loss") / ds["loss"].isel(epoch=0, drop=True)
+        return complete & (ratio <= loss_target)
+    if criterion == "kernel":
+        return complete & (kernel_change_max(ds) <= kernel_stability)
+    raise ValueError(f"criterion must be 'loss' or 'kernel', got {criterion!r}")
 
-    A run *succeeds* when it is complete (not diverged, not missing) and loss_E / loss_0 <=
-    ``loss_target`` at the end of the budget E.  A width is *sufficient* when at least
-    ``success_fraction`` of its present (non-missing) seeds succeed; diverged seeds count as
-    failures.  Returns a pandas.DataFrame with columns n_samples, scaling, init, width_star
-    (NaN when no width of the ladder suffices: ``censored`` is True), n_seeds (present seeds at
-    width_star, or at the largest width when censored), success (fraction at width_star).
-    Without an n_samples axis the dataset's N (attrs) is used as the single value.
+
+def smallest_sufficient_width(ds, criterion: str = "loss", loss_target: float = 1e-3,
+                              success_fraction: float = 0.5, kernel_stability: float = 0.5):
+    """Per (n_samples, scaling, init): the smallest width whose seeds succeed (`run_succeeds`).
+
+    A width is sufficient when at least ``success_fraction`` of its present (non-missing) seeds
+    succeed (0.5: the median seed); diverged seeds count as failures.  Returns a DataFrame with
+    n_samples, scaling, init, width_star (NaN when none suffices: ``censored``), n_seeds, success.
+    Without an n_samples axis the dataset's N is the single value.
     """
     import pandas as pd
 
     ds = complete_axes(ds)
     if "n_samples" not in ds.dims:
         ds = ds.expand_dims({"n_samples": [n_samples_of(ds)]})
+    ok = run_succeeds(ds, criterion, loss_target, kernel_stability)
     widths = sorted(axis_values(ds, "width"))
     rows = []
     for n in axis_values(ds, "n_samples"):
         for sc in axis_values(ds, "scaling"):
             for ini in axis_values(ds, "init"):
-                sub = ds.sel(n_samples=n, scaling=sc, init=ini)
-                found = None
-                last = (0, np.nan)
+                found, last = None, (0, np.nan)
                 for w in widths:
-                    s = sub.sel(width=w)
-                    status = np.asarray(s["status"].values).astype(str).ravel()
-                    loss = s["loss"].transpose("seed", "epoch").values
+                    sel = dict(n_samples=n, scaling=sc, init=ini, width=w)
+                    status = np.asarray(ds["status"].sel(sel).values).astype(str).ravel()
                     present = status != "missing"
                     k = int(present.sum())
                     if k == 0:
                         continue
-                    with np.errstate(invalid="ignore", divide="ignore"):
-                        ratio = loss[:, -1] / loss[:, 0]
-                    ok = present & (status == STATUS_COMPLETE) & np.isfinite(ratio) & (ratio <= loss_target)
-                    frac = float(ok.sum()) / k
+                    frac = float(np.asarray(ok.sel(sel).values).ravel()[present].sum()) / k
                     last = (k, frac)
                     if frac >= success_fraction:
                         found = (w, k, frac)
                         break
-                if found:
-                    rows.append(dict(n_samples=n, scaling=sc, init=ini, width_star=float(found[0]),
-                                     censored=False, n_seeds=found[1], success=found[2]))
-                else:
-                    rows.append(dict(n_samples=n, scaling=sc, init=ini, width_star=np.nan,
-                                     censored=True, n_seeds=last[0], success=last[1]))
+                rows.append(dict(n_samples=n, scaling=sc, init=ini,
+                                 width_star=float(found[0]) if found else np.nan, censored=found is None,
+                                 n_seeds=(found or last)[1] if found else last[0],
+                                 success=found[2] if found else last[1]))
     return pd.DataFrame(rows, columns=["n_samples", "scaling", "init", "width_star", "censored", "n_seeds", "success"])
 
 
-def overparam_exponent(table, confidence: float = 0.95, theory: Iterable[float] = (2.0, 3.0)) -> Dict[str, Any]:
-    """Fit width* ~ n_samples^slope (log-log) on one group's rows of `smallest_sufficient_width`.
-
-    Censored rows (no sufficient width on the ladder) are left out and counted in ``n_censored``;
-    rows where width* is the smallest width of the ladder only bound width* from above.
-    Returns fit_loglog's dict plus n_censored and, for each theory exponent a, ``within_ci_<a>``
-    (a in [ci_low, ci_high]) and ``below_<a>`` (ci_high < a).
-    """
+def overparam_exponent(table, confidence: float = 0.95) -> Dict[str, Any]:
+    """Fit width* ~ n_samples^slope (log-log) over the uncensored rows of one group of
+    `smallest_sufficient_width`; adds n_censored and the span of n_samples in decades."""
     n = np.asarray(table["n_samples"], dtype=float)
     w = np.asarray(table["width_star"], dtype=float)
     fit = dict(fit_loglog(n, w, confidence))
     fit["n_censored"] = int(np.asarray(table["censored"], dtype=bool).sum())
-    for a in theory:
-        key = f"{a:g}"
-        fit[f"within_ci_{key}"] = bool(fit["ci_low"] <= a <= fit["ci_high"]) if np.isfinite(fit["ci_low"]) else False
-        fit[f"below_{key}"] = bool(fit["ci_high"] < a) if np.isfinite(fit["ci_high"]) else False
+    ok = np.isfinite(w) & (w > 0) & (n > 0)
+    fit["decades"] = float(np.log10(n[ok].max() / n[ok].min())) if ok.sum() >= 2 else 0.0
     return fit

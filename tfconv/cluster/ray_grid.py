@@ -127,11 +127,14 @@ def run_grid(
                 out = ray.get(ref)
                 for res in (out if isinstance(out, list) else [out]):
                     results.append(res)
+                    for w in res.get("warnings", []):
+                        log(w)
                     n = len(results)
                     el = time.time() - t0
                     eta = el / n * (len(points) - n)
                     log(f"[train_grid] {n}/{len(points)} {res['run_id']}: {res.get('status')}"
-                        f" loss={res.get('final_loss', float('nan')):.3e} node={str(res.get('node_id') or '?')[:8]}"
+                        f" loss={res.get('final_loss', float('nan')):.3e} step={res.get('step_size', float('nan')):.3g}"
+                        f" (limit {res.get('step_limit', float('nan')):.3g}) node={str(res.get('node_id') or '?')[:8]}"
                         f" elapsed={el:.0f}s eta={eta:.0f}s")
             if not ready:
                 log(f"[train_grid] waiting: {len(pending)} task(s) running, elapsed {time.time() - t0:.0f}s")

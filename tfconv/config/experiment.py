@@ -5,7 +5,7 @@
     for point in exp.points:                                         # GridPoint, grid order
         point.run_id          # 'width=64_scaling=inv_sqrt_init=lecun_seed=0'
         point.spec(data)      # ModelSpec for a dataset (or any object with d_s, d, n_outputs)
-    exp.train                 # TrainConfig of every run of the experiment
+    exp.train                 # TrainSettings shared by the runs; .config(eta) is a run's TrainConfig
 
 One name for one thing: the grid axes (`GRID_AXES`) are the config keys under ``grid``, the keys of a
 point, the parts of a run id, the Zarr dimensions of the aggregate and the figure labels.  Where a
@@ -21,7 +21,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Tuple
 from .errors import ConfigError
 
 #: Grid axes in the fixed order used for run ids, Zarr dimensions and figure labels.
-GRID_AXES = ("n_samples", "width", "scaling", "init", "seed")
+GRID_AXES = ("n_samples", "width", "scaling", "init", "step_size", "seed")
 
 #: Values of the axes an experiment does not list (the schema's defaults for `grid`).
 AXIS_DEFAULTS = {"scaling": "inv_sqrt", "init": "lecun", "seed": 0}
@@ -83,6 +83,19 @@ class GridPoint:
         return int(self["width"])
 
     @property
+    def step(self):
+        """The step specification of this run: the grid's step_size, else train.step_size
+        (a fixed step, or '<c>limit': `tfconv.core.linearised.parse_step`)."""
+        v = self.get("step_size")
+        return v if v is not None else self.experiment.train.step
+
+    @property
+    def kernel_only(self) -> bool:
+        """Wider than train.max_gd_width: K_0 and the linearised prediction only, no gradient descent."""
+        m = self.experiment.train.max_gd_width
+        return m is not None and self.width > m
+
+    @property
     def n_samples(self) -> int:
         """Training samples of this run: the grid's n_samples, else the whole dataset."""
         n = self.get("n_samples")
@@ -96,7 +109,34 @@ class GridPoint:
         return ModelSpec(
             width=self.width, d=int(data.d), d_s=int(data.d_s), n_outputs=int(data.n_outputs),
             scaling=self["scaling"], init=self["init"], hidden=exp.hidden, dtype=exp.dtype,
+            embed=int(exp.model.get("embed", 0)), positional=bool(exp.model.get("positional", False)),
+            class_token=bool(exp.model.get("class_token", False)),
         )
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """The ``train:`` section: what every run of an experiment shares (the step may be per run)."""
+
+    step: Any  # fixed step (number) or "<c>limit"
+    epochs: int
+    loss: str
+    checkpoint_epochs: Tuple[int, ...]
+    divergence_factor: float
+    step_check: str = "warn"
+    max_gd_width: Any = None
+
+    def config(self, step_size: float):
+        """The `tfconv.core.train.TrainConfig` of one run, with its resolved step size."""
+        from ..core.train import TrainConfig
+
+        return TrainConfig(step_size=float(step_size), epochs=self.epochs, loss=self.loss,
+                           checkpoint_epochs=self.checkpoint_epochs, divergence_factor=self.divergence_factor)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """The settings a stored run must share with the config to be reused (the step is per run)."""
+        return {"epochs": self.epochs, "loss": self.loss, "checkpoint_epochs": list(self.checkpoint_epochs),
+                "divergence_factor": self.divergence_factor, "max_gd_width": self.max_gd_width}
 
 
 @dataclass(frozen=True)
@@ -107,12 +147,13 @@ class Experiment:
     description: str
     dataset: DatasetSpec
     grid: Mapping[str, Tuple[Any, ...]]
-    train: Any  # tfconv.core.train.TrainConfig
+    train: TrainSettings
     hidden: bool
     dtype: str
     gram: bool
     analyses: Tuple[str, ...]
     raw: Mapping[str, Any] = field(repr=False, compare=False)
+    model: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def axes(self) -> List[str]:
@@ -137,6 +178,11 @@ class Experiment:
         return sorted(int(e) for e in self.train.checkpoint_epochs)
 
     @property
+    def steps(self) -> List[Any]:
+        """The step specifications of the experiment (the grid's step_size axis, else train.step_size)."""
+        return list(self.grid.get("step_size", (self.train.step,)))
+
+    @property
     def gram_epochs(self) -> List[int]:
         """Checkpoint epochs whose Gram matrices are assembled (none when ``gram: false``)."""
         return self.checkpoint_epochs if self.gram else []
@@ -148,19 +194,18 @@ class Experiment:
     @classmethod
     def from_section(cls, name: str, section: Mapping[str, Any], dataset: DatasetSpec) -> "Experiment":
         """An experiment from its config section (validated: every train key present) and its dataset."""
-        from ..core.train import TrainConfig
-
         tr = section["train"]
-        train = TrainConfig(
-            step_size=float(tr["step_size"]), epochs=int(tr["epochs"]), loss=tr["loss"],
+        train = TrainSettings(
+            step=tr["step_size"], epochs=int(tr["epochs"]), loss=tr["loss"],
             checkpoint_epochs=tuple(sorted(int(x) for x in tr["checkpoint_epochs"])),
-            divergence_factor=float(tr["divergence_factor"]),
+            divergence_factor=float(tr["divergence_factor"]), step_check=tr.get("step_check", "warn"),
+            max_gd_width=tr.get("max_gd_width"),
         )
         return cls(
             name=name, description=str(section.get("description", "")), dataset=dataset,
             grid={a: tuple(section["grid"][a]) for a in GRID_AXES if a in section["grid"]}, train=train,
             hidden=bool(tr["hidden"]), dtype=str(tr["dtype"]), gram=bool(section.get("gram", True)),
-            analyses=tuple(section.get("analyses", ())), raw=section,
+            analyses=tuple(section.get("analyses", ())), raw=section, model=dict(section.get("model") or {}),
         )
 
 

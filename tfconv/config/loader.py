@@ -188,6 +188,18 @@ def _semantic_checks(cfg: Dict[str, Any]) -> None:
             continue
         ds = datasets[ds_name]
         tr = exp["train"]
+        from ..core.linearised import parse_step
+
+        for step in exp["grid"].get("step_size", [tr["step_size"]]):
+            where = f"{key}.grid.step_size" if "step_size" in exp["grid"] else f"{key}.train.step_size"
+            try:
+                kind, _ = parse_step(step)
+            except ValueError as exc:
+                problems.append(f"{where}: {exc}")
+                continue
+            if kind == "limit" and tr["loss"] == "cross_entropy":
+                problems.append(f"{where}: '{step}' is a fraction of the stability limit of the squared loss's "
+                                "linearised dynamics; with loss cross_entropy give a fixed step (a number)")
         for e in tr["checkpoint_epochs"]:
             if e > tr["epochs"]:
                 problems.append(f"{key}.train.checkpoint_epochs: epoch {e} is beyond the budget epochs={tr['epochs']}; allowed 0..{tr['epochs']}")

@@ -6,6 +6,8 @@ eta), with K_0 the empirical NTK at initialisation (`tfconv.core.ntk`).  Numpy o
 """
 from __future__ import annotations
 
+from typing import Tuple
+
 import numpy as np
 
 
@@ -50,3 +52,101 @@ def stable_step_size(lambda_max, n_samples, loss: str = "mean"):
     with np.errstate(invalid="ignore", divide="ignore"):
         eta = np.where(lam > 0, 2.0 / (per * np.where(lam > 0, lam, 1.0)), np.nan)
     return float(eta) if np.ndim(eta) == 0 else eta
+
+
+# ---------------------------------------------------------------------------------------------
+# The step size: fixed, or a fraction of the stability limit of K_0
+# ---------------------------------------------------------------------------------------------
+
+_LIMIT_SUFFIX = "limit"
+
+
+def parse_step(step) -> Tuple[str, float]:
+    """A step specification as ("fixed", eta) or ("limit", c).
+
+    A positive number is a fixed step size eta (the paper's Algorithm 1).  A string ``"<c>limit"``
+    (e.g. ``"0.5limit"``) is the fraction c of the stability limit of the linearised dynamics,
+    eta = c * stable_step_size(lambda_max(K_0), N, loss), computed per run from its K_0; 0 < c < 1
+    keeps every mode stable (c = 1 is the edge)."""
+    if isinstance(step, bool):
+        raise ValueError(f"step size {step!r}: give a positive number or a string like '0.5limit'")
+    if isinstance(step, (int, float, np.integer, np.floating)):
+        if not (np.isfinite(step) and step > 0):
+            raise ValueError(f"step size {step!r} must be a positive finite number")
+        return "fixed", float(step)
+    s = str(step).strip()
+    if s.endswith(_LIMIT_SUFFIX):
+        try:
+            c = float(s[: -len(_LIMIT_SUFFIX)])
+        except ValueError:
+            c = float("nan")
+        if np.isfinite(c) and 0 < c < 2:
+            return "limit", c
+    raise ValueError(f"step size {step!r}: give a positive number (a fixed step) or '<c>limit' with 0 < c < 2, "
+                     "e.g. '0.5limit' (half the stability limit 2N/lambda_max(K_0) of each run)")
+
+
+def format_step(step) -> str:
+    """The label of a step specification in figures: 'eta = 0.05' or 'eta = 0.5 x limit'."""
+    kind, v = parse_step(step)
+    return f"eta = {v:g}" if kind == "fixed" else f"eta = {v:g} x limit"
+
+
+def resolve_step(step, lambda_max: float, n_samples: int, loss: str) -> Tuple[float, float]:
+    """(eta, limit): the step size of one run and its stability limit 2N/lambda_max (mean loss)."""
+    kind, v = parse_step(step)
+    limit = float(stable_step_size(lambda_max, n_samples, loss))
+    if kind == "fixed":
+        return v, limit
+    if not np.isfinite(limit):
+        raise ValueError(f"step size '{step}' needs the stability limit of K_0, which is not defined for the "
+                         f"'{loss}' loss or a kernel with lambda_max = {lambda_max:g}; give a fixed step instead")
+    return v * limit, limit
+
+
+# ---------------------------------------------------------------------------------------------
+# The whole linearised loss curve, and the lambda_min bound
+# ---------------------------------------------------------------------------------------------
+
+def linearised_loss(eigenvalues, eigenvectors, residual0, step_size: float, epochs: int,
+                    n_samples: int, loss: str = "mean") -> np.ndarray:
+    """The loss curve of GD on the model linearised at theta_0, epochs 0..epochs.
+
+    With K_0 = U diag(lambda) U^T and the initial residual r_0 = f_0(X) - y (N x C; K is the
+    output-averaged kernel, exact for C = 1), the linearised residual is r_t = (I - eta K_0/N)^t r_0,
+    so for the mean loss
+
+        L_t = 1/(2N) sum_c sum_i (1 - eta lambda_i / N)^(2t) (u_i^T r_0c)^2
+
+    (sum loss: eta instead of eta/N and 1/2 instead of 1/(2N)).  Exact for the linearised model;
+    the gap to the measured curve measures how far from lazy a run is.  NaN for cross-entropy.
+    """
+    lam = np.asarray(eigenvalues, dtype=np.float64)
+    U = np.asarray(eigenvectors, dtype=np.float64)
+    r0 = np.asarray(residual0, dtype=np.float64).reshape(U.shape[0], -1)
+    t = np.arange(int(epochs) + 1, dtype=np.float64)
+    if loss == "cross_entropy":
+        return np.full(t.shape, np.nan)
+    per = _step_per_sample(step_size, n_samples, loss)  # eta / N or eta
+    norm = 1.0 / (2.0 * n_samples) if loss == "mean" else 0.5
+    proj = ((U.T @ r0) ** 2).sum(axis=1)  # (N,): sum over outputs of (u_i^T r_0c)^2
+    factor = np.abs(1.0 - float(per) * lam)  # per mode, |1 - eta lambda_i / N|
+    keep = proj > 0
+    with np.errstate(divide="ignore", under="ignore"):
+        logs = np.log(factor[keep])[:, None] * (2.0 * t)[None, :] + np.log(proj[keep])[:, None]
+    curve = np.exp(logs).sum(axis=0) if keep.any() else np.zeros_like(t)
+    return norm * curve
+
+
+def geometric_bound(loss0: float, step_size: float, lambda_min: float, epochs: int, n_samples: int,
+                    loss: str = "mean", constant: float = 1.0) -> np.ndarray:
+    """L_0 (1 - c eta lambda_min(K_0)/N)^(2t), t = 0..epochs: the theory's linear-rate bound.
+
+    c = 1 is the slowest mode of the linearised dynamics (an upper bound on its loss when
+    eta (lambda_min + lambda_max)/N <= 2); a smaller c asks for a fraction of that rate.  NaN where
+    c eta lambda_min / N is outside [0, 1)."""
+    x = constant * float(_step_per_sample(step_size, n_samples, loss)) * float(lambda_min)
+    t = np.arange(int(epochs) + 1, dtype=np.float64)
+    if not (0 <= x < 1):
+        return np.full(t.shape, np.nan)
+    return float(loss0) * np.exp(2.0 * t * np.log1p(-x))

@@ -5,7 +5,17 @@
     H = relu(m_h (A V) Wh^T)                                    Wh: (width, width); skipped when hidden=False
     f(X) = tau1 * mean_over_tokens(H) @ wo                      wo: (width, n_outputs)
 
-No residuals, no LayerNorm, no biases, one head; every weight is trained.  The multipliers
+No residuals, no LayerNorm, no biases, one head; every weight is trained.
+
+The vision-Transformer variant (``ModelSpec.embed``, ``positional``, ``class_token``; off by default)
+puts a learned front end before the same encoder (our ViT: the paper's exact set-up is not known):
+
+    X <- m_e X We^T                        We: (embed, d)     learned linear patch embedding
+    X <- X + P                             P: (d_s, e)        learned positional embeddings
+    X <- [c; X]                            c: (e,)            learned class token (pooling reads it)
+    f(X) = tau1 * H[class token] @ wo      (instead of the mean over tokens)
+
+with e = embed (or d without embedding); the encoder's query/key/value weights then have fan-in e.  The multipliers
 m_qkv, m_h and tau1 are 1 under the standard parameterisation (LeCun, He) and 1/sqrt(fan_in)
 under the NTK parameterisation (see `INIT_SCHEMES`).  The model is written *functionally*:
 parameters live in a plain dict of tensors so that the same `forward` serves training, the exact
@@ -21,8 +31,11 @@ import torch
 
 Params = Dict[str, torch.Tensor]
 
-#: Names of the weight matrices, in the fixed order used for initialisation, flattening and records.
-PARAM_NAMES = ("Wq", "Wk", "Wv", "Wh", "wo")
+#: Names of the weight matrices, in the fixed order used for initialisation, flattening and records
+#: (We: patch embedding, pos: positional embeddings, cls: class token -- the ViT variant only).
+PARAM_NAMES = ("We", "pos", "cls", "Wq", "Wk", "Wv", "Wh", "wo")
+#: The parameters of the encoder proper (what the structured NTK engine contracts).
+ENCODER_PARAMS = ("Wq", "Wk", "Wv", "Wh", "wo")
 
 #: Allowed names for the softmax scaling tau0 (a positive number is allowed too).
 SCALINGS = ("inv_sqrt", "inv")
@@ -69,6 +82,9 @@ class ModelSpec:
     init:       "lecun", "he" or "ntk" (rows of `INIT_SCHEMES`).
     hidden:     whether the width x width feed-forward layer Wh is present.
     dtype:      "float32" or "float64".
+    embed:      0 (tokens enter the encoder as they are) or e > 0: a learned linear embedding d -> e.
+    positional: learned positional embeddings added to the (embedded) tokens.
+    class_token: a learned class token prepended; the output reads it instead of mean pooling.
     """
 
     width: int
@@ -79,8 +95,13 @@ class ModelSpec:
     init: str = "lecun"
     hidden: bool = True
     dtype: str = "float32"
+    embed: int = 0
+    positional: bool = False
+    class_token: bool = False
 
     def __post_init__(self):
+        if isinstance(self.embed, bool) or not isinstance(self.embed, int) or self.embed < 0:
+            raise ValueError(f"ModelSpec.embed must be 0 (no embedding) or a positive integer, got {self.embed!r}")
         for key in ("width", "d", "d_s", "n_outputs"):
             v = getattr(self, key)
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
@@ -96,6 +117,26 @@ class ModelSpec:
             raise ValueError(f"ModelSpec.init must be one of {list(INIT_SCHEMES)}, got {self.init!r}")
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"ModelSpec.dtype must be 'float32' or 'float64', got {self.dtype!r}")
+
+    @property
+    def vit(self) -> bool:
+        """Whether the vision-Transformer front end (embedding, positions or class token) is on."""
+        return bool(self.embed or self.positional or self.class_token)
+
+    @property
+    def token_dim(self) -> int:
+        """e: the features per token the encoder sees (the embedding dimension, else d)."""
+        return self.embed or self.d
+
+    @property
+    def n_tokens(self) -> int:
+        """Tokens the encoder sees: d_s, plus one with a class token."""
+        return self.d_s + int(self.class_token)
+
+    def encoder_spec(self) -> "ModelSpec":
+        """The spec of the encoder alone on embedded tokens (d = e, no front end)."""
+        return ModelSpec(width=self.width, d=self.token_dim, d_s=self.n_tokens, n_outputs=self.n_outputs,
+                         scaling=self.scaling, init=self.init, hidden=self.hidden, dtype=self.dtype)
 
     @property
     def torch_dtype(self) -> torch.dtype:
@@ -119,18 +160,27 @@ class ModelSpec:
         return {
             "tau0": self.tau0,
             "tau1": self.width ** -0.5 if ntk else 1.0,
-            "m_qkv": self.d ** -0.5 if ntk else 1.0,
+            "m_qkv": self.token_dim ** -0.5 if ntk else 1.0,
             "m_h": self.width ** -0.5 if ntk else 1.0,
+            "m_e": self.d ** -0.5 if ntk else 1.0,
         }
 
     def param_shapes(self) -> Dict[str, tuple]:
-        shapes = {
-            "Wq": (self.width, self.d),
-            "Wk": (self.width, self.d),
-            "Wv": (self.width, self.d),
+        e = self.token_dim
+        shapes = {}
+        if self.embed:
+            shapes["We"] = (self.embed, self.d)
+        if self.positional:
+            shapes["pos"] = (self.d_s, e)
+        if self.class_token:
+            shapes["cls"] = (1, e)
+        shapes.update({
+            "Wq": (self.width, e),
+            "Wk": (self.width, e),
+            "Wv": (self.width, e),
             "Wh": (self.width, self.width),
             "wo": (self.width, self.n_outputs),
-        }
+        })
         if not self.hidden:
             del shapes["Wh"]
         return shapes
@@ -150,12 +200,16 @@ def init_params(spec: ModelSpec, seed: int) -> Params:
     """
     gen = torch.Generator(device="cpu").manual_seed(int(seed))
     sch = spec.scheme
+    e = spec.token_dim
     std = {
-        "Wq": math.sqrt(_eval_formula(sch.var_qkv, spec.d, spec.width)),
-        "Wk": math.sqrt(_eval_formula(sch.var_qkv, spec.d, spec.width)),
-        "Wv": math.sqrt(_eval_formula(sch.var_qkv, spec.d, spec.width)),
-        "Wh": math.sqrt(_eval_formula(sch.var_h, spec.d, spec.width)),
-        "wo": math.sqrt(_eval_formula(sch.var_o, spec.d, spec.width)),
+        "We": math.sqrt(_eval_formula(sch.var_qkv, spec.d, spec.width)),  # fan-in d, like a query weight
+        "pos": 1.0,  # positional embeddings and the class token: entries of order 1 (like embedded tokens)
+        "cls": 1.0,
+        "Wq": math.sqrt(_eval_formula(sch.var_qkv, e, spec.width)),
+        "Wk": math.sqrt(_eval_formula(sch.var_qkv, e, spec.width)),
+        "Wv": math.sqrt(_eval_formula(sch.var_qkv, e, spec.width)),
+        "Wh": math.sqrt(_eval_formula(sch.var_h, e, spec.width)),
+        "wo": math.sqrt(_eval_formula(sch.var_o, e, spec.width)),
     }
     shapes = spec.param_shapes()
     params: Params = {}
@@ -165,6 +219,17 @@ def init_params(spec: ModelSpec, seed: int) -> Params:
         w = torch.randn(shapes[name], generator=gen, dtype=torch.float64) * std[name]
         params[name] = w.to(spec.torch_dtype)
     return params
+
+
+def embed_tokens(params: Mapping[str, torch.Tensor], X: torch.Tensor, scales: Mapping[str, float]) -> torch.Tensor:
+    """The ViT front end: patch embedding, positional embeddings, class token (each when present)."""
+    if "We" in params:
+        X = scales.get("m_e", 1.0) * (X @ params["We"].T)  # (N, d_s, e)
+    if "pos" in params:
+        X = X + params["pos"]
+    if "cls" in params:
+        X = torch.cat([params["cls"].expand(X.shape[0], 1, X.shape[-1]), X], dim=1)  # (N, 1 + d_s, e)
+    return X
 
 
 def attention(params: Mapping[str, torch.Tensor], X: torch.Tensor, scales: Mapping[str, float]) -> torch.Tensor:
@@ -185,13 +250,15 @@ def forward(
     Attention is written out (softmax of tau0 Q K^T), not a fused kernel, so every quantity the
     theory talks about is visible and differentiable.
     """
+    X = embed_tokens(params, X, scales)  # the ViT front end (identity for the paper's model)
     A = attention(params, X, scales)  # (N, d_s, d_s)
     V = scales["m_qkv"] * (X @ params["Wv"].T)  # (N, d_s, width)
     Z = A @ V  # (N, d_s, width)
     if "Wh" in params:
         Z = scales["m_h"] * (Z @ params["Wh"].T)  # (N, d_s, width)
     H = torch.relu(Z)
-    pooled = H.mean(dim=1)  # (N, width): average pooling over tokens
+    # average pooling over tokens, or the class token's features
+    pooled = H[:, 0] if "cls" in params else H.mean(dim=1)  # (N, width)
     out = scales["tau1"] * (pooled @ params["wo"])  # (N, n_outputs)
     return (out, A) if return_attention else out
 

@@ -74,6 +74,45 @@ def ntk_block_exact(
     return out
 
 
+def _front_end_jacobians(params, X: torch.Tensor, scales, front) -> torch.Tensor:
+    """Per-sample Jacobians (N, C, P_front) with respect to the ViT front-end parameters only."""
+    rest = {k: v for k, v in params.items() if k not in front}
+
+    def f_single(pf, x):
+        return forward({**rest, **pf}, x[None], scales)[0]
+
+    jac = vmap(jacrev(f_single), in_dims=(None, 0))({k: params[k] for k in front}, X)
+    return torch.cat([jac[k].reshape(X.shape[0], jac[k].shape[1], -1) for k in front], dim=-1)
+
+
+def ntk_block_vit(params, spec: ModelSpec, X_rows, X_cols=None, chunk_size: int = 64) -> np.ndarray:
+    """K[rows, cols] of the ViT variant with mean pooling: the structured engine contracts the encoder's
+    parameters on the embedded tokens, and the exact engine the front end's (patch embedding,
+    positional embeddings), whose Jacobians are small; the two parts add up to the whole NTK."""
+    from .model import ENCODER_PARAMS, embed_tokens
+    from .ntk_structured import ntk_block_structured
+
+    dtype = next(iter(params.values())).dtype
+    scales = spec.scales()
+    Xr = _as_tensor(X_rows, dtype)
+    Xc = Xr if X_cols is None else _as_tensor(X_cols, dtype)
+    front = [k for k in params if k not in ENCODER_PARAMS]
+    enc = {k: params[k] for k in params if k in ENCODER_PARAMS}
+    with torch.no_grad():
+        Er = embed_tokens(params, Xr, scales)
+        Ec = None if X_cols is None else embed_tokens(params, Xc, scales)
+    out = ntk_block_structured(enc, spec.encoder_spec(), Er, Ec, chunk_size=chunk_size)
+    C = spec.n_outputs
+    with torch.no_grad():
+        for c0 in range(0, Xc.shape[0], chunk_size):
+            Jc = _front_end_jacobians(params, Xc[c0:c0 + chunk_size], scales, front).to(torch.float64)
+            for r0 in range(0, Xr.shape[0], chunk_size):
+                Jr = Jc if (X_cols is None and r0 == c0) else _front_end_jacobians(
+                    params, Xr[r0:r0 + chunk_size], scales, front).to(torch.float64)
+                out[r0:r0 + Jr.shape[0], c0:c0 + Jc.shape[0]] += (torch.einsum("icp,jcp->ij", Jr, Jc) / C).numpy()
+    return out
+
+
 def ntk_block(
     params: Mapping[str, torch.Tensor],
     spec: ModelSpec,
@@ -82,14 +121,20 @@ def ntk_block(
     engine: str = "structured",
     chunk_size: int = 64,
 ) -> np.ndarray:
-    """One block K[rows, cols] of the empirical NTK (float64 numpy array), by the chosen engine."""
-    if engine == "exact":
-        return ntk_block_exact(params, spec, X_rows, X_cols, chunk_size=chunk_size)
-    if engine == "structured":
-        from .ntk_structured import ntk_block_structured
+    """One block K[rows, cols] of the empirical NTK (float64 numpy array), by the chosen engine.
 
-        return ntk_block_structured(params, spec, X_rows, X_cols, chunk_size=chunk_size)
-    raise ValueError(f"NTK engine must be one of {list(ENGINES)}, got {engine!r}")
+    For the ViT variant the structured engine covers the encoder and falls back to exact Jacobians
+    for the front end (`ntk_block_vit`); with a class token (pooling by one token, which the structured
+    engine does not model) the whole block is computed by the exact engine."""
+    if engine not in ENGINES:
+        raise ValueError(f"NTK engine must be one of {list(ENGINES)}, got {engine!r}")
+    if engine == "exact" or spec.class_token:
+        return ntk_block_exact(params, spec, X_rows, X_cols, chunk_size=chunk_size)
+    if spec.vit:
+        return ntk_block_vit(params, spec, X_rows, X_cols, chunk_size=chunk_size)
+    from .ntk_structured import ntk_block_structured
+
+    return ntk_block_structured(params, spec, X_rows, X_cols, chunk_size=chunk_size)
 
 
 def ntk_matrix(params, spec: ModelSpec, X, engine: str = "structured", chunk_size: int = 64) -> np.ndarray:

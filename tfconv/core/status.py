@@ -6,3 +6,5 @@ STATUS_COMPLETE = "complete"
 STATUS_DIVERGED = "diverged"
 #: Declared by the grid but absent from the store (only in aggregates).
 STATUS_MISSING = "missing"
+#: Wider than train.max_gd_width: K_0 and the linearised prediction recorded, no gradient descent.
+STATUS_KERNEL_ONLY = "kernel_only"

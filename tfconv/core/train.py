@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .model import ModelSpec, Params, attention_deviation, forward, init_params
-from .status import STATUS_COMPLETE, STATUS_DIVERGED
+from .status import STATUS_COMPLETE, STATUS_DIVERGED, STATUS_KERNEL_ONLY
 
 LOSSES = ("mean", "sum", "cross_entropy")
 
@@ -105,6 +105,7 @@ def train_gd(
     progress: Optional[Callable[[int, float], None]] = None,
     eval_fn: Optional[Callable[[Params, int], Dict[str, float]]] = None,
     device: Optional[str] = None,
+    gd: bool = True,
 ) -> RunResult:
     """Train one model by full-batch GD and record the per-epoch diagnostics.
 
@@ -112,6 +113,8 @@ def train_gd(
     `progress(epoch, loss)` is called every epoch; `eval_fn(params, epoch)` may return extra scalar
     curves (for example test accuracy), recorded in ``RunResult.curves``.  `device` ("cuda", ...)
     moves the computation to an accelerator; records and checkpoints come back as CPU arrays.
+    ``gd=False`` records epoch 0 only (status ``"kernel_only"``): the initial diagnostics of a run
+    whose GD is not run (wider than ``train.max_gd_width``).
     """
     t_start = time.perf_counter()
     dt = spec.torch_dtype
@@ -160,6 +163,9 @@ def train_gd(
                     extra.setdefault(key, nan())[epoch] = val
         if progress is not None:
             progress(epoch, lval)
+        if not gd:
+            status = STATUS_KERNEL_ONLY
+            break
         if epoch == E:
             break
         grads = torch.autograd.grad(L, [theta[k] for k in names])

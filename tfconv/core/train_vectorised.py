@@ -1,6 +1,6 @@
 """Vectorised full-batch GD: R runs of the same width (different seeds, inits, tau0) in one computation.
 
-Same loss, records and divergence rule as `tfconv.train.train_gd` (see its docstring); the runs are
+Same loss, records and divergence rule as `tfconv.core.train.train_gd` (see its docstring); the runs are
 stacked along a leading axis and one batched forward/backward serves them all (einsum over the run
 axis), so small
 models pay one Python/dispatch overhead per epoch instead of R.  A run that diverges is frozen (its
@@ -12,6 +12,7 @@ the workflow uses this only when `ray.vectorise: true`.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -23,6 +24,9 @@ from .train import STATUS_COMPLETE, STATUS_DIVERGED, RunResult, TrainConfig
 
 def _check_group(specs: Sequence[ModelSpec]) -> None:
     s0 = specs[0]
+    if any(s.vit for s in specs):
+        raise ValueError("vectorised training covers the paper's model only, not the ViT variant; "
+                         "train ViT runs one by one (the workflow does this by itself)")
     for s in specs[1:]:
         for key in ("width", "d", "d_s", "n_outputs", "hidden", "dtype"):
             if getattr(s, key) != getattr(s0, key):
@@ -31,11 +35,12 @@ def _check_group(specs: Sequence[ModelSpec]) -> None:
 
 def train_gd_vectorised(specs: Sequence[ModelSpec], X, y, seeds: Sequence[int], train: TrainConfig,
                         eval_fn: Optional[Callable[[Dict[str, torch.Tensor], int], Dict[str, float]]] = None,
-                        device: Optional[str] = None) -> List[RunResult]:
+                        device: Optional[str] = None, step_sizes: Optional[Sequence[float]] = None) -> List[RunResult]:
     """Train len(specs) runs together; returns one RunResult per (spec, seed), in order.
 
     `eval_fn(params, epoch)` is called for every active run with that run's parameters (as in
-    `train_gd`) and may return extra scalar curves; `device` moves the computation to an accelerator.
+    `train_gd`) and may return extra scalar curves; `device` moves the computation to an accelerator;
+    `step_sizes` gives each run its own step (default: ``train.step_size`` for all).
     """
     if len(specs) != len(seeds) or not specs:
         raise ValueError("specs and seeds must be non-empty and of equal length")
@@ -82,6 +87,7 @@ def train_gd_vectorised(specs: Sequence[ModelSpec], X, y, seeds: Sequence[int], 
     norm0_per = {k: torch.sqrt(v) for k, v in sq(theta0).items()}
     norm0 = torch.sqrt(sum(sq(theta0).values()))
     active = torch.ones(R, dtype=torch.bool, device=device)
+    etas = torch.tensor(list(step_sizes) if step_sizes is not None else [train.step_size] * R, dtype=dt, device=device)
     extra: List[Dict[str, np.ndarray]] = [dict() for _ in range(R)]
     diverged_epoch = np.full(R, -1)
     loss0 = None
@@ -118,15 +124,16 @@ def train_gd_vectorised(specs: Sequence[ModelSpec], X, y, seeds: Sequence[int], 
                         extra[r].setdefault(key, np.full(E + 1, np.nan))[epoch] = val
             if epoch == E or not active.any():
                 break
-            mask = active.to(dt)
+            mask = active.to(dt) * etas
             for k in names:
-                theta[k] -= train.step_size * grads[k] * mask.view(-1, *([1] * (theta[k].ndim - 1)))
+                theta[k] -= grads[k] * mask.view(-1, *([1] * (theta[k].ndim - 1)))
 
     wall = time.perf_counter() - t_start
     out = []
     for r, (s, seed) in enumerate(zip(specs, seeds)):
+        tr = train if step_sizes is None else replace(train, step_size=float(step_sizes[r]))
         out.append(RunResult(
-            spec=s, train=train, seed=int(seed),
+            spec=s, train=tr, seed=int(seed),
             status=STATUS_DIVERGED if diverged_epoch[r] >= 0 else STATUS_COMPLETE,
             loss=loss_rec[r], weight_change=wc[r], weight_change_per={k: v[r] for k, v in wc_per.items()},
             attention_deviation_mean=dev_mean[r], attention_deviation_max=dev_max[r],

@@ -22,7 +22,7 @@ def dataset_from_spec(spec) -> Dataset:
         out = make_mnist(
             n_train=entry["n_train"], n_test=entry["n_test"], patch_size=entry["patch_size"],
             classes=entry["classes"], seed=entry["seed"], source=entry["source"], path=entry.get("path"),
-            token_norm=entry.get("token_norm"),
+            token_norm=entry.get("token_norm"), pixels=entry.get("pixels", "standardized"),
         )
         # Shuffle (seeded) so that the first n samples of the store are a class-mixed subset.
         perm = np.random.default_rng(entry["seed"]).permutation(out["X_train"].shape[0])

@@ -1,7 +1,10 @@
 """The synthetic generator (the paper's is not published; science.md section 4 "ours"):
 
-* tokens: i.i.d. standard Gaussian vectors in R^d, each rescaled to norm ``token_norm`` (default 1),
-  so every sample is a (d_s, d) matrix of unit-norm rows;
+* tokens: i.i.d. standard Gaussian vectors in R^d, each rescaled to norm ``token_norm``; the default
+  ``"sqrt_d"`` gives norm sqrt(d), i.e. entries of order 1, so that under LeCun/He initialisation the
+  attention logits are O(1) with tau0 = width^-1/2 (science.md section 6).  ``token_norm=1.0`` gives
+  unit-norm tokens, for which the logits are O(1/d) and attention is uniform under both tau0 (the
+  control experiment);
 * labels: i.i.d. standard Gaussian, one per output (``label_kind="gaussian"``), or a random sign
   (``"sign"``);
 * everything drawn from one ``numpy.random.default_rng(seed)`` in a fixed order (X first, then y),
@@ -17,12 +20,21 @@ from .dataset import Dataset
 LABEL_KINDS = ("gaussian", "sign")
 
 
+def token_norm_value(token_norm, d: int) -> float:
+    """The norm of every token: ``"sqrt_d"`` (or None) means sqrt(d); otherwise a positive number."""
+    if token_norm is None or token_norm == "sqrt_d":
+        return float(np.sqrt(d))
+    if isinstance(token_norm, bool) or not isinstance(token_norm, (int, float)) or not token_norm > 0:
+        raise ValueError(f"synthetic data: token_norm must be 'sqrt_d' or a positive number, got {token_norm!r}")
+    return float(token_norm)
+
+
 def make_synthetic(
     n_samples: int,
     d_s: int = 8,
     d: int = 32,
     n_outputs: int = 1,
-    token_norm: float = 1.0,
+    token_norm="sqrt_d",
     label_kind: str = "gaussian",
     seed: int = 0,
 ) -> Dataset:
@@ -30,8 +42,7 @@ def make_synthetic(
     for key, v in (("n_samples", n_samples), ("d_s", d_s), ("d", d), ("n_outputs", n_outputs)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v <= 0:
             raise ValueError(f"synthetic data: {key} must be a positive integer, got {v!r}")
-    if not token_norm > 0:
-        raise ValueError(f"synthetic data: token_norm must be positive, got {token_norm!r}")
+    token_norm = token_norm_value(token_norm, d)
     if label_kind not in LABEL_KINDS:
         raise ValueError(f"synthetic data: label_kind must be one of {list(LABEL_KINDS)}, got {label_kind!r}")
     rng = np.random.default_rng(seed)

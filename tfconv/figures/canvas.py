@@ -151,7 +151,9 @@ class Canvas:
         self.rows: List[Dict[str, Any]] = []
         self.slopes: List[Dict[str, Any]] = []
         self.diverged_drawn = False
+        self.band_drawn = False
         self.finding = ""
+        self.title = ""
 
     def ax(self, i: int) -> Panel:
         return self.panels[i]

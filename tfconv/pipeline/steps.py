@@ -18,7 +18,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict
 
 from .. import store
 from ..config import ConfigError, Workflow
@@ -69,8 +69,8 @@ def train_grid(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
     ds = _dataset_of(wf, exp)  # validates the data store before Ray starts
     digest = ds.meta["content_hash"]
     _check_writable(train_store)
-    store.check_train_store(train_store, digest, exp.train.to_dict())
     points = exp.points
+    store.check_train_store(train_store, digest, exp.train.to_dict(), steps={p.run_id: p.step for p in points})
     for p in points:
         if p.n_samples > ds.n_samples:
             raise ConfigError(f"experiments.{name}.grid.n_samples: {p.n_samples} exceeds the dataset's {ds.n_samples} samples")
@@ -135,28 +135,8 @@ def assemble_gram(wf: Workflow, name: str) -> Dict[str, Any]:
             log=log, expected_hash=digest,
         )
     info.update(experiment=name, store=str(gram_store), engine=gcfg["engine"], block_size=gcfg["block_size"])
-    _warn_step_sizes(exp, gram_store)
     store.write_json_atomic(res.gram_manifest(name), info)
     return info
-
-
-def _warn_step_sizes(exp, gram_store) -> List[str]:
-    """Warn when the configured step size exceeds the stable one, 2N/lambda_max(K_0) (mean loss)."""
-    from ..core.linearised import stable_step_size
-
-    eta = float(exp.train.step_size)
-    warnings = []
-    for p in exp.points:
-        rid = p.run_id
-        if not store.gram_complete(gram_store, rid, 0):
-            continue
-        _, ev = store.read_gram(gram_store, rid, 0)
-        s = stable_step_size(float(ev[-1]), p.n_samples, exp.train.loss)
-        if eta > s:
-            warnings.append(rid)
-            log(f"WARNING [{exp.name}] {rid}: step_size {eta:g} exceeds the stable step size 2/lambda_max "
-                f"= {s:.3g} (loss '{exp.train.loss}'); gradient descent may diverge or oscillate")
-    return warnings
 
 
 def aggregate(wf: Workflow, name: str) -> None:
@@ -173,7 +153,8 @@ def aggregate(wf: Workflow, name: str) -> None:
     for p in exp.points:
         rid = p.run_id
         r = store.read_run(train_store, rid)
-        runs[rid] = {"status": r["attrs"]["status"], "diverged_epoch": r["attrs"]["diverged_epoch"], "curves": r["curves"]}
+        runs[rid] = {"status": r["attrs"]["status"], "diverged_epoch": r["attrs"]["diverged_epoch"], "curves": r["curves"],
+                     "checkpoint_curves": r["checkpoint_curves"], "kernel": r["attrs"].get("kernel")}
         K0 = None
         for e in exp.gram_epochs:
             if not store.gram_complete(gram_store, rid, e):
@@ -216,12 +197,12 @@ def tables(wf: Workflow) -> None:
     """The claims table (each claim of the paper, measured, with a verdict) and all fitted slopes."""
     import pandas as pd
 
-    from ..analyses.claims import evaluate_claims
+    from ..analyses.claims import claims_tested, evaluate_claims
     from ..store.aggregate import open_aggregate
 
     res = wf.results
     xdss = {name: open_aggregate(res.aggregate(name)) for name in wf.experiments}
-    claims = evaluate_claims(xdss, wf.analysis)
+    claims = evaluate_claims(xdss, {n: claims_tested(e.analyses) for n, e in wf.experiments.items()}, wf.analysis)
     res.claims.parent.mkdir(parents=True, exist_ok=True)
     claims.to_csv(res.claims, index=False)
     slope_files = [res.figure(e, a, "slopes") for e, a in wf.figure_targets()]

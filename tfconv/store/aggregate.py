@@ -5,14 +5,18 @@ Layout (xarray.Dataset; written to ``results/aggregate/<experiment>.zarr``, open
 dims    the grid axes that the experiment has, in the order of `tfconv.config.GRID_AXES`
         (n_samples, width, scaling, init, seed), plus ``epoch`` (0..epochs) and ``checkpoint_epoch``.
 coords  one per dim; ``scaling`` holds strings ("inv_sqrt", "inv" or a number written as text).
-vars    over (axes..., epoch):  loss, weight_change, weight_change_<W> for each weight matrix,
-                                attention_deviation_mean, attention_deviation_max, and any extra
-                                curves a run recorded (train_accuracy, test_accuracy, ...)
-        over (axes..., checkpoint_epoch):  lambda_min, lambda_max, kernel_trace (of K_t) and
-                                kernel_change = |K_t - K_0|_F / |K_0|_F
-        over (axes...):          status ("complete", "diverged", "missing"), diverged_epoch
+vars    over (axes..., epoch):  loss, loss_linearised (the kernel's prediction), weight_change,
+                                weight_change_<W> for each weight matrix, attention_deviation_mean,
+                                attention_deviation_max, and any extra curves a run recorded
+                                (train_accuracy, test_accuracy, ...)
+        over (axes..., checkpoint_epoch):  lambda_min, lambda_max, kernel_trace (of K_t; at epoch 0
+                                from the run's own K_0 when there is no Gram store) and
+                                kernel_change = |K_t - K_0|_F / |K_0|_F (from the run)
+        over (axes...):          step_size (eta of the run), step_limit (2N / lambda_max(K_0)),
+                                status ("complete", "diverged", "kernel_only", "missing"), diverged_epoch
 attrs   experiment, description, dataset (JSON of the dataset's settings and content hash),
-        train (JSON of the GD settings), step_size, epochs, loss, provenance (JSON).
+        train (JSON of the GD settings), step (the configured step), epochs, loss, provenance (JSON).
+Every variable carries long_name, units and description (`VARIABLES`).
 
 Entries of runs that diverged are NaN after the divergence epoch; missing runs are all NaN.
 """
@@ -26,8 +30,42 @@ import numpy as np
 from ..core.model import PARAM_NAMES
 from ._zarr import commit, staging_dir
 
-CURVE_VARS = ("loss", "weight_change", "attention_deviation_mean", "attention_deviation_max")
-GRAM_VARS = ("lambda_min", "lambda_max", "kernel_trace", "kernel_change")
+CURVE_VARS = ("loss", "loss_linearised", "weight_change", "attention_deviation_mean", "attention_deviation_max")
+GRAM_VARS = ("lambda_min", "lambda_max", "kernel_trace")
+CHECKPOINT_VARS = GRAM_VARS + ("kernel_change",)
+RUN_VARS = ("step_size", "step_limit")
+
+#: name -> (long_name, units, description) of every variable an aggregate may hold (one definition).
+VARIABLES: Dict[str, Tuple[str, str, str]] = {
+    "loss": ("training loss", "1", "the configured loss at theta_t before the t-th update"),
+    "loss_linearised": ("linearised loss", "1", "loss of GD on the model linearised at theta_0: "
+                        "1/(2N) sum_i (1 - eta lambda_i / N)^(2t) (u_i^T r_0)^2 (mean loss), from K_0"),
+    "weight_change": ("weight change", "1", "|theta_t - theta_0|_F / |theta_0|_F over all weights"),
+    "attention_deviation_mean": ("attention deviation (mean)", "1", "mean over samples and entries of |A - 1/d_s|"),
+    "attention_deviation_max": ("attention deviation (max)", "1", "max over samples and entries of |A - 1/d_s|"),
+    "train_accuracy": ("train accuracy", "1", "fraction of training samples with argmax f(X) = label"),
+    "test_accuracy": ("test accuracy", "1", "fraction of test samples with argmax f(X) = label"),
+    "lambda_min": ("lambda_min(K_t)", "1", "smallest eigenvalue of the empirical NTK K_t = J_t J_t^T (output-averaged)"),
+    "lambda_max": ("lambda_max(K_t)", "1", "largest eigenvalue of the empirical NTK K_t"),
+    "kernel_trace": ("trace(K_t)", "1", "trace of the empirical NTK K_t"),
+    "kernel_change": ("NTK change", "1", "|K_t - K_0|_F / |K_0|_F, K_t = J_t J_t^T (output-averaged)"),
+    "step_size": ("step size", "1", "the GD step eta of the run (fixed, or c times its stability limit)"),
+    "step_limit": ("stability limit", "1", "2N / lambda_max(K_0) (mean loss; 2 / lambda_max for the sum loss)"),
+    "status": ("status", "", "complete, diverged, kernel_only or missing"),
+    "diverged_epoch": ("divergence epoch", "epoch", "epoch at which a diverged run stopped (-1: none)"),
+}
+
+
+def _describe(ds) -> None:
+    for name in ds.data_vars:
+        base = name
+        if name.startswith("weight_change_"):
+            base = "weight_change"
+        if base in VARIABLES:
+            long_name, units, description = VARIABLES[base]
+            if base != name:
+                long_name, description = f"{long_name} of {name[len(base) + 1:]}", description.replace("all weights", name[len(base) + 1:])
+            ds[name].attrs.update(long_name=long_name, units=units, description=description)
 
 
 def build_aggregate(
@@ -40,8 +78,12 @@ def build_aggregate(
     """Assemble the xarray.Dataset of one experiment.
 
     exp:   the `tfconv.config.Experiment`
-    runs:  run_id -> {"status": str, "diverged_epoch": int, "curves": {name: 1-D array (epochs+1)}}
-    grams: (run_id, checkpoint_epoch) -> {"lambda_min", "lambda_max", "kernel_trace", "kernel_change"}
+    runs:  run_id -> {"status", "diverged_epoch", "curves": {name: 1-D array (epochs+1)},
+                      "checkpoint_curves": {"kernel_change": array over exp.checkpoint_epochs},
+                      "kernel": {"lambda_min0", "lambda_max0", "step_size", "step_limit", ...}}
+    grams: (run_id, checkpoint_epoch) -> {"lambda_min", "lambda_max", "kernel_trace"} (Gram store)
+    lambda_min / lambda_max at checkpoint 0 come from the Gram store when it has them, else from the
+    run's own K_0 (the same matrix, computed in the run).
     """
     import xarray as xr
 
@@ -50,9 +92,9 @@ def build_aggregate(
     coords: Dict[str, Any] = {}
     for a in axes:
         vals = list(exp.grid[a])
-        coords[a] = [str(v) for v in vals] if a == "scaling" else vals
+        coords[a] = [str(v) for v in vals] if a in ("scaling", "step_size") else vals
     epochs = int(exp.train.epochs)
-    ckpts = exp.gram_epochs
+    ckpts = list(exp.checkpoint_epochs)
     coords["epoch"] = np.arange(epochs + 1)
     coords["checkpoint_epoch"] = np.asarray(ckpts, dtype=int)
     shape = tuple(len(coords[a]) for a in axes)
@@ -63,7 +105,8 @@ def build_aggregate(
             if k not in curve_names:
                 curve_names.append(k)
     curves = {k: np.full(shape + (epochs + 1,), np.nan) for k in curve_names}
-    gvars = {k: np.full(shape + (len(ckpts),), np.nan) for k in GRAM_VARS}
+    cvars = {k: np.full(shape + (len(ckpts),), np.nan) for k in CHECKPOINT_VARS}
+    rvars = {k: np.full(shape, np.nan) for k in RUN_VARS}
     status = np.full(shape, "missing", dtype=object)
     div_epoch = np.full(shape, -1, dtype=np.int64)
 
@@ -77,15 +120,24 @@ def build_aggregate(
         for k, v in r.get("curves", {}).items():
             v = np.asarray(v, dtype=float)
             curves[k][index][: len(v)] = v
+        kern = r.get("kernel") or {}
+        for k in RUN_VARS:
+            rvars[k][index] = float(kern.get(k, np.nan))
+        kc = (r.get("checkpoint_curves") or {}).get("kernel_change")
+        if kc is not None:
+            cvars["kernel_change"][index][: len(kc)] = np.asarray(kc, dtype=float)
         for ci, e in enumerate(ckpts):
             g = grams.get((rid, e))
-            if g is None:
-                continue
-            for k in GRAM_VARS:
-                gvars[k][index + (ci,)] = float(g.get(k, np.nan))
+            if g is not None:
+                for k in GRAM_VARS:
+                    cvars[k][index + (ci,)] = float(g.get(k, np.nan))
+            elif e == 0 and kern:
+                cvars["lambda_min"][index + (ci,)] = float(kern.get("lambda_min0", np.nan))
+                cvars["lambda_max"][index + (ci,)] = float(kern.get("lambda_max0", np.nan))
 
     data_vars = {k: (axes + ["epoch"], v) for k, v in curves.items() if not np.all(np.isnan(v)) or k in CURVE_VARS}
-    data_vars.update({k: (axes + ["checkpoint_epoch"], v) for k, v in gvars.items()})
+    data_vars.update({k: (axes + ["checkpoint_epoch"], v) for k, v in cvars.items()})
+    data_vars.update({k: (axes, v) for k, v in rvars.items()})
     data_vars["status"] = (axes, status.astype(str))
     data_vars["diverged_epoch"] = (axes, div_epoch)
     ds = xr.Dataset(data_vars=data_vars, coords=coords)
@@ -95,15 +147,12 @@ def build_aggregate(
         description=exp.description,
         dataset=json.dumps(dict(dataset_meta or {}), default=str, sort_keys=True),
         train=json.dumps(dict(tr), default=str, sort_keys=True),
-        step_size=float(tr["step_size"]),
+        step=str(tr["step_size"]),
         epochs=int(tr["epochs"]),
         loss=str(tr["loss"]),
         provenance=json.dumps(dict(provenance or {}), default=str, sort_keys=True),
     )
-    for k in CURVE_VARS:
-        ds[k].attrs["long_name"] = k.replace("_", " ")
-    ds["weight_change"].attrs["definition"] = "|theta_t - theta_0|_F / |theta_0|_F"
-    ds["kernel_change"].attrs["definition"] = "|K_t - K_0|_F / |K_0|_F, K_t = J_t J_t^T (output-averaged)"
+    _describe(ds)
     ds["loss"].attrs["definition"] = {
         "mean": "1/(2N) sum_n |f(X_n)-y_n|^2", "sum": "1/2 sum_n |f(X_n)-y_n|^2",
         "cross_entropy": "-1/N sum_n <y_n, log softmax f(X_n)>",

@@ -35,12 +35,14 @@ def ensure_train_store(train_store, attrs: Optional[Mapping] = None) -> None:
 
 
 def check_train_store(train_store, dataset_sha256: str, train_settings: Optional[Mapping] = None,
-                      required: bool = False) -> None:
+                      required: bool = False, steps: Optional[Mapping[str, Any]] = None) -> None:
     """Refuse a train store whose runs were made from other data or other training settings.
 
     Runs already complete are skipped by a rerun, so a store trained on another dataset (or with
     another step size, epoch budget, ...) would silently mix old and new results: raise instead,
-    naming the store, the run and what differs.  `required`: the store must exist.
+    naming the store, the run and what differs.  `required`: the store must exist.  `train_settings`:
+    the shared settings (epochs, loss, checkpoint_epochs, ...); `steps`: run id -> the configured step
+    (a fixed number or '<c>limit'), compared with the step each run recorded.
     """
     p = Path(train_store)
     if not (p / "zarr.json").exists():
@@ -61,9 +63,14 @@ def check_train_store(train_store, dataset_sha256: str, train_settings: Optional
         if h and h != dataset_sha256:
             raise StoreError(f"train store {p}: run {rid} was trained on dataset sha256 {str(h)[:16]}..., but the "
                              f"dataset store now has {str(dataset_sha256)[:16]}...; {fix}")
-        have = a.get("train") or {}
+        have = dict(a.get("train") or {})
+        kernel = a.get("kernel") or {}
+        if "step" in kernel:  # the step as configured (the resolved eta of a '<c>limit' step is per run)
+            have["step_size"] = kernel["step"]
         if want and have:
-            diff = [f"{k}={have.get(k)!r} (config: {want[k]!r})" for k in sorted(want) if have.get(k) != want[k]]
+            diff = [f"{k}={have.get(k)!r} (config: {want[k]!r})" for k in sorted(want) if k in have and have.get(k) != want[k]]
+            if steps is not None and rid in steps and have.get("step_size") != json_safe(steps[rid]):
+                diff.append(f"step_size={have.get('step_size')!r} (config: {steps[rid]!r})")
             if diff:
                 raise StoreError(f"train store {p}: run {rid} was trained with {', '.join(diff)}; {fix}")
 
@@ -72,8 +79,14 @@ def run_complete(train_store, rid: str) -> bool:
     return marked_complete(runs_dir(train_store) / rid)
 
 
-def write_run(train_store, rid: str, point: Mapping, result, provenance: Optional[Mapping] = None) -> None:
-    """Write one finished run (a `tfconv.train.RunResult`) atomically under runs/<rid>."""
+def write_run(train_store, rid: str, point: Mapping, result, provenance: Optional[Mapping] = None,
+              kernel: Optional[Mapping] = None, checkpoint_curves: Optional[Mapping[str, np.ndarray]] = None) -> None:
+    """Write one finished run (a `tfconv.core.train.RunResult`) atomically under runs/<rid>.
+
+    `kernel`: the run's kernel scalars (`tfconv.core.kernel.InitKernel.summary`: lambda_min0,
+    lambda_max0, step_limit, step_size, step, step_exceeds_limit), kept in the attribute ``kernel``;
+    `checkpoint_curves`: arrays over the run's sorted checkpoint epochs (dim ``checkpoint_epoch``),
+    e.g. ``kernel_change``."""
     zarr = zarr_module()
     final = runs_dir(train_store) / rid
     staging = staging_dir(final)
@@ -87,6 +100,8 @@ def write_run(train_store, rid: str, point: Mapping, result, provenance: Optiona
     curves.update(result.curves)
     for k, v in curves.items():
         write_array(g, k, np.asarray(v, dtype=np.float64), ["epoch"])
+    for k, v in (checkpoint_curves or {}).items():
+        write_array(g, k, np.asarray(v, dtype=np.float64), ["checkpoint_epoch"])
     ck = g.require_group("ckpt")
     for e, params in sorted(result.checkpoints.items()):
         eg = ck.require_group(f"epoch={e}")
@@ -97,6 +112,7 @@ def write_run(train_store, rid: str, point: Mapping, result, provenance: Optiona
         "diverged_epoch": result.diverged_epoch, "spec": result.spec.to_dict(),
         "train": result.train.to_dict(), "seed": result.seed, "wall_seconds": result.wall_seconds,
         "curves": sorted(curves), "checkpoint_epochs": sorted(int(e) for e in result.checkpoints),
+        "checkpoint_curves": sorted(checkpoint_curves or {}), "kernel": dict(kernel or {}),
         "provenance": dict(provenance or {}),
     }))
     g.attrs["complete"] = True  # last attribute; the rename below publishes the whole run at once
@@ -104,7 +120,8 @@ def write_run(train_store, rid: str, point: Mapping, result, provenance: Optiona
 
 
 def read_run(train_store, rid: str) -> Dict[str, Any]:
-    """A stored run: {"attrs", "curves": {name: array}, "checkpoints": {epoch: {W: array}}}."""
+    """A stored run: {"attrs", "curves": {name: array over epoch}, "checkpoint_curves": {name: array over
+    the sorted checkpoint epochs}, "checkpoints": {epoch: {W: array}}}."""
     zarr = zarr_module()
     if not run_complete(train_store, rid):
         raise StoreError(f"run {rid} is missing or incomplete in {train_store}")
@@ -117,7 +134,8 @@ def read_run(train_store, rid: str) -> Dict[str, Any]:
         # sorted: zarr lists a group's arrays in no fixed order, and the order of the parameters is
         # the order in which the exact NTK engine sums over them (bitwise reproducible Gram blocks)
         ckpts[int(e)] = {name: np.asarray(eg[name][...]) for name in sorted(eg.array_keys())}
-    return {"attrs": attrs, "curves": curves, "checkpoints": ckpts}
+    ck_curves = {k: np.asarray(g[k][...]) for k in attrs.get("checkpoint_curves", [])}
+    return {"attrs": attrs, "curves": curves, "checkpoint_curves": ck_curves, "checkpoints": ckpts}
 
 
 def list_runs(train_store) -> List[str]:

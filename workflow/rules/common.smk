@@ -50,7 +50,7 @@ def gram_manifest(wildcards):
 def figure_caption(wildcards):
     """The registry's caption of the analysis, with the analysis and training settings filled in."""
     exp = WF.experiment(wildcards.experiment)
-    settings = dict(WF.analysis, step_size=exp.train.step_size,
+    settings = dict(WF.analysis, step_size=", ".join(str(s) for s in exp.steps),
                     checkpoint_epochs=", ".join(str(e) for e in exp.checkpoint_epochs))
     return caption_for(wildcards.analysis, settings)
 

@@ -1,0 +1,104 @@
+"""The kernel regime of one run: K_0, its spectrum, the step it allows, the linearised prediction, and
+how far the kernel moves during training.
+
+Every run of the workflow records these (tfconv.runner), so that every loss curve is drawn beside the
+kernel's prediction and every claim test has the kernel quantities it needs, with or without the
+Dask-assembled Gram matrices:
+
+    ik = init_kernel(spec, X, y, params0, step="0.5limit", loss="mean")   # K_0 = J_0 J_0^T
+    ik.step_size, ik.limit          # eta and the stability limit 2N / lambda_max(K_0)
+    ik.linearised(epochs)           # the exact loss curve of the linearised model
+    kernel_change(spec, X, params_t, ik.K0)   # |K_t - K_0|_F / |K_0|_F
+
+K is the output-averaged empirical NTK of `tfconv.core.ntk` (structured engine), in float64.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import numpy as np
+import torch
+
+from .linearised import linearised_loss, parse_step, resolve_step
+from .model import ModelSpec, forward
+from .ntk import ntk_matrix
+
+
+@dataclass
+class InitKernel:
+    """K_0 of one run with its eigen-decomposition, the initial residual and the step."""
+
+    K0: np.ndarray  # (N, N) float64
+    eigenvalues: np.ndarray  # ascending
+    eigenvectors: np.ndarray  # columns
+    residual0: np.ndarray  # (N, C) f_0(X) - y
+    step: object  # the specification (fixed number or "<c>limit")
+    step_size: float  # eta of this run
+    limit: float  # stability limit of the linearised dynamics
+    loss: str
+
+    @property
+    def n_samples(self) -> int:
+        return int(self.K0.shape[0])
+
+    @property
+    def lambda_min(self) -> float:
+        return float(self.eigenvalues[0])
+
+    @property
+    def lambda_max(self) -> float:
+        return float(self.eigenvalues[-1])
+
+    @property
+    def exceeds_limit(self) -> bool:
+        """A fixed step above the stability limit (the top mode of the linearised dynamics grows)."""
+        return bool(np.isfinite(self.limit) and self.step_size > self.limit)
+
+    def linearised(self, epochs: int) -> np.ndarray:
+        """The linearised loss curve at this run's step, epochs 0..epochs."""
+        return linearised_loss(self.eigenvalues, self.eigenvectors, self.residual0, self.step_size, epochs,
+                               self.n_samples, self.loss)
+
+    def summary(self) -> dict:
+        """The scalars a run records (JSON-able)."""
+        kind, value = parse_step(self.step)
+        return {"lambda_min0": self.lambda_min, "lambda_max0": self.lambda_max, "step_limit": self.limit,
+                "step_size": self.step_size, "step": self.step if kind == "limit" else float(value),
+                "step_exceeds_limit": self.exceeds_limit}
+
+
+def _kernel(spec: ModelSpec, X, params: Mapping[str, torch.Tensor], chunk_size: int = 64) -> np.ndarray:
+    with torch.no_grad():
+        return ntk_matrix({k: torch.as_tensor(v) for k, v in params.items()}, spec, X, engine="structured",
+                          chunk_size=chunk_size)
+
+
+def init_kernel(spec: ModelSpec, X, y, params0: Mapping[str, torch.Tensor], step, loss: str) -> InitKernel:
+    """K_0, its spectrum, the initial residual and the resolved step of one run."""
+    K0 = _kernel(spec, X, params0)
+    lam, U = np.linalg.eigh(K0)
+    with torch.no_grad():
+        f0 = forward({k: torch.as_tensor(v) for k, v in params0.items()},
+                     torch.as_tensor(np.asarray(X), dtype=spec.torch_dtype), spec.scales())
+    r0 = f0.double().numpy() - np.asarray(y, dtype=np.float64)
+    eta, limit = resolve_step(step, float(lam[-1]), int(K0.shape[0]), loss)
+    return InitKernel(K0, lam, U, r0, step, eta, limit, loss)
+
+
+def kernel_change(spec: ModelSpec, X, params: Mapping[str, np.ndarray], K0: np.ndarray) -> float:
+    """|K_t - K_0|_F / |K_0|_F of the kernel at `params` (a checkpoint) against K_0."""
+    dtype = spec.torch_dtype
+    K = _kernel(spec, X, {k: torch.as_tensor(np.asarray(v), dtype=dtype) for k, v in params.items()})
+    return float(np.linalg.norm(K - K0) / np.linalg.norm(K0))
+
+
+def kernel_changes(spec: ModelSpec, X, checkpoints: Mapping[int, Mapping[str, np.ndarray]], K0: np.ndarray,
+                   epochs: Optional[list] = None) -> np.ndarray:
+    """kernel_change at each epoch of `epochs` (default: the sorted checkpoints); NaN where absent."""
+    epochs = sorted(checkpoints) if epochs is None else list(epochs)
+    out = np.full(len(epochs), np.nan)
+    for i, e in enumerate(epochs):
+        if e in checkpoints:
+            out[i] = 0.0 if e == 0 else kernel_change(spec, X, checkpoints[e], K0)
+    return out
