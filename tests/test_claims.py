@@ -40,7 +40,7 @@ def aggregate(grid, loss=None, kernel_change=None, linearised=None, kernel=None,
                        "attention_deviation_max": 0.02 * np.ones_like(t)},
             "checkpoint_curves": {"kernel_change": np.asarray([0.0] + [kernel_change(d) if kernel_change else 0.01]
                                                               * (len(checkpoints) - 1))},
-            "kernel": kernel(d) if kernel else {"lambda_min0": 1.0, "lambda_max0": 100.0, "step_size": 0.2,
+            "kernel": kernel(d) if kernel else {"lambda_min0": 1.0, "lambda_max0": 100.0, "eta": 0.2,
                                                 "step_limit": 0.4},
         }
     return build_aggregate(exp, runs, {}, {"n_samples": n, "kind": "synthetic"}, {})

@@ -33,8 +33,9 @@ def figure(analysis: str, ds, settings: Optional[Mapping[str, Any]] = None):
     return cv, finding.rstrip(".") + "."
 
 
-def make_figure(analysis: str, ds, out_png, out_csv, settings: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Draw ``analysis`` from the aggregate ``ds``; write the PNG and the CSV; return finding and slopes.
+def make_figure(analysis: str, ds, out_png, out_csv, settings: Optional[Mapping[str, Any]] = None,
+                out_pdf=None) -> Dict[str, Any]:
+    """Draw ``analysis`` from the aggregate ``ds``; write the PNG (and PDF) and the CSV; return finding and slopes.
 
     settings: the config's ``analysis`` section (schema defaults fill the gaps) plus optional
     ``experiment`` (shown in the title) and ``rate_floor`` (see `tfconv.analyses.stats.linear_rate`).
@@ -47,7 +48,8 @@ def make_figure(analysis: str, ds, out_png, out_csv, settings: Optional[Mapping[
 
     cv, finding = figure(analysis, ds, settings)
     experiment = (settings or {}).get("experiment") or ds.attrs.get("experiment")
-    render(cv, f"[{experiment}] {finding}" if experiment else finding, out_png)
+    title = cv.title or analysis.replace("_", " ")
+    render(cv, f"{experiment}: {title}" if experiment else title, out_png, out_pdf)
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
     cv.table().to_csv(out_csv, index=False)
     return {"finding": finding, "slopes": cv.slopes, "canvas": cv}

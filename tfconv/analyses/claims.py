@@ -227,7 +227,7 @@ def claim2(name: str, ds, settings) -> List[Dict[str, Any]]:
                     if str(r["status"].values) not in (A.STATUS_COMPLETE, A.STATUS_DIVERGED):
                         continue
                     loss = np.asarray(r["loss"].values, dtype=float)
-                    eta = float(r["step_size"].values) if "step_size" in r else np.nan
+                    eta = float(r["eta"].values) if "eta" in r else np.nan
                     lmin = float(A.epoch0_kernel(r, "lambda_min").values)
                     bound = A.geometric_bound(loss[0], eta, lmin, loss.size - 1, N, loss_kind, settings["bound_constant"])
                     holds, at = A.bound_holds(loss, bound, settings["bound_tolerance"])
@@ -299,9 +299,9 @@ def _ratio_at_largest_width(rate_a, rate_b, confidence, widths):
 
 
 def _step_context(s, w) -> str:
-    if "step_size" not in s or "step_limit" not in s:
+    if "eta" not in s or "step_limit" not in s:
         return ""
-    ratio = (s["step_size"] / s["step_limit"]).sel(width=w).values
+    ratio = (s["eta"] / s["step_limit"]).sel(width=w).values
     return f"eta / limit {_fmt(np.nanmin(ratio))}..{_fmt(np.nanmax(ratio))}"
 
 

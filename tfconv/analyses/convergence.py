@@ -56,8 +56,11 @@ def loss_per_width(ds, settings) -> tuple:
         gap = float(np.nanmedian(gaps)) if np.isfinite(gaps).any() else np.nan
         parts.append(f"width {w}: rate {D.fmt(rm)} measured vs {D.fmt(rp)} linearised"
                      + (f", gap {D.fmt(gap, 2)} decades" if np.isfinite(gap) else ""))
-    vals = np.concatenate([sub[v].values.ravel() for v in ("loss", "loss_linearised") if v in sub])
+    vals = D.values_of_good_runs(sub, "loss", "loss_linearised")
     D.set_log(ax, "y", vals)
+    fin = vals[np.isfinite(vals) & (vals > 0)]
+    if fin.size:
+        ax.set_ylim(max(fin.min(), fin.max() * 1e-12) / 3, fin.max() * 3)
     ax.set(xlabel="epoch", ylabel=f"training loss ({sub.attrs.get('loss', 'mean')})",
            title=f"{D.group_text(sc, ini)}{D.note_n(n)}{_step_note(ds, step)}")
     cv.title = "Training loss per width, with the kernel's prediction"
@@ -111,17 +114,17 @@ def kernel_prediction(ds, settings) -> tuple:
                                marker="", stat="predicted")
             # the lambda_min bound of the median seed, drawn as the bound it is
             present = D.run_status(sw) != "missing"
-            if present.any() and "step_size" in sw:
+            if present.any() and "eta" in sw:
                 k = int(np.nonzero(present)[0][len(np.nonzero(present)[0]) // 2])
                 r = sw.isel(seed=k)
                 L = np.asarray(r["loss_linearised" if not trained else "loss"].values, dtype=float)
-                b = A.geometric_bound(L[0], float(r["step_size"].values), float(A.epoch0_kernel(r, "lambda_min").values),
+                b = A.geometric_bound(L[0], float(r["eta"].values), float(A.epoch0_kernel(r, "lambda_min").values),
                                       L.size - 1, N, loss_kind, c_bound)
                 if np.isfinite(b).any():
                     x = np.asarray(sw["epoch"].values, dtype=float)
                     ax.plot(x, b, color=c, ls="--", lw=0.8, alpha=0.7)
                     cv.record(f"{ini}/{sc}", "lambda_min_bound", "epoch", x, b, "predicted", **dict(g, seed=A.axis_values(sw, "seed")[k]))
-        vals = np.concatenate([s[v].values.ravel() for v in ("loss", "loss_linearised") if v in s])
+        vals = D.values_of_good_runs(s, "loss", "loss_linearised")
         D.set_log(ax, "y", vals)
         fin = vals[np.isfinite(vals) & (vals > 0)]
         if fin.size:
@@ -142,11 +145,11 @@ def kernel_prediction(ds, settings) -> tuple:
         D.draw_runs_fit(cv, cv.ax(len(groups) + 1), x, y, st, sd, sty["color"], D.group_text(sc, ini) + ": limit",
                         "stability limit", "step_limit", "width", dict(scaling=sc, init=ini, n_samples=n),
                         D.group_label(init=ini, scaling=sc), conf, marker=sty["marker"], ls=sty["ls"])
-        if "step_size" in s:
-            x, y, st, sd = D.flat(s, s["step_size"], "width")
+        if "eta" in s:
+            x, y, st, sd = D.flat(s, s["eta"], "width")
             ok = np.isfinite(y) & (st != "missing")
             cv.ax(len(groups) + 1).plot(x[ok], y[ok], ls="none", marker="_", ms=10, color=sty["color"])
-            cv.record("stability limit", "step_size", "width", x[ok], y[ok], "run", scaling=sc, init=ini)
+            cv.record("stability limit", "eta", "width", x[ok], y[ok], "run", scaling=sc, init=ini)
     ax = cv.ax(len(groups))
     ax.set(xlabel="width", ylabel="max |log10 L - log10 L_lin| (decades)", title="distance from the kernel regime")
     D.set_log(ax, "x", widths)
@@ -156,12 +159,12 @@ def kernel_prediction(ds, settings) -> tuple:
     stable_word = "2N/lambda_max(K_0)" if loss_kind == "mean" else "2/lambda_max(K_0)"
     ax.set(xlabel="width", ylabel=f"stability limit {stable_word}", title=f"step and stability limit (N = {D.fmt(N)})")
     D.set_log(ax, "x", widths)
-    D.set_log(ax, "y", [r["y"] for r in cv.rows if r["quantity"] in ("step_limit", "step_size")])
+    D.set_log(ax, "y", [r["y"] for r in cv.rows if r["quantity"] in ("step_limit", "eta")])
     cv.title = "Measured loss against the kernel's prediction"
     parts = "; ".join(f"{ini}/{sc} {D.ci(f)}" for (sc, ini), f in gaps_by_group.items())
     over = []
-    if "step_size" in ds and "step_limit" in ds:
-        ratio = (ds["step_size"] / ds["step_limit"]).values
+    if "eta" in ds and "step_limit" in ds:
+        ratio = (ds["eta"] / ds["step_limit"]).values
         if np.isfinite(ratio).any():
             over = [f"eta/limit ranges over [{D.fmt(np.nanmin(ratio))}, {D.fmt(np.nanmax(ratio))}]"]
     finding = f"width slope of the linearisation gap (decades): {parts}" + ("; " + over[0] if over else "")

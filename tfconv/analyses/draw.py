@@ -85,6 +85,17 @@ GROUP_COLORS = ((0.12156862745098039, 0.4666666666666667, 0.7058823529411765),
                 (0.09019607843137255, 0.7450980392156863, 0.8117647058823529))
 
 
+def values_of_good_runs(sub, *variables) -> np.ndarray:
+    """Every value of `variables` in runs that did not diverge (for axis limits a diverged run must not set)."""
+    keep = run_status(sub) != A.STATUS_DIVERGED
+    out = []
+    for v in variables:
+        if v in sub:
+            arr = sub[v].transpose(*sub["status"].dims, ...).values
+            out.append(arr[keep].ravel())
+    return np.concatenate(out) if out else np.array([])
+
+
 def set_log(ax, which: str, values) -> None:
     """Log scale only when some drawn value is positive (matplotlib warns otherwise)."""
     v = np.asarray(values, dtype=float).ravel()
@@ -196,9 +207,7 @@ def draw_runs_fit(cv: Canvas, ax, x, y, status, seeds, color, label: str, panel:
     means = np.array([np.nanmean(np.where(np.isfinite(y[ok & (x == u)]), y[ok & (x == u)], np.nan))
                       if np.any(np.isfinite(y[ok & (x == u)])) else np.nan for u in ux])
     result = A.fit_loglog(x[ok], y[ok], confidence) if fit else A._nan_fit()
-    lab = label
-    if fit and np.isfinite(result["slope"]):
-        lab = f"{label}: slope {ci(result)}"
+    lab = label  # the fitted slope and its interval go to the finding and the slopes table, not the legend
     if ux.size and np.isfinite(means).any():
         fm = np.isfinite(means)
         ax.plot(ux[fm], means[fm], color=color, lw=1, ls=ls, marker=marker, ms=3, label=lab)

@@ -48,7 +48,8 @@ def figure9(ds, settings) -> tuple:
             D.draw_seed_curves(cv, cv.ax(4 * r), s, "loss", "epoch", c, f"width {w}", f"loss {sc}", g)
             _, wm = D.draw_seed_curves(cv, cv.ax(4 * r + 2), s, "weight_change", "epoch", c, f"width {w}",
                                        f"weight_change {sc}", g)
-            _, km = D.draw_seed_curves(cv, cv.ax(4 * r + 3), s, "kernel_change", "checkpoint_epoch", c,
+            later = s.sel(checkpoint_epoch=s["checkpoint_epoch"] > 0)  # K_0 against itself is 0: no log point
+            _, km = D.draw_seed_curves(cv, cv.ax(4 * r + 3), later, "kernel_change", "checkpoint_epoch", c,
                                        f"width {w}", f"kernel_change {sc}", g, marker="o")
             finals_w.append(wm[-1] if wm.size else np.nan)
             finals_k.append(km[-1] if km.size else np.nan)

@@ -324,7 +324,7 @@ def run_table(ds, settings: Optional[Mapping[str, Any]] = None):
         "lambda_min0": epoch0_kernel(ds, "lambda_min"), "lambda_max0": epoch0_kernel(ds, "lambda_max"),
         "kernel_change_max": kernel_change_max(ds), "weight_change_final": final_value(ds, "weight_change"),
         "attention_deviation0": ds["attention_deviation_mean"].isel(epoch=0, drop=True),
-        "step_size": ds["step_size"] if "step_size" in ds else _nan_like_runs(ds),
+        "eta": ds["eta"] if "eta" in ds else _nan_like_runs(ds),
         "step_limit": ds["step_limit"] if "step_limit" in ds else _nan_like_runs(ds),
     }
     scal = {k: v.transpose(*axes).values for k, v in scal.items()}

@@ -23,8 +23,12 @@ from ..runner import finalize_gram, gram_block
 
 
 @contextlib.contextmanager
-def dask_client(dask_cfg: Mapping[str, Any], log: Callable[[str], None] = print) -> Iterator[Any]:
-    """A distributed.Client for the configured cluster; clusters started here are closed on exit."""
+def dask_client(dask_cfg: Mapping[str, Any], log: Callable[[str], None] = print, threads: int = 1) -> Iterator[Any]:
+    """A distributed.Client for the configured cluster; clusters started here are closed on exit.
+    ``n_workers: null`` starts one worker per thread of the job (`threads`)."""
+    dask_cfg = dict(dask_cfg)
+    if not dask_cfg.get("n_workers"):
+        dask_cfg["n_workers"] = max(1, int(threads))
     from distributed import Client, LocalCluster
 
     addr = dask_cfg.get("scheduler_address") or os.environ.get("DASK_SCHEDULER_ADDRESS")
@@ -145,10 +149,15 @@ def assemble_grams(
                 f"eta {el / max(n_done, 1) * (len(submitted) - n_done):.0f}s")
             last = time.time()
     t_blocks = time.time() - t0
-    for point, epoch in to_finalize:
+    lams = []
+    for point, epoch in to_finalize:  # the eigenvalues go to the store, not the log
         g = store.ensure_gram(gram_store, point.run_id, epoch, point.n_samples, block_size)
         ev = finalize_gram(g, provenance)
-        log(f"[assemble_gram] {point.run_id} epoch {epoch}: lambda_min={ev[0]:.4g} lambda_max={ev[-1]:.4g}")
+        lams.append((float(ev[0]), float(ev[-1])))
+    if lams:
+        lo, hi = min(a for a, _ in lams), max(b for _, b in lams)
+        log(f"[assemble_gram] {len(lams)} Gram matrices finalised (eigenvalues in the store); "
+            f"lambda_min >= {lo:.4g}, lambda_max <= {hi:.4g}")
     return {"grams": len(jobs), "finalized": len(to_finalize), "blocks_computed": len(submitted),
             "blocks_skipped": n_blocks_skipped, "seconds": time.time() - t0, "seconds_blocks": t_blocks,
             "seconds_eigenvalues": time.time() - t0 - t_blocks}

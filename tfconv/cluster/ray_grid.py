@@ -71,6 +71,15 @@ def train_group_task(exp, points, data_store, train_store, threads, expected_has
                               expected_hash=expected_hash)
 
 
+def point_cost(exp, point) -> float:
+    """A grid point's training cost in arbitrary units (for the ETA): epochs x samples x the per-sample
+    work of the model (the width x width layer dominates; kernel-only runs cost one kernel)."""
+    w = float(point.width)
+    per_sample = w * w + 4.0 * w * 32 + w  # Wh, the three token projections (d ~ 32), wo
+    epochs = 1 if point.kernel_only else exp.train.epochs
+    return epochs * point.n_samples * per_sample + point.n_samples ** 2 * w
+
+
 def vectorised_groups(points: Sequence[Any]) -> Dict[tuple, List[Any]]:
     """Points that can share one vectorised computation: same width and n_samples."""
     groups: Dict[tuple, List[Any]] = {}
@@ -120,6 +129,8 @@ def run_grid(
             pending = {remote.remote(exp, p, *args): p.run_id for p in points}
         t0 = time.time()
         results: List[Dict[str, Any]] = []
+        cost = {p.run_id: point_cost(exp, p) for p in points}
+        total, done_cost = sum(cost.values()), 0.0
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1, timeout=30)
             for ref in ready:
@@ -131,7 +142,8 @@ def run_grid(
                         log(w)
                     n = len(results)
                     el = time.time() - t0
-                    eta = el / n * (len(points) - n)
+                    done_cost += cost.get(res["run_id"], 0.0)
+                    eta = el / max(done_cost, 1e-12) * (total - done_cost)  # weighted by each point's cost
                     log(f"[train_grid] {n}/{len(points)} {res['run_id']}: {res.get('status')}"
                         f" loss={res.get('final_loss', float('nan')):.3e} step={res.get('step_size', float('nan')):.3g}"
                         f" (limit {res.get('step_limit', float('nan')):.3g}) node={str(res.get('node_id') or '?')[:8]}"

@@ -239,6 +239,18 @@ def _dataset_spec(name: str, entry: Mapping) -> DatasetSpec:
     return DatasetSpec(name, entry["kind"], entry)
 
 
+def read_yaml(path) -> Any:
+    """The YAML file at `path` (the one place config files are read), or a ConfigError naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"config file {p} does not exist or is not a file")
+    try:
+        with open(p) as fh:
+            return yaml.safe_load(fh)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+
+
 def load_workflow(source: Union[str, os.PathLike, Mapping]) -> Workflow:
     """Read (a YAML file) or take (a dict) a config, validate it once and return it typed."""
     return Workflow.from_config(load_config(source))
@@ -249,13 +261,7 @@ def load_config(path: Union[str, os.PathLike, Mapping]) -> Dict[str, Any]:
     if isinstance(path, Mapping):
         return validate_config(path)
     p = Path(path)
-    if not p.is_file():
-        raise ConfigError(f"config file {p} does not exist or is not a file")
-    try:
-        with open(p) as fh:
-            raw = yaml.safe_load(fh)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+    raw = read_yaml(p)
     if raw is None:
         raise ConfigError(f"config file {p} is empty; it needs at least `datasets` and `experiments`")
     try:
@@ -280,3 +286,29 @@ def analysis_settings(settings: Optional[Mapping[str, Any]] = None) -> Dict[str,
     out = analysis_defaults()
     out.update(dict(settings or {}))
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# A user's --configfile over the embedded default
+# ---------------------------------------------------------------------------------------------
+
+#: Sections a user's config *replaces* rather than merges into the default (their own grid).
+REPLACED_SECTIONS = ("experiments",)
+
+
+def merge_over_default(user: Mapping[str, Any], default: Mapping[str, Any]) -> Dict[str, Any]:
+    """The user's config merged over the default: every section is merged key by key (nested mappings
+    recursively, the user's values win), except ``experiments``, which is the user's alone; datasets
+    of the default stay available (unused ones are never built).  So ``--configfile my.yaml`` with only
+    ``experiments`` and its ``datasets`` keeps the default's resources, Dask, Ray and analysis settings."""
+    def merge(a, b):
+        out = copy.deepcopy(dict(a))
+        for k, v in b.items():
+            out[k] = merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else copy.deepcopy(v)
+        return out
+
+    merged = merge({k: v for k, v in default.items() if k not in REPLACED_SECTIONS}, user)
+    for k in REPLACED_SECTIONS:
+        if k in user:
+            merged[k] = copy.deepcopy(user[k])
+    return merged

@@ -64,7 +64,7 @@ class InitKernel:
         """The scalars a run records (JSON-able)."""
         kind, value = parse_step(self.step)
         return {"lambda_min0": self.lambda_min, "lambda_max0": self.lambda_max, "step_limit": self.limit,
-                "step_size": self.step_size, "step": self.step if kind == "limit" else float(value),
+                "eta": self.step_size, "step": self.step if kind == "limit" else float(value),
                 "step_exceeds_limit": self.exceeds_limit}
 
 

@@ -114,7 +114,7 @@ def train_grid(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
     return summary
 
 
-def assemble_gram(wf: Workflow, name: str) -> Dict[str, Any]:
+def assemble_gram(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
     """Assemble every Gram of experiment `name` with Dask into Zarr (resuming), then the manifest."""
     from ..cluster.dask_gram import assemble_grams, dask_client
 
@@ -127,7 +127,7 @@ def assemble_gram(wf: Workflow, name: str) -> Dict[str, Any]:
     store.check_train_store(res.train(name), digest, exp.train.to_dict(), required=True)
     gcfg = wf.gram
     store.check_gram_store(gram_store, gcfg["block_size"])
-    with dask_client(wf.dask, log=log) as client:
+    with dask_client(wf.dask, log=log, threads=threads) as client:
         info = assemble_grams(
             exp, exp.points, str(res.data(exp.dataset.name)), str(res.train(name)), str(gram_store), client,
             engine=gcfg["engine"], block_size=gcfg["block_size"], chunk_size=gcfg["chunk_size"],
@@ -184,7 +184,8 @@ def plot(wf: Workflow, name: str, analysis: str) -> Dict[str, Any]:
     res = wf.results
     xds = open_aggregate(res.aggregate(name))
     settings = dict(wf.analysis, experiment=name, description=exp.description)
-    out = make_figure(analysis, xds, res.figure(name, analysis, "png"), res.figure(name, analysis, "csv"), settings)
+    out = make_figure(analysis, xds, res.figure(name, analysis, "png"), res.figure(name, analysis, "csv"), settings,
+                      out_pdf=res.figure(name, analysis, "pdf"))
     rows = [dict(r, experiment=name, analysis=analysis) for r in out.get("slopes", [])]
     pd.DataFrame(rows, columns=sorted({k for r in rows for k in r}) or ["experiment", "analysis"]).to_csv(
         res.figure(name, analysis, "slopes"), index=False)

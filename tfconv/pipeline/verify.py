@@ -109,12 +109,12 @@ def verify_path(results: str) -> List[str]:
             run_hash = ra.get("provenance", {}).get("dataset_sha256")
             if ds_hash and run_hash and run_hash != ds_hash:
                 problems.append(f"{ts}: run {rid} was trained on dataset {run_hash[:16]}..., store declares {ds_hash[:16]}...")
-            upto = ra["diverged_epoch"] if ra["status"] == "diverged" else None
+            upto = {"diverged": ra["diverged_epoch"], "kernel_only": 1}.get(ra["status"])  # records that exist
             for name in ("loss", "weight_change", "attention_deviation_mean"):
                 v = run["curves"][name][:upto]
                 if not np.all(np.isfinite(v)):
                     problems.append(f"{ts}: run {rid} curve {name} has {int(np.sum(~np.isfinite(v)))} NaN/inf values where none may be")
-            if ra["status"] != "diverged":
+            if ra["status"] not in ("diverged", "kernel_only"):
                 missing_ck = sorted(set(int(x) for x in a.get("checkpoint_epochs", []))
                                     - set(int(x) for x in ra["checkpoint_epochs"]))
                 if missing_ck:

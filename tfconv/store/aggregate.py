@@ -12,7 +12,7 @@ vars    over (axes..., epoch):  loss, loss_linearised (the kernel's prediction),
         over (axes..., checkpoint_epoch):  lambda_min, lambda_max, kernel_trace (of K_t; at epoch 0
                                 from the run's own K_0 when there is no Gram store) and
                                 kernel_change = |K_t - K_0|_F / |K_0|_F (from the run)
-        over (axes...):          step_size (eta of the run), step_limit (2N / lambda_max(K_0)),
+        over (axes...):          eta (the step of the run), step_limit (2N / lambda_max(K_0)),
                                 status ("complete", "diverged", "kernel_only", "missing"), diverged_epoch
 attrs   experiment, description, dataset (JSON of the dataset's settings and content hash),
         train (JSON of the GD settings), step (the configured step), epochs, loss, provenance (JSON).
@@ -33,7 +33,7 @@ from ._zarr import commit, staging_dir
 CURVE_VARS = ("loss", "loss_linearised", "weight_change", "attention_deviation_mean", "attention_deviation_max")
 GRAM_VARS = ("lambda_min", "lambda_max", "kernel_trace")
 CHECKPOINT_VARS = GRAM_VARS + ("kernel_change",)
-RUN_VARS = ("step_size", "step_limit")
+RUN_VARS = ("eta", "step_limit")
 
 #: name -> (long_name, units, description) of every variable an aggregate may hold (one definition).
 VARIABLES: Dict[str, Tuple[str, str, str]] = {
@@ -49,7 +49,7 @@ VARIABLES: Dict[str, Tuple[str, str, str]] = {
     "lambda_max": ("lambda_max(K_t)", "1", "largest eigenvalue of the empirical NTK K_t"),
     "kernel_trace": ("trace(K_t)", "1", "trace of the empirical NTK K_t"),
     "kernel_change": ("NTK change", "1", "|K_t - K_0|_F / |K_0|_F, K_t = J_t J_t^T (output-averaged)"),
-    "step_size": ("step size", "1", "the GD step eta of the run (fixed, or c times its stability limit)"),
+    "eta": ("step size eta", "1", "the GD step of the run: the configured fixed step, or c times its stability limit"),
     "step_limit": ("stability limit", "1", "2N / lambda_max(K_0) (mean loss; 2 / lambda_max for the sum loss)"),
     "status": ("status", "", "complete, diverged, kernel_only or missing"),
     "diverged_epoch": ("divergence epoch", "epoch", "epoch at which a diverged run stopped (-1: none)"),
@@ -80,7 +80,7 @@ def build_aggregate(
     exp:   the `tfconv.config.Experiment`
     runs:  run_id -> {"status", "diverged_epoch", "curves": {name: 1-D array (epochs+1)},
                       "checkpoint_curves": {"kernel_change": array over exp.checkpoint_epochs},
-                      "kernel": {"lambda_min0", "lambda_max0", "step_size", "step_limit", ...}}
+                      "kernel": {"lambda_min0", "lambda_max0", "eta", "step_limit", ...}}
     grams: (run_id, checkpoint_epoch) -> {"lambda_min", "lambda_max", "kernel_trace"} (Gram store)
     lambda_min / lambda_max at checkpoint 0 come from the Gram store when it has them, else from the
     run's own K_0 (the same matrix, computed in the run).

@@ -7,7 +7,7 @@
       gram/<experiment>.zarr/<run_id>/epoch=<e>   Gram matrices       (tfconv.store.grams)
       gram/<experiment>.json                 manifest of assemble_gram
       aggregate/<experiment>.zarr            one xarray dataset       (tfconv.store.aggregate)
-      figures/<experiment>/<analysis>.{png,csv,slopes.csv,finding.txt}
+      figures/<experiment>/<analysis>.{png,pdf,csv,slopes.csv,finding.txt}
       tables/claims.csv, tables/slopes.csv
       verify.txt
       logs/<rule>/<wildcards>.log, benchmarks/<rule>/<wildcards>.tsv
@@ -23,7 +23,7 @@ from typing import Union
 PathLike = Union[str, Path]
 
 #: The files of one figure: kind -> suffix after the analysis name.
-FIGURE_FILES = {"png": ".png", "csv": ".csv", "slopes": ".slopes.csv", "finding": ".finding.txt"}
+FIGURE_FILES = {"png": ".png", "pdf": ".pdf", "csv": ".csv", "slopes": ".slopes.csv", "finding": ".finding.txt"}
 
 
 class Results:

@@ -84,7 +84,7 @@ def write_run(train_store, rid: str, point: Mapping, result, provenance: Optiona
     """Write one finished run (a `tfconv.core.train.RunResult`) atomically under runs/<rid>.
 
     `kernel`: the run's kernel scalars (`tfconv.core.kernel.InitKernel.summary`: lambda_min0,
-    lambda_max0, step_limit, step_size, step, step_exceeds_limit), kept in the attribute ``kernel``;
+    lambda_max0, step_limit, eta, step, step_exceeds_limit), kept in the attribute ``kernel``;
     `checkpoint_curves`: arrays over the run's sorted checkpoint epochs (dim ``checkpoint_epoch``),
     e.g. ``kernel_change``."""
     zarr = zarr_module()

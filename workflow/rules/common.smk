@@ -6,17 +6,23 @@ sys.path.insert(0, workflow.basedir)
 
 from tfconv.analyses import caption_for
 from tfconv.config import ConfigError, Workflow, load_config
+from tfconv.config.loader import merge_over_default, read_yaml
 
 
+DEFAULT_CONFIG = os.path.join(workflow.basedir, "config", "config.yaml")
 if not workflow.overwrite_configfiles:
-    # No --configfile given: run the embedded default. A --configfile replaces it entirely
-    # (experiments are not merged with the default ones).
-    configfile: os.path.join(workflow.basedir, "config", "config.yaml")
+    # No --configfile given: run the embedded default.
+    configfile: DEFAULT_CONFIG
 
 
 try:
-    _validated = load_config(dict(config))
-except ConfigError as exc:
+    # A --configfile is merged over the embedded default for every section except `experiments`,
+    # which is the user's alone (README: "Your own grid").
+    _user = dict(config)
+    if workflow.overwrite_configfiles:
+        _user = merge_over_default(_user, read_yaml(DEFAULT_CONFIG))
+    _validated = load_config(_user)
+except (ConfigError, ValueError) as exc:
     raise WorkflowError(str(exc)) from None
 # Jobs see the validated config (defaults filled) and type it without validating again.
 config.clear()
@@ -35,6 +41,13 @@ wildcard_constraints:
 
 def res(rule, key):
     return WF.resources(rule)[key]
+
+
+def cluster_threads(rule):
+    """Threads of a rule that starts a cluster (train_grid: Ray, assemble_gram: Dask): the config's
+    resources.<rule>.threads when given, else every core given to Snakemake (--cores)."""
+    given = (WF.config.get("resources", {}).get(rule) or {}).get("threads")
+    return int(given) if given else int(workflow.cores or res(rule, "threads"))
 
 
 def dataset_store(wildcards):

@@ -11,6 +11,7 @@ rule plot:
             category="{experiment}",
             labels={"experiment": "{experiment}", "figure": "{analysis}"},
         ),
+        pdf=str(RES.figure("{experiment}", "{analysis}", "pdf")),
         csv=str(RES.figure("{experiment}", "{analysis}", "csv")),
         slopes=str(RES.figure("{experiment}", "{analysis}", "slopes")),
         finding=str(RES.figure("{experiment}", "{analysis}", "finding")),

@@ -11,7 +11,7 @@ rule assemble_gram:
         str(RES.log("assemble_gram", "{experiment}")),
     benchmark:
         str(RES.benchmark("assemble_gram", "{experiment}"))
-    threads: res("assemble_gram", "threads")
+    threads: cluster_threads("assemble_gram")
     resources:
         mem_mb=res("assemble_gram", "mem_mb"),
         runtime=res("assemble_gram", "runtime"),

@@ -12,7 +12,7 @@ rule train_grid:
         str(RES.log("train_grid", "{experiment}")),
     benchmark:
         str(RES.benchmark("train_grid", "{experiment}"))
-    threads: res("train_grid", "threads")
+    threads: cluster_threads("train_grid")
     resources:
         mem_mb=res("train_grid", "mem_mb"),
         runtime=res("train_grid", "runtime"),
