@@ -46,9 +46,9 @@ def _drop(*path):
 
 
 
-def trained_results(root: Path):
-    """A valid config whose results folder `root` holds its dataset and a tiny trained store (one point,
-    5 epochs, checkpoints 0 and 5), made in-process.  Returns (workflow, points)."""
+def trained_results(root: Path, seeds=(0,)):
+    """A valid config whose results folder `root` holds its dataset and a tiny trained store (width 4,
+    the given seeds, 5 epochs, checkpoints 0 and 5), made in-process.  Returns (workflow, points)."""
     import torch
 
     from tfconv import runner, store
@@ -57,7 +57,7 @@ def trained_results(root: Path):
 
     cfg = copy.deepcopy(BASE)
     cfg["results"] = str(root)
-    _exp(cfg)["grid"] = {"width": [4], "seed": [0]}
+    _exp(cfg)["grid"] = {"width": [4], "seed": list(seeds)}
     _exp(cfg)["train"] = {"step_size": 1.0, "epochs": 5, "checkpoint_epochs": [0, 5]}
     _exp(cfg)["analyses"] = []
     wf = load_workflow(cfg)

@@ -342,7 +342,7 @@ def test_diverged_runs_recorded_shown_and_grid_continues(interrupted, reference)
     for rid, r in reference.runs.items():
         if rid not in diverged:
             assert np.all(np.isfinite(r["curves"]["loss"])) and r["attrs"]["checkpoint_epochs"] == [0, 300, 600]
-    xds = xr.open_zarr(res / "aggregate" / f"{EXP}.zarr", consolidated=False).load()
+    xds = xr.open_zarr(res / "aggregate" / f"{EXP}.zarr").load()
     assert int((xds["status"] == "diverged").sum()) == len(diverged)
     fig_csv = (res / "figures" / EXP / "loss_per_width.csv").read_text()
     assert "diverged_run" in fig_csv  # drawn dashed with an x, listed as such in the figure's numbers

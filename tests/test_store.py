@@ -66,7 +66,7 @@ def test_run_store_round_trip_staging_and_settings_check(tmp_path):
     exp = _experiment()
     ds = make_synthetic(5, d_s=2, d=3, seed=0)
     p = exp.points[0]
-    result = train_gd(p.spec(ds), ds.X, ds.y, p.seed, exp.train)
+    result = train_gd(p.spec(ds), ds.X, ds.y, p.seed, exp.train.config(0.5))
     train = tmp_path / "train.zarr"
     store.ensure_train_store(train, {"points": [p.as_dict()]})
     (store.runs_dir(train) / ".staging-leftover-1234").mkdir()  # a killed writer's leftover
@@ -133,3 +133,38 @@ def test_aggregate_is_written_atomically_and_reopens(tmp_path):
     assert str(back["status"].values.ravel()[0]) == "complete" and back.attrs["experiment"] == "e"
     write_aggregate(path, xds.assign(loss=xds["loss"] * 2))  # replaced whole, never half-written
     assert open_aggregate(path)["loss"].values.ravel().tolist() == [2.0, 1.0, 0.5, 0.25]
+
+
+def test_a_results_folder_belongs_to_one_workflow(tmp_path):
+    r = Results(tmp_path / "shared-results")
+    r.claim(tmp_path / "workflow-a")
+    r.claim(tmp_path / "workflow-a")  # the same workflow again: fine
+    with pytest.raises(PermissionError, match="belongs to the workflow run from .*workflow-a"):
+        r.claim(tmp_path / "workflow-b")
+    r.owner_file.unlink()  # handed over, as the message says
+    r.claim(tmp_path / "workflow-b")
+
+
+def test_aggregate_opens_with_plain_xarray_without_warnings(tmp_path):
+    """What the README tells users to type: xarray.open_zarr(path), with Snakemake's timestamp file in
+    the folder; variables carry long_name, units and description; provenance is a readable mapping."""
+    import warnings
+
+    import xarray as xr
+
+    from tfconv.store.aggregate import build_aggregate, write_aggregate
+
+    exp = _experiment()
+    rid = exp.points[0].run_id
+    runs = {rid: {"status": "complete", "diverged_epoch": -1, "curves": {"loss": np.array([1.0, 0.5, 0.25, 0.125])}}}
+    path = tmp_path / "aggregate" / "e.zarr"
+    write_aggregate(path, build_aggregate(exp, runs, {}, {"kind": "synthetic", "n_samples": 5},
+                                          {"git_revision": "abc", "versions": {"torch": "2.13"}}))
+    (path / ".snakemake_timestamp").write_text("")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ds = xr.open_zarr(path)
+    assert not caught, [str(w.message)[:120] for w in caught]
+    for name in ("loss", "kernel_change", "eta", "status"):
+        assert {"long_name", "units", "description"} <= set(ds[name].attrs), name
+    assert ds.attrs["provenance"]["versions"]["torch"] == "2.13" and ds.attrs["dataset"]["n_samples"] == 5

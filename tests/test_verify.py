@@ -1,28 +1,37 @@
-"""`tfconv verify` on damaged results: every problem is listed, one line each, and the exit status is 1."""
+"""`tfconv verify` checks content, not only structure: each corruption of a finished results folder is
+detected (one line naming the item, exit status 1) and `--repair` removes exactly the damaged items
+and the manifests that vouch for them.  (tests/test_workflow.py shows that the next workflow run then
+recomputes them to results equal to an undisturbed run.)"""
 from __future__ import annotations
 
+import copy
+import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
-from inputs import trained_results  # noqa: E402 (tests/ is on sys.path)
+from inputs import BASE, _exp, trained_results  # noqa: E402 (tests/ is on sys.path)
 from tfconv import cli, runner, store
 from timeouts import hard_timeout  # noqa: E402
 
-# ------------------------------------------------------------------------------------------------
-# tfconv verify on damaged results
-# ------------------------------------------------------------------------------------------------
+R0 = "width=4_scaling=inv_sqrt_init=lecun_seed=0"
+R1 = "width=4_scaling=inv_sqrt_init=lecun_seed=1"
+
 
 @pytest.fixture(scope="module")
 def results(tmp_path_factory):
-    """A complete results folder (dataset, one run, its Grams) made in-process."""
+    """A complete results folder made in-process: dataset, two runs, their Grams, the aggregate and the
+    tables; and the config file that made it."""
     import torch
     import zarr
 
+    from tfconv.pipeline import steps
+
     root = tmp_path_factory.mktemp("verify") / "results"
-    wf, points = trained_results(root)
+    wf, points = trained_results(root, seeds=[0, 1])
     res, exp = wf.results, wf.experiment("grid")
     # as the workflow records it: relative to the folder the workflow runs in
     zarr.open_group(str(res.train("grid")), mode="a").attrs["dataset_store"] = "results/data/synth.zarr"
@@ -35,82 +44,155 @@ def results(tmp_path_factory):
                                   e, bi, bj, "structured", 5, 5, 1)
             runner.finalize_gram(grp)
     torch.set_num_threads(threads)
+    store.write_json_atomic(res.train_manifest("grid"), {"experiment": "grid"})
+    store.write_json_atomic(res.gram_manifest("grid"), {"experiment": "grid"})
+    steps.aggregate(wf, "grid")
+    steps.tables(wf)
+    cfg = dict(wf.config)
+    (root.parent / "config.yaml").write_text(yaml.safe_dump(cfg))
     return root
+
+
+def _set_attr(path: Path, key, value):
+    import zarr
+
+    zarr.open_group(str(path), mode="a").attrs[key] = value
 
 
 def _damage(kind):
     def act(res: Path):
         import zarr
 
-        rid = "width=4_scaling=inv_sqrt_init=lecun_seed=0"
-        run = res / "train" / "grid.zarr" / "runs" / rid
-        g0 = res / "gram" / "grid.zarr" / rid / "epoch=0"
+        run = res / "train" / "grid.zarr" / "runs" / R0
+        g0 = res / "gram" / "grid.zarr" / R0 / "epoch=0"
         if kind == "run-missing":
             shutil.rmtree(run)
         elif kind == "run-nan":
-            arr = zarr.open_array(str(run / "loss"), mode="a")
-            arr[2] = np.nan
+            zarr.open_array(str(run / "loss"), mode="a")[2] = np.nan
         elif kind == "run-unreadable":
             shutil.rmtree(run / "loss")
+        elif kind == "loss-changed":
+            a = zarr.open_array(str(run / "loss"), mode="a")
+            a[3] = float(a[3]) * 0.999
+        elif kind == "checkpoint-changed":
+            a = zarr.open_array(str(run / "ckpt" / "epoch=5" / "Wh"), mode="a")
+            a[0, 0] = float(a[0, 0]) + 1e-3
+        elif kind == "runs-swapped":
+            tmp = run.parent / "tmp-swap"
+            run.rename(tmp)
+            (run.parent / R1).rename(run)
+            tmp.rename(run.parent / R1)
+        elif kind == "run-symlink":
+            shutil.rmtree(run)
+            run.symlink_to(run.parent / R1)
+        elif kind == "other-step-size":  # a run from another config, with its digest consistent
+            attrs = json.loads((run / "zarr.json").read_text())
+            attrs["attributes"]["kernel"]["step"] = 0.7
+            (run / "zarr.json").write_text(json.dumps(attrs))
         elif kind == "gram-missing":
             shutil.rmtree(g0)
         elif kind == "gram-incomplete":
-            zarr.open_group(str(g0), mode="a").attrs["complete"] = False
+            _set_attr(g0, "complete", False)
+        elif kind == "gram-K-deleted":
+            shutil.rmtree(g0 / "K")
         elif kind == "block-not-done":
             zarr.open_array(str(g0 / "blocks_done"), mode="a")[0, 1] = 0
         elif kind == "gram-nan":
             zarr.open_array(str(g0 / "K"), mode="a")[0, 0] = np.nan
+        elif kind == "diagonal-block-bytes":
+            K = zarr.open_array(str(g0 / "K"), mode="a")
+            v = np.array([K[1, 1]])
+            v.view(np.uint8)[0] ^= 0x01  # flip one bit of the lowest byte
+            K[1, 1] = v[0]
+        elif kind == "symmetric-edit":
+            K = zarr.open_array(str(g0 / "K"), mode="a")
+            K[2, 7] = K[7, 2] = float(K[2, 7]) * 1.01
+        elif kind == "eigenvalues-changed":
+            ev = zarr.open_array(str(g0 / "eigenvalues"), mode="a")
+            ev[-1] = float(ev[-1]) * 2
         elif kind == "no-eigenvalues":
             shutil.rmtree(g0 / "eigenvalues")
         elif kind == "dataset-modified":
-            arr = zarr.open_array(str(res / "data" / "synth.zarr" / "X"), mode="a")
-            arr[0, 0, 0] = 0.5
+            zarr.open_array(str(res / "data" / "synth.zarr" / "X"), mode="a")[0, 0, 0] = 0.5
         elif kind == "trained-on-other-data":
-            zarr.open_group(str(res / "train" / "grid.zarr"), mode="a").attrs["dataset_sha256"] = "0" * 64
+            _set_attr(res / "train" / "grid.zarr", "dataset_sha256", "0" * 64)
         elif kind == "dataset-missing":
             shutil.rmtree(res / "data" / "synth.zarr")
+        elif kind == "aggregate-changed":
+            a = zarr.open_array(str(res / "aggregate" / "grid.zarr" / "loss"), mode="a")
+            a[0, 0, 0, 0, 1] = float(a[0, 0, 0, 0, 1]) * 1.5
+        elif kind == "claims-edited":
+            p = res / "tables" / "claims.csv"
+            p.write_text(p.read_text().replace("not measurable", "consistent", 1))
 
     return act
 
 
+# (corruption, what the report must say, the items --repair must remove)
 VERIFY_CASES = [
-    ("run-missing", "run width=4_scaling=inv_sqrt_init=lecun_seed=0 is missing or incomplete"),
-    ("run-nan", "curve loss has 1 NaN/inf values where none may be"),
-    ("run-unreadable", "is marked complete but cannot be read"),
-    ("gram-missing", "Gram of width=4_scaling=inv_sqrt_init=lecun_seed=0 at epoch 0 is missing or incomplete"),
-    ("gram-incomplete", "at epoch 0 is missing or incomplete"),
-    ("block-not-done", "is marked complete but has 1 block(s) not done"),
-    ("gram-nan", "has 1 non-finite entries"),
-    ("no-eigenvalues", "has no eigenvalues"),
-    ("dataset-modified", "does not match the recorded"),
-    ("trained-on-other-data", "trained on dataset sha256 0000000000000000"),
-    ("dataset-missing", "its dataset store"),
+    ("run-missing", f"run {R0} is missing or incomplete", ["train/grid.json"]),
+    ("run-nan", "curve loss has 1 NaN/inf values where none may be", [f"runs/{R0}", "train/grid.json"]),
+    ("run-unreadable", "is marked complete but cannot be read", [f"runs/{R0}"]),
+    ("loss-changed", "no longer match the digest", [f"runs/{R0}", "train/grid.json"]),
+    ("checkpoint-changed", "no longer match the digest", [f"runs/{R0}"]),
+    ("runs-swapped", "recorded run id", [f"runs/{R0}", f"runs/{R1}"]),
+    ("run-symlink", "is a symbolic link", [f"runs/{R0}"]),
+    ("other-step-size", "trained with step_size=0.7 (config: 1.0)", [f"runs/{R0}"]),
+    ("gram-missing", f"Gram of {R0} at epoch 0 is missing or incomplete", ["gram/grid.json"]),
+    ("gram-incomplete", "at epoch 0 is missing or incomplete", [f"{R0}/epoch=0", "gram/grid.json"]),
+    ("gram-K-deleted", "at epoch 0 is missing or incomplete", [f"{R0}/epoch=0"]),
+    ("block-not-done", "(0,1) not done", [f"{R0}/epoch=0"]),
+    ("gram-nan", "1 non-finite entries", [f"{R0}/epoch=0"]),
+    ("diagonal-block-bytes", "block(s) damaged: (0,0) changed", [f"{R0}/epoch=0"]),
+    ("symmetric-edit", "changed", [f"{R0}/epoch=0"]),
+    ("eigenvalues-changed", "eigenvalues do not match their recorded digest", [f"{R0}/epoch=0"]),
+    ("no-eigenvalues", "at epoch 0 is missing or incomplete", [f"{R0}/epoch=0"]),
+    ("dataset-modified", "does not match the recorded", ["data/synth.zarr"]),
+    ("trained-on-other-data", "trained on dataset sha256 0000000000000000", ["train/grid.json"]),
+    ("dataset-missing", "its dataset store", ["train/grid.json"]),
+    ("aggregate-changed", "no longer match the digest recorded", ["aggregate/grid.zarr"]),
+    ("claims-edited", "claims.csv: its content differs", ["tables/claims.csv", "tables/manifest.json"]),
 ]
 
 
-@hard_timeout(120)
-def test_verify_lists_every_problem_and_exits_nonzero(results, tmp_path, capsys, monkeypatch):
+@hard_timeout(180)
+def test_verify_detects_every_corruption_and_repair_removes_the_damaged_items(results, tmp_path, capsys, monkeypatch):
+    cfgfile = str(results.parent / "config.yaml")
     monkeypatch.chdir(results.parent)
-    assert cli.main(["verify", str(results)]) == 0, capsys.readouterr().out
-    capsys.readouterr()
-    all_damaged = tmp_path / "all" / "results"
-    shutil.copytree(results, all_damaged)
-    for kind, expected in VERIFY_CASES:
+    assert cli.main(["verify", str(results), "--config", cfgfile]) == 0, capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "OK (checked" in out and "2 runs" in out and "Gram blocks" in out
+    for kind, expected, removed in VERIFY_CASES:
         res = tmp_path / kind / "results"
-        shutil.copytree(results, res)
+        shutil.copytree(results, res, symlinks=True)
+        (res / "verify.txt").write_text("tfconv verify: OK\n")  # a stale report from before the damage
         _damage(kind)(res)
         monkeypatch.chdir(res.parent)
-        assert cli.main(["verify", str(res)]) == 1, kind
+        assert cli.main(["verify", str(res), "--config", cfgfile]) == 1, kind
         out = capsys.readouterr().out
         assert expected in out, f"{kind}: {expected!r} not in:\n{out}"
-    # several problems at once: one line each
-    for kind in ("run-nan", "block-not-done", "no-eigenvalues", "trained-on-other-data"):
-        _damage(kind)(all_damaged)
-    monkeypatch.chdir(all_damaged.parent)
-    assert cli.main(["verify", str(all_damaged)]) == 1
+        assert not (res / "verify.txt").exists(), f"{kind}: a stale verify.txt survived"
+        assert cli.main(["verify", str(res), "--config", cfgfile, "--repair"]) == 1
+        out = capsys.readouterr().out
+        for item in removed:
+            assert any(item in line for line in out.splitlines() if "removed" in line), f"{kind}: {item} not removed:\n{out}"
+        # what was not damaged stays
+        assert (res / "data" / "synth.zarr").exists() or kind in ("dataset-modified", "dataset-missing")
+        if kind not in ("runs-swapped",) and "runs/" + R1 not in " ".join(removed):
+            assert (res / "train" / "grid.zarr" / "runs" / R1).exists()
+
+
+def test_several_problems_are_listed_one_line_each(results, tmp_path, capsys, monkeypatch):
+    res = tmp_path / "all" / "results"
+    shutil.copytree(results, res)
+    kinds = ("block-not-done", "trained-on-other-data", "claims-edited", "aggregate-changed")
+    for kind in kinds:
+        _damage(kind)(res)
+    monkeypatch.chdir(res.parent)
+    assert cli.main(["verify", str(res)]) == 1
     out = capsys.readouterr().out
-    for kind, expected in VERIFY_CASES:
-        if kind in ("run-nan", "block-not-done", "no-eigenvalues", "trained-on-other-data"):
+    for kind, expected, _ in VERIFY_CASES:
+        if kind in kinds:
             assert expected in out, f"{expected!r} not in:\n{out}"
     n = int(out.split(": ", 1)[1].split(" problem(s)")[0])
-    assert n >= 4 and out.count("\n  - ") == n, out
+    assert n >= len(kinds) and out.count("\n  - ") == n, out

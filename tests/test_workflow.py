@@ -163,11 +163,11 @@ def test_real_data_experiments_end_to_end(tmp_path):
     missing = [str(p) for p in declared_targets(tmp_path, REALDATA) if not p.exists()]
     assert not missing, f"missing outputs: {missing}"
     res = tmp_path / "results"
-    vit = xr.open_zarr(res / "aggregate" / "vit_mnist.zarr", consolidated=False).load()
+    vit = xr.open_zarr(res / "aggregate" / "vit_mnist.zarr").load()
     acc = vit["test_accuracy"].sel(epoch=12)
     assert acc.shape == (2, 2, 2, 1) and float(acc.min()) >= 0.0 and float(acc.max()) <= 1.0
     assert np.all(np.isfinite(vit["loss"].values))
-    txt = xr.open_zarr(res / "aggregate" / "text_assumption.zarr", consolidated=False).load()
+    txt = xr.open_zarr(res / "aggregate" / "text_assumption.zarr").load()
     lam = txt["lambda_min"].sel(checkpoint_epoch=0)
     assert lam.dims == ("n_samples", "width", "scaling", "init", "seed")
     assert np.all(lam.values > 0), "the NTK at init of distinct reviews must be positive definite"

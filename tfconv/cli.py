@@ -8,15 +8,24 @@ import sys
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="tfconv", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    v = sub.add_parser("verify", help="check a results folder: every declared run and block present, hashes, no NaN")
+    v = sub.add_parser("verify", help="check a results folder's content: digests of every run, Gram block, aggregate and table")
     v.add_argument("path", help="results folder (or one train/<experiment>.zarr store)")
+    v.add_argument("--config", help="the workflow's config file: also check every run's settings against it")
+    v.add_argument("--repair", action="store_true",
+                   help="remove the damaged items and the manifests that vouch for them, so that the next run recomputes them")
     c = sub.add_parser("validate", help="validate a config file against the schema and print it with defaults")
     c.add_argument("config", help="YAML config file")
     args = parser.parse_args(argv)
     if args.command == "verify":
+        from .config import ConfigError, load_config
         from .pipeline.verify import verify_results
 
-        return 1 if verify_results(results=args.path) else 0
+        try:
+            cfg = load_config(args.config) if args.config else None
+        except ConfigError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        return 1 if verify_results(cfg, results=args.path, repair_damage=args.repair) else 0
     if args.command == "validate":
         import yaml
 

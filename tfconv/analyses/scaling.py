@@ -19,12 +19,7 @@ THEORY_DEVIATION_SLOPE = {"inv": -0.5, "inv_sqrt": 0.0}
 
 def _logit_regime(ds) -> str:
     """A short note of the data's token norm (which decides whether attention logits are O(1))."""
-    import json
-
-    try:
-        meta = json.loads(ds.attrs.get("dataset", "{}") or "{}")
-    except ValueError:
-        meta = {}
+    meta = A.attr_dict(ds, "dataset")
     norm, d = meta.get("token_norm"), meta.get("d")
     if norm is None or d is None:
         return ""

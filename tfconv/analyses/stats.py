@@ -254,16 +254,25 @@ def kernel_change_max(ds):
     return kc.where(np.isfinite(kc)).max("checkpoint_epoch", skipna=True)
 
 
+def attr_dict(ds, key: str) -> Dict[str, Any]:
+    """An aggregate attribute that holds a mapping (older aggregates stored it as a JSON string)."""
+    import json
+
+    v = ds.attrs.get(key) or {}
+    if isinstance(v, str):
+        try:
+            v = json.loads(v)
+        except ValueError:
+            v = {}
+    return dict(v)
+
+
 def n_samples_of(ds, default=None):
     """N of an aggregate without an n_samples axis: dataset attrs (n_samples / n_train) or ``default``."""
-    import json
 
     if "n_samples" in ds.coords and ds["n_samples"].size == 1:
         return float(np.asarray(ds["n_samples"].values).ravel()[0])
-    try:
-        meta = json.loads(ds.attrs.get("dataset", "{}") or "{}")
-    except (TypeError, ValueError):
-        meta = {}
+    meta = attr_dict(ds, "dataset")
     for key in ("n_samples", "n_train", "N"):
         if key in meta and meta[key] is not None:
             return float(meta[key])

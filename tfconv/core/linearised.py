@@ -131,11 +131,11 @@ def linearised_loss(eigenvalues, eigenvectors, residual0, step_size: float, epoc
     norm = 1.0 / (2.0 * n_samples) if loss == "mean" else 0.5
     proj = ((U.T @ r0) ** 2).sum(axis=1)  # (N,): sum over outputs of (u_i^T r_0c)^2
     factor = np.abs(1.0 - float(per) * lam)  # per mode, |1 - eta lambda_i / N|
-    keep = proj > 0
-    with np.errstate(divide="ignore", under="ignore"):
-        logs = np.log(factor[keep])[:, None] * (2.0 * t)[None, :] + np.log(proj[keep])[:, None]
-    curve = np.exp(logs).sum(axis=0) if keep.any() else np.zeros_like(t)
-    return norm * curve
+    # a power, not exp(2t log f): a mode with f = 0 exactly (c = 0.5 puts the top mode there) must give
+    # f^0 = 1 at t = 0, not 0 * log 0 = NaN; underflow to 0 later is what the mode does
+    with np.errstate(under="ignore", over="ignore"):
+        powers = np.power(factor[:, None], (2.0 * t)[None, :])
+    return norm * (proj[:, None] * powers).sum(axis=0)
 
 
 def geometric_bound(loss0: float, step_size: float, lambda_min: float, epochs: int, n_samples: int,

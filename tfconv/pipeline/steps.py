@@ -210,7 +210,12 @@ def tables(wf: Workflow) -> None:
     frames = [pd.read_csv(f) for f in slope_files if os.path.getsize(f) > 0]
     frames = [f for f in frames if len(f)]
     (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()).to_csv(res.slopes, index=False)
-    log(f"[tables] claims:\n{claims.to_string(index=False)}")
+    from .verify import file_sha256
+
+    store.write_json_atomic(res.tables_manifest, {p.name: file_sha256(p) for p in (res.claims, res.slopes)})
+    counts = claims["verdict"].value_counts().to_dict()
+    log(f"[tables] {len(claims)} claim rows: " + ", ".join(f"{k} {v}" for k, v in counts.items())
+        + f" -> {res.claims}")
 
 
 def workflow_of(sm) -> Workflow:

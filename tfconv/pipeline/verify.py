@@ -1,18 +1,34 @@
-"""`tfconv verify PATH`: check that a results folder is complete and consistent.
+"""`tfconv verify PATH [--config FILE] [--repair]`: check that a results folder's *content* is what its
+stores declare, and lead to a repair.
 
-Checks, with one line per problem:
-* every dataset store is complete and its content matches its recorded sha256;
-* every train store holds every declared grid point, complete, trained on the dataset whose hash
-  it records, with finite curves (up to the divergence epoch for diverged runs);
-* every Gram declared by those runs (each stored checkpoint, when the experiment has Gram
-  matrices) is complete, every upper block is done, K is finite and symmetric, eigenvalues exist;
-* every aggregate store opens.
+What is checked (one line per problem, each naming the item; the report says what was checked):
+
+* datasets: complete, content matches the recorded sha256 (recomputed);
+* runs: every declared grid point present, a real folder (not a symlink), complete; its folder name,
+  recorded run id and grid point agree; the sha256 of every array (curves, checkpoints) matches the
+  digest recorded when the run was written; it was trained on the dataset its store declares; its
+  settings (epochs, loss, checkpoints, step) are the config's (with ``--config``); the epoch-0
+  checkpoint is the seeded initialisation (re-derived, for models up to 2M parameters); curves finite
+  where they must be;
+* Gram matrices: every declared one complete with all its arrays; every block's digest (recorded by
+  the writer) recomputed from K, the mirror blocks equal, K finite; the eigenvalues match their
+  digest and K (their sum is trace K);
+* aggregates: open, their digest matches, and each run's loss in the aggregate equals the run's;
+* tables: claims.csv and slopes.csv match the digests the tables step recorded.
+
+With ``repair`` every damaged item is removed together with the manifest that vouches for it (a run
+and its experiment's train manifest, a Gram and the gram manifest, an aggregate, the tables), so the
+next `snakemake` run recomputes exactly those items (the stores resume from what is intact); the
+verify report is removed whenever a problem is found, so a stale "OK" never survives.
 """
 from __future__ import annotations
 
+import hashlib
 import json
+import shutil
+import time
 from pathlib import Path
-from typing import List, Mapping, Optional
+from typing import Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
@@ -20,134 +36,313 @@ from .. import store
 from ..config import run_id
 from ..store import Results
 
-
-def _attrs(path: Path) -> dict:
-    f = path / "zarr.json"
-    if not f.exists():
-        return {}
-    return json.loads(f.read_text()).get("attributes", {})
+#: models above this many parameters are not re-initialised to check their epoch-0 checkpoint
+MAX_REINIT_PARAMS = 2_000_000
 
 
-def _check_gram(gs: Path, rid: str, e: int) -> List[str]:
-    """Problems of one Gram marked complete: blocks not done, non-finite or asymmetric K, eigenvalues."""
-    import zarr
+def file_sha256(path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
-    out: List[str] = []
-    g = zarr.open_group(str(store.gram_path(gs, rid, e)), mode="r")
-    done = store.blocks_done(g)
-    iu = np.triu_indices(done.shape[0])
-    if not done[iu].all():
-        out.append(f"{gs}: Gram of {rid} at epoch {e} is marked complete but has {int((~done[iu]).sum())} block(s) not done")
-    K = np.asarray(g["K"][...])
-    if not np.all(np.isfinite(K)):
-        out.append(f"{gs}: Gram of {rid} at epoch {e} has {int(np.sum(~np.isfinite(K)))} non-finite entries")
-    elif not np.allclose(K, K.T, rtol=1e-10, atol=0):
-        out.append(f"{gs}: Gram of {rid} at epoch {e} is not symmetric")
-    if "eigenvalues" not in g:
-        out.append(f"{gs}: Gram of {rid} at epoch {e} has no eigenvalues")
-    else:
-        ev = np.asarray(g["eigenvalues"][...])
-        if ev.shape != (K.shape[0],) or not np.all(np.isfinite(ev)):
-            out.append(f"{gs}: Gram of {rid} at epoch {e} has eigenvalues of shape {ev.shape} or non-finite ones")
+
+class _Report:
+    def __init__(self):
+        self.problems: List[str] = []
+        self.damaged: Set[Tuple] = set()
+        self.counts: Dict[str, int] = {}
+
+    def bad(self, msg: str, item: Tuple) -> None:
+        self.problems.append(msg)
+        self.damaged.add(item)
+
+    def count(self, what: str, n: int = 1) -> None:
+        self.counts[what] = self.counts.get(what, 0) + n
+
+
+def _check_datasets(res: Results, rep: _Report) -> Dict[str, str]:
+    hashes = {}
+    for name in res.stores("data"):
+        p = res.data(name)
+        rep.count("datasets")
+        try:
+            hashes[name] = store.read_dataset(p, verify=True).meta["content_hash"]
+        except Exception as exc:  # noqa: BLE001
+            rep.bad(f"{p}: {exc}", ("dataset", name))
+    return hashes
+
+
+def _settings_problems(exp, point, attrs) -> List[str]:
+    out = []
+    have = attrs.get("train") or {}
+    for k, v in exp.train.to_dict().items():
+        if k in have and have[k] != store.json_safe(v):
+            out.append(f"{k}={have[k]!r} (config: {v!r})")
+    step = (attrs.get("kernel") or {}).get("step")
+    if step is not None and step != store.json_safe(point.step):
+        out.append(f"step_size={step!r} (config: {point.step!r})")
     return out
 
 
-def verify_path(results: str) -> List[str]:
-    """All problems found under a results folder (or a single train store); empty means verified."""
-    root = Path(results)
-    problems: List[str] = []
-    if not root.exists():
-        return [f"{root}: does not exist"]
-    single = root.name.endswith(".zarr") and root.parent.name == "train"  # one train store
-    res = Results(root.parent.parent if single else root)
-    data_dir = res.data("x").parent
-    train_stores = [root] if single else [res.train(e) for e in res.stores("train")]
-    hashes, unreadable = {}, set()
-    for ds_path in sorted(data_dir.glob("*.zarr")) if data_dir.is_dir() else []:
-        try:
-            ds = store.read_dataset(ds_path, verify=True)
-            hashes[str(ds_path.resolve())] = ds.meta["content_hash"]
-        except Exception as exc:  # noqa: BLE001
-            unreadable.add(str(ds_path.resolve()))
-            problems.append(f"{ds_path}: {exc}")
-    if not train_stores:
-        problems.append(f"{root}: no training stores found (expected train/<experiment>.zarr)")
-    for ts in train_stores:
-        a = _attrs(ts)
-        points = a.get("points")
-        if not points:
-            problems.append(f"{ts}: no declared grid points in its attributes")
+def _check_init(attrs, run) -> Optional[str]:
+    """Whether the epoch-0 checkpoint is the seeded initialisation of the recorded spec."""
+    from ..core.model import ModelSpec, init_params
+
+    spec_d = attrs.get("spec")
+    if not spec_d or 0 not in run["checkpoints"]:
+        return None
+    spec = ModelSpec(**spec_d)
+    if spec.n_params() > MAX_REINIT_PARAMS:
+        return None
+    ref = init_params(spec, int(attrs.get("seed", 0)))
+    got = run["checkpoints"][0]
+    for k, v in ref.items():
+        if k not in got or got[k].tobytes() != v.numpy().tobytes():
+            return f"its epoch-0 checkpoint {k} is not the initialisation of seed {attrs.get('seed')}"
+    return None
+
+
+def _check_runs(res: Results, exp_name: str, ts: Path, wf, ds_hashes, rep: _Report) -> Dict[str, dict]:
+    runs = {}
+    a = store.group_attrs(ts)
+    points = a.get("points") or []
+    if not points:
+        rep.bad(f"{ts}: no declared grid points in its attributes", ("train", exp_name))
+        return runs
+    ds_name = Path(str(a.get("dataset_store", ""))).name[: -len(".zarr")]
+    declared = a.get("dataset_sha256")
+    if ds_name in ds_hashes and declared and declared != ds_hashes[ds_name]:
+        rep.bad(f"{ts}: trained on dataset sha256 {declared[:16]}..., but {res.data(ds_name)} now has "
+                f"{ds_hashes[ds_name][:16]}...", ("train", exp_name))
+    elif ds_name and ds_name not in ds_hashes and not res.data(ds_name).exists():
+        rep.bad(f"{ts}: its dataset store {res.data(ds_name)} was not found", ("train", exp_name))
+    exp = wf.experiments.get(exp_name) if wf is not None else None
+    for p in points:
+        rid = run_id(p)
+        folder = store.runs_dir(ts) / rid
+        rep.count("runs")
+        if folder.is_symlink():
+            rep.bad(f"{ts}: run {rid} is a symbolic link to {folder.resolve()}, not a run folder", ("run", exp_name, rid))
             continue
-        recorded = Path(a.get("dataset_store", ""))
-        ds_hash = a.get("dataset_sha256")
-        # the recorded path is relative to the workflow's folder: look in this results folder first
-        ds_store = next((c for c in (data_dir / recorded.name, recorded) if recorded.name and c.exists()), None)
-        cur = None
-        if ds_store is None:
-            problems.append(f"{ts}: its dataset store {recorded} was not found (looked in {data_dir} too)")
-        else:
-            cur = hashes.get(str(ds_store.resolve()))
-            if cur is None and str(ds_store.resolve()) not in unreadable:
-                try:
-                    cur = store.read_dataset(ds_store, verify=True).meta["content_hash"]
-                except Exception as exc:  # noqa: BLE001
-                    problems.append(f"{ds_store}: {exc}")
-        if cur is not None and ds_hash != cur:
-            problems.append(f"{ts}: trained on dataset sha256 {str(ds_hash)[:16]}..., but {ds_store} now has {cur[:16]}...")
-        gs = res.gram(ts.name[: -len(".zarr")])
-        for p in points:
-            rid = run_id(p)
-            if not store.run_complete(ts, rid):
-                problems.append(f"{ts}: run {rid} is missing or incomplete")
-                continue
-            try:
-                run = store.read_run(ts, rid)
-            except Exception as exc:  # noqa: BLE001 - a run marked complete that cannot be read
-                problems.append(f"{ts}: run {rid} is marked complete but cannot be read: {exc}")
-                continue
-            ra = run["attrs"]
-            run_hash = ra.get("provenance", {}).get("dataset_sha256")
-            if ds_hash and run_hash and run_hash != ds_hash:
-                problems.append(f"{ts}: run {rid} was trained on dataset {run_hash[:16]}..., store declares {ds_hash[:16]}...")
-            upto = {"diverged": ra["diverged_epoch"], "kernel_only": 1}.get(ra["status"])  # records that exist
-            for name in ("loss", "weight_change", "attention_deviation_mean"):
-                v = run["curves"][name][:upto]
-                if not np.all(np.isfinite(v)):
-                    problems.append(f"{ts}: run {rid} curve {name} has {int(np.sum(~np.isfinite(v)))} NaN/inf values where none may be")
-            if ra["status"] not in ("diverged", "kernel_only"):
-                missing_ck = sorted(set(int(x) for x in a.get("checkpoint_epochs", []))
-                                    - set(int(x) for x in ra["checkpoint_epochs"]))
-                if missing_ck:
-                    problems.append(f"{ts}: run {rid} lacks the declared checkpoint epoch(s) {missing_ck}")
-            if not a.get("gram", False):
-                continue
-            for e in ra["checkpoint_epochs"]:
-                if not store.gram_complete(gs, rid, e):
-                    problems.append(f"{gs}: Gram of {rid} at epoch {e} is missing or incomplete")
-                    continue
-                try:
-                    problems += _check_gram(gs, rid, e)
-                except Exception as exc:  # noqa: BLE001 - marked complete but unreadable
-                    problems.append(f"{gs}: Gram of {rid} at epoch {e} is marked complete but cannot be read: {exc}")
-    for ag in [res.aggregate(e) for e in res.stores("aggregate")]:
+        if not store.run_complete(ts, rid):
+            rep.bad(f"{ts}: run {rid} is missing or incomplete", ("run", exp_name, rid))
+            continue
         try:
-            import xarray as xr
+            run = store.read_run(ts, rid)
+        except Exception as exc:  # noqa: BLE001 - a run marked complete that cannot be read
+            rep.bad(f"{ts}: run {rid} is marked complete but cannot be read: {exc}", ("run", exp_name, rid))
+            continue
+        ra = run["attrs"]
+        why = []
+        if ra.get("run_id") != rid or run_id(ra.get("point", {})) != rid:
+            why.append(f"its folder, recorded run id ({ra.get('run_id')}) and grid point ({run_id(ra.get('point', {}))}) disagree")
+        digest = ra.get("content_sha256")
+        if digest and store.runs.run_digest(store.runs.run_arrays(run)) != digest:
+            why.append("its arrays no longer match the digest recorded when it was written (curves or checkpoints changed)")
+        h = (ra.get("provenance") or {}).get("dataset_sha256")
+        actual = ds_hashes.get(ds_name, declared)  # the dataset as it is, else what the store declares
+        if actual and h and h != actual:
+            why.append(f"it was trained on dataset {h[:16]}..., the dataset is {actual[:16]}...")
+        if exp is not None:
+            pt = exp.point(p) if set(p) == set(exp.axes) else None
+            diff = _settings_problems(exp, pt, ra) if pt is not None else []
+            if diff:
+                why.append("it was trained with " + ", ".join(diff))
+        upto = {"diverged": ra["diverged_epoch"], "kernel_only": 1}.get(ra["status"])
+        for name in ("loss", "weight_change", "attention_deviation_mean"):
+            v = run["curves"][name][:upto]
+            if not np.all(np.isfinite(v)):
+                why.append(f"curve {name} has {int(np.sum(~np.isfinite(v)))} NaN/inf values where none may be")
+        if ra["status"] not in ("diverged", "kernel_only"):
+            missing = sorted(set(int(x) for x in a.get("checkpoint_epochs", [])) - set(int(x) for x in ra["checkpoint_epochs"]))
+            if missing:
+                why.append(f"it lacks the declared checkpoint epoch(s) {missing}")
+        bad_init = _check_init(ra, run)
+        if bad_init:
+            why.append(bad_init)
+        if why:
+            rep.bad(f"{ts}: run {rid}: " + "; ".join(why), ("run", exp_name, rid))
+        else:
+            runs[rid] = run
+    return runs
 
-            xr.open_zarr(str(ag), consolidated=False)
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"{ag}: aggregate does not open: {exc}")
-    return problems
+
+def _check_gram(gs: Path, exp_name: str, rid: str, e: int, rep: _Report) -> None:
+    g = store.open_gram(gs, rid, e, mode="r")
+    block_size = int(g.attrs.get("block_size", 0))
+    digests = np.asarray(g["blocks_done"][...])
+    K = np.asarray(g["K"][...])
+    n = K.shape[0]
+    ranges = store.block_ranges(n, block_size)
+    why = []
+    bad_blocks = []
+    for bi, bj in store.upper_blocks(n, block_size):
+        rep.count("Gram blocks")
+        (r0, r1), (c0, c1) = ranges[bi], ranges[bj]
+        blk = K[r0:r1, c0:c1]
+        if digests[bi, bj] == 0:
+            bad_blocks.append((bi, bj, "not done"))
+        elif digests[bi, bj] != 1 and store._zarr.block_digest(blk) != digests[bi, bj]:
+            bad_blocks.append((bi, bj, "changed"))
+        elif bi != bj and not np.array_equal(K[c0:c1, r0:r1], blk.T):
+            bad_blocks.append((bi, bj, "mirror differs"))
+    if bad_blocks:
+        why.append(f"{len(bad_blocks)} block(s) damaged: " + ", ".join(f"({a},{b}) {w}" for a, b, w in bad_blocks[:5]))
+    if not np.all(np.isfinite(K)):
+        why.append(f"{int(np.sum(~np.isfinite(K)))} non-finite entries")
+    ev = np.asarray(g["eigenvalues"][...])
+    rec = g.attrs.get("eigenvalues_digest")
+    if rec is not None and store._zarr.block_digest(ev) != rec:
+        why.append("its eigenvalues do not match their recorded digest")
+    if ev.shape != (n,) or not np.all(np.isfinite(ev)):
+        why.append(f"eigenvalues of shape {ev.shape} or non-finite")
+    elif np.all(np.isfinite(K)) and abs(ev.sum() - np.trace(K)) > 1e-8 * max(abs(np.trace(K)), 1e-300):
+        why.append(f"its eigenvalues sum to {ev.sum():.6g} but trace K is {np.trace(K):.6g}")
+    if why:
+        rep.bad(f"{gs}: Gram of {rid} at epoch {e}: " + "; ".join(why), ("gram", exp_name, rid, e))
 
 
-def verify_results(cfg: Optional[Mapping] = None, results: Optional[str] = None, report_path: Optional[str] = None) -> List[str]:
-    """Verify the results folder of a config (or `results`); write a report file; return problems."""
-    path = results or (cfg or {}).get("results", "results")
-    problems = verify_path(path)
-    lines = [f"tfconv verify {path}: " + ("OK" if not problems else f"{len(problems)} problem(s)")]
+def _check_aggregate(res: Results, name: str, runs: Dict[str, dict], rep: _Report) -> None:
+    from ..store.aggregate import aggregate_digest, open_aggregate
+
+    p = res.aggregate(name)
+    rep.count("aggregates")
+    try:
+        xds = open_aggregate(p)
+    except Exception as exc:  # noqa: BLE001
+        rep.bad(f"{p}: aggregate does not open: {exc}", ("aggregate", name))
+        return
+    rec = xds.attrs.get("content_sha256")
+    if rec and aggregate_digest(xds) != rec:
+        rep.bad(f"{p}: its values no longer match the digest recorded when it was written", ("aggregate", name))
+        return
+    axes = [a for a in xds["status"].dims]
+    for rid, run in runs.items():
+        pt = run["attrs"].get("point", {})
+        try:
+            sel = {a: (str(pt[a]) if a in ("scaling", "step_size") else pt[a]) for a in axes}
+            agg = np.asarray(xds["loss"].sel(sel).values, dtype=float)
+        except (KeyError, ValueError):
+            continue
+        if not np.array_equal(agg, np.asarray(run["curves"]["loss"], dtype=float), equal_nan=True):
+            rep.bad(f"{p}: the loss of run {rid} differs from the run's (the aggregate is stale)", ("aggregate", name))
+            return
+
+
+def _check_tables(res: Results, rep: _Report) -> None:
+    m = res.tables_manifest
+    if not m.exists():
+        if res.claims.exists():
+            rep.bad(f"{m}: missing (the tables cannot be checked)", ("tables",))
+        return
+    rec = json.loads(m.read_text())
+    for path in (res.claims, res.slopes):
+        rep.count("tables")
+        if not path.exists():
+            rep.bad(f"{path}: missing", ("tables",))
+        elif file_sha256(path) != rec.get(path.name):
+            rep.bad(f"{path}: its content differs from what the tables step wrote", ("tables",))
+
+
+def verify_path(results, wf=None) -> Tuple[List[str], Set[Tuple], Dict[str, int]]:
+    """(problems, damaged items, counts of what was checked) for a results folder (or one train store)."""
+    root = Path(results)
+    rep = _Report()
+    if not root.exists():
+        return [f"{root}: does not exist"], set(), {}
+    single = root.name.endswith(".zarr") and root.parent.name == "train"
+    res = Results(root.parent.parent if single else root)
+    ds_hashes = _check_datasets(res, rep)
+    names = [root.name[: -len(".zarr")]] if single else res.stores("train")
+    if not names:
+        rep.problems.append(f"{root}: no training stores found (expected train/<experiment>.zarr)")
+    for name in names:
+        ts = res.train(name)
+        runs = _check_runs(res, name, ts, wf, ds_hashes, rep)
+        a = store.group_attrs(ts)
+        if a.get("gram"):
+            gs = res.gram(name)
+            for rid, run in runs.items():
+                for e in run["attrs"]["checkpoint_epochs"]:
+                    rep.count("Grams")
+                    if store.gram_path(gs, rid, e).is_symlink() or not store.gram_complete(gs, rid, e):
+                        rep.bad(f"{gs}: Gram of {rid} at epoch {e} is missing or incomplete", ("gram", name, rid, e))
+                        continue
+                    try:
+                        _check_gram(gs, name, rid, e, rep)
+                    except Exception as exc:  # noqa: BLE001 - marked complete but unreadable
+                        rep.bad(f"{gs}: Gram of {rid} at epoch {e} is marked complete but cannot be read: {exc}",
+                                ("gram", name, rid, e))
+        if not single and res.aggregate(name).exists():
+            _check_aggregate(res, name, runs, rep)
+    if not single:
+        _check_tables(res, rep)
+    return rep.problems, rep.damaged, rep.counts
+
+
+def repair(results, damaged: Set[Tuple], log=print) -> List[str]:
+    """Remove every damaged item and the manifest that vouches for it; returns what was removed."""
+    res = Results(results)
+    removed = []
+
+    def rm(p: Path) -> None:
+        if p.is_symlink() or p.is_file():
+            p.unlink()
+            removed.append(str(p))
+        elif p.is_dir():
+            shutil.rmtree(p)
+            removed.append(str(p))
+
+    for item in sorted(damaged, key=str):
+        kind = item[0]
+        if kind == "dataset":
+            rm(res.data(item[1]))
+        elif kind in ("run", "train"):
+            if kind == "run":
+                rm(store.runs_dir(res.train(item[1])) / item[2])
+            rm(res.train_manifest(item[1]))
+        elif kind == "gram":
+            rm(store.gram_path(res.gram(item[1]), item[2], item[3]))
+            rm(res.gram_manifest(item[1]))
+        elif kind == "aggregate":
+            rm(res.aggregate(item[1]))
+        elif kind == "tables":
+            for p in (res.claims, res.slopes, res.tables_manifest):
+                rm(p)
+    for p in (res.verify_report, Path(str(res.verify_report) + ".json")):
+        rm(p)
+    for r in removed:
+        log(f"  removed {r}")
+    return removed
+
+
+def verify_results(cfg: Optional[Mapping] = None, results: Optional[str] = None, report_path: Optional[str] = None,
+                   repair_damage: bool = False) -> List[str]:
+    """Verify the results folder of a config (or `results`); print what was checked and every problem;
+    write the report only when everything is fine; with `repair_damage` remove the damaged items."""
+    from ..config import Workflow
+
+    wf = Workflow.from_config(cfg) if cfg is not None and "experiments" in cfg else None
+    path = results or (wf.config["results"] if wf is not None else "results")
+    t0 = time.time()
+    problems, damaged, counts = verify_path(path, wf)
+    checked = ", ".join(f"{v} {k}" for k, v in counts.items()) or "nothing"
+    lines = [f"tfconv verify {path}: " + ("OK" if not problems else f"{len(problems)} problem(s)")
+             + f" (checked {checked} in {time.time() - t0:.1f} s)"]
     lines += [f"  - {p}" for p in problems]
     text = "\n".join(lines) + "\n"
     print(text, end="")
-    if report_path and not problems:
-        store.write_json_atomic(str(report_path) + ".json", {"path": str(path), "problems": problems})
+    if problems:
+        res = Results(path)
+        for p in (res.verify_report, Path(str(res.verify_report) + ".json")):
+            if p.exists():
+                p.unlink()
+        if repair_damage:
+            removed = repair(path, damaged)
+            print(f"tfconv verify: removed {len(removed)} damaged item(s); run the workflow again to recompute them")
+    elif report_path:
+        store.write_json_atomic(str(report_path) + ".json", {"path": str(path), "problems": problems, "checked": counts})
         Path(report_path).write_text(text)
     return problems

@@ -80,6 +80,14 @@ def write_array(group, name: str, data: np.ndarray, dims: Iterable[str], chunks=
     return arr
 
 
+def block_digest(block: np.ndarray) -> int:
+    """A non-zero 62-bit digest of a Gram block's float64 bytes (what `blocks_done` records)."""
+    import hashlib
+
+    h = hashlib.sha256(np.ascontiguousarray(np.asarray(block, dtype=np.float64)).tobytes()).digest()
+    return (int.from_bytes(h[:8], "little") >> 2) | 1
+
+
 def group_attrs(path) -> Dict[str, Any]:
     """Attributes of a Zarr group read from its metadata file ({} when absent or unreadable)."""
     f = Path(path) / "zarr.json"

@@ -14,21 +14,21 @@ vars    over (axes..., epoch):  loss, loss_linearised (the kernel's prediction),
                                 kernel_change = |K_t - K_0|_F / |K_0|_F (from the run)
         over (axes...):          eta (the step of the run), step_limit (2N / lambda_max(K_0)),
                                 status ("complete", "diverged", "kernel_only", "missing"), diverged_epoch
-attrs   experiment, description, dataset (JSON of the dataset's settings and content hash),
-        train (JSON of the GD settings), step (the configured step), epochs, loss, provenance (JSON).
+attrs   experiment, description, dataset (the dataset's settings and content hash), train (the GD
+        settings), step (the configured step), epochs, loss, provenance (config, versions, git
+        revision, host, time), content_sha256: plain attributes (nested mappings).
 Every variable carries long_name, units and description (`VARIABLES`).
 
 Entries of runs that diverged are NaN after the divergence epoch; missing runs are all NaN.
 """
 from __future__ import annotations
 
-import json
 from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
 from ..core.model import PARAM_NAMES
-from ._zarr import commit, staging_dir
+from ._zarr import commit, json_safe, staging_dir
 
 CURVE_VARS = ("loss", "loss_linearised", "weight_change", "attention_deviation_mean", "attention_deviation_max")
 GRAM_VARS = ("lambda_min", "lambda_max", "kernel_trace")
@@ -145,12 +145,12 @@ def build_aggregate(
     ds.attrs.update(
         experiment=exp.name,
         description=exp.description,
-        dataset=json.dumps(dict(dataset_meta or {}), default=str, sort_keys=True),
-        train=json.dumps(dict(tr), default=str, sort_keys=True),
+        dataset=json_safe(dict(dataset_meta or {})),
+        train=json_safe(dict(tr)),
         step=str(tr["step_size"]),
         epochs=int(tr["epochs"]),
         loss=str(tr["loss"]),
-        provenance=json.dumps(dict(provenance or {}), default=str, sort_keys=True),
+        provenance=json_safe(dict(provenance or {})),
     )
     _describe(ds)
     ds["loss"].attrs["definition"] = {
@@ -160,13 +160,28 @@ def build_aggregate(
     return ds
 
 
+def aggregate_digest(xds) -> str:
+    """sha256 over every variable of an aggregate (values as written), in name order."""
+    from ..data.dataset import content_hash
+
+    arrays = []
+    for name in sorted(xds.data_vars):
+        v = np.asarray(xds[name].values)
+        arrays.append(np.char.encode(v.astype(str)) if v.dtype.kind in "OU" else v)
+    return content_hash(*arrays)
+
+
 def write_aggregate(path, xds) -> None:
-    """Write the aggregate dataset to Zarr atomically (staging folder + rename)."""
+    """Write the aggregate dataset to Zarr atomically (staging folder + rename), with its digest."""
     from pathlib import Path
 
+    xds = xds.copy()
+    xds.attrs["content_sha256"] = aggregate_digest(xds)
     final = Path(path)
     staging = staging_dir(final)
-    xds.to_zarr(str(staging), mode="w", consolidated=False, zarr_format=3)
+    # consolidated metadata: xarray.open_zarr reads it in one go, without warnings, and ignores the
+    # timestamp file Snakemake leaves in directory outputs
+    xds.to_zarr(str(staging), mode="w", consolidated=True, zarr_format=3)
     commit(staging, final)
 
 
@@ -174,4 +189,4 @@ def open_aggregate(path):
     """The aggregate of one experiment as an xarray.Dataset loaded into memory."""
     import xarray as xr
 
-    return xr.open_zarr(str(path), consolidated=False).load()
+    return xr.open_zarr(str(path)).load()

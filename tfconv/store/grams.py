@@ -15,7 +15,7 @@ from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ._zarr import StoreError, group_attrs, json_safe, marked_complete, write_array, zarr_module
+from ._zarr import StoreError, block_digest, group_attrs, json_safe, marked_complete, write_array, zarr_module
 
 def gram_path(gram_store, rid: str, epoch: int) -> Path:
     return Path(gram_store) / rid / f"epoch={epoch}"
@@ -45,6 +45,8 @@ def ensure_gram(gram_store, rid: str, epoch: int, n: int, block_size: int, attrs
     nb = len(block_ranges(n, block_size))
     if (p / "K" / "zarr.json").exists() and (p / "blocks_done" / "zarr.json").exists():
         g = zarr.open_group(str(p), mode="a")
+        if g.attrs.get("complete") and "eigenvalues" not in g:
+            g.attrs["complete"] = False  # published but damaged: its eigenvalues are recomputed
         if g["K"].shape != (n, n) or tuple(g["K"].chunks) != (block_size, block_size):
             raise StoreError(
                 f"{p}: existing Gram has shape {g['K'].shape} and chunks {g['K'].chunks}; expected "
@@ -58,7 +60,7 @@ def ensure_gram(gram_store, rid: str, epoch: int, n: int, block_size: int, attrs
     zarr.create_array(store=g.store, name=f"{g.path}/K" if g.path else "K", shape=(n, n), chunks=(block_size, block_size),
                       dtype="float64", dimension_names=["i", "j"], fill_value=np.nan, overwrite=True)
     zarr.create_array(store=g.store, name=f"{g.path}/blocks_done" if g.path else "blocks_done", shape=(nb, nb), chunks=(1, 1),
-                      dtype="uint8", dimension_names=["block_i", "block_j"], fill_value=0, overwrite=True)
+                      dtype="int64", dimension_names=["block_i", "block_j"], fill_value=0, overwrite=True)
     g.attrs.update(json_safe(dict(attrs or {}, block_size=block_size, n=n, complete=False)))
     return g
 
@@ -85,14 +87,15 @@ def check_gram_store(gram_store, block_size: int) -> None:
 
 
 def write_block(gram_group, bi: int, bj: int, block: np.ndarray, block_size: int) -> None:
-    """Write block (bi, bj) and its mirror, then mark it done (data first, marker last)."""
+    """Write block (bi, bj) and its mirror, then mark it done with the digest of its bytes (data first,
+    marker last): `tfconv verify` recomputes the digest of every block from K."""
     n = gram_group["K"].shape[0]
     (r0, r1), (c0, c1) = block_ranges(n, block_size)[bi], block_ranges(n, block_size)[bj]
     K = gram_group["K"]
     K[r0:r1, c0:c1] = block
     if bi != bj:
         K[c0:c1, r0:r1] = block.T
-    gram_group["blocks_done"][bi, bj] = 1
+    gram_group["blocks_done"][bi, bj] = block_digest(block)
 
 
 def blocks_done(gram_group) -> np.ndarray:
@@ -100,7 +103,9 @@ def blocks_done(gram_group) -> np.ndarray:
 
 
 def gram_complete(gram_store, rid: str, epoch: int) -> bool:
-    return marked_complete(gram_path(gram_store, rid, epoch))
+    """Marked complete *and* its arrays present (a Gram whose K was deleted is not complete)."""
+    p = gram_path(gram_store, rid, epoch)
+    return marked_complete(p) and all((p / a / "zarr.json").exists() for a in ("K", "blocks_done", "eigenvalues"))
 
 
 def assembled_matrix(gram_group) -> np.ndarray:
@@ -119,7 +124,9 @@ def assembled_matrix(gram_group) -> np.ndarray:
 def finalize_gram(gram_group, eigenvalues: np.ndarray, provenance: Optional[Mapping] = None) -> None:
     """Publish a finished Gram: its eigenvalues (computed by the caller from `assembled_matrix`),
     the provenance, then ``complete`` (last)."""
-    write_array(gram_group, "eigenvalues", np.asarray(eigenvalues, dtype=np.float64), ["eigen_index"])
+    ev = np.asarray(eigenvalues, dtype=np.float64)
+    write_array(gram_group, "eigenvalues", ev, ["eigen_index"])
+    gram_group.attrs["eigenvalues_digest"] = block_digest(ev)
     if provenance:
         gram_group.attrs["provenance"] = json_safe(dict(provenance))
     gram_group.attrs["complete"] = True

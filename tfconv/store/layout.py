@@ -8,7 +8,7 @@
       gram/<experiment>.json                 manifest of assemble_gram
       aggregate/<experiment>.zarr            one xarray dataset       (tfconv.store.aggregate)
       figures/<experiment>/<analysis>.{png,pdf,csv,slopes.csv,finding.txt}
-      tables/claims.csv, tables/slopes.csv
+      tables/claims.csv, tables/slopes.csv, tables/manifest.json
       verify.txt
       logs/<rule>/<wildcards>.log, benchmarks/<rule>/<wildcards>.tsv
 
@@ -67,6 +67,11 @@ class Results:
         return self.root / "tables" / "slopes.csv"
 
     @property
+    def tables_manifest(self) -> Path:
+        """sha256 of claims.csv and slopes.csv as the tables step wrote them (checked by verify)."""
+        return self.root / "tables" / "manifest.json"
+
+    @property
     def verify_report(self) -> Path:
         return self.root / "verify.txt"
 
@@ -76,6 +81,37 @@ class Results:
     def benchmark(self, rule: str, *names: str) -> Path:
         return (self.root / "benchmarks" / rule / ("/".join(names) + ".tsv") if names
                 else self.root / "benchmarks" / f"{rule}.tsv")
+
+    # --- ownership: one workflow per results folder ---------------------------------------------------
+    @property
+    def owner_file(self) -> Path:
+        return self.root / ".tfconv-owner.json"
+
+    def claim(self, workdir) -> None:
+        """Claim the folder for the workflow run from `workdir`; refuse one claimed by another workflow.
+
+        Two workflows (different working directories) writing one results folder would mix their runs
+        and race on the same stores; the first to run claims it."""
+        import json
+        import os
+
+        me = os.path.realpath(str(workdir))
+        f = self.owner_file
+        if f.exists():
+            try:
+                owner = json.loads(f.read_text()).get("workdir")
+            except (OSError, ValueError):
+                owner = None
+            if owner and owner != me:
+                raise PermissionError(
+                    f"results folder {os.path.realpath(self.root)} belongs to the workflow run from {owner}; this one "
+                    f"runs from {me}. Give this config another `results` folder, or delete {f} to hand the folder over")
+            if owner == me:
+                return
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f".{f.name}.tmp{os.getpid()}")
+        tmp.write_text(json.dumps({"workdir": me}))
+        os.replace(tmp, f)
 
     # --- discovery (verify, status) --------------------------------------------------------------------
     def stores(self, stage: str):

@@ -1,7 +1,8 @@
 """The train store: ``results/train/<experiment>.zarr/runs/<run_id>`` (one owner of the format).
 
 Per run: curves over dim ``epoch`` (loss, weight_change, weight_change_<W>, attention_deviation_*,
-extra curves such as train_accuracy), checkpoints ``ckpt/epoch=<e>/<W>``; attributes point, run_id,
+extra curves such as train_accuracy), checkpoints ``ckpt/epoch=<e>/<W>`` (the epoch-0 checkpoint is
+the seeded initialisation: not stored but re-derived on reading, ``checkpoint0_is_init``); attributes point, run_id,
 status, diverged_epoch, spec, train, seed, wall_seconds, curves, checkpoint_epochs, provenance and
 ``complete`` (last).  Each run is written into a staging folder and renamed into place.  The
 store's own attributes declare the experiment's grid points, dataset hash and Gram settings.
@@ -98,14 +99,27 @@ def write_run(train_store, rid: str, point: Mapping, result, provenance: Optiona
     }
     curves.update({f"weight_change_{k}": v for k, v in result.weight_change_per.items()})
     curves.update(result.curves)
+    arrays = {}  # name -> the exact array written (for the run's content digest)
     for k, v in curves.items():
-        write_array(g, k, np.asarray(v, dtype=np.float64), ["epoch"])
+        arrays[k] = np.asarray(v, dtype=np.float64)
+        write_array(g, k, arrays[k], ["epoch"])
     for k, v in (checkpoint_curves or {}).items():
-        write_array(g, k, np.asarray(v, dtype=np.float64), ["checkpoint_epoch"])
+        arrays[k] = np.asarray(v, dtype=np.float64)
+        write_array(g, k, arrays[k], ["checkpoint_epoch"])
     ck = g.require_group("ckpt")
+    init_stored = True
+    if 0 in result.checkpoints:  # the seeded initialisation is re-derived on reading, not stored
+        from ..core.model import init_params
+
+        ref = init_params(result.spec, result.seed)
+        init_stored = not (set(ref) == set(result.checkpoints[0]) and all(
+            np.asarray(result.checkpoints[0][k]).tobytes() == ref[k].numpy().tobytes() for k in ref))
     for e, params in sorted(result.checkpoints.items()):
+        if e == 0 and not init_stored:
+            continue
         eg = ck.require_group(f"epoch={e}")
         for name, w in params.items():
+            arrays[f"ckpt/epoch={e}/{name}"] = np.asarray(w)
             write_array(eg, name, w, [f"{name}_row", f"{name}_col"])
     g.attrs.update(json_safe({
         "point": dict(point), "run_id": rid, "status": result.status,
@@ -113,10 +127,30 @@ def write_run(train_store, rid: str, point: Mapping, result, provenance: Optiona
         "train": result.train.to_dict(), "seed": result.seed, "wall_seconds": result.wall_seconds,
         "curves": sorted(curves), "checkpoint_epochs": sorted(int(e) for e in result.checkpoints),
         "checkpoint_curves": sorted(checkpoint_curves or {}), "kernel": dict(kernel or {}),
+        "content_sha256": run_digest(arrays), "checkpoint0_is_init": not init_stored,
         "provenance": dict(provenance or {}),
     }))
     g.attrs["complete"] = True  # last attribute; the rename below publishes the whole run at once
     commit(staging, final)
+
+
+def run_digest(arrays: Mapping[str, np.ndarray]) -> str:
+    """sha256 over every array of a run (curves, checkpoint curves, checkpoints), in name order."""
+    from ..data.dataset import content_hash
+
+    return content_hash(*(np.asarray(arrays[k]) for k in sorted(arrays)))
+
+
+def run_arrays(run: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    """The arrays of a read run keyed as `write_run` digests them (a re-derived initialisation is not
+    stored, so it is not digested)."""
+    out = dict(run["curves"])
+    out.update(run.get("checkpoint_curves", {}))
+    for e, params in run["checkpoints"].items():
+        if e == 0 and run["attrs"].get("checkpoint0_is_init"):
+            continue
+        out.update({f"ckpt/epoch={e}/{k}": v for k, v in params.items()})
+    return out
 
 
 def read_run(train_store, rid: str) -> Dict[str, Any]:
@@ -130,6 +164,11 @@ def read_run(train_store, rid: str) -> Dict[str, Any]:
     curves = {k: np.asarray(g[k][...]) for k in attrs["curves"]}
     ckpts = {}
     for e in attrs["checkpoint_epochs"]:
+        if int(e) == 0 and attrs.get("checkpoint0_is_init"):
+            from ..core.model import ModelSpec, init_params
+
+            ckpts[0] = {k: v.numpy() for k, v in sorted(init_params(ModelSpec(**attrs["spec"]), int(attrs["seed"])).items())}
+            continue
         eg = g[f"ckpt/epoch={e}"]
         # sorted: zarr lists a group's arrays in no fixed order, and the order of the parameters is
         # the order in which the exact NTK engine sums over them (bitwise reproducible Gram blocks)

@@ -29,6 +29,10 @@ config.clear()
 config.update(_validated)
 WF = Workflow.from_config(config)
 RES = WF.results  # tfconv.store.Results: the one owner of every path below
+try:
+    RES.claim(os.getcwd())  # one workflow per results folder
+except PermissionError as exc:
+    raise WorkflowError(str(exc)) from None
 EXPERIMENTS = list(WF.experiments)
 ENV = "../../environment.yml"
 

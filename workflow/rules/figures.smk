@@ -39,6 +39,7 @@ rule tables:
     output:
         claims=report(str(RES.claims), caption="../report/claims.rst", category="tables"),
         slopes=report(str(RES.slopes), caption="../report/slopes.rst", category="tables"),
+        manifest=str(RES.tables_manifest),
     log:
         str(RES.log("tables")),
     benchmark:
@@ -55,9 +56,14 @@ rule tables:
 
 rule verify:
     input:
+        # every manifest and aggregate: whenever a store is recomputed, verify runs again
         figures=figure_targets(),
         claims=str(RES.claims),
         slopes=str(RES.slopes),
+        tables=str(RES.tables_manifest),
+        train=[str(RES.train_manifest(e)) for e in EXPERIMENTS],
+        gram=[str(RES.gram_manifest(e)) for e in WF.gram_experiments()],
+        aggregates=[str(RES.aggregate(e)) for e in EXPERIMENTS],
     output:
         report=str(RES.verify_report),
     log:
