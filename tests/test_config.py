@@ -55,8 +55,12 @@ CONFIG_CASES = [
      ["experiments.grid.train.checkpoint_epochs", "epoch 31 is beyond the budget epochs=30", "allowed 0..30"]),
     ("negative-checkpoint", _set("experiments", "grid", "train", "checkpoint_epochs", [-1]),
      ["experiments.grid.train.checkpoint_epochs.0", "must be >= 0"]),
-    ("no-epoch0-for-gram-analyses", _set("experiments", "grid", "train", "checkpoint_epochs", [10]),
-     ["experiments.grid.train.checkpoint_epochs", "need epoch 0"]),
+    ("fixed-step-with-cross-entropy-limit", lambda c: _exp(c)["train"].update(loss="cross_entropy", step_size="0.5limit"),
+     ["experiments.grid.train.step_size", "'0.5limit' is a fraction of the stability limit", "give a fixed step"]),
+    ("step-fraction-too-large", _set("experiments", "grid", "train", "step_size", "2.5limit"),
+     ["experiments.grid.train.step_size", "0 < c < 2"]),
+    ("grid-step-not-a-step", _set("experiments", "grid", "grid", "step_size", ["half"]),
+     ["experiments.grid.grid.step_size.0"]),
     ("chunk-larger-than-block", _set("gram", "chunk_size", 8), ["gram.chunk_size", "exceeds gram.block_size=5", "allowed 1..5"]),
     ("zero-block", _set("gram", "block_size", 0), ["gram.block_size", "must be >= 1"]),
     ("block-too-fine", lambda c: (c["gram"].update(block_size=1, chunk_size=1), c["datasets"]["synth"].update(n_samples=2000)),
@@ -173,7 +177,7 @@ def test_snakemake_dry_run_rejects_bad_configfiles(tmp_path):
 def test_workflow_types_the_config():
     from tfconv.config import load_workflow
     from tfconv.core.model import ModelSpec
-    from tfconv.core.train import TrainConfig
+    from tfconv.config.experiment import TrainSettings
     from tfconv.data import make_synthetic
 
     wf = load_workflow(ROOT / "tests" / "data" / "config_small.yaml")
@@ -185,7 +189,8 @@ def test_workflow_types_the_config():
     assert [p.run_id for p in pts[:3]] == ["width=8_scaling=inv_sqrt_init=lecun_seed=0",
                                            "width=8_scaling=inv_sqrt_init=ntk_seed=0",
                                            "width=8_scaling=inv_init=lecun_seed=0"]
-    assert isinstance(exp.train, TrainConfig) and exp.train.epochs == 30 and exp.train.checkpoint_epochs == (0, 10, 30)
+    assert isinstance(exp.train, TrainSettings) and exp.train.epochs == 30 and exp.train.checkpoint_epochs == (0, 10, 30)
+    assert exp.train.step == "0.5limit" and pts[0].step == "0.5limit" and exp.train.config(0.1).step_size == 0.1
     assert exp.gram_epochs == [0, 10, 30] and exp.dataset.n_samples == 12 and pts[0].n_samples == 12
     spec = pts[1].spec(make_synthetic(12, d_s=4, d=8))
     assert spec == ModelSpec(width=8, d=8, d_s=4, n_outputs=1, scaling="inv_sqrt", init="ntk", hidden=True, dtype="float32")
@@ -220,7 +225,7 @@ def test_jobs_type_the_validated_config_without_validating_again(monkeypatch):
 
     monkeypatch.setattr(loader, "validate_config", refuse)
     wf = workflow_of(types.SimpleNamespace(config=validated))
-    assert wf.experiment("grid").train.step_size == 1.0
+    assert wf.experiment("grid").train.step == 1.0
 
 
 # ------------------------------------------------------------------------------------------------
@@ -244,4 +249,4 @@ def test_schema_enum_captions_and_docs_come_from_the_registry():
         cap = caption_for(a.name, {"step_size": 0.5, "checkpoint_epochs": "0, 10"})
         assert len(cap) > 80 and "{" not in cap, a.name
     docs = (ROOT / "docs" / "analyses.md").read_text()
-    assert docs_table() in docs, "docs/analyses.md's table is stale: python -m tfconv.analyses.registry"
+    assert docs_table() in docs, "docs/analyses.md's table is stale: python -m tfconv.registry"

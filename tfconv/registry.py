@@ -135,5 +135,7 @@ def docs_table() -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":
-    print(docs_table())
+if __name__ == "__main__":  # run as a script this file is __main__: use the registry the sections fill
+    from tfconv.registry import docs_table as _table
+
+    print(_table())

@@ -209,8 +209,6 @@ def _semantic_checks(cfg: Dict[str, Any]) -> None:
                 problems.append(f"{key}.grid.n_samples: {n} exceeds the {n_total} samples of dataset '{ds_name}'")
         for analysis in exp["analyses"]:
             problems += [f"{key}.analyses: {p}" for p in get_analysis(analysis).requires.problems(analysis, exp, ds, key)]
-        if analysis_needs_epoch0(exp) and 0 not in tr["checkpoint_epochs"]:
-            problems.append(f"{key}.train.checkpoint_epochs: analyses {', '.join(exp['analyses'])} need epoch 0 (K_0) in the list")
     g = cfg["gram"]
     if g["chunk_size"] > g["block_size"]:
         problems.append(f"gram.chunk_size: {g['chunk_size']} exceeds gram.block_size={g['block_size']}; a chunk is part of a block, allowed 1..{g['block_size']}")
@@ -227,12 +225,6 @@ def _semantic_checks(cfg: Dict[str, Any]) -> None:
             )
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
-
-
-def analysis_needs_epoch0(exp: Mapping) -> bool:
-    from ..registry import get_analysis
-
-    return exp["gram"] and any(get_analysis(a).requires.gram for a in exp["analyses"])
 
 
 def _dataset_spec(name: str, entry: Mapping) -> DatasetSpec:
