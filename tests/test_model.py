@@ -207,8 +207,9 @@ def test_init_variances_match_table(init):
 @pytest.mark.parametrize("init", INITS)
 def test_multipliers_and_tau1(init):
     width, d = 100, 16
-    expected_ntk = {"tau1": 0.1, "m_qkv": 0.25, "m_h": 0.1}  # width^-1/2, d^-1/2, width^-1/2
-    expected_std = {"tau1": 1.0, "m_qkv": 1.0, "m_h": 1.0}
+    # width^-1/2, token_dim^-1/2 (token_dim = d without an embedding), width^-1/2, d^-1/2
+    expected_ntk = {"tau1": 0.1, "m_qkv": 0.25, "m_h": 0.1, "m_e": 0.25}
+    expected_std = {"tau1": 1.0, "m_qkv": 1.0, "m_h": 1.0, "m_e": 1.0}
     for scaling, tau0 in (("inv_sqrt", 0.1), ("inv", 0.01), (0.3, 0.3)):
         s = ModelSpec(width=width, d=d, d_s=2, init=init, scaling=scaling).scales()
         exp = dict(expected_ntk if init == "ntk" else expected_std, tau0=tau0)

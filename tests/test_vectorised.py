@@ -24,7 +24,7 @@ def _runs(step_size, epochs=40):
 
 
 def test_vectorised_equals_single_runs():
-    single, batched = _runs(step_size=0.5)
+    single, batched = _runs(step_size=0.1)  # every run converges (loss 0.006-0.48 at epoch 40)
     for a, b in zip(single, batched):
         assert a.status == b.status == "complete"
         for name in ("loss", "weight_change", "attention_deviation_mean", "attention_deviation_max"):
@@ -37,7 +37,7 @@ def test_vectorised_equals_single_runs():
 
 
 def test_diverged_runs_are_frozen_and_the_others_go_on():
-    single, batched = _runs(step_size=40.0)
+    single, batched = _runs(step_size=2.0)  # 4 of 9 runs diverge, 5 converge
     statuses = [r.status for r in single]
     assert "diverged" in statuses and "complete" in statuses, statuses  # the step splits the group
     for a, b in zip(single, batched):

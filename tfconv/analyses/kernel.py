@@ -49,8 +49,10 @@ def figure9(ds, settings) -> tuple:
             _, wm = D.draw_seed_curves(cv, cv.ax(4 * r + 2), s, "weight_change", "epoch", c, f"width {w}",
                                        f"weight_change {sc}", g)
             later = s.sel(checkpoint_epoch=s["checkpoint_epoch"] > 0)  # K_0 against itself is 0: no log point
-            _, km = D.draw_seed_curves(cv, cv.ax(4 * r + 3), later, "kernel_change", "checkpoint_epoch", c,
-                                       f"width {w}", f"kernel_change {sc}", g, marker="o")
+            km = np.array([])
+            if later.sizes["checkpoint_epoch"]:
+                _, km = D.draw_seed_curves(cv, cv.ax(4 * r + 3), later, "kernel_change", "checkpoint_epoch", c,
+                                           f"width {w}", f"kernel_change {sc}", g, marker="o")
             finals_w.append(wm[-1] if wm.size else np.nan)
             finals_k.append(km[-1] if km.size else np.nan)
         # (b) per weight matrix at the widest trained width (Fig. 9(b))
@@ -64,7 +66,10 @@ def figure9(ds, settings) -> tuple:
                     D.draw_seed_curves(cv, cv.ax(4 * r + 1), s, var, "epoch", "k", MATRIX_LABEL.get(name, name),
                                        f"weight_change per matrix {sc}", dict(width=widths[-1], scaling=sc, init=ini),
                                        ls=MATRIX_LS.get(name, "-"), band=False, marker="")
-        cv.ax(4 * r + 3).axhline(thr, color="grey", lw=0.8, ls="--", label=f"threshold {thr:g}")
+        if (sub["checkpoint_epoch"] > 0).any():
+            cv.ax(4 * r + 3).axhline(thr, color="grey", lw=0.8, ls="--", label=f"threshold {thr:g}")
+        else:  # only K_0 stored: no kernel change to draw
+            cv.ax(4 * r + 3).set_visible(False)
         D.set_log(cv.ax(4 * r), "y", sub["loss"].values)
         D.set_log(cv.ax(4 * r + 1), "y", [v for k in PARAM_NAMES if f"weight_change_{k}" in sub
                                           for v in sub[f"weight_change_{k}"].values.ravel()])
