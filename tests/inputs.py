@@ -72,3 +72,33 @@ def trained_results(root: Path, seeds=(0,)):
         runner.train_point(exp, p, str(data), str(train), threads=1)
     torch.set_num_threads(threads)
     return wf, points
+
+
+def unpack_run(run_file: Path, folder: Path) -> Path:
+    """Extract a run file (runs/<rid>.zip, a zipped Zarr group) into `folder` to read or damage it."""
+    import zipfile
+
+    with zipfile.ZipFile(run_file) as zf:
+        zf.extractall(folder)
+    return folder
+
+
+def repack_run(folder: Path, run_file: Path) -> None:
+    """Write `folder` back as the run file (what a corruption on disk would leave)."""
+    import shutil
+    import zipfile
+
+    run_file.unlink(missing_ok=True)
+    with zipfile.ZipFile(run_file, "w") as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(folder).as_posix())
+    shutil.rmtree(folder)
+
+
+def run_member(run_file: Path, name: str) -> bytes:
+    """One file of a run (e.g. ``loss/c/0``, the loss curve's chunk) as bytes."""
+    import zipfile
+
+    with zipfile.ZipFile(run_file) as zf:
+        return zf.read(name)

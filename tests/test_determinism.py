@@ -24,7 +24,7 @@ CONFIG = {
         "det": {
             "dataset": "synth",
             "grid": {"width": [8, 16], "scaling": ["inv_sqrt", "inv", 0.5], "init": ["lecun", "he", "ntk"], "seed": [0, 7]},
-            "train": {"step_size": 2.0, "epochs": 150, "checkpoint_epochs": [0, 75, 150]},
+            "train": {"step_size": "0.5limit", "epochs": 150, "checkpoint_epochs": [0, 75, 150]},
         }
     },
 }

@@ -139,14 +139,11 @@ def check_store_state(res: Path, ref: Reference) -> dict:
     if ds_path.exists():
         ds = store.read_dataset(ds_path, verify=True)  # a published dataset store is always complete
         assert ds.X.tobytes() == store.read_dataset(ref.data).X.tobytes()
-    runs = store.runs_dir(res / "train" / f"{EXP}.zarr")
-    if runs.is_dir():
-        for d in runs.iterdir():
-            if d.name.startswith(".") or not d.is_dir():
-                continue  # staging folders of killed writers are never read
-            assert store.run_complete(runs.parent, d.name), f"run folder {d} is published but not complete"
-            assert_run_equal(store.read_run(runs.parent, d.name), ref.runs[d.name], d.name)
-            out["runs_complete"] += 1
+    ts = res / "train" / f"{EXP}.zarr"
+    for rid in store.list_runs(ts):  # staging files of killed writers are never listed nor read
+        assert store.run_complete(ts, rid), f"run file {store.run_path(ts, rid)} is published but not complete"
+        assert_run_equal(store.read_run(ts, rid), ref.runs[rid], rid)
+        out["runs_complete"] += 1
     gs = res / "gram" / f"{EXP}.zarr"
     for (rid, e), (K_ref, ev_ref) in ref.grams.items():
         p = store.gram_path(gs, rid, e)
@@ -240,10 +237,8 @@ def run_to_end(wd: Path, cfg: Path, args, timeout: float, log_name: str):
 
 
 def _complete_runs(res: Path) -> int:
-    runs = store.runs_dir(res / "train" / f"{EXP}.zarr")
-    if not runs.is_dir():
-        return 0
-    return sum(store.run_complete(runs.parent, d.name) for d in runs.iterdir() if not d.name.startswith("."))
+    ts = res / "train" / f"{EXP}.zarr"
+    return sum(store.run_complete(ts, rid) for rid in store.list_runs(ts))
 
 
 def _blocks_done(res: Path) -> int:
@@ -433,8 +428,7 @@ def test_ray_worker_killed_mid_grid_is_retried(reference, tmp_path, monkeypatch)
     for p in points:
         rid = p.run_id
         assert_run_equal(store.read_run(train, rid), reference.runs[rid], rid)
-    assert not [d for d in store.runs_dir(train).iterdir() if d.is_dir() and not d.name.startswith(".")
-                and not store.run_complete(train, d.name)]
+    assert not [rid for rid in store.list_runs(train) if not store.run_complete(train, rid)]
     print(f"killed Ray worker {killed[0]} ({killed[1]}); the grid finished after the retry")
 
 

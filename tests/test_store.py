@@ -69,12 +69,17 @@ def test_run_store_round_trip_staging_and_settings_check(tmp_path):
     result = train_gd(p.spec(ds), ds.X, ds.y, p.seed, exp.train.config(0.5))
     train = tmp_path / "train.zarr"
     store.ensure_train_store(train, {"points": [p.as_dict()]})
-    (store.runs_dir(train) / ".staging-leftover-1234").mkdir()  # a killed writer's leftover
+    (store.runs_dir(train) / ".staging-leftover-1234").mkdir()  # a killed writer's leftovers: its folder
+    (store.runs_dir(train) / ".staging-leftover-1234.zip").write_bytes(b"PK\x03\x04 cut")  # and half a zip
     store.ensure_train_store(train)
     assert not list(store.runs_dir(train).glob(".staging-*"))
     assert not store.run_complete(train, p.run_id)
     store.write_run(train, p.run_id, p.as_dict(), result, {"dataset_sha256": "abc"})
     assert store.run_complete(train, p.run_id) and store.list_runs(train) == [p.run_id]
+    # one file per run: the run directory holds exactly <rid>.zip, no folder, no staging leftover
+    assert sorted(f.name for f in store.runs_dir(train).iterdir()) == [f"{p.run_id}.zip", "zarr.json"]
+    assert store.run_path(train, p.run_id).is_file()
+    assert store.run_attrs(train, p.run_id)["status"] == "complete"
     run = store.read_run(train, p.run_id)
     assert run["curves"]["loss"].tobytes() == result.loss.tobytes()
     assert sorted(run["checkpoints"]) == [0, 3]

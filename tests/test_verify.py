@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
-from inputs import BASE, _exp, trained_results  # noqa: E402 (tests/ is on sys.path)
+from inputs import BASE, _exp, repack_run, trained_results, unpack_run  # noqa: E402 (tests/ is on sys.path)
 from tfconv import cli, runner, store
 from timeouts import hard_timeout  # noqa: E402
 
@@ -63,32 +63,37 @@ def _damage(kind):
     def act(res: Path):
         import zarr
 
-        run = res / "train" / "grid.zarr" / "runs" / R0
+        ts = res / "train" / "grid.zarr"
+        run_file, other = store.run_path(ts, R0), store.run_path(ts, R1)
+        run = res / "unpacked-run"  # the run's Zarr group, extracted to damage it, then zipped back
         g0 = res / "gram" / "grid.zarr" / R0 / "epoch=0"
         if kind == "run-missing":
-            shutil.rmtree(run)
-        elif kind == "run-nan":
-            zarr.open_array(str(run / "loss"), mode="a")[2] = np.nan
-        elif kind == "run-unreadable":
-            shutil.rmtree(run / "loss")
-        elif kind == "loss-changed":
-            a = zarr.open_array(str(run / "loss"), mode="a")
-            a[3] = float(a[3]) * 0.999
-        elif kind == "checkpoint-changed":
-            a = zarr.open_array(str(run / "ckpt" / "epoch=5" / "Wh"), mode="a")
-            a[0, 0] = float(a[0, 0]) + 1e-3
+            run_file.unlink()
         elif kind == "runs-swapped":
-            tmp = run.parent / "tmp-swap"
-            run.rename(tmp)
-            (run.parent / R1).rename(run)
-            tmp.rename(run.parent / R1)
+            tmp = run_file.parent / "tmp-swap"
+            run_file.rename(tmp)
+            other.rename(run_file)
+            tmp.rename(other)
         elif kind == "run-symlink":
-            shutil.rmtree(run)
-            run.symlink_to(run.parent / R1)
-        elif kind == "other-step-size":  # a run from another config, with its digest consistent
-            attrs = json.loads((run / "zarr.json").read_text())
-            attrs["attributes"]["kernel"]["step"] = 0.7
-            (run / "zarr.json").write_text(json.dumps(attrs))
+            run_file.unlink()
+            run_file.symlink_to(other)
+        elif kind.startswith("run-") or kind in ("loss-changed", "checkpoint-changed", "other-step-size"):
+            unpack_run(run_file, run)
+            if kind == "run-nan":
+                zarr.open_array(str(run / "loss"), mode="a")[2] = np.nan
+            elif kind == "run-unreadable":
+                shutil.rmtree(run / "loss")
+            elif kind == "loss-changed":
+                a = zarr.open_array(str(run / "loss"), mode="a")
+                a[3] = float(a[3]) * 0.999
+            elif kind == "checkpoint-changed":
+                a = zarr.open_array(str(run / "ckpt" / "epoch=5" / "Wh"), mode="a")
+                a[0, 0] = float(a[0, 0]) + 1e-3
+            elif kind == "other-step-size":  # a run from another config, with its digest consistent
+                attrs = json.loads((run / "zarr.json").read_text())
+                attrs["attributes"]["kernel"]["step"] = 0.7
+                (run / "zarr.json").write_text(json.dumps(attrs))
+            repack_run(run, run_file)
         elif kind == "gram-missing":
             shutil.rmtree(g0)
         elif kind == "gram-incomplete":
@@ -179,7 +184,7 @@ def test_verify_detects_every_corruption_and_repair_removes_the_damaged_items(re
         # what was not damaged stays
         assert (res / "data" / "synth.zarr").exists() or kind in ("dataset-modified", "dataset-missing")
         if kind not in ("runs-swapped",) and "runs/" + R1 not in " ".join(removed):
-            assert (res / "train" / "grid.zarr" / "runs" / R1).exists()
+            assert store.run_path(res / "train" / "grid.zarr", R1).exists()
 
 
 def test_several_problems_are_listed_one_line_each(results, tmp_path, capsys, monkeypatch):

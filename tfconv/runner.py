@@ -144,7 +144,7 @@ def train_point(exp, point, data_store, train_store, threads: int = 1, device: O
     rid = point.run_id
     summary = _summary(rid, node_id)
     if store.run_complete(train_store, rid):
-        summary.update(skipped=True, status=store.read_run(train_store, rid)["attrs"]["status"])
+        summary.update(skipped=True, status=store.run_attrs(train_store, rid)["status"])
         return summary
     prep = prepare(exp, [point], data_store, threads, device, expected_hash)
     spec = prep.specs[0]

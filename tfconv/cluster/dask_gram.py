@@ -70,7 +70,7 @@ def gram_jobs(exp, points: Sequence[Any], train_store: str) -> List[Tuple[Any, i
         rid = p.run_id
         if not store.run_complete(train_store, rid):
             raise store.StoreError(f"run {rid} is not complete in {train_store}; run train_grid first")
-        attrs = store.read_run(train_store, rid)["attrs"]
+        attrs = store.run_attrs(train_store, rid)
         for e in exp.gram_epochs:
             if e in attrs["checkpoint_epochs"]:
                 jobs.append((p, e))

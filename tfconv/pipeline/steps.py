@@ -97,7 +97,7 @@ def train_grid(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
         rid = p.run_id
         if not store.run_complete(train_store, rid):
             raise store.StoreError(f"run {rid} did not complete; see the log above")
-        attrs = store.read_run(train_store, rid)["attrs"]
+        attrs = store.run_attrs(train_store, rid)
         runs[rid] = {"point": p.as_dict(), "status": attrs["status"], "diverged_epoch": attrs["diverged_epoch"],
                      "node_id": (attrs.get("provenance") or {}).get("node_id")}
     n_div = sum(r["status"] == "diverged" for r in runs.values())

@@ -121,10 +121,10 @@ def _check_runs(res: Results, exp_name: str, ts: Path, wf, ds_hashes, rep: _Repo
     exp = wf.experiments.get(exp_name) if wf is not None else None
     for p in points:
         rid = run_id(p)
-        folder = store.runs_dir(ts) / rid
+        folder = store.run_path(ts, rid)
         rep.count("runs")
         if folder.is_symlink():
-            rep.bad(f"{ts}: run {rid} is a symbolic link to {folder.resolve()}, not a run folder", ("run", exp_name, rid))
+            rep.bad(f"{ts}: run {rid} is a symbolic link to {folder.resolve()}, not a run file", ("run", exp_name, rid))
             continue
         if not store.run_complete(ts, rid):
             rep.bad(f"{ts}: run {rid} is missing or incomplete", ("run", exp_name, rid))
@@ -301,7 +301,7 @@ def repair(results, damaged: Set[Tuple], log=print) -> List[str]:
             rm(res.data(item[1]))
         elif kind in ("run", "train"):
             if kind == "run":
-                rm(store.runs_dir(res.train(item[1])) / item[2])
+                rm(store.run_path(res.train(item[1]), item[2]))
             rm(res.train_manifest(item[1]))
         elif kind == "gram":
             rm(store.gram_path(res.gram(item[1]), item[2], item[3]))

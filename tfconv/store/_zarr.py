@@ -62,7 +62,10 @@ def clean_staging(parent: Path) -> int:
     n = 0
     if parent.is_dir():
         for p in parent.glob(".staging-*"):
-            shutil.rmtree(p, ignore_errors=True)
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)
             n += 1
     return n
 

@@ -2,7 +2,7 @@
 
     results/
       data/<dataset>.zarr                    dataset store            (tfconv.store.datasets)
-      train/<experiment>.zarr/runs/<run_id>  training runs            (tfconv.store.runs)
+      train/<experiment>.zarr/runs/<run_id>.zip  training runs, one zipped Zarr group each (tfconv.store.runs)
       train/<experiment>.json                manifest of train_grid   (what Snakemake tracks)
       gram/<experiment>.zarr/<run_id>/epoch=<e>   Gram matrices       (tfconv.store.grams)
       gram/<experiment>.json                 manifest of assemble_gram

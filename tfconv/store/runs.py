@@ -1,10 +1,15 @@
-"""The train store: ``results/train/<experiment>.zarr/runs/<run_id>`` (one owner of the format).
+"""The train store: ``results/train/<experiment>.zarr/runs/<run_id>.zip`` (one owner of the format).
+
+Each run is one file: a Zarr group in a zip archive (uncompressed zip of zstd-compressed chunks,
+readable with ``zarr.storage.ZipStore``), so that a grid of thousands of runs does not put tens of
+thousands of small files on a cluster file system.
 
 Per run: curves over dim ``epoch`` (loss, weight_change, weight_change_<W>, attention_deviation_*,
 extra curves such as train_accuracy), checkpoints ``ckpt/epoch=<e>/<W>`` (the epoch-0 checkpoint is
 the seeded initialisation: not stored but re-derived on reading, ``checkpoint0_is_init``); attributes point, run_id,
 status, diverged_epoch, spec, train, seed, wall_seconds, curves, checkpoint_epochs, provenance and
-``complete`` (last).  Each run is written into a staging folder and renamed into place.  The
+``complete`` (last).  Each run is written into a staging folder, zipped into a staging file and
+renamed into place (``os.replace``): a reader sees a whole run or none.  The
 store's own attributes declare the experiment's grid points, dataset hash and Gram settings.
 """
 from __future__ import annotations
@@ -14,11 +19,42 @@ from typing import Any, Dict, List, Mapping, Optional
 
 import numpy as np
 
-from ._zarr import (StoreError, clean_staging, commit, group_attrs, json_safe, marked_complete, staging_dir,
-                    write_array, zarr_module)
+import json
+import os
+import shutil
+import zipfile
+
+from ._zarr import (StoreError, clean_staging, group_attrs, json_safe, staging_dir, write_array,
+                    zarr_module)
+
+RUN_SUFFIX = ".zip"
+
 
 def runs_dir(train_store) -> Path:
     return Path(train_store) / "runs"
+
+
+def run_path(train_store, rid: str) -> Path:
+    """The file that holds run `rid` (a zipped Zarr group)."""
+    return runs_dir(train_store) / f"{rid}{RUN_SUFFIX}"
+
+
+def run_attrs(train_store, rid: str) -> Dict[str, Any]:
+    """A run's attributes, read from its metadata alone ({} when the run is absent or unreadable)."""
+    p = run_path(train_store, rid)
+    try:
+        with zipfile.ZipFile(p) as zf:
+            return dict(json.loads(zf.read("zarr.json")).get("attributes", {}))
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+        return {}
+
+
+def _zip_folder(folder: Path, target: Path) -> None:
+    """Write every file under `folder` into the zip `target` (stored: Zarr chunks are compressed)."""
+    with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for f in sorted(folder.rglob("*")):
+            if f.is_file():
+                zf.write(f, f.relative_to(folder).as_posix())
 
 
 def ensure_train_store(train_store, attrs: Optional[Mapping] = None) -> None:
@@ -57,7 +93,7 @@ def check_train_store(train_store, dataset_sha256: str, train_settings: Optional
                          f"store now has {str(dataset_sha256)[:16]}...; {fix}")
     want = json_safe(dict(train_settings)) if train_settings else None
     for rid in list_runs(p):
-        a = group_attrs(runs_dir(p) / rid)
+        a = run_attrs(p, rid)
         if not a.get("complete"):
             continue
         h = (a.get("provenance") or {}).get("dataset_sha256")
@@ -77,19 +113,19 @@ def check_train_store(train_store, dataset_sha256: str, train_settings: Optional
 
 
 def run_complete(train_store, rid: str) -> bool:
-    return marked_complete(runs_dir(train_store) / rid)
+    return bool(run_attrs(train_store, rid).get("complete"))
 
 
 def write_run(train_store, rid: str, point: Mapping, result, provenance: Optional[Mapping] = None,
               kernel: Optional[Mapping] = None, checkpoint_curves: Optional[Mapping[str, np.ndarray]] = None) -> None:
-    """Write one finished run (a `tfconv.core.train.RunResult`) atomically under runs/<rid>.
+    """Write one finished run (a `tfconv.core.train.RunResult`) atomically as runs/<rid>.zip.
 
     `kernel`: the run's kernel scalars (`tfconv.core.kernel.InitKernel.summary`: lambda_min0,
     lambda_max0, step_limit, eta, step, step_exceeds_limit), kept in the attribute ``kernel``;
     `checkpoint_curves`: arrays over the run's sorted checkpoint epochs (dim ``checkpoint_epoch``),
     e.g. ``kernel_change``."""
     zarr = zarr_module()
-    final = runs_dir(train_store) / rid
+    final = run_path(train_store, rid)
     staging = staging_dir(final)
     g = zarr.open_group(str(staging), mode="w")
     curves = {
@@ -131,7 +167,13 @@ def write_run(train_store, rid: str, point: Mapping, result, provenance: Optiona
         "provenance": dict(provenance or {}),
     }))
     g.attrs["complete"] = True  # last attribute; the rename below publishes the whole run at once
-    commit(staging, final)
+    packed = staging.with_name(staging.name + RUN_SUFFIX)
+    try:
+        _zip_folder(staging, packed)
+        os.replace(packed, final)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        packed.unlink(missing_ok=True)
 
 
 def run_digest(arrays: Mapping[str, np.ndarray]) -> str:
@@ -159,7 +201,14 @@ def read_run(train_store, rid: str) -> Dict[str, Any]:
     zarr = zarr_module()
     if not run_complete(train_store, rid):
         raise StoreError(f"run {rid} is missing or incomplete in {train_store}")
-    g = zarr.open_group(str(runs_dir(train_store) / rid), mode="r")
+    zs = zarr.storage.ZipStore(run_path(train_store, rid), mode="r")
+    try:
+        return _read_group(zarr.open_group(store=zs, mode="r"))
+    finally:
+        zs.close()
+
+
+def _read_group(g) -> Dict[str, Any]:
     attrs = dict(g.attrs)
     curves = {k: np.asarray(g[k][...]) for k in attrs["curves"]}
     ckpts = {}
@@ -178,5 +227,9 @@ def read_run(train_store, rid: str) -> Dict[str, Any]:
 
 
 def list_runs(train_store) -> List[str]:
+    """Ids of the run files present (complete or not; staging files of killed writers excluded)."""
     d = runs_dir(train_store)
-    return sorted(p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")) if d.is_dir() else []
+    if not d.is_dir():
+        return []
+    return sorted(p.name[: -len(RUN_SUFFIX)] for p in d.iterdir()
+                  if p.name.endswith(RUN_SUFFIX) and not p.name.startswith("."))
