@@ -10,14 +10,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 
 
 def bench_train(quick: bool = False, threads: int = 1):
@@ -65,7 +62,6 @@ def _peak_rss_mb():
 def bench_gram20k(n: int = 20000, width: int = 256, block_size: int = 1000, n_workers: int = 2,
                   memory_limit: str = "3GB", workdir: str | None = None):
     """The N x N Gram of one checkpoint assembled by a LocalCluster of `n_workers` processes into Zarr."""
-    import torch
     from distributed import Client, LocalCluster
 
     from tfconv import ModelSpec, make_synthetic, store

@@ -195,3 +195,17 @@ def test_invisible_series_are_caught():
     assert Mark("plot", (np.arange(50.0), y), {"ls": "-", "marker": "o"}).visible_points() == 5
     fin = np.isfinite(y)
     assert Mark("plot", (np.arange(50.0)[fin], y[fin]), {"ls": "-"}).visible_points() > 0
+
+
+@pytest.mark.parametrize("analysis", ["loss_per_width", "kernel_prediction"])
+def test_linearised_curve_above_its_limit_still_draws(analysis, tmp_path):
+    """A step above the linearised model's stability limit makes its predicted loss grow like
+    (1 - eta lambda/N)^(2t): finite values up to ~1e308 once rendered overflowed matplotlib's log
+    ticks (OverflowError in the fault-test workflow). The panel must draw with bounded limits."""
+    clean, _, _ = tiny_aggregates()
+    ds = clean.copy(deep=True)
+    lin = ds["loss_linearised"]
+    grow = np.logspace(0, 308, lin.sizes["epoch"])  # finite, but 3x the largest overflows
+    ds["loss_linearised"] = lin.copy(data=np.broadcast_to(grow, lin.shape).copy())
+    out, table = _draw(analysis, ds, tmp_path)
+    assert len(table) > 0

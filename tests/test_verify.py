@@ -4,7 +4,6 @@ and the manifests that vouch for them.  (tests/test_workflow.py shows that the n
 recomputes them to results equal to an undisturbed run.)"""
 from __future__ import annotations
 
-import copy
 import json
 import shutil
 from pathlib import Path
@@ -13,7 +12,7 @@ import numpy as np
 import pytest
 import yaml
 
-from inputs import BASE, _exp, repack_run, trained_results, unpack_run  # noqa: E402 (tests/ is on sys.path)
+from inputs import repack_run, trained_results, unpack_run  # noqa: E402 (tests/ is on sys.path)
 from tfconv import cli, runner, store
 from timeouts import hard_timeout  # noqa: E402
 

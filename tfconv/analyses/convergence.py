@@ -58,9 +58,7 @@ def loss_per_width(ds, settings) -> tuple:
                      + (f", gap {D.fmt(gap, 2)} decades" if np.isfinite(gap) else ""))
     vals = D.values_of_good_runs(sub, "loss", "loss_linearised")
     D.set_log(ax, "y", vals)
-    fin = vals[np.isfinite(vals) & (vals > 0)]
-    if fin.size:
-        ax.set_ylim(max(fin.min(), fin.max() * 1e-12) / 3, fin.max() * 3)
+    D.log_ylim(ax, vals)
     ax.set(xlabel="epoch", ylabel=f"training loss ({sub.attrs.get('loss', 'mean')})",
            title=f"{D.group_text(sc, ini)}{D.note_n(n)}{_step_note(ds, step)}")
     cv.title = "Training loss per width, with the kernel's prediction"
@@ -126,9 +124,7 @@ def kernel_prediction(ds, settings) -> tuple:
                     cv.record(f"{ini}/{sc}", "lambda_min_bound", "epoch", x, b, "predicted", **dict(g, seed=A.axis_values(sw, "seed")[k]))
         vals = D.values_of_good_runs(s, "loss", "loss_linearised")
         D.set_log(ax, "y", vals)
-        fin = vals[np.isfinite(vals) & (vals > 0)]
-        if fin.size:
-            ax.set_ylim(max(fin.min(), fin.max() * 1e-12) / 3, fin.max() * 3)
+        D.log_ylim(ax, vals)
         ax.plot([], [], color="k", ls=":", label="linearised (from K_0)")
         ax.plot([], [], color="k", ls="--", lw=0.8, label=rf"bound $L_0(1-{c_bound:g}\,\eta\lambda_{{\min}}/N)^{{2t}}$")
         ax.set(xlabel="epoch", ylabel="training loss", title=D.group_text(sc, ini))

@@ -104,11 +104,23 @@ def set_log(ax, which: str, values) -> None:
         return
     if which == "y":
         ax.set_yscale("log")
+        if pos.max() > 1e100:  # huge values (a linearised curve above its limit): autoscale would overflow
+            log_ylim(ax, pos)
         return
     ax.set_xscale("log")
     ticks = np.unique(pos)
     if ticks.size <= 12:  # grid values (widths, n_samples) as plain tick labels, no minor ticks
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+
+
+def log_ylim(ax, values, decades: float = 12) -> None:
+    """y limits of a log panel: the positive finite values, at most `decades` below the largest, and
+    never beyond 1e300 (a linearised curve above its stability limit overflows: autoscale would fail)."""
+    v = np.asarray(values, dtype=float).ravel()
+    fin = v[np.isfinite(v) & (v > 0)]
+    if fin.size:
+        top = min(fin.max(), 1e300)
+        ax.set_ylim(max(fin.min(), top * 10.0 ** -decades) / 3, top * 3)
 
 
 def prepare(ds, largest_n: bool = True):
