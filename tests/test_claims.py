@@ -223,3 +223,15 @@ def test_table_has_rows_only_for_experiments_whose_analyses_test_the_claim():
     assert (others["verdict"] == "not measurable").all() and (others["experiment"] == "").all()
     assert others["reason"].str.contains("no experiment lists the analysis").all()
     assert set(table["verdict"]) <= {"consistent", "refuted", "not measurable"}
+
+
+def test_table_says_how_many_runs_diverged():
+    """Diverged runs are left out of every fit and ratio; each row of their experiment says so."""
+    ds = aggregate({"width": [64, 256], "scaling": ["inv_sqrt"], "init": ["lecun", "ntk"], "seed": [0, 1, 2, 3]},
+                   loss=lambda d, t: np.exp(-{"lecun": 0.1, "ntk": 0.01}[d["init"]] * seeded(d["seed"]) * t),
+                   status=lambda d: "diverged" if (d["width"], d["init"], d["seed"]) == (256, "ntk", 3) else "complete")
+    table = C.evaluate_claims({"a": ds}, {"a": [3]}, {})
+    row = table[table["claim"] == 3].iloc[0]
+    assert row["reason"].endswith("1 of 16 run(s) diverged (excluded)"), row["reason"]
+    clean = C.evaluate_claims({"a": _rates("init", lambda i: {"lecun": 0.1, "ntk": 0.01}[i])}, {"a": [3]}, {})
+    assert not clean["reason"].str.contains("diverged").any()

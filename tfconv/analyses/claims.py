@@ -429,7 +429,14 @@ def evaluate_claims(aggregates: Mapping[str, Any], claims_of: Mapping[str, Itera
     for k in sorted(CLAIMS):
         tested = [name for name in aggregates if k in set(claims_of.get(name, ()))]
         for name in tested:
-            rows.extend(TESTS[k](name, A.complete_axes(aggregates[name]), settings))
+            ds = A.complete_axes(aggregates[name])
+            new = TESTS[k](name, ds, settings)
+            n_div = int((A.run_status(ds) == A.STATUS_DIVERGED).sum())
+            if n_div:  # say so in every row of the experiment: the fits and ratios left them out
+                note = f"{n_div} of {A.run_status(ds).size} run(s) diverged (excluded)"
+                for r in new:
+                    r["reason"] = f"{r['reason']}; {note}" if r["reason"] else note
+            rows.extend(new)
         if not tested:
             rows.append(_row(k, "", "-", reason=f"no experiment lists the analysis '{TESTED_BY[k]}', which tests it"))
     df = pd.DataFrame(rows, columns=COLUMNS)
