@@ -51,7 +51,11 @@ def cluster_threads(rule):
     """Threads of a rule that starts a cluster (train_grid: Ray, assemble_gram: Dask): the config's
     resources.<rule>.threads when given, else every core given to Snakemake (--cores)."""
     given = (WF.config.get("resources", {}).get(rule) or {}).get("threads")
-    return int(given) if given else int(workflow.cores or res(rule, "threads"))
+    if given:
+        return int(given)
+    # workflow.cores raises when no --cores was given (snakemake --report, --lint, -n without --cores)
+    cores = workflow.resource_settings.cores
+    return int(cores) if cores else int(res(rule, "threads"))
 
 
 def dataset_store(wildcards):
@@ -77,4 +81,5 @@ def figure_targets(kind="png"):
 
 
 def all_targets():
-    return figure_targets() + [str(RES.claims), str(RES.slopes), str(RES.verify_report)]
+    tables = [RES.claims, RES.slopes, RES.claims_html, RES.slopes_html]
+    return figure_targets() + [str(p) for p in tables] + [str(RES.verify_report)]

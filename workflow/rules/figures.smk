@@ -1,4 +1,4 @@
-# Figures (PNG + the CSV of their numbers), the claims and slopes tables, verification.
+# Figures (PNG + PDF + the CSV of their numbers), the claims and slopes tables (CSV + HTML), verification.
 
 
 rule plot:
@@ -37,8 +37,31 @@ rule tables:
         aggregates=[str(RES.aggregate(e)) for e in EXPERIMENTS],
         slopes=figure_targets("slopes"),
     output:
-        claims=report(str(RES.claims), caption="../report/claims.rst", category="tables"),
-        slopes=report(str(RES.slopes), caption="../report/slopes.rst", category="tables"),
+        # the HTML pages are shown inline by the report; the CSVs are the same tables, for download
+        claims_html=report(
+            str(RES.claims_html),
+            caption="../report/claims.rst",
+            category="Claims and slopes",
+            labels={"table": "claims", "format": "table (HTML)"},
+        ),
+        slopes_html=report(
+            str(RES.slopes_html),
+            caption="../report/slopes.rst",
+            category="Claims and slopes",
+            labels={"table": "slopes", "format": "table (HTML)"},
+        ),
+        claims=report(
+            str(RES.claims),
+            caption="../report/claims.rst",
+            category="Claims and slopes",
+            labels={"table": "claims", "format": "CSV (download)"},
+        ),
+        slopes=report(
+            str(RES.slopes),
+            caption="../report/slopes.rst",
+            category="Claims and slopes",
+            labels={"table": "slopes", "format": "CSV (download)"},
+        ),
         manifest=str(RES.tables_manifest),
     log:
         str(RES.log("tables")),
