@@ -9,7 +9,9 @@ rule plot:
             str(RES.figure("{experiment}", "{analysis}", "png")),
             caption="../report/figure.rst",
             category="{experiment}",
-            labels={"experiment": "{experiment}", "figure": "{analysis}"},
+            # one label: each figure is a row of its experiment's category (a second label would
+            # become a toggle that shows one figure at a time)
+            labels={"figure": "{analysis}"},
         ),
         pdf=str(RES.figure("{experiment}", "{analysis}", "pdf")),
         csv=str(RES.figure("{experiment}", "{analysis}", "csv")),
@@ -42,25 +44,25 @@ rule tables:
             str(RES.claims_html),
             caption="../report/claims.rst",
             category="Claims and slopes",
-            labels={"table": "claims", "format": "table (HTML)"},
+            labels={"table": "claims", "view": "table"},
         ),
         slopes_html=report(
             str(RES.slopes_html),
             caption="../report/slopes.rst",
             category="Claims and slopes",
-            labels={"table": "slopes", "format": "table (HTML)"},
+            labels={"table": "slopes", "view": "table"},
         ),
         claims=report(
             str(RES.claims),
             caption="../report/claims.rst",
             category="Claims and slopes",
-            labels={"table": "claims", "format": "CSV (download)"},
+            labels={"table": "claims", "view": "table (CSV download)"},
         ),
         slopes=report(
             str(RES.slopes),
             caption="../report/slopes.rst",
             category="Claims and slopes",
-            labels={"table": "slopes", "format": "CSV (download)"},
+            labels={"table": "slopes", "view": "table (CSV download)"},
         ),
         manifest=str(RES.tables_manifest),
     log:
