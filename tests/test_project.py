@@ -149,3 +149,15 @@ def test_config_readme_is_generated_from_the_schema():
     from tfconv.config.docs import render
 
     assert (ROOT / "config" / "README.md").read_text() == render()
+
+
+def test_license_and_citation():
+    lic = (ROOT / "LICENSE").read_text()
+    assert lic.startswith("MIT License") and "tfconv developers" in lic
+    assert pyproject()["project"]["license"] == {"text": "MIT"}
+    readme = (ROOT / "README.md").read_text()
+    bib = readme[readme.index("```bibtex"):]
+    bib = bib[: bib.index("```", 3)]
+    for part in ("On the Convergence of Encoder-only Shallow Transformers", "Wu, Yongtao", "Liu, Fanghui",
+                 "Chrysos, Grigorios G.", "Cevher, Volkan", "2023", "Neural Information Processing Systems"):
+        assert part in bib, part
