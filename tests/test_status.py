@@ -94,7 +94,9 @@ def test_done_diverged_missing_with_the_run_numbers(partial):
     assert [p.state for p in by_id(grid_status(root, cfg)).values()] == ["done", "done", "diverged", "missing"]
 
 
+@pytest.mark.slow
 def test_a_failed_train_grid_marks_the_untrained_points_failed(partial, tmp_path, capsys):
+    """A real train_grid on a damaged data store: the Ray task that trains the last point fails."""
     root, cfg = partial
     copy = copy_results(root, tmp_path / "results")
     wf = load_workflow(dict(cfg, results=str(copy)))
