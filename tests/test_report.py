@@ -89,6 +89,22 @@ def test_slopes_csv_in_reading_order_without_duplicates():
     assert list(tidy_slopes(None).columns)[:2] == ["experiment", "analysis"]
 
 
+def test_slopes_table_rows_rounded(page, tmp_path):
+    raw = pd.DataFrame([
+        {"experiment": "e", "analysis": "figure9", "quantity": "NTK change vs width", "group": "inv", "slope": -0.512345,
+         "ci_low": -0.70001, "ci_high": -0.3333333, "r2": 0.987654, "n": 12},
+        {"experiment": "e", "analysis": "figure9", "quantity": "weight change vs width", "group": "inv", "slope": -0.25,
+         "ci_low": float("nan"), "ci_high": float("nan"), "r2": 0.5, "n": 3}])
+    f = tmp_path / "slopes.html"
+    f.write_text(slopes_html(tidy_slopes(raw)))
+    page.goto(f.as_uri())
+    rows = page.locator("table#slopes tbody tr")
+    assert rows.count() == 2 and rows.first.is_visible()
+    assert rows.first.locator("td").all_inner_texts() == [
+        "e", "figure9", "NTK change vs width", "inv", "-0.512", "[-0.7, -0.333]", "0.988", "12"]
+    assert rows.nth(1).locator("td").all_inner_texts()[5] == "\u2014"
+
+
 def test_verdicts_are_marked_and_coloured_in_a_browser(page, tmp_path):
     """Each verdict shows its text, symbol and its own background colour; numbers are rounded."""
     f = tmp_path / "claims.html"
