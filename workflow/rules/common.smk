@@ -51,11 +51,7 @@ def cluster_threads(rule):
     """Threads of a rule that starts a cluster (train_grid: Ray, assemble_gram: Dask): the config's
     resources.<rule>.threads when given, else every core given to Snakemake (--cores)."""
     given = (WF.config.get("resources", {}).get(rule) or {}).get("threads")
-    if given:
-        return int(given)
-    # workflow.cores raises when no --cores was given (snakemake --report, --lint, -n without --cores)
-    cores = workflow.resource_settings.cores
-    return int(cores) if cores else int(res(rule, "threads"))
+    return int(given) if given else int(workflow.cores or res(rule, "threads"))
 
 
 def dataset_store(wildcards):
