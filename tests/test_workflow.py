@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -51,12 +50,10 @@ def declared_targets(workdir: Path, config: Path):
 
 
 @pytest.fixture(scope="module")
-def finished_run(tmp_path_factory):
-    """One complete run of the workflow on the small config (shared by the tests below)."""
-    wd = tmp_path_factory.mktemp("wf")
-    t0 = time.time()
-    proc = snakemake(wd, "--cores", "2")
-    return wd, proc, time.time() - t0
+def finished_run(small_workflow_run):
+    """One complete run of the workflow on the small config (tests/conftest.py: made once per session,
+    shared with tests/test_report.py and tests/test_status.py)."""
+    return small_workflow_run
 
 
 def test_workflow_produces_every_declared_output(finished_run):

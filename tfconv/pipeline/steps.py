@@ -6,7 +6,7 @@
     assemble_gram(wf, "synthetic")                   # -> results/gram/synthetic.{zarr,json}
     aggregate(wf, "synthetic")                       # -> results/aggregate/synthetic.zarr
     plot(wf, "synthetic", "loss_per_width")          # -> results/figures/synthetic/loss_per_width.*
-    tables(wf)                                       # -> results/tables/{claims,slopes}.csv
+    tables(wf)                                       # -> results/tables/{claims,slopes}.{csv,html}
 
 Orchestration only: which points, which stores, which cluster, progress and manifests.  Every path
 comes from `wf.results` (`tfconv.store.Results`); the science lives in `tfconv.core` and
@@ -195,27 +195,34 @@ def plot(wf: Workflow, name: str, analysis: str) -> Dict[str, Any]:
 
 
 def tables(wf: Workflow) -> None:
-    """The claims table (each claim of the paper, measured, with a verdict) and all fitted slopes."""
+    """The claims table (each claim of the paper, measured, with a verdict) and all fitted slopes, as
+    CSV (6 significant digits, slopes in reading order without duplicates) and as HTML for the report
+    (3 significant digits, verdicts marked; `tfconv.pipeline.report_tables`)."""
     import pandas as pd
 
     from ..analyses.claims import claims_tested, evaluate_claims
     from ..store.aggregate import open_aggregate
+    from .report_tables import claims_html, confidence_of, slopes_html, tidy_slopes, write_html
 
     res = wf.results
     xdss = {name: open_aggregate(res.aggregate(name)) for name in wf.experiments}
     claims = evaluate_claims(xdss, {n: claims_tested(e.analyses) for n, e in wf.experiments.items()}, wf.analysis)
     res.claims.parent.mkdir(parents=True, exist_ok=True)
-    claims.to_csv(res.claims, index=False)
+    claims.to_csv(res.claims, index=False, float_format="%.6g")
     slope_files = [res.figure(e, a, "slopes") for e, a in wf.figure_targets()]
     frames = [pd.read_csv(f) for f in slope_files if os.path.getsize(f) > 0]
     frames = [f for f in frames if len(f)]
-    (pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()).to_csv(res.slopes, index=False)
+    slopes = tidy_slopes(pd.concat(frames, ignore_index=True) if frames else None)
+    slopes.to_csv(res.slopes, index=False, float_format="%.6g")
+    confidence = confidence_of(wf.analysis)
+    write_html(res.claims_html, claims_html(claims, confidence))
+    write_html(res.slopes_html, slopes_html(slopes, confidence))
     from .verify import file_sha256
 
     store.write_json_atomic(res.tables_manifest, {p.name: file_sha256(p) for p in (res.claims, res.slopes)})
     counts = claims["verdict"].value_counts().to_dict()
     log(f"[tables] {len(claims)} claim rows: " + ", ".join(f"{k} {v}" for k, v in counts.items())
-        + f" -> {res.claims}")
+        + f"; {len(slopes)} slopes -> {res.claims.parent}/{{claims,slopes}}.{{csv,html}}")
 
 
 def workflow_of(sm) -> Workflow:

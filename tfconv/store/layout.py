@@ -8,7 +8,7 @@
       gram/<experiment>.json                 manifest of assemble_gram
       aggregate/<experiment>.zarr            one xarray dataset       (tfconv.store.aggregate)
       figures/<experiment>/<analysis>.{png,pdf,csv,slopes.csv,finding.txt}
-      tables/claims.csv, tables/slopes.csv, tables/manifest.json
+      tables/{claims,slopes}.{csv,html}, tables/manifest.json
       verify.txt
       logs/<rule>/<wildcards>.log, benchmarks/<rule>/<wildcards>.tsv
 
@@ -65,6 +65,15 @@ class Results:
     @property
     def slopes(self) -> Path:
         return self.root / "tables" / "slopes.csv"
+
+    @property
+    def claims_html(self) -> Path:
+        """The claims table as a self-contained HTML page (shown inline by the Snakemake report)."""
+        return self.root / "tables" / "claims.html"
+
+    @property
+    def slopes_html(self) -> Path:
+        return self.root / "tables" / "slopes.html"
 
     @property
     def tables_manifest(self) -> Path:

@@ -84,4 +84,5 @@ def figure_targets(kind="png"):
 
 
 def all_targets():
-    return figure_targets() + [str(RES.claims), str(RES.slopes), str(RES.verify_report)]
+    tables = [RES.claims, RES.slopes, RES.claims_html, RES.slopes_html]
+    return figure_targets() + [str(p) for p in tables] + [str(RES.verify_report)]

@@ -1,4 +1,4 @@
-# Figures (PNG + the CSV of their numbers), the claims and slopes tables, verification.
+# Figures (PNG + PDF + the CSV of their numbers), the claims and slopes tables (CSV + HTML), verification.
 
 
 rule plot:
@@ -9,7 +9,9 @@ rule plot:
             str(RES.figure("{experiment}", "{analysis}", "png")),
             caption="../report/figure.rst",
             category="{experiment}",
-            labels={"experiment": "{experiment}", "figure": "{analysis}"},
+            # one label: each figure is a row of its experiment's category (a second label would
+            # become a toggle that shows one figure at a time)
+            labels={"figure": "{analysis}"},
         ),
         pdf=str(RES.figure("{experiment}", "{analysis}", "pdf")),
         csv=str(RES.figure("{experiment}", "{analysis}", "csv")),
@@ -37,8 +39,31 @@ rule tables:
         aggregates=[str(RES.aggregate(e)) for e in EXPERIMENTS],
         slopes=figure_targets("slopes"),
     output:
-        claims=report(str(RES.claims), caption="../report/claims.rst", category="tables"),
-        slopes=report(str(RES.slopes), caption="../report/slopes.rst", category="tables"),
+        # the HTML pages are shown inline by the report; the CSVs are the same tables, for download
+        claims_html=report(
+            str(RES.claims_html),
+            caption="../report/claims.rst",
+            category="Claims and slopes",
+            labels={"table": "claims", "view": "table"},
+        ),
+        slopes_html=report(
+            str(RES.slopes_html),
+            caption="../report/slopes.rst",
+            category="Claims and slopes",
+            labels={"table": "slopes", "view": "table"},
+        ),
+        claims=report(
+            str(RES.claims),
+            caption="../report/claims.rst",
+            category="Claims and slopes",
+            labels={"table": "claims", "view": "table (CSV download)"},
+        ),
+        slopes=report(
+            str(RES.slopes),
+            caption="../report/slopes.rst",
+            category="Claims and slopes",
+            labels={"table": "slopes", "view": "table (CSV download)"},
+        ),
         manifest=str(RES.tables_manifest),
     log:
         str(RES.log("tables")),

@@ -1,0 +1,234 @@
+"""The Snakemake report as a reader sees it: opened in a real headless Chromium (Debian's `chromium`,
+driven by Playwright), offline, from the single self-contained report.html that
+``snakemake --report report.html`` writes (``--report report.zip`` would write a folder in a zip).
+
+The claims and slopes tables are shown inline (an HTML result, which the report shows in an iframe),
+rounded, with verdicts marked by text, symbol and colour; every figure of the small config is shown
+as an image that loaded.  Screenshots land in the test's tmp dir (their paths and sizes are printed).
+Install: ``apt-get install chromium`` and ``pip install playwright`` (the dev extra); the Chromium
+that Playwright would download is not used.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from tfconv.pipeline.report_tables import VERDICT_STYLE, claims_html, round_sig, slopes_html, tidy_slopes
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ROOT / "tests" / "data" / "config_small.yaml"
+
+
+def chromium_path() -> str:
+    path = os.environ.get("TFCONV_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, ("no Chromium found: install Debian's (apt-get install chromium) or point TFCONV_CHROMIUM at one; "
+                  ".ci/run installs it")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium_path(), args=["--no-sandbox", "--disable-gpu"])
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 900}, offline=True)
+    pg = ctx.new_page()
+    yield pg
+    ctx.close()
+
+
+def shot(pg, path: Path) -> Path:
+    pg.screenshot(path=str(path))
+    print(f"screenshot {path} ({path.stat().st_size} bytes)")
+    return path
+
+
+# --- the tables as HTML, without Snakemake ---------------------------------------------------------------
+
+CLAIMS = pd.DataFrame([
+    {"claim": 2, "statement": "linear convergence", "experiment": "grid", "test": "(a) bound", "value": 1.0,
+     "ci_low": 0.025000000000000022, "ci_high": 1.0, "threshold": "refuted by one violating run",
+     "verdict": "consistent", "reason": "all runs satisfy it"},
+    {"claim": 5, "statement": "stable NTK", "experiment": "grid", "test": "(b) slope", "value": 0.35284695767088076,
+     "ci_low": 0.123456789, "ci_high": 0.55555555, "threshold": "ci_high < 0", "verdict": "refuted",
+     "reason": "the slope is positive"},
+    {"claim": 1, "statement": "width N^2", "experiment": float("nan"), "test": "-", "value": float("nan"),
+     "ci_low": float("nan"), "ci_high": float("nan"), "threshold": float("nan"), "verdict": "not measurable",
+     "reason": "no experiment lists the analysis"},
+])
+
+
+def test_round_sig():
+    assert round_sig(0.025000000000000022) == "0.025"
+    assert round_sig(0.35284695767088076) == "0.353"
+    assert round_sig(1.0) == "1" and round_sig(12) == "12"
+    assert round_sig(float("nan")) == "\u2014" and round_sig(None) == "\u2014"
+    assert round_sig(1.23456e-7) == "1.23\u00d710<sup>-7</sup>"
+    assert round_sig("text") == "text"
+
+
+def test_slopes_csv_in_reading_order_without_duplicates():
+    raw = pd.DataFrame([{"analysis": "figure9", "ci_high": 2.0, "ci_low": 1.0, "experiment": "e", "group": "inv",
+                         "n": 6, "quantity": "y vs width", "r2": 0.9, "slope": 1.5}] * 2)
+    tidy = tidy_slopes(raw)
+    assert list(tidy.columns) == ["experiment", "analysis", "quantity", "group", "slope", "ci_low", "ci_high", "r2", "n"]
+    assert len(tidy) == 1
+    assert list(tidy_slopes(None).columns)[:2] == ["experiment", "analysis"]
+
+
+def test_slopes_table_rows_rounded(page, tmp_path):
+    raw = pd.DataFrame([
+        {"experiment": "e", "analysis": "figure9", "quantity": "NTK change vs width", "group": "inv", "slope": -0.512345,
+         "ci_low": -0.70001, "ci_high": -0.3333333, "r2": 0.987654, "n": 12},
+        {"experiment": "e", "analysis": "figure9", "quantity": "weight change vs width", "group": "inv", "slope": -0.25,
+         "ci_low": float("nan"), "ci_high": float("nan"), "r2": 0.5, "n": 3}])
+    f = tmp_path / "slopes.html"
+    f.write_text(slopes_html(tidy_slopes(raw)))
+    page.goto(f.as_uri())
+    rows = page.locator("table#slopes tbody tr")
+    assert rows.count() == 2 and rows.first.is_visible()
+    assert rows.first.locator("td").all_inner_texts() == [
+        "e", "figure9", "NTK change vs width", "inv", "-0.512", "[-0.7, -0.333]", "0.988", "12"]
+    assert rows.nth(1).locator("td").all_inner_texts()[5] == "\u2014"
+
+
+def test_verdicts_are_marked_and_coloured_in_a_browser(page, tmp_path):
+    """Each verdict shows its text, symbol and its own background colour; numbers are rounded."""
+    f = tmp_path / "claims.html"
+    f.write_text(claims_html(CLAIMS))
+    page.goto(f.as_uri())
+    cells = page.locator("td.verdict")
+    assert cells.count() == 3
+    seen = {}
+    for i in range(3):
+        c = cells.nth(i)
+        assert c.is_visible()
+        text = c.inner_text().strip()
+        verdict = c.get_attribute("data-verdict")
+        cls, sym, _, _ = VERDICT_STYLE[verdict]
+        assert text == f"{sym} {verdict}" and cls in c.get_attribute("class")
+        seen[verdict] = c.evaluate("e => getComputedStyle(e).backgroundColor")
+    assert len(set(seen.values())) == 3, f"verdicts share a colour: {seen}"
+    assert "rgba(0, 0, 0, 0)" not in seen.values()
+    nums = page.locator("td.num").all_inner_texts()
+    assert "0.353" in nums and "[0.025, 1]" in nums and "[0.123, 0.556]" in nums
+    assert all(not re.search(r"\d\.\d{4,}", t) for t in nums), nums
+    assert page.locator("span.badge").all_inner_texts() == ["\u2714 1 consistent", "\u2718 1 refuted",
+                                                           "\u2013 1 not measurable"]
+    shot(page, tmp_path / "claims_table.png")
+
+
+def test_visibility_check_fails_on_a_hidden_table(page, tmp_path):
+    """The DOM check used on the report tells a hidden table from a shown one."""
+    f = tmp_path / "hidden.html"
+    f.write_text(slopes_html(None).replace("<table ", '<table style="display:none" '))
+    page.goto(f.as_uri())
+    assert page.locator("table#slopes").count() == 1 and not page.locator("table#slopes").is_visible()
+    f.write_text(slopes_html(None))
+    page.goto(f.as_uri())
+    assert page.locator("table#slopes").is_visible()
+    assert "no slope was fitted" in page.locator("table#slopes tr.empty").inner_text()
+
+
+# --- the report of a real run ----------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def report(small_workflow_run, tmp_path_factory):
+    """report.html of the shared small run (tests/conftest.py), with the run's results folder."""
+    from conftest import run_snakemake
+
+    from tfconv.config import load_workflow
+
+    wd, _, _ = small_workflow_run
+    out = tmp_path_factory.mktemp("report") / "report.html"
+    run_snakemake(wd, "--report", str(out))
+    cfg = yaml.safe_load(SMALL.read_text())
+    wf = load_workflow(dict(cfg, results=str(wd / cfg.get("results", "results"))))
+    print(f"report {out} ({out.stat().st_size} bytes)")
+    return out, wf
+
+
+def open_result(pg, category: str, row: str) -> None:
+    """Click the category in the report's menu, then the eye button of the row named `row`."""
+    pg.locator("nav").first.get_by_text(category, exact=True).click()
+    tr = pg.locator("nav table tbody tr").filter(has=pg.locator("td", has_text=re.compile(f"^{re.escape(row)}$")))
+    assert tr.count() == 1, f"{row!r} is not listed under {category!r}: {pg.locator('nav').first.inner_text()}"
+    tr.locator("a[iconname=eye]").click()
+
+
+def back_home(pg) -> None:
+    pg.locator("nav").nth(1).locator("a").first.click()  # the breadcrumb's home button
+
+
+@pytest.mark.slow
+def test_report_shows_tables_and_every_figure(report, page, tmp_path):
+    path, wf = report
+    res = wf.results
+    page.goto(path.as_uri())
+    page.get_by_text("Claims and slopes", exact=True).wait_for()
+    listed = set(page.evaluate("Object.keys(results)"))
+    root = res.root.parent
+    rel = lambda p: str(Path(p).relative_to(root))  # noqa: E731 (results are keyed by path from the workdir)
+    figures = [res.figure(e, a, "png") for e, a in wf.figure_targets()]
+    assert {rel(p) for p in figures + [res.claims_html, res.slopes_html]} <= listed, listed
+    shot(page, tmp_path / "report_home.png")
+
+    # the claims table, inline: every row of claims.csv with its verdict marked
+    claims = pd.read_csv(res.claims)
+    open_result(page, "Claims and slopes", "claims")
+    frame = page.frame_locator("iframe")
+    table = frame.locator("table#claims")
+    table.wait_for()
+    assert table.is_visible()
+    assert table.locator("tbody tr").count() == len(claims)
+    verdicts = table.locator("td.verdict")
+    assert [verdicts.nth(i).get_attribute("data-verdict") for i in range(verdicts.count())] == list(claims["verdict"])
+    for i in range(verdicts.count()):
+        v = verdicts.nth(i)
+        assert v.is_visible() and v.evaluate("e => getComputedStyle(e).backgroundColor") != "rgba(0, 0, 0, 0)"
+    nums = table.locator("td.num").all_inner_texts()
+    assert all(not re.search(r"\d\.\d{4,}", t) for t in nums), f"unrounded numbers: {nums}"
+    shot(page, tmp_path / "report_claims.png")
+
+    # the slopes table, inline (the small config fits no slope: the table says why)
+    slopes = pd.read_csv(res.slopes)
+    back_home(page)
+    open_result(page, "Claims and slopes", "slopes")
+    table = page.frame_locator("iframe").locator("table#slopes")
+    table.wait_for()
+    assert table.is_visible() and "Slope" in table.locator("thead").inner_text()
+    if len(slopes):
+        assert table.locator("tbody tr").count() == len(slopes)
+    else:
+        assert "no slope was fitted" in table.locator("tbody").inner_text()
+    shot(page, tmp_path / "report_slopes.png")
+
+    # every figure: shown as an image that loaded at its own size
+    from PIL import Image
+
+    for (e, a), png in zip(wf.figure_targets(), figures):
+        back_home(page)
+        open_result(page, e, a)
+        img = page.locator("#app img[src^='data:image/png']")
+        img.wait_for()
+        assert img.is_visible()
+        natural = img.evaluate("e => [e.complete, e.naturalWidth, e.naturalHeight]")
+        with Image.open(png) as im:
+            assert natural == [True, im.width, im.height], (png, natural)
+        box = img.bounding_box()
+        assert box and box["width"] > 300 and box["height"] > 200, (png, box)
+        shot(page, tmp_path / f"report_{e}_{a}.png")
