@@ -87,14 +87,6 @@ def _last_finite(values) -> Optional[float]:
     return float(a[-1]) if a.size else None
 
 
-def _read_array(path: Path):
-    from ..store._zarr import zarr_module
-
-    if not (path / "zarr.json").exists():
-        return None
-    return zarr_module().open_array(str(path), mode="r")[...]
-
-
 def _train_attempt(res: Results, name: str, now: float) -> tuple:
     """(state, note) of the experiment's last train_grid attempt from its log and manifest:
     ("finished" | "running" | "failed" | "none", note)."""
@@ -142,24 +134,23 @@ def _declared_points(res: Results, name: str) -> List[Dict[str, Any]]:
 
 
 def _point_status(res: Results, name: str, point: Mapping[str, Any], attempt: tuple) -> PointStatus:
-    from ..store._zarr import group_attrs
-    from ..store.runs import run_complete, runs_dir
+    from ..store.runs import read_curves, run_attrs, run_complete
 
     rid = run_id(point)
     store = res.train(name)
     ps = PointStatus(experiment=name, run_id=rid, point=dict(point), state="missing")
     if run_complete(store, rid):
-        d = runs_dir(store) / rid
-        a = group_attrs(d)
+        a = run_attrs(store, rid)
         status = a.get("status")
         ps.state = "diverged" if status == STATUS_DIVERGED else "done"
-        loss = _read_array(d / "loss")
+        curves = read_curves(store, rid, ["loss", "kernel_change"])
+        loss = curves.get("loss")
         if loss is not None:
             import numpy as np
 
             ps.loss = _last_finite(loss)
             ps.epochs = max(int(np.isfinite(np.asarray(loss, dtype=float)).sum()) - 1, 0)
-        kc = _read_array(d / "kernel_change") if "kernel_change" in (a.get("checkpoint_curves") or []) else None
+        kc = curves.get("kernel_change")
         if kc is not None and len(kc) > 1:  # the first checkpoint is epoch 0, where the change is 0 by definition
             ps.kernel_change = _last_finite(kc[1:])
         lm = (a.get("kernel") or {}).get("lambda_min0")

@@ -208,6 +208,20 @@ def read_run(train_store, rid: str) -> Dict[str, Any]:
         zs.close()
 
 
+def read_curves(train_store, rid: str, names) -> Dict[str, np.ndarray]:
+    """Some curves of a complete run (by name; absent names are left out), without its checkpoints."""
+    zarr = zarr_module()
+    if not run_complete(train_store, rid):
+        raise StoreError(f"run {rid} is missing or incomplete in {train_store}")
+    zs = zarr.storage.ZipStore(run_path(train_store, rid), mode="r")
+    try:
+        g = zarr.open_group(store=zs, mode="r")
+        have = set(g.array_keys())
+        return {k: np.asarray(g[k][...]) for k in names if k in have}
+    finally:
+        zs.close()
+
+
 def _read_group(g) -> Dict[str, Any]:
     attrs = dict(g.attrs)
     curves = {k: np.asarray(g[k][...]) for k in attrs["curves"]}
