@@ -28,7 +28,6 @@ import math
 import re
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..config.experiment import GRID_AXES, run_id
