@@ -16,11 +16,6 @@ from . import draw as D
 from . import stats as A
 
 
-def _first_step(ds):
-    steps = A.axis_values(ds, "step_size")
-    return (ds.sel(step_size=steps[0]), steps[0]) if steps else (ds, None)
-
-
 def _step_note(ds, step) -> str:
     return f", step {step}" if step is not None else f", step {ds.attrs.get('step', '?')}"
 
@@ -32,7 +27,7 @@ def _step_note(ds, step) -> str:
 def loss_per_width(ds, settings) -> tuple:
     """Training loss vs epoch (log) per width with the linearised prediction (dotted); default group."""
     ds, n = D.prepare(ds)
-    ds, step = _first_step(ds)
+    ds, step = D.first_step(ds)
     sc, ini = D.default_group(ds)
     sub = ds.sel(scaling=sc, init=ini)
     cv = Canvas("loss_per_width", 1, panel_size=(6.2, 4.4))
@@ -89,7 +84,7 @@ def kernel_prediction(ds, settings) -> tuple:
     """Per group: measured vs linearised loss per width with the lambda_min bound; the gap vs width;
     the stability limit vs width with each run's step."""
     ds, n = D.prepare(ds)
-    ds, step = _first_step(ds)
+    ds, step = D.first_step(ds)
     conf = float(settings.get("confidence", 0.95))
     N = float(n) if n is not None else A.n_samples_of(ds)
     loss_kind = str(ds.attrs.get("loss", "mean"))
@@ -273,7 +268,7 @@ def overparam_exponent(ds, settings) -> tuple:
     ax = cv.ax(0)
     if "n_samples" not in ds.dims:
         return cv, D.empty(cv, "overparam_exponent needs an n_samples axis in the grid; none was found")
-    ds, _ = _first_step(ds)
+    ds, _ = D.first_step(ds)
     sc = A.preferred(A.axis_values(ds, "scaling"), "inv_sqrt")
     ini = A.preferred(A.axis_values(ds, "init"), "lecun", "he")
     sub = ds.sel(scaling=[sc], init=[ini])

@@ -123,6 +123,13 @@ def log_ylim(ax, values, decades: float = 12) -> None:
         ax.set_ylim(max(fin.min(), top * 10.0 ** -decades) / 3, top * 3)
 
 
+def first_step(ds):
+    """(ds at the first value of its step_size axis, that step) -- the step a single-step figure shows;
+    (ds, None) when the experiment has one step (no axis)."""
+    steps = A.axis_values(ds, "step_size")
+    return (ds.sel(step_size=steps[0]), steps[0]) if steps else (ds, None)
+
+
 def prepare(ds, largest_n: bool = True):
     """complete_axes plus, when asked, the slice at the largest n_samples; returns (ds, N or None)."""
     ds = A.complete_axes(ds)

@@ -27,9 +27,7 @@ def figure9(ds, settings) -> tuple:
     """Appendix Fig. 9 under tau0 = d_m^-1 (and its inv_sqrt row): (a) loss, (b) weight change per
     weight matrix at the widest width and in total per width, (c) NTK change (log axis) per width."""
     ds, n = D.prepare(ds)
-    steps = A.axis_values(ds, "step_size")
-    if steps:
-        ds = ds.sel(step_size=steps[0])
+    ds, _ = D.first_step(ds)
     scalings = A.axis_values(ds, "scaling")
     rows = [s for s in ("inv", "inv_sqrt") if s in scalings] or scalings[:2]
     ini = A.preferred(A.axis_values(ds, "init"), "lecun")
@@ -111,9 +109,7 @@ the widest width to reach. One colour per width (seed mean and band).""",
 def spectrum(ds, settings) -> tuple:
     """lambda_min(K_0) and lambda_max(K_0) vs width for every init x scaling, log-log with slopes."""
     ds, n = D.prepare(ds)
-    steps = A.axis_values(ds, "step_size")
-    if steps:
-        ds = ds.sel(step_size=steps[0])
+    ds, _ = D.first_step(ds)
     conf = float(settings.get("confidence", 0.95))
     widths = A.axis_values(ds, "width")
     cv = Canvas("spectrum", 2)
@@ -158,9 +154,7 @@ def lazy_training(ds, settings) -> tuple:
     """Final weight change and final NTK change vs width, log-log slopes per init and scaling, with the
     kernel-stability and claim-5 thresholds."""
     ds, n = D.prepare(ds)
-    steps = A.axis_values(ds, "step_size")
-    if steps:
-        ds = ds.sel(step_size=steps[0])
+    ds, _ = D.first_step(ds)
     conf = float(settings.get("confidence", 0.95))
     widths = A.axis_values(ds, "width")
     cv = Canvas("lazy_training", 2)

@@ -33,9 +33,7 @@ def mnist_accuracy(ds, settings) -> tuple:
     """Per init x scaling: the training loss per width with the linearised prediction (log), and train
     and test accuracy per width as points joined by lines (recorded every few epochs)."""
     ds, n = D.prepare(ds)
-    steps = A.axis_values(ds, "step_size")
-    if steps:
-        ds = ds.sel(step_size=steps[0])
+    ds, _ = D.first_step(ds)
     groups = D.groups(ds)
     widths = A.axis_values(ds, "width")
     colors = D.colors(len(widths))

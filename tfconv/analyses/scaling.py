@@ -123,9 +123,7 @@ attention under both scalings) is stated in the finding.""",
 def attention_deviation(ds, settings) -> tuple:
     """Mean attention deviation from uniform at init and at the end of training vs width, per group."""
     ds, n = D.prepare(ds)
-    steps = A.axis_values(ds, "step_size")
-    if steps:
-        ds = ds.sel(step_size=steps[0])
+    ds, _ = D.first_step(ds)
     conf = float(settings.get("confidence", 0.95))
     widths = A.axis_values(ds, "width")
     cv = Canvas("attention_deviation", 2)
