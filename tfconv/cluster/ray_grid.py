@@ -12,6 +12,7 @@ device (a GPU when Ray gave the task one) into the scheduler-agnostic units of `
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -20,8 +21,31 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 from .. import runner
 
 
+#: The address every server of a local Ray cluster listens on (GCS, raylet, workers, agents).
+LOOPBACK = "127.0.0.1"
+
+
 def resolve_address(address: Optional[str]) -> Optional[str]:
     return address or os.environ.get("RAY_ADDRESS") or None
+
+
+@contextlib.contextmanager
+def _loopback_node_address():
+    """Let ``ray.init(_node_ip_address="127.0.0.1")`` keep the loopback address.
+
+    Ray's servers listen on loopback only when the node's address is literally 127.0.0.1 (GCS, raylet
+    and core workers: ``listen_to_localhost_only``; the agents bind to the node address), but on
+    Linux ``ray.init`` replaces a loopback ``_node_ip_address`` by this host's routable address
+    (``services.resolve_ip_for_localhost``) unless Ray clusters are disabled, as on macOS and
+    Windows.  Disable them for the call only; a local cluster has one node anyway."""
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def connect(address: Optional[str], num_cpus: int, num_gpus: Optional[int] = None, log=print) -> Dict[str, Any]:
@@ -37,10 +61,12 @@ def connect(address: Optional[str], num_cpus: int, num_gpus: Optional[int] = Non
     else:
         log(f"[ray] starting a local Ray cluster with {num_cpus} CPUs")
         kwargs = dict(address="local", num_cpus=int(num_cpus), include_dashboard=False,
-                      log_to_driver=False, runtime_env=env, ignore_reinit_error=True)
+                      log_to_driver=False, runtime_env=env, ignore_reinit_error=True,
+                      _node_ip_address=LOOPBACK)
         if num_gpus is not None:
             kwargs["num_gpus"] = num_gpus
-        ray.init(**kwargs)
+        with _loopback_node_address():
+            ray.init(**kwargs)
         started = True
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     res = ray.cluster_resources()
