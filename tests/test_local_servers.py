@@ -4,6 +4,7 @@ agents) and the Dask LocalCluster of `tfconv.cluster.dask_gram.dask_client`; and
 default authentication mode (token) a client without the cluster's token is refused."""
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import subprocess
@@ -16,7 +17,13 @@ import psutil
 from timeouts import hard_timeout
 
 ROOT = Path(__file__).resolve().parent.parent
-LOOPBACK = {"127.0.0.1", "::1"}
+
+
+def is_loopback(ip: str) -> bool:
+    """127.0.0.0/8, ::1, or IPv4-mapped loopback (::ffff:127.0.0.1) of a dual-stack socket."""
+    addr = ipaddress.ip_address(ip.split("%")[0])
+    mapped = getattr(addr, "ipv4_mapped", None)
+    return (mapped or addr).is_loopback
 
 
 def listening_sockets(pids):
@@ -91,11 +98,12 @@ def test_local_ray_cluster_listens_on_loopback_and_refuses_tokenless_clients(tmp
     assert proc.returncode == 0 and line, f"driver failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
     res = json.loads(line[4:])
     sockets = res["sockets"]
+    print("\n".join(map(str, sockets)))
     names = " | ".join(sorted({s[1] for s in sockets}))
     # the cluster's own servers are there: GCS, raylet, workers, agents
     assert len(sockets) >= 5 and "gcs_server" in names and "raylet" in names, names
     assert res["gcs"].startswith("127.0.0.1:"), res["gcs"]
-    exposed = [s for s in sockets if s[2] not in LOOPBACK]
+    exposed = [s for s in sockets if not is_loopback(s[2])]
     assert not exposed, "Ray servers listening beyond loopback:\n" + "\n".join(map(str, exposed))
     cl = res["clients"]
     assert cl["cluster-token"]["ran"], f"control client with the cluster's token failed:\n{cl['cluster-token']['tail']}"
@@ -116,7 +124,53 @@ def test_local_dask_cluster_listens_on_loopback_only():
         assert client.submit(lambda: 6 * 7).result() == 42
         sockets = listening_sockets(descendants())
         addrs = [client.scheduler.address] + list(client.scheduler_info()["workers"])
+    print("\n".join(map(str, sockets)))
     assert len(sockets) >= 3, sockets  # scheduler (in this process) and two workers (nannies too)
     assert all(a.startswith(("tcp://127.0.0.1:", "inproc://")) for a in addrs), addrs
-    exposed = [s for s in sockets if s[2] not in LOOPBACK]
+    exposed = [s for s in sockets if not is_loopback(s[2])]
     assert not exposed, "Dask servers listening beyond loopback:\n" + "\n".join(map(str, exposed))
+
+
+# A local cluster whose GCS and raylet are killed (SIGKILL) under a running driver: ray.shutdown()
+# alone, as the step did, leaves the processes the dead raylet had started; the step's cleanup
+# (`stop_local_cluster`, run_grid's `finally`) ends every process of the cluster.
+KILLED_HEAD = textwrap.dedent("""
+    import json, os, signal, sys, time
+    sys.path.insert(0, sys.argv[1])
+    import psutil, ray
+    from tfconv.cluster.ray_grid import connect, local_cluster_processes, stop_local_cluster
+
+    connect(None, num_cpus=1, log=lambda m: None)
+    assert ray.get(ray.remote(lambda: 1).remote()) == 1
+    time.sleep(2)
+    procs = local_cluster_processes()
+    names = sorted({p.name() for p in procs})
+    for p in procs:
+        if p.name() in ("gcs_server", "raylet"):
+            p.send_signal(signal.SIGKILL)
+    time.sleep(3)
+    ray.shutdown()
+    time.sleep(2)
+    after_shutdown = sorted(p.name() for p in local_cluster_processes())
+    ended = stop_local_cluster(log=print)
+    after_cleanup = [p.pid for p in local_cluster_processes()]
+    print("JSON" + json.dumps({"names": names, "after_shutdown": after_shutdown, "ended": ended,
+                               "after_cleanup": after_cleanup, "pids": [p.pid for p in procs]}))
+""")
+
+
+@hard_timeout(240)
+def test_no_ray_process_outlives_the_step_when_the_head_dies(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
+    # auth off: a dead head cannot be asked for anything; the default mode is tested above
+    env["RAY_AUTH_MODE"] = "disabled"
+    proc = subprocess.run([sys.executable, "-c", KILLED_HEAD, str(ROOT)], env=env, capture_output=True, text=True,
+                          timeout=220)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("JSON")), None)
+    assert line, f"driver failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    res = json.loads(line[4:])
+    print(res)
+    assert "gcs_server" in res["names"] and "raylet" in res["names"], res["names"]
+    assert res["after_cleanup"] == [], res
+    alive = [p for p in res["pids"] if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    assert not alive, f"processes of the killed cluster still alive: {alive}"

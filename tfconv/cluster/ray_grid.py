@@ -65,14 +65,65 @@ def connect(address: Optional[str], num_cpus: int, num_gpus: Optional[int] = Non
                       _node_ip_address=LOOPBACK)
         if num_gpus is not None:
             kwargs["num_gpus"] = num_gpus
-        with _loopback_node_address():
-            ray.init(**kwargs)
+        try:
+            with _loopback_node_address():
+                ray.init(**kwargs)
+        except BaseException:
+            # a head that died during start-up leaves the processes already started (agents, workers)
+            stop_local_cluster(log)
+            raise
         started = True
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     res = ray.cluster_resources()
     log(f"[ray] {len(nodes)} node(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs")
     return {"address": addr or "local", "started_here": started, "nodes": len(nodes),
             "cpus": res.get("CPU", 0), "gpus": res.get("GPU", 0)}
+
+
+def local_cluster_processes() -> List[Any]:
+    """The live processes of the Ray cluster(s) this process started locally: Ray names a head's
+    session ``session_<date>_<pid of the driver>`` and passes its folder to every process it starts
+    (GCS, raylet, workers, dashboard and runtime-env agents), also to those it no longer parents."""
+    import re
+
+    import psutil
+
+    mark = re.compile(r"/session_[0-9_-]+_%d(/|$)" % os.getpid())
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.pid != os.getpid() and any(mark.search(a) for a in (proc.info["cmdline"] or [])):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def stop_local_cluster(log=print, timeout: float = 10.0) -> int:
+    """Shut Ray down in this process and end every process of the local cluster it started that is
+    still alive (whatever died first); returns how many had to be ended."""
+    import psutil
+    import ray
+
+    with contextlib.suppress(Exception):
+        ray.shutdown()
+    left = local_cluster_processes()
+    if left:
+        names = set()
+        for p in left:
+            with contextlib.suppress(psutil.Error):
+                names.add(p.name())
+        log(f"[ray] ending {len(left)} process(es) of the local Ray cluster that outlived its shutdown: "
+            + ", ".join(sorted(names)))
+        for p in left:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
+        _, alive = psutil.wait_procs(left, timeout=timeout)
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(alive, timeout=timeout)
+    return len(left)
 
 
 def _task_context():
@@ -178,5 +229,7 @@ def run_grid(
                 log(f"[train_grid] waiting: {len(pending)} task(s) running, elapsed {time.time() - t0:.0f}s")
         return results
     finally:
-        if shutdown:
+        if shutdown and info["started_here"]:
+            stop_local_cluster(log)  # no process of the cluster outlives the step
+        elif shutdown:
             ray.shutdown()
