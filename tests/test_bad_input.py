@@ -108,6 +108,9 @@ def test_binary_file_and_folder_are_refused_by_name(tmp_path, capsys):
     nul = tmp_path / "nul.yaml"
     nul.write_bytes(b"results: x\x00\x00\x00")
     _expect_refused(nul, ["NUL bytes"], capsys)
+    deep = tmp_path / "deep.yaml"
+    deep.write_text("a: " + "[" * 50_000 + "]" * 50_000 + "\n")
+    _expect_refused(deep, ["nests lists or mappings too deeply"], capsys, seconds=5)
     folder = tmp_path / "configs"
     folder.mkdir()
     _expect_refused(folder, ["is a folder; give a YAML file"], capsys)

@@ -452,6 +452,8 @@ def read_yaml(path) -> Any:
         raise ConfigError(f"config file {p}: {exc}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {p} nests lists or mappings too deeply to be a config") from None
 
 
 def load_workflow(source: Union[str, os.PathLike, Mapping]) -> Workflow:
