@@ -6,6 +6,7 @@ sys.path.insert(0, workflow.basedir)
 
 from tfconv.analyses import caption_for
 from tfconv.config import ConfigError, Workflow, load_config
+from tfconv.config.estimate import estimate, estimate_lines
 from tfconv.config.loader import merge_over_default, read_yaml
 from snakemake.exceptions import WorkflowError
 
@@ -35,8 +36,6 @@ config.clear()
 config.update(_validated)
 WF = Workflow.from_config(config)
 if workflow.is_main_process:  # the size of the work, once, before any job (jobs re-parse this file)
-    from tfconv.config.estimate import estimate, estimate_lines
-
     for _line in estimate_lines(estimate(config)):
         print(_line, file=sys.stderr)
 RES = WF.results  # tfconv.store.Results: the one owner of every path below
