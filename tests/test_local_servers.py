@@ -4,6 +4,7 @@ agents) and the Dask LocalCluster of `tfconv.cluster.dask_gram.dask_client`; and
 default authentication mode (token) a client without the cluster's token is refused."""
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -13,7 +14,6 @@ import textwrap
 from pathlib import Path
 
 import psutil
-
 from timeouts import hard_timeout
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,13 +67,16 @@ DRIVER = textwrap.dedent("""
     gcs = ray.get_runtime_context().gcs_address
     client = ("import ray, sys; ray.init(address=sys.argv[1], logging_level='ERROR', log_to_driver=False); "
               "print('RESULT', ray.get(ray.remote(lambda: 6 * 7).remote()))")
+    # RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0: a client, too, would replace 127.0.0.1 by this host's
+    # routable address (where nothing listens now) unless Ray clusters are off, as in connect()
     base = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    base["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
     envs = {
         "no-token": dict(base, RAY_AUTH_MODE="disabled", HOME=sys.argv[2]),
         "wrong-token": dict(base, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN="0" * 32, HOME=sys.argv[2]),
-        "cluster-token": dict(base),
+        "cluster-token": dict(base, RAY_AUTH_MODE="token"),  # the token connect() left in ~/.ray/auth_token
     }
-    procs = {k: subprocess.Popen(["timeout", "-k", "5", "90", sys.executable, "-c", client, gcs], env=e,
+    procs = {k: subprocess.Popen(["timeout", "-k", "5", "60", sys.executable, "-c", client, gcs], env=e,
                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
              for k, e in envs.items()}
     clients = {}
@@ -108,8 +111,9 @@ def test_local_ray_cluster_listens_on_loopback_and_refuses_tokenless_clients(tmp
     cl = res["clients"]
     assert cl["cluster-token"]["ran"], f"control client with the cluster's token failed:\n{cl['cluster-token']['tail']}"
     for k in ("no-token", "wrong-token"):
-        assert not cl[k]["ran"] and cl[k]["rc"] not in (0, 124, 137), f"{k} client: {cl[k]}"
-        assert "auth" in cl[k]["tail"].lower() or "token" in cl[k]["tail"].lower(), cl[k]["tail"]
+        assert not cl[k]["ran"], f"{k} client ran code on the cluster: {cl[k]}"
+        tail = cl[k]["tail"].lower()
+        assert "unauthenticated" in tail or "authentication" in tail or "token" in tail, f"{k}: {cl[k]['tail']}"
     # after ray.shutdown() no process of the cluster is left
     alive = [p for p in res["pids"][1:] if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
     assert not alive, f"Ray processes outlived the driver's shutdown: {alive}"
@@ -131,46 +135,83 @@ def test_local_dask_cluster_listens_on_loopback_only():
     assert not exposed, "Dask servers listening beyond loopback:\n" + "\n".join(map(str, exposed))
 
 
-# A local cluster whose GCS and raylet are killed (SIGKILL) under a running driver: ray.shutdown()
-# alone, as the step did, leaves the processes the dead raylet had started; the step's cleanup
-# (`stop_local_cluster`, run_grid's `finally`) ends every process of the cluster.
-KILLED_HEAD = textwrap.dedent("""
-    import json, os, signal, sys, time
+# The head dies during start-up: a thread of the driver kills the GCS as soon as the raylet exists,
+# while connect() is still inside ray.init.  The step then ends (the driver exits); every process of
+# that cluster (agents, workers) must be gone.  The driver's tfconv comes from argv[1].
+KILLED_AT_START = textwrap.dedent("""
+    import os, sys, threading, time
     sys.path.insert(0, sys.argv[1])
-    import psutil, ray
-    from tfconv.cluster.ray_grid import connect, local_cluster_processes, stop_local_cluster
+    import psutil
+    from tfconv.cluster import ray_grid
 
-    connect(None, num_cpus=1, log=lambda m: None)
-    assert ray.get(ray.remote(lambda: 1).remote()) == 1
-    time.sleep(2)
-    procs = local_cluster_processes()
-    names = sorted({p.name() for p in procs})
-    for p in procs:
-        if p.name() in ("gcs_server", "raylet"):
-            p.send_signal(signal.SIGKILL)
-    time.sleep(3)
-    ray.shutdown()
-    time.sleep(2)
-    after_shutdown = sorted(p.name() for p in local_cluster_processes())
-    ended = stop_local_cluster(log=print)
-    after_cleanup = [p.pid for p in local_cluster_processes()]
-    print("JSON" + json.dumps({"names": names, "after_shutdown": after_shutdown, "ended": ended,
-                               "after_cleanup": after_cleanup, "pids": [p.pid for p in procs]}))
+    def kill_gcs_when_raylet_starts():
+        me = psutil.Process()
+        t0 = time.time()
+        while time.time() - t0 < 60:
+            kids = me.children(recursive=True)
+            if any(p.name() == "raylet" for p in kids):
+                time.sleep(1.0)  # the raylet starts its agents
+                for p in me.children(recursive=True):
+                    if p.name() == "gcs_server":
+                        p.kill()
+                        print("KILLED gcs_server", flush=True)
+                return
+            time.sleep(0.02)
+
+    threading.Thread(target=kill_gcs_when_raylet_starts, daemon=True).start()
+    try:
+        ray_grid.connect(None, num_cpus=1, log=print)
+        print("CONNECTED", flush=True)
+    except BaseException as exc:
+        print("RAISED", type(exc).__name__, str(exc)[:300], flush=True)
 """)
 
 
+def session_processes(driver_pid):
+    """Live processes of the local Ray cluster the driver with this pid started (Ray's session folder
+    session_<date>_<driver pid> is on their command lines)."""
+    import re
+
+    mark = re.compile(r"/session_[0-9_-]+_%d(/|$)" % driver_pid)
+    out = []
+    for p in psutil.process_iter(["pid", "cmdline", "status"]):
+        try:
+            if p.info["status"] != psutil.STATUS_ZOMBIE and any(mark.search(a) for a in (p.info["cmdline"] or [])):
+                out.append((p.pid, " ".join(p.info["cmdline"])[:100]))
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def run_killed_at_start(root: Path, timeout: int = 150):
+    """Run the driver (tfconv from `root`); returns (its output, the processes of its cluster left
+    10 s after it ended)."""
+    import time
+
+    # auth off: the dead head cannot be asked for anything; the default mode is tested above.
+    # A GCS that is gone is given up on after 10 s instead of 60 s.
+    env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
+               RAY_gcs_rpc_server_reconnect_timeout_s="10")
+    env.pop("RAY_ADDRESS", None)
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_AT_START, str(root)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    time.sleep(10)  # whatever shuts down by itself has done so by now
+    return out, session_processes(proc.pid)
+
+
 @hard_timeout(240)
-def test_no_ray_process_outlives_the_step_when_the_head_dies(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(ROOT), RAY_USAGE_STATS_ENABLED="0")
-    # auth off: a dead head cannot be asked for anything; the default mode is tested above
-    env["RAY_AUTH_MODE"] = "disabled"
-    proc = subprocess.run([sys.executable, "-c", KILLED_HEAD, str(ROOT)], env=env, capture_output=True, text=True,
-                          timeout=220)
-    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("JSON")), None)
-    assert line, f"driver failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
-    res = json.loads(line[4:])
-    print(res)
-    assert "gcs_server" in res["names"] and "raylet" in res["names"], res["names"]
-    assert res["after_cleanup"] == [], res
-    alive = [p for p in res["pids"] if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
-    assert not alive, f"processes of the killed cluster still alive: {alive}"
+def test_no_ray_process_outlives_a_head_killed_during_start_up():
+    out, left = run_killed_at_start(ROOT)
+    print(out[-3000:])
+    assert "KILLED gcs_server" in out, out[-3000:]
+    try:
+        assert not left, "processes of the cluster outlived the step:\n" + "\n".join(map(str, left))
+    finally:
+        for pid, _ in left:  # leave no stray processes behind, whatever the verdict
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()

@@ -20,7 +20,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import runner
 
-
 #: The address every server of a local Ray cluster listens on (GCS, raylet, workers, agents).
 LOOPBACK = "127.0.0.1"
 
