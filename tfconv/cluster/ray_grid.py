@@ -3,6 +3,9 @@
 Which cluster (in this order): the ``address`` argument (config ``ray.address``), the RAY_ADDRESS
 environment variable, else a local Ray cluster started for this job with ``num_cpus`` CPUs
 (``ray.init(address="local")`` so that a stale cluster on the machine is never joined by accident).
+A local cluster listens on 127.0.0.1 only (GCS, raylet, workers, agents), under Ray's default token
+authentication unless RAY_AUTH_MODE says otherwise; it is private to the step, and every process of
+it is ended when the step ends, also when its head died first (`stop_local_cluster`).
 
 The step (`tfconv.pipeline.steps.train_grid`) decides what is left to train and passes only those
 points.  Tasks are retried by Ray when their worker process dies (``max_retries``); a retry of a
