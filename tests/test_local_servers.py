@@ -151,10 +151,13 @@ KILLED_AT_START = textwrap.dedent("""
             kids = me.children(recursive=True)
             if any(p.name() == "raylet" for p in kids):
                 time.sleep(1.0)  # the raylet starts its agents
+                if sys.argv[2] == "driver":
+                    print("KILLED driver", flush=True)
+                    os.kill(os.getpid(), 9)
                 for p in me.children(recursive=True):
-                    if p.name() == "gcs_server":
+                    if p.name() == sys.argv[2]:
                         p.kill()
-                        print("KILLED gcs_server", flush=True)
+                        print("KILLED " + sys.argv[2], flush=True)
                 return
             time.sleep(0.02)
 
@@ -183,7 +186,7 @@ def session_processes(driver_pid):
     return out
 
 
-def run_killed_at_start(root: Path, timeout: int = 150):
+def run_killed_at_start(root: Path, victim: str = "gcs_server", timeout: int = 150):
     """Run the driver (tfconv from `root`); returns (its output, the processes of its cluster left
     10 s after it ended)."""
     import time
@@ -193,7 +196,7 @@ def run_killed_at_start(root: Path, timeout: int = 150):
     env = dict(os.environ, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0",
                RAY_gcs_rpc_server_reconnect_timeout_s="10")
     env.pop("RAY_ADDRESS", None)
-    proc = subprocess.Popen([sys.executable, "-c", KILLED_AT_START, str(root)], env=env, stdout=subprocess.PIPE,
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_AT_START, str(root), victim], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:
         out, _ = proc.communicate(timeout=timeout)
