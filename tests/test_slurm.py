@@ -55,6 +55,8 @@ def require_slurm():
 
 
 def _env() -> dict:
+    # auth off for the Ray clusters of these subprocesses (set here, not in the README's or CI's
+    # command); the default token mode is tested in tests/test_local_servers.py
     env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
     for k in ("RAY_ADDRESS", "DASK_SCHEDULER_ADDRESS"):
         env.pop(k, None)  # the jobs must start their own clusters (sbatch passes --export=ALL)

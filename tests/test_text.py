@@ -139,3 +139,22 @@ def test_word_vector_golden_values():
         atol=1e-15,
     )
     assert not text.word_vector("movie", 4, 0).flags.writeable
+
+
+def test_bz2_bomb_is_refused_with_the_file_name(tmp_path):
+    """Decompression of a user's review corpus is capped (verify=False skips the pinned hash)."""
+    import time
+
+    bomb = tmp_path / "reviews.csv.bz2"
+    bomb.write_bytes(bz2.compress(b"category,text\n" + bytes(300 * 1024 * 1024), 9))
+    assert bomb.stat().st_size < 1_000
+    t0 = time.time()
+    with pytest.raises(ValueError) as err:
+        text.load_rotten_tomatoes(bomb, verify=False)
+    assert time.time() - t0 < 10
+    assert str(bomb) in str(err.value) and "decompresses to more than 268,435,456 bytes" in str(err.value)
+    # control: a small corpus of the same form loads
+    ok = tmp_path / "ok.csv.bz2"
+    ok.write_bytes(bz2.compress(b"category,text\nfresh,Great\nrotten,Bad\n"))
+    texts, labels = text.load_rotten_tomatoes(ok, verify=False)
+    assert texts == ["Great", "Bad"] and list(labels) == [1, 0]

@@ -24,6 +24,8 @@ pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str, config: Path = SMALL, timeout: int = 600, check: bool = True):
+    # auth off for the Ray clusters of these subprocesses (set here, not in the README's or CI's
+    # command); the default token mode is tested in tests/test_local_servers.py
     env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
     env.pop("RAY_ADDRESS", None)
     cmd = ["timeout", "-k", "10", str(timeout), str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"),

@@ -117,6 +117,10 @@ def main(argv=None) -> int:
         except ConfigError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+        from .config.estimate import estimate, estimate_lines
+
+        # the size of the work first, as YAML comments (the output stays a valid config)
+        print("\n".join(f"# {line}" for line in estimate_lines(estimate(cfg))))
         print(yaml.safe_dump(cfg, sort_keys=False))
         return 0
     return 2

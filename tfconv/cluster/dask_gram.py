@@ -48,6 +48,7 @@ def dask_client(dask_cfg: Mapping[str, Any], log: Callable[[str], None] = print,
             client.wait_for_workers(1, timeout=600)
             yield client
         return
+    # scheduler, nannies and workers listen on loopback only; no dashboard
     log(f"[dask] starting a local cluster: {dask_cfg['n_workers']} worker process(es) x "
         f"{dask_cfg['threads_per_worker']} thread(s), {dask_cfg['memory_limit']} each")
     import dask
@@ -57,7 +58,8 @@ def dask_client(dask_cfg: Mapping[str, Any], log: Callable[[str], None] = print,
     allowed = {"distributed.scheduler.allowed-failures": int(dask_cfg.get("retries", 3))}
     with dask.config.set(allowed), \
             LocalCluster(n_workers=int(dask_cfg["n_workers"]), threads_per_worker=int(dask_cfg["threads_per_worker"]),
-                         processes=True, memory_limit=dask_cfg["memory_limit"], dashboard_address=None) as cluster, \
+                         processes=True, memory_limit=dask_cfg["memory_limit"], dashboard_address=None,
+                         host="127.0.0.1") as cluster, \
             Client(cluster) as client:
         yield client
 

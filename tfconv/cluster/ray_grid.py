@@ -3,6 +3,9 @@
 Which cluster (in this order): the ``address`` argument (config ``ray.address``), the RAY_ADDRESS
 environment variable, else a local Ray cluster started for this job with ``num_cpus`` CPUs
 (``ray.init(address="local")`` so that a stale cluster on the machine is never joined by accident).
+A local cluster listens on 127.0.0.1 only (GCS, raylet, workers, agents), under Ray's default token
+authentication unless RAY_AUTH_MODE says otherwise; it is private to the step, and every process of
+it is ended when the step ends, also when its head died first (`stop_local_cluster`).
 
 The step (`tfconv.pipeline.steps.train_grid`) decides what is left to train and passes only those
 points.  Tasks are retried by Ray when their worker process dies (``max_retries``); a retry of a
@@ -12,6 +15,7 @@ device (a GPU when Ray gave the task one) into the scheduler-agnostic units of `
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -19,9 +23,31 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import runner
 
+#: The address every server of a local Ray cluster listens on (GCS, raylet, workers, agents).
+LOOPBACK = "127.0.0.1"
+
 
 def resolve_address(address: Optional[str]) -> Optional[str]:
     return address or os.environ.get("RAY_ADDRESS") or None
+
+
+@contextlib.contextmanager
+def _loopback_node_address():
+    """Let ``ray.init(_node_ip_address="127.0.0.1")`` keep the loopback address.
+
+    Ray's servers listen on loopback only when the node's address is literally 127.0.0.1 (GCS, raylet
+    and core workers: ``listen_to_localhost_only``; the agents bind to the node address), but on
+    Linux ``ray.init`` replaces a loopback ``_node_ip_address`` by this host's routable address
+    (``services.resolve_ip_for_localhost``) unless Ray clusters are disabled, as on macOS and
+    Windows.  Disable them for the call only; a local cluster has one node anyway."""
+    from ray._private import ray_constants
+
+    saved = ray_constants.ENABLE_RAY_CLUSTER
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved
 
 
 def connect(address: Optional[str], num_cpus: int, num_gpus: Optional[int] = None, log=print) -> Dict[str, Any]:
@@ -37,16 +63,69 @@ def connect(address: Optional[str], num_cpus: int, num_gpus: Optional[int] = Non
     else:
         log(f"[ray] starting a local Ray cluster with {num_cpus} CPUs")
         kwargs = dict(address="local", num_cpus=int(num_cpus), include_dashboard=False,
-                      log_to_driver=False, runtime_env=env, ignore_reinit_error=True)
+                      log_to_driver=False, runtime_env=env, ignore_reinit_error=True,
+                      _node_ip_address=LOOPBACK)
         if num_gpus is not None:
             kwargs["num_gpus"] = num_gpus
-        ray.init(**kwargs)
+        try:
+            with _loopback_node_address():
+                ray.init(**kwargs)
+        except BaseException:
+            # a head that died during start-up leaves the processes already started (agents, workers)
+            stop_local_cluster(log)
+            raise
         started = True
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     res = ray.cluster_resources()
     log(f"[ray] {len(nodes)} node(s), {res.get('CPU', 0):g} CPUs, {res.get('GPU', 0):g} GPUs")
     return {"address": addr or "local", "started_here": started, "nodes": len(nodes),
             "cpus": res.get("CPU", 0), "gpus": res.get("GPU", 0)}
+
+
+def local_cluster_processes() -> List[Any]:
+    """The live processes of the Ray cluster(s) this process started locally: Ray names a head's
+    session ``session_<date>_<pid of the driver>`` and passes its folder to every process it starts
+    (GCS, raylet, workers, dashboard and runtime-env agents), also to those it no longer parents."""
+    import re
+
+    import psutil
+
+    mark = re.compile(r"/session_[0-9_-]+_%d(/|$)" % os.getpid())
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline"]):
+        try:
+            if proc.pid != os.getpid() and any(mark.search(a) for a in (proc.info["cmdline"] or [])):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def stop_local_cluster(log=print, timeout: float = 10.0) -> int:
+    """Shut Ray down in this process and end every process of the local cluster it started that is
+    still alive (whatever died first); returns how many had to be ended."""
+    import psutil
+    import ray
+
+    with contextlib.suppress(Exception):
+        ray.shutdown()
+    left = local_cluster_processes()
+    if left:
+        names = set()
+        for p in left:
+            with contextlib.suppress(psutil.Error):
+                names.add(p.name())
+        log(f"[ray] ending {len(left)} process(es) of the local Ray cluster that outlived its shutdown: "
+            + ", ".join(sorted(names)))
+        for p in left:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.terminate()
+        _, alive = psutil.wait_procs(left, timeout=timeout)
+        for p in alive:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                p.kill()
+        psutil.wait_procs(alive, timeout=timeout)
+    return len(left)
 
 
 def _task_context():
@@ -152,5 +231,7 @@ def run_grid(
                 log(f"[train_grid] waiting: {len(pending)} task(s) running, elapsed {time.time() - t0:.0f}s")
         return results
     finally:
-        if shutdown:
+        if shutdown and info["started_here"]:
+            stop_local_cluster(log)  # no process of the cluster outlives the step
+        elif shutdown:
             ray.shutdown()

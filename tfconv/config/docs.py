@@ -32,13 +32,20 @@ def _type(s: dict) -> str:
     return t + (f" ({', '.join(bounds)})" if bounds else "")
 
 
-def _rows(props: dict, prefix: str, required=()):
+def _rows(props: dict, prefix: str, required=(), defs=None):
+    refs = [k for k, s in props.items() if "$ref" in s]
+    if refs and defs is not None:  # keys sharing one definition (resources.<rule>): one row, keys once
+        target = defs[props[refs[0]]["$ref"].rsplit("/", 1)[-1]]
+        name = f"{prefix}<rule>"
+        yield f"| `{name}` | object |  | One of: {', '.join(f'`{k}`' for k in refs)}. |"
+        yield from _rows(target["properties"], name + ".", target.get("required", ()), defs)
+        props = {k: v for k, v in props.items() if k not in refs}
     for key, s in props.items():
         name = f"{prefix}{key}"
         default = json.dumps(s["default"]) if "default" in s else ("required" if key in required else "")
         yield f"| `{name}` | {_type(s)} | {default} | {s.get('description', '').strip()} |"
         if s.get("type") == "object" and "properties" in s:
-            yield from _rows(s["properties"], name + ".", s.get("required", ()))
+            yield from _rows(s["properties"], name + ".", s.get("required", ()), defs)
 
 
 def render() -> str:
@@ -51,7 +58,7 @@ def render() -> str:
            "`../tests/data/config_small.yaml` (the tests' tiny grid).", "",
            "## Top level", "", "| key | type | default | description |", "|---|---|---|---|"]
     top = {k: v for k, v in schema["properties"].items() if k not in ("datasets", "experiments")}
-    out += list(_rows(top, ""))
+    out += list(_rows(top, "", defs=schema["$defs"]))
     out += ["", "## `datasets.<name>`", "", "Each dataset has a `kind`; the keys allowed depend on it.", ""]
     for branch in schema["$defs"]["dataset"]["allOf"]:
         props = branch["then"]["properties"]

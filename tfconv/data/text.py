@@ -122,6 +122,34 @@ def _rotten_tomatoes_file() -> Path:
     return path
 
 
+#: Most bytes a review corpus may decompress to (the Rotten Tomatoes CSV has 2,546,940).
+MAX_DECOMPRESSED_BYTES = 256 * 1024 * 1024
+
+
+def _bunzip_capped(data: bytes, path: Path, limit: int = MAX_DECOMPRESSED_BYTES) -> bytes:
+    """bz2-decompress `data` (every stream in it), refusing to produce more than `limit` bytes."""
+    out, total = [], 0
+    try:
+        while data:
+            dec = bz2.BZ2Decompressor()
+            chunk = dec.decompress(data, max_length=limit - total + 1)
+            while True:
+                total += len(chunk)
+                out.append(chunk)
+                if total > limit:
+                    raise ValueError(f"{path} decompresses to more than {limit:,} bytes; stopped reading "
+                                     "(a corrupt file or a decompression bomb)")
+                if dec.eof or dec.needs_input:
+                    break
+                chunk = dec.decompress(b"", max_length=limit - total + 1)
+            if not dec.eof:
+                raise ValueError(f"cannot decompress {path}: compressed data ended before the end-of-stream marker")
+            data = dec.unused_data
+    except OSError as exc:
+        raise ValueError(f"cannot decompress {path}: {exc}") from exc
+    return b"".join(out)
+
+
 def _load_rotten_tomatoes_with_hash(
     path: str | os.PathLike | None = None, verify: bool = True
 ) -> tuple[list[str], np.ndarray, str, Path]:
@@ -134,9 +162,9 @@ def _load_rotten_tomatoes_with_hash(
         data = p.read_bytes()  # hash exactly the bytes that are parsed
         sha = check_sha256(data, ROTTEN_TOMATOES_SHA256, p) if verify else sha256_bytes(data)
         try:
-            text = bz2.decompress(data).decode("utf-8")
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot decompress/decode {p}: {exc}") from exc
+            text = _bunzip_capped(data, p).decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise ValueError(f"cannot decode {p}: {exc}") from exc
         reader = csv.reader(io.StringIO(text, newline=""))
         header = next(reader, None)
         if not header or "category" not in header or "text" not in header:

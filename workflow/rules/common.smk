@@ -6,6 +6,7 @@ sys.path.insert(0, workflow.basedir)
 
 from tfconv.analyses import caption_for
 from tfconv.config import ConfigError, Workflow, load_config
+from tfconv.config.estimate import estimate, estimate_lines
 from tfconv.config.loader import merge_over_default, read_yaml
 from snakemake.exceptions import WorkflowError
 
@@ -17,6 +18,11 @@ if not workflow.overwrite_configfiles:
 
 
 try:
+    # Snakemake has parsed every --configfile with its own YAML loader already; read them again with
+    # ours (tfconv.config.loader.read_yaml) so that duplicate keys and alias bombs are refused before
+    # anything walks the config.
+    for _configfile in workflow.overwrite_configfiles:
+        read_yaml(_configfile)
     # A --configfile is merged over the embedded default for every section except `experiments`,
     # which is the user's alone (README: "Your own grid").
     _user = dict(config)
@@ -29,6 +35,9 @@ except (ConfigError, ValueError) as exc:
 config.clear()
 config.update(_validated)
 WF = Workflow.from_config(config)
+if workflow.is_main_process:  # the size of the work, once, before any job (jobs re-parse this file)
+    for _line in estimate_lines(estimate(config)):
+        print(_line, file=sys.stderr)
 RES = WF.results  # tfconv.store.Results: the one owner of every path below
 try:
     RES.claim(os.getcwd())  # one workflow per results folder
