@@ -156,6 +156,46 @@ def test_compare_results_script_finds_a_changed_value(finished_run, tmp_path):
     assert diff.returncode == 1 and "epoch=0/K: values differ" in diff.stdout, diff.stdout
 
 
+def test_damage_then_verify_repair_then_rerun_restores_identical_results(finished_run, tmp_path):
+    """The operator's path after damage: `tfconv verify --repair` removes what is damaged (a flipped
+    bit in a Gram, a changed loss in a run, an edited claims table), the next `snakemake` recomputes
+    exactly that, and the results equal the undisturbed ones bitwise (scripts/compare_results.py)."""
+    import zarr
+
+    from inputs import repack_run, unpack_run
+
+    wd, _, _ = finished_run
+    copy = tmp_path / "wf"
+    shutil.copytree(wd, copy, symlinks=True)
+    res = copy / "results"
+    rid = "width=16_scaling=inv_sqrt_init=ntk_seed=0"
+    K = zarr.open_array(str(res / "gram" / "grid.zarr" / rid / "epoch=0" / "K"), mode="a")
+    v = np.array([K[0, 0]])
+    v.view(np.uint8)[0] ^= 0x01
+    K[0, 0] = v[0]
+    other = "width=32_scaling=inv_init=lecun_seed=0"
+    folder = unpack_run(store.run_path(res / "train" / "grid.zarr", other), tmp_path / "run")
+    loss = zarr.open_array(str(folder / "loss"), mode="a")
+    loss[4] = float(loss[4]) * 0.999
+    repack_run(folder, store.run_path(res / "train" / "grid.zarr", other))
+    claims = res / "tables" / "claims.csv"
+    claims.write_text(claims.read_text().replace("not measurable", "consistent", 1))
+    env = dict(os.environ, RAY_AUTH_MODE="disabled")
+    bad = subprocess.run([str(BIN / "tfconv"), "verify", "results", "--repair"], cwd=copy, capture_output=True,
+                         text=True, env=env)
+    assert bad.returncode == 1, bad.stdout + bad.stderr
+    for what in (rid, other, "claims.csv"):
+        assert what in bad.stdout, (what, bad.stdout)
+    proc = snakemake(copy, "--cores", "2")
+    manifest = json.loads((res / "train" / "grid.json").read_text())
+    assert manifest["trained_now"] == [other]  # only the damaged run was trained again
+    ok = subprocess.run([str(BIN / "tfconv"), "verify", "results"], cwd=copy, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stdout + proc.stdout[-2000:]
+    same = subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "compare_results.py"), str(wd / "results"),
+                           str(res)], capture_output=True, text=True)
+    assert same.returncode == 0 and "IDENTICAL" in same.stdout, same.stdout + same.stderr
+
+
 REALDATA = ROOT / "tests" / "data" / "config_realdata.yaml"
 
 
