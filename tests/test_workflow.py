@@ -168,7 +168,7 @@ def test_damage_then_verify_repair_then_rerun_restores_identical_results(finishe
     copy = tmp_path / "wf"
     shutil.copytree(wd, copy, symlinks=True)
     res = copy / "results"
-    rid = "width=16_scaling=inv_sqrt_init=ntk_seed=0"
+    rid = "width=8_scaling=inv_init=ntk_seed=0"
     K = zarr.open_array(str(res / "gram" / "grid.zarr" / rid / "epoch=0" / "K"), mode="a")
     v = np.array([K[0, 0]])
     v.view(np.uint8)[0] ^= 0x01
