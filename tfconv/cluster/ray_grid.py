@@ -67,6 +67,12 @@ def connect(address: Optional[str], num_cpus: int, num_gpus: Optional[int] = Non
                       _node_ip_address=LOOPBACK)
         if num_gpus is not None:
             kwargs["num_gpus"] = num_gpus
+        import logging
+
+        # Ray's own notice ("Token authentication is enabled ...") is said once here, in our log's words
+        auth_log = logging.getLogger("ray._private.authentication.authentication_token_setup")
+        level, mode = auth_log.level, os.environ.get("RAY_AUTH_MODE")  # Ray sets it during init
+        auth_log.setLevel(logging.ERROR)
         try:
             with _loopback_node_address():
                 ray.init(**kwargs)
@@ -74,6 +80,10 @@ def connect(address: Optional[str], num_cpus: int, num_gpus: Optional[int] = Non
             # a head that died during start-up leaves the processes already started (agents, workers)
             stop_local_cluster(log)
             raise
+        finally:
+            auth_log.setLevel(level)
+        log("[ray] bound to 127.0.0.1; token authentication "
+            + (f"mode {mode!r} (RAY_AUTH_MODE)" if mode else "on (Ray's default; RAY_AUTH_MODE=disabled turns it off)"))
         started = True
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     res = ray.cluster_resources()
