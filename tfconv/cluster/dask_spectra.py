@@ -242,7 +242,7 @@ def zarr_cholesky(client, k_path: str, l_path: str, sigma: float = 0.0, tile: Op
             deps = [futs[(i, j)] for j in range(k)] + [futs[(k, j)] for j in range(k) if i != k]
             if i != k:
                 deps.append(futs[(k, k)])
-            prio = 3 * (nt - k) + (2 if i == k else 1 if i == k + 1 else 0)
+            prio = 3 * (nt - k) + (2 if i == k else 1 if i == k + 1 else 0)  # diagonals, then the next one
             futs[(i, k)] = client.submit(_chol_tile, k_path, str(l_path), i, k, T, float(sigma), deps,
                                          pure=False, priority=prio, key=f"chol-{Path(l_path).name}-{sigma:.6g}-{i}-{k}-{time.time_ns()}")
     failed = None
