@@ -252,7 +252,7 @@ def zarr_cholesky(client, k_path: str, l_path: str, sigma: float = 0.0, tile: Op
             if not r["ok"]:
                 failed = int(r["column"])
                 break
-            if k == nt - 1 or (k + 1) % max(1, nt // 5) == 0:
+            if nt >= 5 and (k + 1) % (nt // 5) == 0:
                 log(f"[spectra] Cholesky of K - ({sigma:.3g}) I: {k + 1}/{nt} tile columns")
         if failed is None:
             for f in futs.values():
@@ -365,6 +365,8 @@ def gram_spectrum(
         secs["shift_invert"] = time.perf_counter() - t1
         log(f"[spectra] lambda_min {rmin.value:.6g} by shift-invert (sigma {fac.sigma:.3g}): {rmin.iterations} solves, "
             f"residual {rmin.residual:.3g}, {secs['shift_invert']:.0f}s")
+        if not keep_factor:  # the factor is done with; free its disk before the trials write theirs
+            shutil.rmtree(l_path, ignore_errors=True)
         if certificate_rtol > 0 and rmin.value > 0:
             t1 = time.perf_counter()
 
