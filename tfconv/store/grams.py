@@ -208,7 +208,8 @@ def gram_statistics_stored(gram_store, rid: str, epoch: int, ref_epoch: Optional
     `tfconv.core.ntk.gram_statistics` without K whole in memory."""
     sp = read_spectrum(gram_store, rid, epoch)
     K = _open_complete(gram_store, rid, epoch)["K"]
-    K0 = _open_complete(gram_store, rid, ref_epoch)["K"] if ref_epoch is not None else None
+    same = ref_epoch is not None and int(ref_epoch) == int(epoch)  # K_0 against itself: change 0
+    K0 = _open_complete(gram_store, rid, ref_epoch)["K"] if ref_epoch is not None and not same else None
     n = K.shape[0]
     if K0 is not None and K0.shape != K.shape:
         raise StoreError(f"Gram {rid}: epoch {epoch} is {K.shape}, the reference epoch {ref_epoch} is {K0.shape}")
@@ -224,4 +225,4 @@ def gram_statistics_stored(gram_store, rid: str, epoch: int, ref_epoch: Optional
             d2 += float(np.sum((P - P0) ** 2))
             r2 += float(np.sum(P0 ** 2))
     return {"lambda_min": sp["lambda_min"], "lambda_max": sp["lambda_max"], "kernel_trace": trace,
-            "kernel_change": float(np.sqrt(d2) / np.sqrt(r2)) if K0 is not None else np.nan}
+            "kernel_change": 0.0 if same else float(np.sqrt(d2) / np.sqrt(r2)) if K0 is not None else np.nan}
