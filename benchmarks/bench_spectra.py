@@ -146,8 +146,18 @@ def run_one(args, n: int) -> dict:
            "certificate_rtol": args.certificate_rtol, "workers": args.workers, "memory_limit": args.memory_limit}
     logf = open(os.path.join(args.out, f"spectra-{n}.log"), "w")
 
+    state = {"client": None}
+
     def log(s):
-        print(f"  [{time.strftime('%H:%M:%S')}] {s}", flush=True)
+        c = state["client"]
+        if c is not None:  # peak RSS so far with every line, so a cut-short run still reports it
+            try:
+                w = c.run(vmhwm_mb)
+                s += f"   (peak RSS MB so far: driver {vmhwm_mb():.0f}, workers {', '.join(f'{v:.0f}' for v in w.values())})"
+            except Exception:  # noqa: BLE001
+                pass
+        s = f"[{time.strftime('%H:%M:%S')}] {s}"
+        print("  " + s, flush=True)
         logf.write(s + "\n")
         logf.flush()
 
@@ -163,6 +173,7 @@ def run_one(args, n: int) -> dict:
         client.run(reset_vmhwm)
         client.run_on_scheduler(reset_vmhwm)
         reset_vmhwm()
+        state["client"] = client
         t0 = time.perf_counter()
         rec = gram_spectrum(str(store.gram_path(gs, "synthetic", 0)), client, dense_max=0, tol=args.tol,
                             certificate_rtol=args.certificate_rtol, tile=args.tile or None, log=log)
@@ -173,6 +184,7 @@ def run_one(args, n: int) -> dict:
         out["records"] = {k: rec[k].as_dict() for k in ("lambda_min", "lambda_max")}
         out["spectra_seconds_split"] = rec["seconds"]
         out["products"], out["solves"] = rec["products"], rec["solves"]
+        state["client"] = None
     if args.compare_dense and n in args.compare_dense:
         log("dense baseline (today's finalize_gram: K whole + eigvalsh) in a fresh subprocess")
         p = subprocess.run([sys.executable, "-c", DENSE_SCRIPT.format(root=os.path.dirname(HERE), gs=gs)],
