@@ -220,7 +220,8 @@ def report(r: dict) -> None:
     lo, hi = lmin["certificate"]
     print(f"| lambda_min = {lmin['value']:.10g} | {lmin['method']} (sigma {lmin['shift']:.3g}) | {lmin['iterations']} solves | "
           f"{lmin['residual']:.3g} | {lmin['residual'] / max(abs(lmin['value']), 1e-300):.2g} | in ({lo:.8g}, {hi:.8g}]: {trials} |")
-    print(f"\nexact lambda_min of the synthetic kernel = ridge = {r['ridge']:g}: error {lmin['value'] - r['ridge']:.3g}")
+    if n > r["rank"] + 1:  # rank(J J^T + c 11^T) <= r + 1 < N: lambda_min = ridge exactly
+        print(f"\nexact lambda_min of the synthetic kernel = ridge = {r['ridge']:g}: error {lmin['value'] - r['ridge']:.3g}")
     print("\n| process | peak RSS MB (blocks) | peak RSS MB (spectra) |\n|---|---:|---:|")
     pb, ps = r["peak_blocks_mb"], r["peak_spectra_mb"]
     print(f"| driver | {pb['driver']:.0f} | {ps['driver']:.0f} |")
