@@ -39,6 +39,11 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 import numpy as np  # noqa: E402
 
+#: The environment before any Dask cluster starts: distributed sets OMP/MKL/OPENBLAS_NUM_THREADS=1 in
+#: this process when it spawns workers, and the dense baseline must get the BLAS threads today's
+#: path has (its process imported numpy before the cluster started).
+ENV0 = dict(os.environ)
+
 
 def vmhwm_mb(pid: str = "self") -> float:
     with open(f"/proc/{pid}/status") as f:
@@ -188,7 +193,7 @@ def run_one(args, n: int) -> dict:
     if args.compare_dense and n in args.compare_dense:
         log("dense baseline (today's finalize_gram: K whole + eigvalsh) in a fresh subprocess")
         p = subprocess.run([sys.executable, "-c", DENSE_SCRIPT.format(root=os.path.dirname(HERE), gs=gs)],
-                           capture_output=True, text=True)
+                           capture_output=True, text=True, env=ENV0)
         if p.returncode != 0:
             out["dense"] = {"error": p.stderr[-2000:]}
         else:
