@@ -226,3 +226,38 @@ def test_interlacing_on_nested_subsets_of_the_stored_ntk_values(client, tmp_path
     ev = np.linalg.eigvalsh(K)
     assert vals[900]["lambda_min"]["value"] == pytest.approx(ev[0], rel=1e-7)
     assert vals[900]["lambda_max"]["value"] == pytest.approx(ev[-1], rel=1e-10)
+
+
+def test_extremes_only_gram_is_complete_verified_and_damage_is_found(tmp_path):
+    from tfconv.pipeline import verify
+
+    gs = tmp_path / "gram.zarr"
+    K = ntk_like(200, 400, seed=7)
+    ev = np.linalg.eigvalsh(K)
+    g = write_gram(gs, "r", K, 64)
+    spec = {"lambda_min": {"value": float(ev[0]), "method": "shift_invert", "iterations": 9, "residual": 1e-12},
+            "lambda_max": {"value": float(ev[-1]), "method": "lanczos", "iterations": 5, "residual": 1e-10}}
+    store.finalize_gram(g, None, None, spectrum=spec)
+    assert store.gram_complete(gs, "r", 0) and g.attrs["spectrum_arrays"] == ["extremes"]
+
+    def problems():
+        rep = verify._Report()
+        verify._check_gram(gs, "e", "r", 0, rep)
+        return rep.problems
+
+    assert problems() == []
+    import zarr
+
+    ext = zarr.open_array(str(store.gram_path(gs, "r", 0) / "extremes"), mode="a")
+    ext[0] = ev[0] * 1.5  # changed after publication: the digest no longer matches
+    assert any("do not match their recorded digest" in p for p in problems())
+    bad = np.asarray([np.diag(K).min() * 2, ev[-1]])  # lambda_min above a diagonal entry: impossible
+    ext[...] = bad
+    g.attrs["extremes_digest"] = store._zarr.block_digest(bad)
+    assert any("contradict diag K" in p for p in problems())
+    import shutil
+
+    shutil.rmtree(store.gram_path(gs, "r", 0) / "extremes")
+    assert not store.gram_complete(gs, "r", 0)  # its spectrum is missing: not complete, recomputed on resume
+    g2 = store.ensure_gram(gs, "r", 0, 200, 64)
+    assert g2.attrs["complete"] is False
