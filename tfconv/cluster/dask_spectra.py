@@ -6,8 +6,8 @@
   product, half of it); the driver sums n x m partial vectors.
 * `zarr_cholesky`: blocked left-looking Cholesky of ``K - sigma I`` into a Zarr array next to K
   (tiles of ``tile`` rows, one Dask task and one chunk per lower tile, written once; a task holds at
-  most four tiles).  The diagonal tile's LAPACK dpotrf reports the first failing column, and the
-  remaining tasks are cancelled.
+  most four tiles).  The diagonal tile's LAPACK dpotrf reports the first failing column; the tasks
+  that depend on it return without work.
 * `ZarrCholesky.solve`: ``(K - sigma I)^-1 B`` by blocked forward and back substitution (one task per
   lower tile and pass, the small vectors travel through Dask).
 * `ZarrGramOperator`: the scipy LinearOperator of K (counts its products).
@@ -260,7 +260,14 @@ def zarr_cholesky(client, k_path: str, l_path: str, sigma: float = 0.0, tile: Op
                 if not r["ok"]:  # cannot happen after every diagonal succeeded
                     failed = int(r.get("column", -1))
     finally:
-        client.cancel(list(futs.values()))
+        # Drain rather than cancel: a cancelled task that is already running would still write its
+        # tile, possibly into the next factorisation at this path.  Tasks downstream of a failed
+        # diagonal return at once; only tiles of earlier columns still do their work.
+        from distributed import wait
+
+        wait(list(futs.values()))
+        for f in futs.values():
+            f.release()
     if failed is not None:
         return None, failed
     return ZarrCholesky(client, str(l_path), n, T, float(sigma)), None
