@@ -218,11 +218,45 @@ def gram_block(exp, point, data_store, train_store, gram_store, epoch: int, bi: 
     return {"run_id": rid, "epoch": epoch, "block": (bi, bj), "skipped": False, "host": socket.gethostname()}
 
 
-def finalize_gram(gram_group, provenance: Optional[Dict[str, Any]] = None) -> np.ndarray:
-    """Once every block of a Gram is done: its float64 eigenvalues, then the store publishes it as
-    complete (`tfconv.store.finalize_gram`).  Returns the eigenvalues (ascending)."""
-    from .core.ntk import gram_eigenvalues
+def finalize_gram(gram_group, provenance: Optional[Dict[str, Any]] = None, client=None,
+                  dense_max: int = 4096, log: Optional[Callable[[str], None]] = None, **spectrum_options) -> np.ndarray:
+    """Once every block of a Gram is done: its spectrum, then the store publishes it as complete
+    (`tfconv.store.finalize_gram`).
 
-    ev = gram_eigenvalues(store.assembled_matrix(gram_group))
-    store.finalize_gram(gram_group, ev, provenance)
-    return ev
+    N <= ``dense_max``: every eigenvalue by dense float64 ``eigvalsh`` (K read whole).  Above: K is
+    never read whole; lambda_max by Lanczos and lambda_min by shift-invert Lanczos with an
+    out-of-core Cholesky factor, both over the Zarr-stored K with Dask (``client``), plus the Cholesky
+    certificate (`tfconv.cluster.dask_spectra.gram_spectrum`; ``spectrum_options`` go there).  Every
+    value is stored with its method, iterations and residual.  Returns the eigenvalues (ascending),
+    or [lambda_min, lambda_max] when only the extremes are known.
+    """
+    from .cluster.dask_spectra import gram_spectrum
+
+    path = os.path.join(str(gram_group.store.root), gram_group.path) if gram_group.path else str(gram_group.store.root)
+    out = gram_spectrum(path, client, dense_max=dense_max, log=log or (lambda s: None), **spectrum_options)
+    spec = {k: _record(out[k]) for k in ("lambda_min", "lambda_max")}
+    spec.update(computed=out["method"], dense_max=int(dense_max), seconds=out["seconds"])
+    ev = out["eigenvalues"]
+    store.finalize_gram(gram_group, ev, provenance, spectrum=spec, slq=out.get("slq"))
+    return ev if ev is not None else np.asarray([spec["lambda_min"]["value"], spec["lambda_max"]["value"]])
+
+
+def _record(rec) -> Dict[str, Any]:
+    """An EigenRecord as JSON (NaN as null; the certificate trials kept, bulky notes dropped)."""
+    d = rec.as_dict()
+    notes = d.pop("notes", {}) or {}
+    d["certificate_trials"] = notes.get("certificate_trials")
+    d["error_bound"] = notes.get("error_bound")
+    d["rayleigh_quotient"] = notes.get("rayleigh_quotient")
+
+    def clean(v):
+        if isinstance(v, float) and not np.isfinite(v):
+            return None  # NaN: not computed; +-inf: that side of a certificate is open
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, np.generic):
+            return clean(v.item())
+        return v
+    return clean(d)

@@ -3,9 +3,10 @@
 One Dask task per upper-triangular block of each N x N Gram matrix (per run and checkpoint epoch);
 each task writes its own chunk-aligned region (the block and its mirror) and then its own completion
 flag, so no two writers ever share a chunk.  Blocks already done are not submitted; after all blocks
-of a matrix are done its float64 eigenvalues are computed here, on one process (Dask has no
-symmetric eigensolver; `tfconv.runner.finalize_gram`), and the store publishes the matrix as
-complete, last.
+of a matrix are done its spectrum is computed (`tfconv.runner.finalize_gram`): up to
+``gram.spectrum_dense_max`` rows every eigenvalue densely on one process, above it lambda_max and
+lambda_min iteratively with this client over the Zarr-stored K (`tfconv.cluster.dask_spectra`), and
+the store publishes the matrix as complete, last.
 
 Which cluster: the ``scheduler_address`` argument (config ``dask.scheduler_address``), the
 DASK_SCHEDULER_ADDRESS environment variable, a dask-jobqueue SLURMCluster when ``jobqueue`` is
@@ -95,8 +96,10 @@ def assemble_grams(
     log: Callable[[str], None] = print,
     max_in_flight: int = 256,
     expected_hash: Optional[str] = None,
+    spectrum: Optional[Mapping[str, Any]] = None,
 ) -> Dict[str, Any]:
-    """Assemble (or resume) every Gram of the experiment; returns counts and timings."""
+    """Assemble (or resume) every Gram of the experiment; returns counts and timings.  ``spectrum``:
+    options of `tfconv.runner.finalize_gram` (dense_max, certificate_rtol, slq_vectors, ...)."""
     t0 = time.time()
     jobs = gram_jobs(exp, points, train_store)
     to_finalize = []
@@ -152,9 +155,10 @@ def assemble_grams(
             last = time.time()
     t_blocks = time.time() - t0
     lams = []
+    t_spec = time.time()
     for point, epoch in to_finalize:  # the eigenvalues go to the store, not the log
         g = store.ensure_gram(gram_store, point.run_id, epoch, point.n_samples, block_size)
-        ev = finalize_gram(g, provenance)
+        ev = finalize_gram(g, provenance, client=client, log=log, **dict(spectrum or {}))
         lams.append((float(ev[0]), float(ev[-1])))
     if lams:
         lo, hi = min(a for a, _ in lams), max(b for _, b in lams)
@@ -162,4 +166,4 @@ def assemble_grams(
             f"lambda_min >= {lo:.4g}, lambda_max <= {hi:.4g}")
     return {"grams": len(jobs), "finalized": len(to_finalize), "blocks_computed": len(submitted),
             "blocks_skipped": n_blocks_skipped, "seconds": time.time() - t0, "seconds_blocks": t_blocks,
-            "seconds_eigenvalues": time.time() - t0 - t_blocks}
+            "seconds_eigenvalues": time.time() - t_spec}

@@ -132,17 +132,23 @@ def assemble_gram(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
             exp, exp.points, str(res.data(exp.dataset.name)), str(res.train(name)), str(gram_store), client,
             engine=gcfg["engine"], block_size=gcfg["block_size"], chunk_size=gcfg["chunk_size"],
             retries=wf.dask["retries"], threads=wf.threads_per_run, provenance=provenance(None, experiment=name),
-            log=log, expected_hash=digest,
+            log=log, expected_hash=digest, spectrum=spectrum_options(gcfg),
         )
     info.update(experiment=name, store=str(gram_store), engine=gcfg["engine"], block_size=gcfg["block_size"])
     store.write_json_atomic(res.gram_manifest(name), info)
     return info
 
 
+def spectrum_options(gcfg) -> Dict[str, Any]:
+    """The ``gram.spectrum_*`` settings as options of `tfconv.runner.finalize_gram`."""
+    return {"dense_max": int(gcfg["spectrum_dense_max"]), "tol": float(gcfg["spectrum_tolerance"]),
+            "certificate_rtol": float(gcfg["spectrum_certificate_rtol"]),
+            "slq_vectors": int(gcfg["spectrum_slq_vectors"]), "slq_steps": int(gcfg["spectrum_slq_steps"])}
+
+
 def aggregate(wf: Workflow, name: str) -> None:
     """Gather runs and Gram statistics of experiment `name` into one xarray dataset in Zarr."""
     from ..registry import get_analysis
-    from ..core.ntk import gram_statistics
     from ..store.aggregate import build_aggregate, write_aggregate
 
     exp = wf.experiment(name)
@@ -155,14 +161,13 @@ def aggregate(wf: Workflow, name: str) -> None:
         r = store.read_run(train_store, rid)
         runs[rid] = {"status": r["attrs"]["status"], "diverged_epoch": r["attrs"]["diverged_epoch"], "curves": r["curves"],
                      "checkpoint_curves": r["checkpoint_curves"], "kernel": r["attrs"].get("kernel")}
-        K0 = None
+        ref = None  # K_0 when its Gram is published; statistics read K panel by panel, never whole
         for e in exp.gram_epochs:
             if not store.gram_complete(gram_store, rid, e):
                 continue
-            K, ev = store.read_gram(gram_store, rid, e)
             if e == 0:
-                K0 = K
-            grams[(rid, e)] = gram_statistics(K, ev, K0)
+                ref = 0
+            grams[(rid, e)] = store.gram_statistics_stored(gram_store, rid, e, ref)
     xds = build_aggregate(exp, runs, grams, dict(data.meta), provenance(wf.config, experiment=name))
     for analysis in exp.analyses:  # extra variables an analysis declares it needs
         hook = get_analysis(analysis).aggregate_vars

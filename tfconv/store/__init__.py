@@ -8,7 +8,8 @@ write helpers they share.  Everything is re-exported here: ``from tfconv import 
 from ._zarr import StoreError, clean_staging, group_attrs, json_safe, marked_complete, write_json_atomic
 from .datasets import DATASET_ARRAYS, dataset_hash, read_dataset, write_dataset
 from .grams import (assembled_matrix, block_ranges, blocks_done, check_gram_store, ensure_gram, finalize_gram,
-                    gram_complete, gram_path, open_gram, read_gram, upper_blocks, write_block)
+                    gram_complete, gram_path, gram_statistics_stored, open_gram, read_gram, read_spectrum,
+                    upper_blocks, write_block)
 from .layout import Results
 from .runs import (check_train_store, ensure_train_store, list_runs, read_curves, read_run, run_attrs, run_complete,
                    run_path, runs_dir, write_run)
@@ -17,7 +18,8 @@ __all__ = [
     "StoreError", "Results", "clean_staging", "group_attrs", "json_safe", "marked_complete", "write_json_atomic",
     "DATASET_ARRAYS", "dataset_hash", "read_dataset", "write_dataset",
     "assembled_matrix", "block_ranges", "blocks_done", "check_gram_store", "ensure_gram", "finalize_gram",
-    "gram_complete", "gram_path", "open_gram", "read_gram", "upper_blocks", "write_block",
-    "check_train_store", "ensure_train_store", "list_runs", "read_curves", "read_run", "run_attrs", "run_complete", "run_path",
-    "runs_dir", "write_run",
+    "gram_complete", "gram_path", "gram_statistics_stored", "open_gram", "read_gram", "read_spectrum",
+    "upper_blocks", "write_block",
+    "check_train_store", "ensure_train_store", "list_runs", "read_curves", "read_run", "run_attrs", "run_complete",
+    "run_path", "runs_dir", "write_run",
 ]

@@ -1,11 +1,16 @@
 """The Gram store: ``results/gram/<experiment>.zarr/<run_id>/epoch=<e>`` (one owner of the format).
 
 K (N x N float64, chunks block_size x block_size, dims i, j), blocks_done (n_blocks x n_blocks uint8,
-one chunk per block), eigenvalues (eigen_index); attributes engine, block_size, n, point, run_id,
-epoch, provenance and ``complete``.  A block task writes only its own chunks (K[I, J] and the mirror
-K[J, I]) and then its own ``blocks_done`` element; ``complete`` and the eigenvalues (computed by the
-caller, `tfconv.core.ntk.gram_eigenvalues`) are written by one finalising step after every block is
-done, so an interrupted assembly resumes block by block.
+one chunk per block), extremes ([lambda_min, lambda_max]), eigenvalues (eigen_index; only when the
+spectrum was computed densely, N <= gram.spectrum_dense_max) and, above that size when asked,
+slq_nodes / slq_weights (a stochastic-Lanczos-quadrature density); attributes engine, block_size, n,
+point, run_id, epoch, provenance, ``spectrum`` (per extreme value: value, method dense | lanczos |
+shift_invert, iterations, residual |Kv - lambda v|, shift, Cholesky certificate [lo, hi]),
+``spectrum_arrays`` (what the finalisation wrote) and ``complete``.  A block task writes only its own
+chunks (K[I, J] and the mirror K[J, I]) and then its own ``blocks_done`` element; ``complete`` and the
+spectrum (computed by the caller, `tfconv.runner.finalize_gram`) are written by one finalising step
+after every block is done, so an interrupted assembly resumes block by block.  Readers that need
+only the statistics (`gram_statistics_stored`) read K panel by panel, never whole.
 """
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ._zarr import StoreError, block_digest, group_attrs, json_safe, marked_complete, write_array, zarr_module
+from ._zarr import StoreError, block_digest, group_attrs, json_safe, write_array, zarr_module
 
 def gram_path(gram_store, rid: str, epoch: int) -> Path:
     return Path(gram_store) / rid / f"epoch={epoch}"
@@ -45,8 +50,8 @@ def ensure_gram(gram_store, rid: str, epoch: int, n: int, block_size: int, attrs
     nb = len(block_ranges(n, block_size))
     if (p / "K" / "zarr.json").exists() and (p / "blocks_done" / "zarr.json").exists():
         g = zarr.open_group(str(p), mode="a")
-        if g.attrs.get("complete") and "eigenvalues" not in g:
-            g.attrs["complete"] = False  # published but damaged: its eigenvalues are recomputed
+        if g.attrs.get("complete") and not all(a in g for a in _spectrum_arrays(g.attrs)):
+            g.attrs["complete"] = False  # published but damaged: its spectrum is recomputed
         if g["K"].shape != (n, n) or tuple(g["K"].chunks) != (block_size, block_size):
             raise StoreError(
                 f"{p}: existing Gram has shape {g['K'].shape} and chunks {g['K'].chunks}; expected "
@@ -102,10 +107,17 @@ def blocks_done(gram_group) -> np.ndarray:
     return np.asarray(gram_group["blocks_done"][...], dtype=bool)
 
 
+def _spectrum_arrays(attrs: Mapping) -> List[str]:
+    """The arrays a published Gram's finalisation wrote (stores from before the extremes: eigenvalues)."""
+    return list(attrs.get("spectrum_arrays") or ["eigenvalues"])
+
+
 def gram_complete(gram_store, rid: str, epoch: int) -> bool:
     """Marked complete *and* its arrays present (a Gram whose K was deleted is not complete)."""
     p = gram_path(gram_store, rid, epoch)
-    return marked_complete(p) and all((p / a / "zarr.json").exists() for a in ("K", "blocks_done", "eigenvalues"))
+    attrs = group_attrs(p)
+    return bool(attrs.get("complete")) and all(
+        (p / a / "zarr.json").exists() for a in ["K", "blocks_done"] + _spectrum_arrays(attrs))
 
 
 def assembled_matrix(gram_group) -> np.ndarray:
@@ -121,20 +133,96 @@ def assembled_matrix(gram_group) -> np.ndarray:
     return K
 
 
-def finalize_gram(gram_group, eigenvalues: np.ndarray, provenance: Optional[Mapping] = None) -> None:
-    """Publish a finished Gram: its eigenvalues (computed by the caller from `assembled_matrix`),
-    the provenance, then ``complete`` (last)."""
-    ev = np.asarray(eigenvalues, dtype=np.float64)
-    write_array(gram_group, "eigenvalues", ev, ["eigen_index"])
-    gram_group.attrs["eigenvalues_digest"] = block_digest(ev)
+def finalize_gram(gram_group, eigenvalues: Optional[np.ndarray] = None, provenance: Optional[Mapping] = None,
+                  spectrum: Optional[Mapping] = None, slq: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> None:
+    """Publish a finished Gram: its spectrum (computed by the caller), the provenance, then
+    ``complete`` (last).
+
+    ``eigenvalues``: the full ascending spectrum (dense path), or None when only the extremes are
+    known; ``spectrum``: {"lambda_min": record, "lambda_max": record, ...} (`tfconv.core.spectra.
+    EigenRecord.as_dict`; without it the extremes are the ends of ``eigenvalues``, method dense);
+    ``slq``: (nodes, weights) of a stochastic-Lanczos-quadrature density.
+    """
+    spec = json_safe(dict(spectrum or {}))
+    if eigenvalues is not None:
+        ev = np.asarray(eigenvalues, dtype=np.float64)
+        for k, v in (("lambda_min", ev[0]), ("lambda_max", ev[-1])):
+            spec.setdefault(k, {"value": float(v), "method": "dense", "iterations": 0, "residual": None})
+    if "lambda_min" not in spec or "lambda_max" not in spec:
+        raise ValueError("finalize_gram needs the eigenvalues or a spectrum with lambda_min and lambda_max")
+    ext = np.asarray([spec["lambda_min"]["value"], spec["lambda_max"]["value"]], dtype=np.float64)
+    arrays = ["extremes"]
+    write_array(gram_group, "extremes", ext, ["extreme"])
+    gram_group.attrs["extremes_digest"] = block_digest(ext)
+    if eigenvalues is not None:
+        write_array(gram_group, "eigenvalues", ev, ["eigen_index"])
+        gram_group.attrs["eigenvalues_digest"] = block_digest(ev)
+        arrays.append("eigenvalues")
+    if slq is not None:
+        write_array(gram_group, "slq_nodes", np.asarray(slq[0], dtype=np.float64), ["slq_node"])
+        write_array(gram_group, "slq_weights", np.asarray(slq[1], dtype=np.float64), ["slq_node"])
+        arrays += ["slq_nodes", "slq_weights"]
+    gram_group.attrs["spectrum"] = spec
+    gram_group.attrs["spectrum_arrays"] = arrays
     if provenance:
         gram_group.attrs["provenance"] = json_safe(dict(provenance))
     gram_group.attrs["complete"] = True
 
 
-def read_gram(gram_store, rid: str, epoch: int) -> Tuple[np.ndarray, np.ndarray]:
-    zarr = zarr_module()
+def _open_complete(gram_store, rid: str, epoch: int):
     if not gram_complete(gram_store, rid, epoch):
         raise StoreError(f"Gram {rid} epoch {epoch} is missing or incomplete in {gram_store}")
-    g = zarr.open_group(str(gram_path(gram_store, rid, epoch)), mode="r")
+    return zarr_module().open_group(str(gram_path(gram_store, rid, epoch)), mode="r")
+
+
+def read_gram(gram_store, rid: str, epoch: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(K, eigenvalues) of a Gram whose spectrum was computed densely (reads K whole: small N only;
+    `read_spectrum` and `gram_statistics_stored` work for every Gram)."""
+    g = _open_complete(gram_store, rid, epoch)
+    if "eigenvalues" not in g:
+        raise StoreError(f"Gram {rid} epoch {epoch} in {gram_store} has only its extreme eigenvalues "
+                         f"(N = {g['K'].shape[0]} > gram.spectrum_dense_max when it was finalised); "
+                         "use read_spectrum / gram_statistics_stored")
     return np.asarray(g["K"][...]), np.asarray(g["eigenvalues"][...])
+
+
+def read_spectrum(gram_store, rid: str, epoch: int) -> dict:
+    """What a published Gram knows of its spectrum without reading K: {"lambda_min", "lambda_max"
+    (floats), "records" (the ``spectrum`` attribute), "eigenvalues" (array or None), "slq"
+    ((nodes, weights) or None)}."""
+    g = _open_complete(gram_store, rid, epoch)
+    if "extremes" in g:
+        lo, hi = (float(x) for x in np.asarray(g["extremes"][...]))
+    else:  # a store from before the extremes were written
+        ev = np.asarray(g["eigenvalues"][...])
+        lo, hi = float(ev[0]), float(ev[-1])
+    return {"lambda_min": lo, "lambda_max": hi, "records": dict(g.attrs.get("spectrum") or {}),
+            "eigenvalues": np.asarray(g["eigenvalues"][...]) if "eigenvalues" in g else None,
+            "slq": (np.asarray(g["slq_nodes"][...]), np.asarray(g["slq_weights"][...])) if "slq_nodes" in g else None}
+
+
+def gram_statistics_stored(gram_store, rid: str, epoch: int, ref_epoch: Optional[int] = None,
+                           panel_bytes: int = 64 << 20) -> dict:
+    """lambda_min, lambda_max (stored), trace and |K - K_ref|_F / |K_ref|_F of one published Gram,
+    reading K (and K_ref) in row panels of at most ``panel_bytes``: the values of
+    `tfconv.core.ntk.gram_statistics` without K whole in memory."""
+    sp = read_spectrum(gram_store, rid, epoch)
+    K = _open_complete(gram_store, rid, epoch)["K"]
+    same = ref_epoch is not None and int(ref_epoch) == int(epoch)  # K_0 against itself: change 0
+    K0 = _open_complete(gram_store, rid, ref_epoch)["K"] if ref_epoch is not None and not same else None
+    n = K.shape[0]
+    if K0 is not None and K0.shape != K.shape:
+        raise StoreError(f"Gram {rid}: epoch {epoch} is {K.shape}, the reference epoch {ref_epoch} is {K0.shape}")
+    chunk = int(K.chunks[0])
+    rows = max(chunk, (panel_bytes // (8 * n)) // chunk * chunk)
+    trace, d2, r2 = 0.0, 0.0, 0.0
+    for r0 in range(0, n, rows):
+        r1 = min(r0 + rows, n)
+        P = np.asarray(K[r0:r1, :])
+        trace += float(np.trace(P[:, r0:r1]))
+        if K0 is not None:
+            P0 = np.asarray(K0[r0:r1, :])
+            d2 += float(np.sum((P - P0) ** 2))
+            r2 += float(np.sum(P0 ** 2))
+    return {"lambda_min": sp["lambda_min"], "lambda_max": sp["lambda_max"], "kernel_trace": trace,
+            "kernel_change": 0.0 if same else float(np.sqrt(d2) / np.sqrt(r2)) if K0 is not None else np.nan}

@@ -1,0 +1,263 @@
+"""Extreme eigenvalues without a dense decomposition (tfconv.core.spectra, tfconv.cluster.dask_spectra).
+
+Kernels here are NTK-like: PSD with one huge outlier eigenvalue (a constant c 11^T on top of J J^T,
+as a mean-output NTK has), or the real empirical NTK of a small model.  The Dask tests run a real
+LocalCluster over real Zarr Gram stores written block by block as the workflow writes them.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from tfconv import runner, store
+from tfconv.cluster import dask_spectra as DS
+from tfconv.core import spectra as S
+from tfconv.core.model import ModelSpec, init_params
+from tfconv.core.ntk import gram_statistics, ntk_matrix
+from tfconv.data import make_synthetic
+
+EPS = np.finfo(float).eps
+
+
+def ntk_like(n: int, p: int, c: float = 1.0, seed: int = 0) -> np.ndarray:
+    """J J^T / p + c 11^T with J n x p Gaussian: for p > n positive definite, Marchenko-Pastur bulk
+    in [(1 - sqrt(n/p))^2, (1 + sqrt(n/p))^2] and one outlier near c n."""
+    J = np.random.default_rng(seed).standard_normal((n, p))
+    return J @ J.T / p + c
+
+
+def write_gram(gram_store, rid: str, K: np.ndarray, block: int):
+    n = K.shape[0]
+    g = store.ensure_gram(gram_store, rid, 0, n, block, attrs={"run_id": rid, "epoch": 0})
+    ranges = store.block_ranges(n, block)
+    for bi, bj in store.upper_blocks(n, block):
+        (r0, r1), (c0, c1) = ranges[bi], ranges[bj]
+        store.write_block(g, bi, bj, K[r0:r1, c0:c1], block)
+    return g
+
+
+# ------------------------------------------------------------------------------------------------
+# numpy / scipy only
+# ------------------------------------------------------------------------------------------------
+
+
+def test_iterative_agrees_with_dense_at_4000():
+    # Tolerances.  Dense eigvalsh is backward stable: its values are exact for a matrix within
+    # ~ n eps |K|_2 of K, so it is itself only accurate to n eps lambda_max = 4000 * 2.2e-16 * ~4000
+    # ~ 3.6e-9 absolute, which is 1e-7 of lambda_min ~ 0.034 here.  The iterative values stop at a
+    # residual estimate of 1e-10 of the value; for a symmetric K an eigenvalue lies within the
+    # (measured) residual of each Ritz value, and a Ritz value never lies outside [lambda_min,
+    # lambda_max].  So: |iterative - dense| <= residual + n eps lambda_max, for both ends.
+    n = 4000
+    K = ntk_like(n, 6000)
+    dense = S.extreme_eigenvalues(K, dense_max=n)
+    it = S.extreme_eigenvalues(K, dense_max=n - 1)
+    assert dense["lambda_min"].method == dense["lambda_max"].method == "dense"
+    assert (it["lambda_max"].method, it["lambda_min"].method) == ("lanczos", "shift_invert")
+    lam_max = dense["lambda_max"].value
+    assert lam_max > 1e4 * dense["lambda_min"].value  # the NTK-like outlier is there
+    bound = n * EPS * lam_max
+    for k in ("lambda_min", "lambda_max"):
+        d, r = dense[k], it[k]
+        assert abs(r.value - d.value) <= r.residual + bound, (k, r.value, d.value, r.residual, bound)
+        assert r.residual <= 1e-8 * max(r.value, 1.0), (k, r.residual)
+        assert d.residual <= 1e-8 * lam_max, (k, d.residual)  # dense values come with residuals too
+        assert 1 <= r.iterations <= 300
+    assert abs(it["lambda_min"].value - dense["lambda_min"].value) <= 1e-7 * dense["lambda_min"].value
+    assert it["lambda_max"].iterations <= 12  # the outlier converges in a handful of products
+    # K was PD: the factor used sigma = 0, which certifies lambda_min > 0
+    assert it["lambda_min"].shift == 0.0 and it["lambda_min"].certificate[0] == 0.0
+
+
+def test_cholesky_certificate_brackets_lambda_min_and_rejects_a_wrong_value():
+    K = ntk_like(800, 1600, seed=1)
+    lam = np.linalg.eigvalsh(K)[0]
+    cert = S.cholesky_certificate(K, [lam * (1 - 1e-6), lam * (1 + 1e-6)])
+    assert [t["ok"] for t in cert.trials] == [True, False]
+    assert cert.lo < lam <= cert.hi and cert.contains(lam)
+    assert cert.trials[1]["column"] is not None and 0 <= cert.trials[1]["column"] < 800
+    # a wrong estimate (too high by 1%, or too low) falls outside the bracket
+    assert not cert.contains(lam * 1.01) and not cert.contains(lam * 0.99)
+    # the certificate of the iterative path brackets the value it certifies
+    it = S.extreme_eigenvalues(K, dense_max=10, certificate_rtol=1e-3)
+    lo, hi = it["lambda_min"].certificate
+    assert lo == pytest.approx(it["lambda_min"].value * (1 - 1e-3)) and hi == pytest.approx(it["lambda_min"].value * (1 + 1e-3))
+    assert lo < lam <= hi
+    # sigma above lambda_min always fails, below always succeeds
+    assert not S.cholesky_certificate(K, [2 * lam]).trials[0]["ok"]
+    assert S.cholesky_certificate(K, [0.5 * lam]).trials[0]["ok"]
+
+
+def test_singular_kernel_gets_a_negative_shift_and_a_bracket_around_zero():
+    # rank 101 < n: lambda_min = 0 up to rounding; Cholesky of K fails, K + s I succeeds
+    J = np.random.default_rng(2).standard_normal((600, 100))
+    K = J @ J.T / 100 + 0.5
+    it = S.extreme_eigenvalues(K, dense_max=10)
+    rec = it["lambda_min"]
+    trials = rec.notes["certificate_trials"]
+    assert trials[0]["sigma"] == 0.0 and not trials[0]["ok"]
+    assert rec.shift < 0 and rec.certificate == (rec.shift, 0.0)
+    assert abs(rec.value) <= 1e-9 * it["lambda_max"].value
+
+
+def test_slq_density_matches_the_spectrum():
+    K = ntk_like(1000, 3000, c=0.0, seed=3)  # no outlier: a bulk the density can resolve
+    ev = np.linalg.eigvalsh(K)
+    nodes, w = S.slq_density(K.__matmul__, 1000, n_vectors=16, steps=40, seed=0)
+    assert w.sum() == pytest.approx(1.0) and np.all(w >= 0)
+    assert ev[0] - 1e-8 <= nodes.min() and nodes.max() <= ev[-1] + 1e-8
+    # mean = tr K / n (Hutchinson: std ~ sqrt(2/(16 n)) |K|_F / n^.5 ~ 1e-2 here)
+    assert abs((w * nodes).sum() - ev.mean()) <= 0.03 * ev.mean()
+    edges = np.linspace(ev[0], ev[-1], 6)
+    hist_true = S.density_histogram(ev, np.ones_like(ev), edges)
+    assert np.abs(np.cumsum(S.density_histogram(nodes, w, edges)) - np.cumsum(hist_true)).max() <= 0.08
+
+
+# ------------------------------------------------------------------------------------------------
+# Dask over Zarr
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def client():
+    from distributed import Client, LocalCluster
+
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster, \
+            Client(cluster) as c:
+        yield c
+
+
+def test_zarr_matvec_and_cholesky_equal_numpy(client, tmp_path):
+    n, block = 1530, 100  # ragged last block and tile
+    K = ntk_like(n, 3000, seed=4)
+    g = write_gram(tmp_path / "g.zarr", "r", K, block)
+    k_path = str(store.gram_path(tmp_path / "g.zarr", "r", 0) / "K")
+    V = np.random.default_rng(5).standard_normal((n, 3))
+    scale = np.abs(K).sum(axis=1).max()
+    for panel_bytes in (128 << 20, 8 * 100 * 300):  # one panel per block row; narrow slabs
+        np.testing.assert_allclose(DS.zarr_matvec(client, k_path, V, panel_bytes), K @ V, rtol=0, atol=1e-13 * scale * 3)
+    np.testing.assert_allclose(DS.zarr_matvec(client, k_path, V[:, 0]), K @ V[:, 0], rtol=0, atol=1e-13 * scale * 3)
+    fac, col = DS.zarr_cholesky(client, k_path, str(tmp_path / "L"), 0.0, tile=400)
+    assert col is None and fac.T == 400
+    L = np.linalg.cholesky(K)
+    np.testing.assert_allclose(fac.dense(), L, rtol=0, atol=1e-12 * np.abs(L).max())
+    x = fac.solve(V)
+    np.testing.assert_allclose(K @ x, V, rtol=0, atol=1e-8 * np.abs(V).max())
+    # K - sigma I above lambda_min: the factorisation fails and names a column
+    lam = np.linalg.eigvalsh(K)[0]
+    fac2, col2 = DS.zarr_cholesky(client, k_path, str(tmp_path / "L2"), 1.001 * lam, tile=400)
+    assert fac2 is None and 0 <= col2 < n
+    op = DS.ZarrGramOperator(client, k_path)
+    np.testing.assert_allclose(op.op @ V[:, 1], K @ V[:, 1], rtol=0, atol=1e-12 * scale)
+    assert op.products == 1
+    assert g.attrs["complete"] is False  # nothing here published the Gram
+
+
+def test_workflow_finalisation_stores_iterative_extremes(client, tmp_path):
+    gs = tmp_path / "gram.zarr"
+    n = 1200
+    K = ntk_like(n, 2400, seed=6)
+    g = write_gram(gs, "big", K, 128)
+    ev = runner.finalize_gram(g, {"who": "test"}, client=client, dense_max=1000, tile=384, certificate_rtol=1e-3,
+                              slq_vectors=4, slq_steps=10)
+    assert store.gram_complete(gs, "big", 0)
+    sp = store.read_spectrum(gs, "big", 0)
+    dense = np.linalg.eigvalsh(K)
+    assert sp["eigenvalues"] is None and list(ev) == [sp["lambda_min"], sp["lambda_max"]]
+    rec = sp["records"]
+    assert rec["computed"] == "iterative" and rec["dense_max"] == 1000
+    assert (rec["lambda_min"]["method"], rec["lambda_max"]["method"]) == ("shift_invert", "lanczos")
+    for k, true in (("lambda_min", dense[0]), ("lambda_max", dense[-1])):
+        r = rec[k]
+        assert r["iterations"] >= 1 and r["residual"] is not None
+        assert abs(r["value"] - true) <= r["residual"] + n * EPS * dense[-1], (k, r, true)
+    lo, hi = rec["lambda_min"]["certificate"]
+    assert lo < dense[0] <= hi and lo < sp["lambda_min"] <= hi
+    nodes, w = sp["slq"]
+    assert w.sum() == pytest.approx(1.0) and nodes.max() <= dense[-1] * (1 + 1e-9)
+    assert not (store.gram_path(gs, "big", 0) / DS.FACTOR).exists()  # the factor is scratch
+    # readers: the statistics without K whole equal the dense ones; read_gram refuses clearly
+    st = store.gram_statistics_stored(gs, "big", 0, ref_epoch=0, panel_bytes=8 * n * 100)
+    ref = gram_statistics(K, np.asarray(ev), K)
+    assert st["kernel_trace"] == pytest.approx(ref["kernel_trace"], rel=1e-14) and st["kernel_change"] == 0.0
+    assert (st["lambda_min"], st["lambda_max"]) == (ref["lambda_min"], ref["lambda_max"])
+    with pytest.raises(store.StoreError, match="only its extreme eigenvalues"):
+        store.read_gram(gs, "big", 0)
+    # below dense_max the same call stores every eigenvalue, with residuals of the extremes
+    g2 = write_gram(gs, "small", K[:300, :300], 128)
+    ev2 = runner.finalize_gram(g2, None, client=None, dense_max=1000)
+    K2, ev2r = store.read_gram(gs, "small", 0)
+    np.testing.assert_array_equal(ev2, ev2r)
+    np.testing.assert_array_equal(ev2, np.linalg.eigvalsh(K[:300, :300]))
+    r2 = store.read_spectrum(gs, "small", 0)["records"]
+    assert r2["computed"] == "dense" and r2["lambda_min"]["method"] == "dense" and r2["lambda_min"]["residual"] < 1e-9
+    # above dense_max without a client: a clear error
+    g3 = write_gram(gs, "noclient", K[:400, :400], 128)
+    with pytest.raises(ValueError, match="spectrum_dense_max"):
+        runner.finalize_gram(g3, None, client=None, dense_max=100)
+
+
+def test_interlacing_on_nested_subsets_of_the_stored_ntk_values(client, tmp_path):
+    # The real empirical NTK of a small model (P = 1440 parameters > N = 900: positive definite).
+    # Cauchy interlacing: a leading principal sub-matrix has lambda_min >= lambda_min(K) and
+    # lambda_max <= lambda_max(K).  Checked on the values the workflow stores (iterative path,
+    # dense_max below every size): a stored lambda_min is a Ritz value, >= the true one, so
+    # stored(sub) >= true(sub) >= true(K) >= stored(K) - residual(K); likewise for lambda_max.
+    spec = ModelSpec(width=32, d=4, d_s=4, n_outputs=1, scaling="inv_sqrt", init="lecun", hidden=True, dtype="float64")
+    params = init_params(spec, 0)
+    X = torch.as_tensor(make_synthetic(900, d_s=4, d=4, token_norm=math.sqrt(4), seed=11).X)
+    K = ntk_matrix(params, spec, X)
+    gs = tmp_path / "gram.zarr"
+    vals = {}
+    for m in (300, 600, 900):
+        g = write_gram(gs, f"n{m}", K[:m, :m], 100)
+        runner.finalize_gram(g, None, client=client, dense_max=200, tile=300)
+        vals[m] = store.read_spectrum(gs, f"n{m}", 0)["records"]
+    for small, big in ((300, 600), (600, 900), (300, 900)):
+        a, b = vals[small], vals[big]
+        assert a["lambda_min"]["method"] == "shift_invert"
+        slack_min = b["lambda_min"]["residual"] + 1e-12 * b["lambda_max"]["value"]
+        slack_max = b["lambda_max"]["residual"] + 1e-12 * b["lambda_max"]["value"]
+        assert a["lambda_min"]["value"] >= b["lambda_min"]["value"] - slack_min, (small, big)
+        assert a["lambda_max"]["value"] <= b["lambda_max"]["value"] + slack_max, (small, big)
+    ev = np.linalg.eigvalsh(K)
+    assert vals[900]["lambda_min"]["value"] == pytest.approx(ev[0], rel=1e-7)
+    assert vals[900]["lambda_max"]["value"] == pytest.approx(ev[-1], rel=1e-10)
+
+
+def test_extremes_only_gram_is_complete_verified_and_damage_is_found(tmp_path):
+    from tfconv.pipeline import verify
+
+    gs = tmp_path / "gram.zarr"
+    K = ntk_like(200, 400, seed=7)
+    ev = np.linalg.eigvalsh(K)
+    g = write_gram(gs, "r", K, 64)
+    spec = {"lambda_min": {"value": float(ev[0]), "method": "shift_invert", "iterations": 9, "residual": 1e-12},
+            "lambda_max": {"value": float(ev[-1]), "method": "lanczos", "iterations": 5, "residual": 1e-10}}
+    store.finalize_gram(g, None, None, spectrum=spec)
+    assert store.gram_complete(gs, "r", 0) and g.attrs["spectrum_arrays"] == ["extremes"]
+
+    def problems():
+        rep = verify._Report()
+        verify._check_gram(gs, "e", "r", 0, rep)
+        return rep.problems
+
+    assert problems() == []
+    import zarr
+
+    ext = zarr.open_array(str(store.gram_path(gs, "r", 0) / "extremes"), mode="a")
+    ext[0] = ev[0] * 1.5  # changed after publication: the digest no longer matches
+    assert any("do not match their recorded digest" in p for p in problems())
+    bad = np.asarray([np.diag(K).min() * 2, ev[-1]])  # lambda_min above a diagonal entry: impossible
+    ext[...] = bad
+    g.attrs["extremes_digest"] = store._zarr.block_digest(bad)
+    assert any("contradict diag K" in p for p in problems())
+    import shutil
+
+    shutil.rmtree(store.gram_path(gs, "r", 0) / "extremes")
+    assert not store.gram_complete(gs, "r", 0)  # its spectrum is missing: not complete, recomputed on resume
+    g2 = store.ensure_gram(gs, "r", 0, 200, 64)
+    assert g2.attrs["complete"] is False

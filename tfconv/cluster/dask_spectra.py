@@ -1,0 +1,400 @@
+"""Extreme eigenvalues of a Zarr-stored Gram matrix with Dask, without K ever whole in one process.
+
+* `zarr_matvec`: ``K @ V`` for an (n,) or (n, m) V, one Dask task per row panel of K.  A task reads
+  the upper part of its panel (columns from its first row on) in slabs of at most ``panel_bytes``
+  and returns the panel's contribution to both sides of the symmetric product (K is read once per
+  product, half of it); the driver sums n x m partial vectors.
+* `zarr_cholesky`: blocked left-looking Cholesky of ``K - sigma I`` into a Zarr array next to K
+  (tiles of ``tile`` rows, one Dask task and one chunk per lower tile, written once; a task holds at
+  most four tiles).  The diagonal tile's LAPACK dpotrf reports the first failing column; the tasks
+  that depend on it return without work.
+* `ZarrCholesky.solve`: ``(K - sigma I)^-1 B`` by blocked forward and back substitution (one task per
+  lower tile and pass, the small vectors travel through Dask).
+* `ZarrGramOperator`: the scipy LinearOperator of K (counts its products).
+* `gram_spectrum`: the records of `tfconv.core.spectra` for one stored Gram: dense ``eigvalsh`` up to
+  ``dense_max`` rows, else Lanczos (lambda_max), shift-invert Lanczos with the out-of-core factor
+  (lambda_min), the Cholesky certificate and, if asked, a stochastic-Lanczos-quadrature density.
+"""
+from __future__ import annotations
+
+import math
+import time
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+
+from ..core import spectra as S
+
+#: Name of the factor array written next to K (scratch: removed after the spectra unless kept).
+FACTOR = "cholesky"
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker-side helpers (plain functions of paths: any process can run them)
+# ----------------------------------------------------------------------------------------------
+
+
+@lru_cache(maxsize=16)
+def _array(path: str, stamp: int):
+    import zarr
+
+    return zarr.open_array(path, mode="r")
+
+
+def _open(path: str, mode: str = "r"):
+    """A Zarr array; read-only handles are cached per process, keyed by the metadata's mtime (a
+    factor re-created at the same path is reopened)."""
+    import os
+
+    if mode == "r":
+        return _array(path, os.stat(os.path.join(path, "zarr.json")).st_mtime_ns)
+    import zarr
+
+    return zarr.open_array(path, mode=mode)
+
+
+def _panel_product(k_path: str, r0: int, r1: int, slab: int, V: np.ndarray) -> np.ndarray:
+    """Contribution of row panel [r0, r1) of symmetric K to K @ V, read from column r0 on."""
+    from ..store import StoreError
+
+    K = _open(k_path)
+    n = K.shape[0]
+    out = np.zeros((n, V.shape[1]))
+    for c0 in range(r0, n, slab):
+        c1 = min(c0 + slab, n)
+        blk = np.asarray(K[r0:r1, c0:c1])
+        if not np.all(np.isfinite(blk)):
+            raise StoreError(f"{k_path}: K[{r0}:{r1}, {c0}:{c1}] has non-finite entries (a block not written?)")
+        d1 = min(max(r1, c0), c1)  # columns [c0, d1) lie in the panel's diagonal square
+        if d1 > c0:
+            out[r0:r1] += blk[:, :d1 - c0] @ V[c0:d1]
+        if c1 > d1:  # strictly upper part: it and its mirror
+            up = blk[:, d1 - c0:]
+            out[r0:r1] += up @ V[d1:c1]
+            out[d1:c1] += up.T @ V[r0:r1]
+    return out
+
+
+def _tile(a, i: int, j: int, T: int, n: int) -> np.ndarray:
+    return np.asarray(a[i * T:min((i + 1) * T, n), j * T:min((j + 1) * T, n)], dtype=np.float64)
+
+
+def _chol_tile(k_path: str, l_path: str, i: int, k: int, T: int, sigma: float, deps: Sequence[Any]) -> Dict[str, Any]:
+    """L[i, k] of the left-looking Cholesky of K - sigma I (i >= k); ``deps`` are the results of the
+    tiles it needs (any failure propagates without work)."""
+    from scipy.linalg import solve_triangular
+    from scipy.linalg.lapack import dpotrf
+
+    for d in deps:
+        if not d["ok"]:
+            return d
+    K = _open(k_path)
+    L = _open(l_path, "r+")
+    n = K.shape[0]
+    A = _tile(K, i, k, T, n)
+    for j in range(k):
+        A -= _tile(L, i, j, T, n) @ _tile(L, k, j, T, n).T
+    if i == k:
+        if sigma:
+            A[np.diag_indices_from(A)] -= sigma
+        c, info = dpotrf(A, lower=1, clean=1, overwrite_a=1)
+        if info != 0:
+            return {"ok": False, "column": k * T + int(info) - 1, "tile": (i, k)}
+        L[i * T:i * T + c.shape[0], k * T:k * T + c.shape[1]] = c
+        return {"ok": True, "tile": (i, k)}
+    Lkk = _tile(L, k, k, T, n)
+    X = solve_triangular(Lkk, A.T, lower=True, check_finite=False).T  # X Lkk^T = A
+    L[i * T:i * T + X.shape[0], k * T:k * T + X.shape[1]] = X
+    return {"ok": True, "tile": (i, k)}
+
+
+def _fwd_diag(l_path: str, k: int, T: int, b: np.ndarray, updates: Sequence[np.ndarray]) -> np.ndarray:
+    from scipy.linalg import solve_triangular
+
+    L = _open(l_path)
+    rhs = b - sum(updates) if updates else b
+    return solve_triangular(_tile(L, k, k, T, L.shape[0]), rhs, lower=True, check_finite=False)
+
+
+def _fwd_off(l_path: str, i: int, k: int, T: int, y: np.ndarray) -> np.ndarray:
+    L = _open(l_path)
+    return _tile(L, i, k, T, L.shape[0]) @ y
+
+
+def _bwd_diag(l_path: str, k: int, T: int, y: np.ndarray, updates: Sequence[np.ndarray]) -> np.ndarray:
+    from scipy.linalg import solve_triangular
+
+    L = _open(l_path)
+    rhs = y - sum(updates) if updates else y
+    return solve_triangular(_tile(L, k, k, T, L.shape[0]), rhs, lower=True, trans="T", check_finite=False)
+
+
+def _bwd_off(l_path: str, i: int, k: int, T: int, x: np.ndarray) -> np.ndarray:
+    L = _open(l_path)
+    return _tile(L, i, k, T, L.shape[0]).T @ x
+
+
+# ----------------------------------------------------------------------------------------------
+# Driver side
+# ----------------------------------------------------------------------------------------------
+
+
+def _k_chunk(k_path: str) -> int:
+    return int(_open(k_path).chunks[0])
+
+
+def panel_rows(n: int, chunk: int, panel_bytes: int) -> Tuple[int, int]:
+    """(rows per panel, columns per slab): multiples of the K chunk, a slab of at most panel_bytes."""
+    rows = chunk * max(1, int(math.sqrt(panel_bytes / 8)) // chunk)
+    rows = min(rows, chunk * math.ceil(n / chunk))
+    slab = chunk * max(1, (panel_bytes // (8 * rows)) // chunk)
+    return rows, slab
+
+
+def zarr_matvec(client, k_path: str, V: np.ndarray, panel_bytes: int = 128 << 20) -> np.ndarray:
+    """``K @ V`` for the symmetric K stored at ``k_path`` (a Zarr array), one task per row panel."""
+    V = np.asarray(V, dtype=np.float64)
+    vec = V.ndim == 1
+    V2 = V.reshape(V.shape[0], -1)
+    n = _open(k_path).shape[0]
+    if V2.shape[0] != n:
+        raise ValueError(f"V has {V2.shape[0]} rows, K is {n} x {n}")
+    rows, slab = panel_rows(n, _k_chunk(k_path), panel_bytes)
+    Vf = client.scatter(V2, broadcast=True)
+    futs = [client.submit(_panel_product, k_path, r0, min(r0 + rows, n), slab, Vf, pure=False)
+            for r0 in range(0, n, rows)]
+    out = np.zeros_like(V2)
+    from distributed import as_completed
+
+    for f in as_completed(futs):
+        out += f.result()
+        f.release()
+    return out.reshape(n) if vec else out
+
+
+def default_tile(n: int, chunk: int, target: int = 4096) -> int:
+    """Cholesky tile: a multiple of the K chunk near ``target`` rows (4 tiles of 4096^2 float64 =
+    512 MiB per task)."""
+    return min(chunk * max(1, round(target / chunk)), chunk * math.ceil(n / chunk))
+
+
+class ZarrCholesky:
+    """A lower factor L L^T = K - sigma I stored in Zarr (tiles T x T; upper tiles never written)."""
+
+    def __init__(self, client, l_path: str, n: int, tile: int, sigma: float):
+        self.client, self.l_path, self.n, self.T, self.sigma = client, l_path, n, tile, sigma
+        self.solves = 0
+
+    @property
+    def nt(self) -> int:
+        return math.ceil(self.n / self.T)
+
+    def dense(self) -> np.ndarray:
+        """L as a dense array (tests, small n only)."""
+        return np.tril(np.asarray(_open(self.l_path)[...]))
+
+    def solve(self, B: np.ndarray) -> np.ndarray:
+        """(K - sigma I)^-1 B by forward and back substitution over the tiles."""
+        c, T, nt = self.client, self.T, self.nt
+        B = np.asarray(B, dtype=np.float64)
+        vec = B.ndim == 1
+        B2 = B.reshape(self.n, -1)
+        rng = [(k * T, min((k + 1) * T, self.n)) for k in range(nt)]
+        y, upd = [None] * nt, {}
+        for k in range(nt):  # forward: L y = b
+            deps = [upd.pop((k, j)) for j in range(k)]
+            y[k] = c.submit(_fwd_diag, self.l_path, k, T, B2[rng[k][0]:rng[k][1]], deps, pure=False, priority=nt - k)
+            for i in range(k + 1, nt):
+                upd[(i, k)] = c.submit(_fwd_off, self.l_path, i, k, T, y[k], pure=False, priority=nt - k)
+        x = [None] * nt
+        for k in reversed(range(nt)):  # back: L^T x = y
+            deps = [upd.pop((k, i)) for i in range(k + 1, nt)]
+            x[k] = c.submit(_bwd_diag, self.l_path, k, T, y[k], deps, pure=False, priority=k + 1)
+            for j in range(k):
+                upd[(j, k)] = c.submit(_bwd_off, self.l_path, k, j, T, x[k], pure=False, priority=k + 1)
+        out = np.concatenate(c.gather(x), axis=0)
+        self.solves += 1
+        return out.reshape(self.n) if vec else out
+
+
+def zarr_cholesky(client, k_path: str, l_path: str, sigma: float = 0.0, tile: Optional[int] = None,
+                  log: Callable[[str], None] = lambda s: None) -> Tuple[Optional[ZarrCholesky], Optional[int]]:
+    """Blocked left-looking Cholesky of ``K - sigma I`` into a new Zarr array at ``l_path``.
+
+    Returns (factor, None) on success, (None, first failing column) when K - sigma I is not
+    numerically positive definite (then lambda_min(K) <= sigma).  Tasks form the whole DAG at once:
+    tile (i, k) needs tiles (i, j) and (k, j) for j < k and the diagonal (k, k); diagonal tiles and
+    the tiles that feed the next diagonal run first.
+    """
+    import zarr
+
+    K = _open(k_path)
+    n = K.shape[0]
+    T = int(tile or default_tile(n, int(K.chunks[0])))
+    nt = math.ceil(n / T)
+    zarr.create_array(store=str(l_path), shape=(n, n), chunks=(T, T), dtype="float64", fill_value=0.0,
+                      compressors=None, overwrite=True, dimension_names=["i", "j"])
+    futs: Dict[Tuple[int, int], Any] = {}
+    for k in range(nt):
+        for i in range(k, nt):
+            deps = [futs[(i, j)] for j in range(k)] + [futs[(k, j)] for j in range(k) if i != k]
+            if i != k:
+                deps.append(futs[(k, k)])
+            prio = 3 * (nt - k) + (2 if i == k else 1 if i == k + 1 else 0)  # diagonals, then the next one
+            futs[(i, k)] = client.submit(_chol_tile, k_path, str(l_path), i, k, T, float(sigma), deps,
+                                         pure=False, priority=prio, key=f"chol-{Path(l_path).name}-{sigma:.6g}-{i}-{k}-{time.time_ns()}")
+    failed = None
+    try:
+        for k in range(nt):
+            r = futs[(k, k)].result()
+            if not r["ok"]:
+                failed = int(r["column"])
+                break
+            if nt >= 5 and (k + 1) % (nt // 5) == 0:
+                log(f"[spectra] Cholesky of K - ({sigma:.3g}) I: {k + 1}/{nt} tile columns")
+        if failed is None:
+            for f in futs.values():
+                r = f.result()
+                if not r["ok"]:  # cannot happen after every diagonal succeeded
+                    failed = int(r.get("column", -1))
+    finally:
+        # Drain rather than cancel: a cancelled task that is already running would still write its
+        # tile, possibly into the next factorisation at this path.  Tasks downstream of a failed
+        # diagonal return at once; only tiles of earlier columns still do their work.
+        from distributed import wait
+
+        wait(list(futs.values()))
+        for f in futs.values():
+            f.release()
+    if failed is not None:
+        return None, failed
+    return ZarrCholesky(client, str(l_path), n, T, float(sigma)), None
+
+
+class ZarrGramOperator:
+    """K stored in Zarr as a scipy.sparse.linalg.LinearOperator (``.op``); ``products`` counts the
+    columns multiplied so far."""
+
+    def __init__(self, client, k_path: str, panel_bytes: int = 128 << 20):
+        from scipy.sparse.linalg import LinearOperator
+
+        self.client, self.k_path, self.panel_bytes = client, str(k_path), panel_bytes
+        self.n = int(_open(self.k_path).shape[0])
+        self.products = 0
+        self.seconds = 0.0
+        self.op = LinearOperator((self.n, self.n), matvec=self.matvec, matmat=self.matvec, dtype=np.float64)
+
+    def matvec(self, V: np.ndarray) -> np.ndarray:
+        t0 = time.perf_counter()
+        out = zarr_matvec(self.client, self.k_path, V, self.panel_bytes)
+        self.products += 1
+        self.seconds += time.perf_counter() - t0
+        return out
+
+    __call__ = matvec
+
+
+def gram_spectrum(
+    group_path: str,
+    client=None,
+    dense_max: int = 4096,
+    tol: float = 1e-10,
+    maxiter: int = 300,
+    certificate_rtol: float = 0.0,
+    tile: Optional[int] = None,
+    slq_vectors: int = 0,
+    slq_steps: int = 30,
+    keep_factor: bool = False,
+    panel_bytes: int = 128 << 20,
+    log: Callable[[str], None] = lambda s: None,
+) -> Dict[str, Any]:
+    """Extreme eigenvalues of the Gram stored in the Zarr group at ``group_path`` (arrays K, ...).
+
+    n <= dense_max: K is read whole and decomposed densely (`tfconv.core.spectra.dense_extremes`;
+    the full spectrum is returned as ``eigenvalues``).  Above: the iterative path with ``client``,
+    K read panel by panel; the factor lives in ``<group>/cholesky`` (removed afterwards unless
+    ``keep_factor``).  Returns {"lambda_min": EigenRecord, "lambda_max": EigenRecord, "eigenvalues"
+    (dense only), "slq": (nodes, weights) or None, "seconds": {...}, "method": "dense"|"iterative"}.
+    """
+    import shutil
+
+    from .. import store
+
+    g = Path(group_path)
+    k_path = str(g / "K")
+    n = int(_open(k_path).shape[0])
+    t0 = time.perf_counter()
+    if n <= dense_max:
+        import zarr
+
+        Kd = store.assembled_matrix(zarr.open_group(str(g), mode="r"))
+        rec = S.dense_extremes(0.5 * (Kd + Kd.T))
+        del Kd
+        ev = rec["lambda_min"].notes.pop("eigenvalues")
+        return {"lambda_min": rec["lambda_min"], "lambda_max": rec["lambda_max"], "eigenvalues": ev, "slq": None,
+                "method": "dense", "seconds": {"total": time.perf_counter() - t0}}
+    if client is None:
+        raise ValueError(f"the Gram at {group_path} has n = {n} > gram.spectrum_dense_max = {dense_max}: "
+                         "its iterative spectrum needs a Dask client")
+    import zarr
+
+    done = store.blocks_done(zarr.open_group(str(g), mode="r"))
+    if not done[np.triu_indices(done.shape[0])].all():
+        raise store.StoreError(f"{group_path}: not every block of K is done; finish the assembly first")
+    op = ZarrGramOperator(client, k_path, panel_bytes)
+    secs: Dict[str, float] = {}
+    rmax = S.lambda_max_lanczos(op, n, tol=tol, maxiter=maxiter)
+    secs["lambda_max"] = time.perf_counter() - t0
+    log(f"[spectra] lambda_max {rmax.value:.6g} by Lanczos: {rmax.iterations} products, residual {rmax.residual:.3g}, "
+        f"{secs['lambda_max']:.0f}s")
+    l_path = str(g / FACTOR)
+    trial_path = str(g / (FACTOR + "_trial"))
+    cert = S.Certificate()
+    fac = None
+    t1 = time.perf_counter()
+    for sig in [0.0] + S.initial_shifts(rmax.value):
+        ts = time.perf_counter()
+        fac, col = zarr_cholesky(client, k_path, l_path, sig, tile, log)
+        cert.add(sig, fac is not None, col, time.perf_counter() - ts)
+        log(f"[spectra] Cholesky of K - ({sig:.3g}) I " + ("done" if fac else f"failed at column {col}")
+            + f" in {time.perf_counter() - ts:.0f}s")
+        if fac is not None:
+            break
+    secs["cholesky"] = time.perf_counter() - t1
+    try:
+        if fac is None:
+            raise np.linalg.LinAlgError(f"{group_path}: K - sigma I is not positive definite for any sigma tried "
+                                        f"({[t['sigma'] for t in cert.trials]}); K is not positive semi-definite")
+        t1 = time.perf_counter()
+        rmin = S.lambda_min_shift_invert(fac.solve, op, n, fac.sigma, tol=tol, maxiter=maxiter)
+        secs["shift_invert"] = time.perf_counter() - t1
+        log(f"[spectra] lambda_min {rmin.value:.6g} by shift-invert (sigma {fac.sigma:.3g}): {rmin.iterations} solves, "
+            f"residual {rmin.residual:.3g}, {secs['shift_invert']:.0f}s")
+        if not keep_factor:  # the factor is done with; free its disk before the trials write theirs
+            shutil.rmtree(l_path, ignore_errors=True)
+        if certificate_rtol > 0 and rmin.value > 0:
+            t1 = time.perf_counter()
+
+            def trial(sig):
+                f, col = zarr_cholesky(client, k_path, trial_path, sig, tile, log)
+                return f is not None, col
+            S.cholesky_certificate(trial, [rmin.value * (1 + certificate_rtol), rmin.value * (1 - certificate_rtol)], cert)
+            secs["certificate"] = time.perf_counter() - t1
+        rmin.certificate = cert.bracket
+        rmin.notes["certificate_trials"] = cert.trials
+        log(f"[spectra] certificate: lambda_min in ({cert.lo:.6g}, {cert.hi:.6g}]")
+        slq = None
+        if slq_vectors > 0:
+            t1 = time.perf_counter()
+            slq = S.slq_density(op, n, slq_vectors, slq_steps)
+            secs["slq"] = time.perf_counter() - t1
+    finally:
+        shutil.rmtree(trial_path, ignore_errors=True)
+        if not keep_factor:
+            shutil.rmtree(l_path, ignore_errors=True)
+    secs["total"] = time.perf_counter() - t0
+    rmax.notes["seconds_products"] = op.seconds
+    return {"lambda_min": rmin, "lambda_max": rmax, "eigenvalues": None, "slq": slq, "method": "iterative",
+            "seconds": secs, "products": op.products, "solves": fac.solves}

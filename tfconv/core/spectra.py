@@ -1,0 +1,346 @@
+"""Extreme eigenvalues of a symmetric PSD Gram matrix without a dense decomposition (numpy/scipy only).
+
+An empirical NTK ``K = J J^T`` has one huge outlier eigenvalue (about N times the mean entry) and a
+dense bulk near zero, so plain Lanczos finds lambda_max in a handful of products but would need
+thousands for lambda_min.  Here:
+
+* lambda_max: Lanczos with full reorthogonalisation on ``v -> K v``, stopped when the Ritz residual
+  estimate ``|beta_k s_k|`` is below ``tol * theta`` (method ``lanczos``);
+* lambda_min: Lanczos on ``(K - sigma I)^-1`` through a Cholesky factor ``K - sigma I = L L^T``
+  (``shift_invert``): lambda_min maps to the largest, well separated eigenvalue ``1/(lambda_min - sigma)``;
+  sigma = 0 when K is numerically positive definite, else a small negative shift;
+* a certificate that does not depend on either iteration: Cholesky of ``K - sigma I`` succeeds iff
+  lambda_min > sigma (`cholesky_certificate`), so one success and one failure bracket lambda_min;
+* up to ``dense_max`` rows, dense ``eigvalsh`` (values only) as before (method ``dense``).
+
+Every value comes as an `EigenRecord`: value, method, iterations (products with K or solves with
+L L^T that the iteration used), residual ``|K v - value v|_2`` of its unit Ritz vector (computed with
+one extra product; for a symmetric K some eigenvalue lies within ``residual`` of ``value``).
+`slq_density` gives the spectral density by stochastic Lanczos quadrature for the spectrum figure
+above the dense size.  The out-of-core products and factorisations over a Zarr-stored K live in
+`tfconv.cluster.dask_spectra`; everything here takes callables and small dense arrays.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+
+MatVec = Callable[[np.ndarray], np.ndarray]  # (n,) or (n, m) -> same shape
+METHODS = ("dense", "lanczos", "shift_invert")
+
+
+@dataclass
+class EigenRecord:
+    """One extreme eigenvalue with how it was obtained."""
+
+    value: float
+    method: str  # one of METHODS
+    iterations: int  # products (lanczos), solves (shift_invert); dense: Lanczos steps for the residual
+    residual: float  # |K v - value v|_2 for the unit vector v that goes with value
+    shift: float = 0.0  # sigma of the factor K - sigma I (shift_invert)
+    certificate: Optional[Tuple[float, float]] = None  # (lo, hi): lo < lambda < = hi by Cholesky trials
+    notes: Dict = field(default_factory=dict)
+
+    def as_dict(self) -> Dict:
+        d = asdict(self)
+        d["certificate"] = list(self.certificate) if self.certificate is not None else None
+        return d
+
+
+@dataclass
+class Certificate:
+    """Bracket of lambda_min from Cholesky trials of K - sigma I: success -> lambda_min > sigma,
+    failure -> lambda_min <= sigma (up to rounding of order eps * |K|)."""
+
+    lo: float = -np.inf
+    hi: float = np.inf
+    trials: List[Dict] = field(default_factory=list)  # {"sigma", "ok", "column" (first failing), "seconds"}
+
+    def add(self, sigma: float, ok: bool, column: Optional[int] = None, seconds: float = 0.0) -> None:
+        self.trials.append({"sigma": float(sigma), "ok": bool(ok), "column": column, "seconds": float(seconds)})
+        if ok:
+            self.lo = max(self.lo, float(sigma))
+        else:
+            self.hi = min(self.hi, float(sigma))
+
+    @property
+    def bracket(self) -> Tuple[float, float]:
+        return (self.lo, self.hi)
+
+    def contains(self, value: float, slack: float = 0.0) -> bool:
+        return self.lo - slack < value <= self.hi + slack
+
+
+# ----------------------------------------------------------------------------------------------
+# Lanczos
+# ----------------------------------------------------------------------------------------------
+
+
+def lanczos_largest(op: MatVec, n: int, tol: float = 1e-10, maxiter: int = 300, seed: int = 0,
+                    v0: Optional[np.ndarray] = None) -> Tuple[float, np.ndarray, int, float]:
+    """Largest eigenvalue of a symmetric operator by Lanczos with full reorthogonalisation.
+
+    Stops when the residual estimate ``|beta_k s_k|`` of the top Ritz pair is at most
+    ``tol * |theta|`` (or the Krylov space is exhausted).  Returns (theta, unit Ritz vector, number of
+    products, residual estimate).  The basis is kept (n x k floats; k is small for a gapped top).
+    """
+    maxiter = int(min(maxiter, n))
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal(n) if v0 is None else np.asarray(v0, dtype=np.float64).copy()
+    q /= np.linalg.norm(q)
+    Q = np.empty((n, maxiter + 1))
+    Q[:, 0] = q
+    alpha: List[float] = []
+    beta: List[float] = []
+    theta, s, est, k = 0.0, np.ones(1), np.inf, 0
+    for k in range(1, maxiter + 1):
+        w = np.asarray(op(Q[:, k - 1]), dtype=np.float64).reshape(n)
+        a = float(Q[:, k - 1] @ w)
+        alpha.append(a)
+        w = w - Q[:, :k] @ (Q[:, :k].T @ w)  # full reorthogonalisation, twice ("twice is enough")
+        w = w - Q[:, :k] @ (Q[:, :k].T @ w)
+        b = float(np.linalg.norm(w))
+        T = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+        vals, vecs = np.linalg.eigh(T)
+        theta, s = float(vals[-1]), vecs[:, -1]
+        est = abs(b * s[-1])
+        if est <= tol * max(abs(theta), np.finfo(float).tiny) or b <= 1e-14 * max(abs(theta), 1.0) or k == maxiter:
+            break
+        beta.append(b)
+        Q[:, k] = w / b
+    v = Q[:, :k] @ s
+    v /= np.linalg.norm(v)
+    return theta, v, k, est
+
+
+def _residual(matvec: MatVec, v: np.ndarray, value: float) -> Tuple[float, float]:
+    """(|K v - value v|, v^T K v) of a unit vector v: one product."""
+    Kv = np.asarray(matvec(v), dtype=np.float64).reshape(-1)
+    return float(np.linalg.norm(Kv - value * v)), float(v @ Kv)
+
+
+def lambda_max_lanczos(matvec: MatVec, n: int, tol: float = 1e-10, maxiter: int = 300, seed: int = 0) -> EigenRecord:
+    theta, v, its, est = lanczos_largest(matvec, n, tol=tol, maxiter=maxiter, seed=seed)
+    res, rq = _residual(matvec, v, theta)
+    return EigenRecord(theta, "lanczos", its, res, notes={"residual_estimate": est, "rayleigh_quotient": rq})
+
+
+def lambda_min_shift_invert(solve: Callable[[np.ndarray], np.ndarray], matvec: MatVec, n: int, sigma: float,
+                            tol: float = 1e-10, maxiter: int = 300, seed: int = 1) -> EigenRecord:
+    """lambda_min from the largest eigenvalue mu of (K - sigma I)^-1 (``solve`` applies it):
+    lambda_min = sigma + 1/mu; the residual is measured with one product with K."""
+    mu, v, its, est = lanczos_largest(solve, n, tol=tol, maxiter=maxiter, seed=seed)
+    lam = float(sigma + 1.0 / mu)
+    res, rq = _residual(matvec, v, lam)
+    return EigenRecord(lam, "shift_invert", its, res, shift=float(sigma),
+                       notes={"residual_estimate_inverse": est, "rayleigh_quotient": rq})
+
+
+# ----------------------------------------------------------------------------------------------
+# Cholesky: factor, solve, certificate (dense versions; the Zarr ones follow the same interface)
+# ----------------------------------------------------------------------------------------------
+
+
+def dense_cholesky(K: np.ndarray, sigma: float = 0.0) -> Tuple[Optional[np.ndarray], Optional[int]]:
+    """(L, None) with L L^T = K - sigma I, or (None, first failing column, 0-based) when K - sigma I
+    is not numerically positive definite (LAPACK dpotrf)."""
+    from scipy.linalg.lapack import dpotrf
+
+    A = np.array(K, dtype=np.float64, order="F", copy=True)
+    if sigma:
+        A[np.diag_indices_from(A)] -= sigma
+    c, info = dpotrf(A, lower=1, clean=1, overwrite_a=1)
+    if info > 0:
+        return None, int(info) - 1
+    if info < 0:
+        raise ValueError(f"dpotrf: illegal argument {-info}")
+    return c, None
+
+
+def cho_solver(L: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    from scipy.linalg import cho_solve
+
+    return lambda b: cho_solve((L, True), b)
+
+
+def cholesky_certificate(K_or_chol: Union[np.ndarray, Callable[[float], Tuple[bool, Optional[int]]]],
+                         sigmas: Union[float, Sequence[float]], cert: Optional[Certificate] = None) -> Certificate:
+    """Bracket lambda_min by Cholesky trials of ``K - sigma I`` for each sigma (success: lambda_min >
+    sigma; failure: lambda_min <= sigma).  ``K_or_chol`` is a dense K or a callable sigma -> (ok,
+    failing column).  Returns the `Certificate` ([lo, hi], every trial)."""
+    import time
+
+    cert = cert or Certificate()
+    if isinstance(K_or_chol, np.ndarray):
+        K = K_or_chol
+
+        def chol(sig):
+            L, col = dense_cholesky(K, sig)
+            return L is not None, col
+    else:
+        chol = K_or_chol
+    for sig in np.atleast_1d(np.asarray(sigmas, dtype=np.float64)):
+        t0 = time.perf_counter()
+        ok, col = chol(float(sig))
+        cert.add(float(sig), ok, col, time.perf_counter() - t0)
+    return cert
+
+
+# ----------------------------------------------------------------------------------------------
+# The driver: dense below dense_max, iterative above
+# ----------------------------------------------------------------------------------------------
+
+
+def initial_shifts(lam_max: float, rel: float = 1e-9, tries: int = 6) -> List[float]:
+    """Shifts tried for the factor when K itself is not numerically positive definite (singular
+    K, rounding): -rel * lambda_max, growing tenfold."""
+    return [-rel * lam_max * 10.0 ** t for t in range(tries)]
+
+
+def dense_extremes(S: np.ndarray, residuals: bool = True) -> Dict[str, EigenRecord]:
+    """Dense ``eigvalsh`` (values only; the full spectrum in lambda_min's ``notes["eigenvalues"]``).
+
+    Residuals, when asked: eigvalsh gives no vectors, so a vector for each extreme value comes from
+    a few Lanczos steps (top: on K; bottom: on (K - sigma I)^-1 with sigma just below the value, one
+    dense Cholesky, about a tenth of eigvalsh's time); ``iterations`` counts those steps.
+    """
+    n = S.shape[0]
+    ev = np.linalg.eigvalsh(S)
+    bound = float(n * np.finfo(float).eps * max(abs(ev[-1]), abs(ev[0])))
+    rmin = EigenRecord(float(ev[0]), "dense", 0, np.nan, notes={"eigenvalues": ev, "error_bound": bound})
+    rmax = EigenRecord(float(ev[-1]), "dense", 0, np.nan, notes={"error_bound": bound})
+    if not residuals:
+        return {"lambda_min": rmin, "lambda_max": rmax}
+    _, v, its, _ = lanczos_largest(S.__matmul__, n, tol=1e-12, maxiter=60)
+    rmax.residual, rmax.iterations = float(np.linalg.norm(S @ v - rmax.value * v)), its
+    scale = max(abs(ev[-1]), np.finfo(float).tiny)
+    for rel in (1e-9, 1e-7, 1e-5, 1e-3):
+        sigma = rmin.value - rel * scale
+        L, _ = dense_cholesky(S, sigma)
+        if L is not None:
+            _, v, its, _ = lanczos_largest(cho_solver(L), n, tol=1e-12, maxiter=60, seed=1)
+            rmin.residual, rmin.iterations = float(np.linalg.norm(S @ v - rmin.value * v)), its
+            break
+    return {"lambda_min": rmin, "lambda_max": rmax}
+
+
+def extreme_eigenvalues(
+    K: Union[np.ndarray, Callable[[np.ndarray], np.ndarray]],
+    n: Optional[int] = None,
+    dense_max: int = 4096,
+    chol: Optional[Callable[[float], Tuple[Optional[Callable], Optional[int]]]] = None,
+    tol: float = 1e-10,
+    maxiter: int = 300,
+    certificate_rtol: float = 0.0,
+    log: Callable[[str], None] = lambda s: None,
+) -> Dict[str, EigenRecord]:
+    """{"lambda_min": EigenRecord, "lambda_max": EigenRecord} of a symmetric PSD matrix.
+
+    ``K``: a dense array, or a matvec callable (then ``n`` and ``chol`` are needed: ``chol(sigma)``
+    returns (solve, None) with solve(b) = (K - sigma I)^-1 b, or (None, failing column)).
+    n <= dense_max and a dense K: ``np.linalg.eigvalsh`` (values only), and the full spectrum in
+    ``notes["eigenvalues"]`` of lambda_min's record.  Otherwise lambda_max by Lanczos and lambda_min
+    by shift-invert Lanczos; the factorisations tried form lambda_min's certificate: sigma = 0 first
+    (if it fails, lambda_min <= 0 and negative shifts are tried until one succeeds), and with
+    ``certificate_rtol`` > 0 also sigma = lambda(1 -/+ rtol), which bracket the value independently of
+    the iteration.
+    """
+    if isinstance(K, np.ndarray):
+        A = np.asarray(K, dtype=np.float64)
+        if A.ndim != 2 or A.shape[0] != A.shape[1]:
+            raise ValueError(f"K must be square, got shape {A.shape}")
+        n = A.shape[0]
+        S = 0.5 * (A + A.T)
+        if n <= dense_max:
+            return dense_extremes(S)
+        matvec = S.__matmul__
+
+        def chol(sig):
+            L, col = dense_cholesky(S, sig)
+            return (cho_solver(L) if L is not None else None), col
+    else:
+        if n is None or chol is None:
+            raise ValueError("a matvec K needs n and chol")
+        matvec = K
+    rmax = lambda_max_lanczos(matvec, n, tol=tol, maxiter=maxiter)
+    log(f"[spectra] lambda_max {rmax.value:.6g} by Lanczos, {rmax.iterations} products, residual {rmax.residual:.3g}")
+    cert = Certificate()
+    solve, sigma = None, 0.0
+    for sig in [0.0] + initial_shifts(rmax.value):
+        import time
+
+        t0 = time.perf_counter()
+        solve, col = chol(sig)
+        cert.add(sig, solve is not None, col, time.perf_counter() - t0)
+        log(f"[spectra] Cholesky of K - ({sig:.3g}) I: " + ("done" if solve is not None else f"failed at column {col}"))
+        if solve is not None:
+            sigma = sig
+            break
+    if solve is None:
+        raise np.linalg.LinAlgError(f"K - sigma I is not positive definite for any sigma in {[t['sigma'] for t in cert.trials]}; "
+                                    "K is not positive semi-definite")
+    rmin = lambda_min_shift_invert(solve, matvec, n, sigma, tol=tol, maxiter=maxiter)
+    log(f"[spectra] lambda_min {rmin.value:.6g} by shift-invert (sigma {sigma:.3g}), {rmin.iterations} solves, "
+        f"residual {rmin.residual:.3g}")
+    if certificate_rtol > 0 and rmin.value > 0:
+        lo, hi = rmin.value * (1 - certificate_rtol), rmin.value * (1 + certificate_rtol)
+        cholesky_certificate(lambda s: (lambda r: (r[0] is not None, r[1]))(chol(s)), [hi, lo], cert)
+    rmin.certificate = cert.bracket
+    rmin.notes["certificate_trials"] = cert.trials
+    return {"lambda_min": rmin, "lambda_max": rmax}
+
+
+# ----------------------------------------------------------------------------------------------
+# Stochastic Lanczos quadrature
+# ----------------------------------------------------------------------------------------------
+
+
+def slq_density(matvec: MatVec, n: int, n_vectors: int = 8, steps: int = 30, seed: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """Spectral density of K by stochastic Lanczos quadrature: (nodes, weights), weights summing to 1.
+
+    ``n_vectors`` Rademacher start vectors run together (``matvec`` takes an (n, m) block, so a
+    streamed K is read once per step for all of them), ``steps`` Lanczos steps each with full
+    reorthogonalisation; each vector's Gauss quadrature (Ritz values, squared first components of
+    the eigenvectors of T) is averaged.  Integrals of smooth f against the density approximate
+    tr f(K) / n.
+    """
+    rng = np.random.default_rng(seed)
+    m, steps = int(n_vectors), int(min(steps, n))
+    V = rng.choice([-1.0, 1.0], size=(n, m)) / np.sqrt(n)
+    Q = np.empty((steps, n, m))
+    Q[0] = V
+    alphas = np.zeros((steps, m))
+    betas = np.zeros((steps, m))
+    live = np.ones(m, dtype=bool)
+    length = np.full(m, steps)
+    for k in range(steps):
+        W = np.asarray(matvec(Q[k]), dtype=np.float64).reshape(n, m)
+        alphas[k] = np.einsum("ij,ij->j", Q[k], W)
+        for _ in range(2):  # full reorthogonalisation per vector
+            coef = np.einsum("kij,ij->kj", Q[:k + 1], W)
+            W = W - np.einsum("kij,kj->ij", Q[:k + 1], coef)
+        b = np.linalg.norm(W, axis=0)
+        done = live & (b <= 1e-12 * np.maximum(np.abs(alphas[k]), 1e-300))
+        length[done] = k + 1
+        live &= ~done
+        if k + 1 < steps:
+            betas[k] = b
+            Q[k + 1] = np.where(live, W / np.where(b > 0, b, 1.0), 0.0)
+    nodes, weights = [], []
+    for j in range(m):
+        L = int(length[j])
+        T = np.diag(alphas[:L, j]) + np.diag(betas[:L - 1, j], 1) + np.diag(betas[:L - 1, j], -1)
+        th, S = np.linalg.eigh(T)
+        nodes.append(th)
+        weights.append(S[0] ** 2 / m)
+    nodes_a, weights_a = np.concatenate(nodes), np.concatenate(weights)
+    order = np.argsort(nodes_a)
+    return nodes_a[order], weights_a[order] / weights_a.sum()
+
+
+def density_histogram(nodes: np.ndarray, weights: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Fraction of eigenvalues per bin of ``edges`` (SLQ nodes/weights, or eigenvalues with equal weights)."""
+    h, _ = np.histogram(np.clip(nodes, edges[0], edges[-1]), bins=edges, weights=weights)
+    return h / max(float(np.sum(weights)), 1e-300)
