@@ -142,7 +142,7 @@ def test_empty_blocks_and_bad_input():
 
 def test_flop_count_formula():
     spec = ModelSpec(width=1024, d=32, d_s=8, dtype="float32")
-    w, d, ds = 1024, 32, 8
+    w, d = 1024, 32
     f = flop_count(spec, 512, 256)
     # default forms for this shape: qk "R", Wv explicit, Wh lowrank
     assert f["per_pair"] == 2 * (w + w * d + w * d + 2 * d * d)
