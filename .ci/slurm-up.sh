@@ -11,7 +11,8 @@
 #     198.51.100 = TEST-NET-2, documentation-only and never routed; 192.0.2.0/24 is often already
 #     eth0's network on the CI machines);
 #   * two network namespaces tfnode1 / tfnode2, each with a veth into the bridge and the address
-#     <net>.11 / <net>.12 (no default route: nodes reach each other and the host, nothing else);
+#     <net>.11 / <net>.12 (default route via the host, no NAT: nodes reach each other and the
+#     host's addresses, nothing beyond this machine);
 #   * one slurmd per namespace, also in its own UTS namespace (hostname tfnode1 / tfnode2), started
 #     as `slurmd -N tfnodeX`; its jobs inherit both namespaces, so loopback inside a job is private
 #     to its node, exactly as on two machines: servers in jobs must bind the node's address;
@@ -100,6 +101,9 @@ for node in "${NODES[@]}"; do
     ip -n "$node" addr replace "$addr/24" dev eth0
     ip -n "$node" link set lo up
     ip -n "$node" link set eth0 up
+    # Default route via the host: the host's other addresses (e.g. eth0's, which clients outside
+    # SLURM may advertise) are reachable from the nodes. Nothing beyond this machine: no NAT.
+    ip -n "$node" route replace default via "$HOST_ADDR" dev eth0
 done
 
 # /etc/hosts: the node names (jobs, srun and slurmctld resolve them); rewritten in place (it may be
@@ -113,9 +117,6 @@ for node in "${NODES[@]}"; do
 done
 cmp -s "$hosts_new" /etc/hosts || cat "$hosts_new" >/etc/hosts
 rm -f "$hosts_new"
-
-# The nodes reach each other and the host over the bridge (plain TCP, checked with bash's /dev/tcp
-# below once slurmd listens).
 
 # ---------------------------------------------------------------- munge
 install -d -o munge -g munge -m 0700 /etc/munge /var/lib/munge /var/log/munge
