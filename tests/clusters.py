@@ -38,8 +38,17 @@ from typing import Iterator, Sequence
 
 import psutil
 
-__all__ = ["ray_two_nodes", "dask_external", "slurm_available", "venv_bin", "free_port", "slurm_nodes",
-           "node_processes", "kill_node_processes", "node_listening"]
+__all__ = [
+    "dask_external",
+    "free_port",
+    "kill_node_processes",
+    "node_listening",
+    "node_processes",
+    "ray_two_nodes",
+    "slurm_available",
+    "slurm_nodes",
+    "venv_bin",
+]
 
 RAY_START_TIMEOUT_S = 60.0
 DASK_START_TIMEOUT_S = 60.0

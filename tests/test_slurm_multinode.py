@@ -9,7 +9,7 @@ Outside CI the tests skip without two usable nodes; with ``CI=true`` they fail i
      head on tfnode1 and a worker on tfnode2 (the worker loop runs), the grid's runs execute on both
      (node id and host recorded per run), and afterwards no Ray process is left on either node;
   2. the same grid into a second results folder while the test kills every process of the Ray
-     worker node (tfnode2, all but slurmd/slurmstepd) mid-grid: Ray retries the lost runs on the
+     worker node (tfnode2, all but slurmd/slurmstepd) mid-grid (once a first run is complete): Ray retries the lost runs on the
      head node and every stored array equals the undisturbed run bit for bit;
   3. a grid that raises inside a third allocation cluster: still nothing left on either node.
 * ``test_ray_teardown_on_scancel``: an allocation cluster with tasks running on both nodes is
@@ -35,8 +35,13 @@ import time
 from pathlib import Path
 
 import pytest
-
-from clusters import kill_node_processes, node_listening, node_processes, slurm_available, slurm_nodes
+from clusters import (
+    kill_node_processes,
+    node_listening,
+    node_processes,
+    slurm_available,
+    slurm_nodes,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -86,12 +91,12 @@ def _record(tmp_path: Path, name: str, data: dict) -> None:
 
 def _job_info(job_id: str) -> dict:
     out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True,
-                         timeout=30).stdout
+                         timeout=30, check=False).stdout
     return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
 
 
 def _submit(args: list) -> str:
-    res = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, env=_env(), timeout=60)
+    res = subprocess.run(["sbatch", "--parsable", *args], capture_output=True, text=True, env=_env(), timeout=60, check=False)
     assert res.returncode == 0, f"sbatch failed: {res.stderr}"
     return res.stdout.strip().split(";")[0]
 
@@ -111,7 +116,7 @@ def _wait(job_id: str, timeout_s: float, poll=None) -> dict:
             time.sleep(0.3)
     finally:
         if _job_info(job_id).get("JobState") not in TERMINAL:
-            subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+            subprocess.run(["scancel", job_id], capture_output=True, timeout=30, check=False)
 
 
 def _ray_like(cmd: str, name: str) -> bool:
@@ -251,7 +256,7 @@ def ray_job(nodes, tmp_path_factory):
         except Exception:  # noqa: BLE001 (the store is being created)
             return
         raylets = node_processes([nodes[1]], lambda cmd, name: name == "raylet")[nodes[1]]
-        if len(done) >= 2 and raylets:
+        if len(done) >= 1 and raylets:
             kill["runs_complete_at_kill"] = sorted(done)
             kill["listening_before_kill"] = {n: [x for x in node_listening(n) if "slurmd" not in x] for n in nodes}
             kill["killed"] = kill_node_processes(nodes[1])
@@ -309,7 +314,7 @@ def test_ray_worker_node_killed_mid_grid(nodes, ray_job, tmp_path):
     assert kill, "the Ray worker node was never seen running phase 2 (no kill happened)"
     assert any("raylet" in k for k in kill["killed"]), kill["killed"]
     f, u = r["fault"], r["undisturbed"]
-    assert 2 <= len(kill["runs_complete_at_kill"]) < 8, kill["runs_complete_at_kill"]
+    assert 1 <= len(kill["runs_complete_at_kill"]) < 8, kill["runs_complete_at_kill"]
     assert len(f["runs"]) == 8
     # runs finished after the kill could only run on the head node
     late = [rid for rid in f["runs"] if rid not in kill["runs_complete_at_kill"]]
@@ -379,7 +384,7 @@ def test_ray_teardown_on_scancel(nodes, tmp_path):
         subprocess.run(["scancel", job_id], check=True, timeout=30)
         info = _wait(job_id, timeout_s=120)
     finally:
-        subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
+        subprocess.run(["scancel", job_id], capture_output=True, timeout=30, check=False)
     left = _left_on_nodes(nodes, _ray_like, wait_s=30)
     seconds_to_clean = time.time() - t_cancel
     log = (work / "job.out").read_text()
@@ -392,7 +397,7 @@ def test_ray_teardown_on_scancel(nodes, tmp_path):
         "ray_tasks_running_at_cancel": {t.split()[0]: t.split()[1] for t in tasks.values()},
         "ray_processes_during": {n: len(v) for n, v in during.items()}, "ray_processes_left_after": left,
         "seconds_until_clean": round(seconds_to_clean, 1), "wall_seconds": round(time.time() - t0, 1),
-        "driver_teardown_logged": "Ray cluster of job" in log})
+        "driver_teardown_ran": "Ray cluster of job" in log})
 
 
 # ------------------------------------------------------------------------------------------ Dask
@@ -411,8 +416,8 @@ def dask_run(nodes, ray_job, tmp_path_factory):
     exp = wf.experiment(EXP)
     points, gcfg = exp.points, wf.gram
     data, train = str(wf.results.data(exp.dataset.name)), str(wf.results.train(EXP))
-    kw = dict(engine=gcfg["engine"], block_size=gcfg["block_size"], chunk_size=gcfg["chunk_size"],
-              retries=3, threads=1)
+    kw = {"engine": gcfg["engine"], "block_size": gcfg["block_size"], "chunk_size": gcfg["chunk_size"],
+          "retries": 3, "threads": 1}
     out = {"work": work, "points": points, "exp": exp}
 
     # the single-node reference: one worker thread in this process
@@ -509,7 +514,7 @@ def test_dask_gram_spans_both_nodes(nodes, dask_run, tmp_path):
     # every server binds its node address: scheduler on the host's bridge address, workers on NodeAddr
     sched_host = d["scheduler"].split("://")[1].rsplit(":", 1)[0]
     assert not sched_host.startswith("127."), d["scheduler"]
-    for addr, w in d["workers"].items():
+    for addr in d["workers"]:
         assert not addr.split("://")[1].startswith("127."), addr
     for n in nodes:
         for line in d["listening"][n]:

@@ -99,7 +99,9 @@ def _jobqueue_binding(jq: Dict[str, Any]) -> Dict[str, Any]:
         jq["job_script_prologue"] = [*(jq.get("job_script_prologue") or []), *_NODE_ADDR_PROLOGUE]
         extra += ["--host", "$TFCONV_NODE_ADDR"]
         if not any(str(a).startswith("--dashboard") or a == "--no-dashboard" for a in extra):
-            extra.append("--no-dashboard")
+            # no dashboard; the worker's HTTP endpoint (/health, /metrics) on the node address too
+            # (its default ":0" would listen on all addresses)
+            extra += ["--no-dashboard", "--dashboard-address", "$TFCONV_NODE_ADDR:0"]
     jq["worker_extra_args"] = extra
     return jq
 
