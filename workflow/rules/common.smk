@@ -7,6 +7,7 @@ sys.path.insert(0, workflow.basedir)
 from tfconv.analyses import caption_for
 from tfconv.config import ConfigError, Workflow, load_config
 from tfconv.config.loader import merge_over_default, read_yaml
+from snakemake.exceptions import WorkflowError
 
 
 DEFAULT_CONFIG = os.path.join(workflow.basedir, "config", "config.yaml")
@@ -48,10 +49,16 @@ def res(rule, key):
 
 
 def cluster_threads(rule):
-    """Threads of a rule that starts a cluster (train_grid: Ray, assemble_gram: Dask): the config's
+    """Threads of a step that starts a cluster (train_grid starts Ray, assemble_gram starts Dask): the config's
     resources.<rule>.threads when given, else every core given to Snakemake (--cores)."""
     given = (WF.config.get("resources", {}).get(rule) or {}).get("threads")
-    return int(given) if given else int(workflow.cores or res(rule, "threads"))
+    if given:
+        return int(given)
+    try:
+        cores = workflow.cores
+    except WorkflowError:  # no --cores (e.g. `--report`, `--lint`): nothing runs, the default stands
+        cores = None
+    return int(cores or res(rule, "threads"))
 
 
 def dataset_store(wildcards):
