@@ -408,7 +408,9 @@ def test_ray_teardown_on_scancel(nodes, tmp_path):
         "ray_tasks_running_at_cancel": {t.split()[0]: t.split()[1] for t in tasks.values()},
         "ray_processes_during": {n: len(v) for n, v in during.items()}, "ray_processes_left_after": left,
         "seconds_until_clean": round(seconds_to_clean, 1), "wall_seconds": round(time.time() - t0, 1),
-        "driver_teardown_ran": "Ray cluster of job" in log})
+        # did the driver's own teardown start before SLURM killed the job (KillWait)?
+        "driver_teardown_started": "[ray-slurm] stopping the Ray cluster" in log,
+        "driver_teardown_finished": "stopped in" in log})
 
 
 # ------------------------------------------------------------------------------------------ Dask

@@ -450,6 +450,7 @@ def _teardown(procs: List[_Node], job: str, step_name: str, grace_s: float, log:
     if not procs:
         return
     t0 = time.time()
+    log(f"[ray-slurm] stopping the Ray cluster of job {job}")
     for p in reversed(procs):
         if p.alive():
             with contextlib.suppress(ProcessLookupError):
