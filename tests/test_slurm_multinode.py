@@ -51,6 +51,9 @@ IN_CI = os.environ.get("CI", "").lower() == "true"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
             "DEADLINE", "PREEMPTED"}
 EXP = "grid"
+# The small config trains a run in ~0.1 s; 3000 epochs make a run last ~1-2 s, so that both nodes get
+# runs and the worker node is killed while it trains one.
+EPOCHS = 3000
 
 
 @pytest.fixture(scope="module")
@@ -158,6 +161,7 @@ def _workflow(results: Path, slurm_allocation: bool = True):
     raw = yaml.safe_load(SMALL.read_text())
     raw["ray"] = dict(raw.get("ray") or {}, slurm_allocation=slurm_allocation)
     raw["results"] = str(results)
+    raw["experiments"][EXP]["train"].update(epochs=EPOCHS, checkpoint_epochs=[0, 10, EPOCHS])
     return load_workflow(raw)
 
 
@@ -171,7 +175,7 @@ from tfconv.cluster.ray_slurm import allocation_nodes, default_temp_dir, ray_in_
 from tfconv.config import load_workflow
 from tfconv.pipeline.steps import make_dataset, train_grid
 
-small, work = sys.argv[1], sys.argv[2]
+small, work, epochs = sys.argv[1], sys.argv[2], int(sys.argv[3])
 job = os.environ["SLURM_JOB_ID"]
 nodes = allocation_nodes()
 out = {"job_id": job, "nodes": nodes, "node_addresses": slurm_node_addresses(nodes), "driver_host": os.uname().nodename}
@@ -183,6 +187,7 @@ def workflow(results):
     raw = yaml.safe_load(open(small))
     raw["ray"] = dict(raw.get("ray") or {}, slurm_allocation=True)
     raw["results"] = os.path.join(work, results)
+    raw["experiments"]["grid"]["train"].update(epochs=epochs, checkpoint_epochs=[0, 10, epochs])
     return load_workflow(raw)
 
 def runs(wf, summary):  # run id -> (Ray node id, host that trained it)
@@ -258,8 +263,8 @@ def ray_job(nodes, tmp_path_factory):
             done = [r for r in store.list_runs(ts) if store.run_complete(ts, r)]
         except Exception:  # noqa: BLE001 (the store is being created)
             return
-        raylets = node_processes([nodes[1]], lambda cmd, name: name == "raylet")[nodes[1]]
-        if len(done) >= 1 and raylets:
+        training = node_processes([nodes[1]], lambda cmd, name: cmd.startswith("ray::train_point_task"))[nodes[1]]
+        if len(done) >= 1 and training:  # mid-grid, and the worker node is training a run
             kill["runs_complete_at_kill"] = sorted(done)
             kill["listening_before_kill"] = {n: [x for x in node_listening(n) if "slurmd" not in x] for n in nodes}
             kill["killed"] = kill_node_processes(nodes[1])
@@ -268,7 +273,7 @@ def ray_job(nodes, tmp_path_factory):
     t0 = time.time()
     job_id = _submit(["--nodes=2", "--ntasks-per-node=1", "--cpus-per-task=1", "--mem=4000", "--time=15",
                       "--job-name=tfconv-ray-2nodes", f"--chdir={work}", f"--output={work / 'job.out'}",
-                      "--wrap", f"{sys.executable} {work / 'job.py'} {SMALL} {work}"])
+                      "--wrap", f"{sys.executable} {work / 'job.py'} {SMALL} {work} {EPOCHS}"])
     info = _wait(job_id, timeout_s=420, poll=poll)
     seconds = time.time() - t0
     log = (work / "job.out").read_text() if (work / "job.out").exists() else ""
@@ -316,6 +321,7 @@ def test_ray_worker_node_killed_mid_grid(nodes, ray_job, tmp_path):
     r, kill = ray_job["r"], ray_job["kill"]
     assert kill, "the Ray worker node was never seen running phase 2 (no kill happened)"
     assert any("raylet" in k for k in kill["killed"]), kill["killed"]
+    assert any("ray::train_point_task" in k for k in kill["killed"]), "no run was in flight on the killed node"
     f, u = r["fault"], r["undisturbed"]
     assert 1 <= len(kill["runs_complete_at_kill"]) < 8, kill["runs_complete_at_kill"]
     assert len(f["runs"]) == 8
@@ -326,9 +332,10 @@ def test_ray_worker_node_killed_mid_grid(nodes, ray_job, tmp_path):
     def finished(rid):
         return dt.datetime.fromisoformat(f["runs"][rid]["created"]).timestamp()
 
+    t_kill = int(kill["time"])  # "created" has whole seconds
     on_killed = [rid for rid, v in f["runs"].items() if v["host"] == nodes[1]]
-    assert all(finished(rid) <= kill["time"] + 2 for rid in on_killed), (kill["time"], f["runs"])
-    late = [rid for rid in f["runs"] if finished(rid) > kill["time"] + 2]
+    assert all(finished(rid) <= t_kill + 1 for rid in on_killed), (kill["time"], f["runs"])
+    late = [rid for rid in f["runs"] if finished(rid) >= t_kill + 2]
     assert late and {f["runs"][rid]["host"] for rid in late} == {nodes[0]}, (kill["time"], f["runs"])
     wf = _workflow(ray_job["work"] / "results")
     _assert_runs_bitwise_equal(u["store"], f["store"], wf.experiment(EXP).points)
