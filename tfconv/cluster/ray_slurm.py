@@ -421,8 +421,12 @@ def ray_in_slurm_allocation(
                 fail(f"`ray start` exited on {', '.join(dead)}")
             log(f"[ray-slurm] Ray cluster at {address} up in {time.time() - t0:.1f}s: {check.stdout.strip()}")
             yield address
-    except BaseException:
+    except BaseException as exc:
         keep_temp_dir = True
+        if isinstance(exc, SystemExit) and exc.code == 128 + signal.SIGTERM:
+            # scancel / time limit: SLURM SIGKILLs the job after KillWait (often 30 s, 10 s in the
+            # test cluster), and `ray start` drains for up to 30 s on SIGTERM: stop it sooner
+            grace_s = min(grace_s, 3.0)
         raise
     finally:
         _teardown(procs, job, step_name, grace_s, log)
