@@ -132,18 +132,27 @@ def in_slurm_allocation() -> bool:
 
 
 def allocation_nodes() -> List[str]:
-    """Host names of the allocation's nodes, the first one first (``scontrol show hostnames``)."""
-    nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
+    """Host names of the allocation's nodes, the first one first (``scontrol show hostnames``).
+
+    The job's node list comes from SLURM (``squeue -j $SLURM_JOB_ID -o %N``): inside a job step
+    (Snakemake's SLURM executor runs each job as ``srun -n1 ...``) SLURM_JOB_NODELIST and
+    SLURM_NODELIST may name the step's node only.  The environment is the fallback.
+    """
+    job = os.environ.get("SLURM_JOB_ID")
+    nodelist = ""
+    if job:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            nodelist = subprocess.run(["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True, text=True,
+                                      timeout=30, check=False).stdout.strip()
+    nodelist = nodelist or os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or ""
     if not nodelist:
-        job = os.environ.get("SLURM_JOB_ID")
         if not job:
             raise RuntimeError("not inside a SLURM allocation: SLURM_JOB_ID is not set")
-        nodelist = subprocess.run(["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True, text=True,
-                                  check=True, timeout=30).stdout.strip()
+        raise RuntimeError(f"SLURM job {job}: no node list (squeue and SLURM_JOB_NODELIST are empty)")
     out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
                          check=True, timeout=30).stdout.split()
     if not out:
-        raise RuntimeError(f"no nodes in SLURM_JOB_NODELIST={nodelist!r}")
+        raise RuntimeError(f"no nodes in the node list {nodelist!r} of SLURM job {job}")
     return out
 
 
