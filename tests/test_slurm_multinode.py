@@ -570,3 +570,24 @@ def test_dask_worker_node_killed_mid_assembly(nodes, dask_run, tmp_path):
         "blocks_done_at_kill": kill["blocks_done_at_kill"], "blocks_total": total,
         "blocks_after_kill_on": sorted(h for h in after if h), "grams_bitwise_equal_to_single_node": n,
         "assemble_seconds": round(d["seconds_b"], 1)})
+
+
+def test_jobqueue_binding_defaults_and_user_choices():
+    """Without a choice in the config, scheduler and workers bind one address and no dashboard;
+    an `interface`, a scheduler `host` or a worker `--host` in the config is kept as it is."""
+    from tfconv.cluster.dask_gram import _jobqueue_binding
+    from tfconv.cluster.ray_slurm import node_address
+
+    jq = _jobqueue_binding({"cores": 1, "memory": "1GB"})
+    addr = jq["scheduler_options"]["host"]
+    assert addr == node_address()
+    assert jq["scheduler_options"]["dashboard"] is False and jq["scheduler_options"]["dashboard_address"] == f"{addr}:0"
+    args = jq["worker_extra_args"]
+    assert args[args.index("--host") + 1] == "$TFCONV_NODE_ADDR" and "--no-dashboard" in args
+    assert args[args.index("--dashboard-address") + 1] == "$TFCONV_NODE_ADDR:0"
+    assert any("NodeAddr" in line for line in jq["job_script_prologue"])
+
+    assert _jobqueue_binding({"cores": 1, "interface": "ib0"}) == {"cores": 1, "interface": "ib0"}
+    jq = _jobqueue_binding({"scheduler_options": {"host": "10.0.0.5"}, "worker_extra_args": ["--host=10.0.0.6"]})
+    assert jq["scheduler_options"] == {"host": "10.0.0.5"}
+    assert jq["worker_extra_args"] == ["--host=10.0.0.6"] and "job_script_prologue" not in jq
