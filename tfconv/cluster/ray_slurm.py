@@ -314,13 +314,16 @@ def _step_ids(job: str, step_name: str) -> List[str]:
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit while inside (main thread only) so that `finally` runs."""
+def _sigterm_raises(seen: Optional[Dict[str, bool]] = None) -> Iterator[None]:
+    """Turn SIGTERM into SystemExit while inside (main thread only) so that `finally` runs;
+    ``seen["sigterm"]`` becomes True when one arrived."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):  # noqa: ARG001
+        if seen is not None:
+            seen["sigterm"] = True
         raise SystemExit(128 + signum)
 
     old = signal.signal(signal.SIGTERM, handler)
@@ -397,8 +400,9 @@ def ray_in_slurm_allocation(
         f"({cpus} CPUs, {gpus} GPUs per node), head on {nodes[0]}; node addresses "
         f"{', '.join(f'{n}={addrs.get(n, n)}' for n in nodes)}")
     old_auth = {k: os.environ.get(k) for k in auth}
+    seen: Dict[str, bool] = {}
     try:
-        with _sigterm_raises():
+        with _sigterm_raises(seen):
             os.environ.update(auth)  # the driver (this process) connects with the same settings
             head = _Node(f"head@{nodes[0]}", node_cmd(0, nodes[0], "head", ""), env, log)
             procs.append(head)
@@ -430,14 +434,14 @@ def ray_in_slurm_allocation(
                 fail(f"`ray start` exited on {', '.join(dead)}")
             log(f"[ray-slurm] Ray cluster at {address} up in {time.time() - t0:.1f}s: {check.stdout.strip()}")
             yield address
-    except BaseException as exc:
+    except BaseException:
         keep_temp_dir = True
-        if isinstance(exc, SystemExit) and exc.code == 128 + signal.SIGTERM:
+        raise
+    finally:
+        if seen.get("sigterm"):
             # scancel / time limit: SLURM SIGKILLs the job after KillWait (often 30 s, 10 s in the
             # test cluster), and `ray start` drains for up to 30 s on SIGTERM: stop it sooner
             grace_s = min(grace_s, 3.0)
-        raise
-    finally:
         _teardown(procs, job, step_name, grace_s, log)
         if procs and not keep_temp_dir:
             _remove_temp_dirs(nodes, root, env)
