@@ -38,7 +38,17 @@ from typing import Iterator, Sequence
 
 import psutil
 
-__all__ = ["ray_two_nodes", "dask_external", "slurm_available", "venv_bin", "free_port"]
+__all__ = [
+    "dask_external",
+    "free_port",
+    "kill_node_processes",
+    "node_listening",
+    "node_processes",
+    "ray_two_nodes",
+    "slurm_available",
+    "slurm_nodes",
+    "venv_bin",
+]
 
 RAY_START_TIMEOUT_S = 60.0
 DASK_START_TIMEOUT_S = 60.0
@@ -390,3 +400,69 @@ def slurm_available(timeout_s: float = 10.0) -> bool:
     except (subprocess.TimeoutExpired, OSError):
         return False
     return res.returncode == 0
+
+
+def slurm_nodes(timeout_s: float = 10.0) -> list[str]:
+    """Names of the SLURM nodes that can run jobs now (not down, drained or failing)."""
+    try:
+        res = subprocess.run(["sinfo", "-h", "-N", "-o", "%N %T"], capture_output=True, text=True,
+                             timeout=timeout_s)
+    except (subprocess.TimeoutExpired, OSError):
+        return []
+    ok = ("idle", "mixed", "allocated", "completing")
+    return sorted({ln.split()[0] for ln in res.stdout.splitlines()
+                   if len(ln.split()) == 2 and ln.split()[1].rstrip("*~#!%$@^-") in ok})
+
+
+# The two-node SLURM of .ci/slurm-up.sh runs each node's slurmd (and so every job process of that
+# node) in the network namespace /run/netns/<node name>; a process belongs to a node when its
+# network namespace is that node's.
+def _netns_inode(path: str) -> int | None:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return None
+
+
+def node_processes(nodes: Sequence[str], match=None) -> dict[str, list[str]]:
+    """{node: ["pid: cmdline", ...]} of the processes running in each node's network namespace for
+    which ``match(cmdline, name)`` is true (all when None). Needs /run/netns/<node> (root)."""
+    inodes = {n: _netns_inode(f"/run/netns/{n}") for n in nodes}
+    missing = [n for n, i in inodes.items() if i is None]
+    if missing:
+        raise RuntimeError(f"no network namespace /run/netns/<node> for {missing}: not the two-node SLURM "
+                           "of .ci/slurm-up.sh (or not root)")
+    by_inode = {i: n for n, i in inodes.items()}
+    out: dict[str, list[str]] = {n: [] for n in nodes}
+    for p in psutil.process_iter(["pid", "name", "cmdline"]):
+        ino = _netns_inode(f"/proc/{p.info['pid']}/ns/net")
+        node = by_inode.get(ino)
+        if node is None or p.info["pid"] == os.getpid():
+            continue
+        cmd = " ".join(p.info["cmdline"] or ()) or (p.info["name"] or "")
+        if match is None or match(cmd, p.info["name"] or ""):
+            out[node].append(f"{p.info['pid']}: {cmd[:200]}")
+    return out
+
+
+def kill_node_processes(node: str, keep: Sequence[str] = ("slurmd", "slurmstepd")) -> list[str]:
+    """SIGKILL every process of ``node`` (its network namespace) except the SLURM daemons: what a
+    node crash looks like to the processes on the other nodes. Returns what was killed."""
+    procs = node_processes([node], match=lambda cmd, name: name not in keep)[node]
+    for entry in procs:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(int(entry.split(":", 1)[0]), signal.SIGKILL)
+    return procs
+
+
+def node_listening(node: str) -> list[str]:
+    """TCP listening sockets in ``node``'s network namespace: "address:port process" lines."""
+    res = subprocess.run(["ip", "netns", "exec", node, "ss", "-ltnpH"], capture_output=True, text=True,
+                         timeout=30)
+    out = []
+    for ln in res.stdout.splitlines():
+        parts = ln.split()
+        if len(parts) >= 6:
+            name = parts[5].split('"')[1] if '"' in parts[5] else parts[5]
+            out.append(f"{parts[3]} {name}")
+    return sorted(set(out))

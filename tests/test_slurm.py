@@ -1,18 +1,19 @@
 """The workflow and multi-node Ray on a real SLURM (no mocks).
 
-Needs a running SLURM (``sudo bash .ci/slurm-up.sh`` starts a one-node one; ``.ci/run`` does it in CI).
+Needs a running SLURM (``sudo bash .ci/slurm-up.sh`` starts a two-node one; ``.ci/run`` does it in CI).
 Outside CI the tests skip when there is none; with ``CI=true`` they fail instead.
 
 * ``test_workflow_through_slurm_executor``: the small test config end to end with
   ``--workflow-profile workflow/profiles/slurm`` (``executor: slurm``): every rule job is its own
-  SLURM batch job (one SLURM job id per rule job, collected from ``.snakemake/slurm_logs``), the
-  Ray cluster of train_grid is a local one started inside its batch job, assemble_gram's Dask
-  cluster too.
+  SLURM batch job (one SLURM job id per rule job, collected from ``.snakemake/slurm_logs``). With
+  two SLURM nodes, train_grid is a two-node job with ``ray.slurm_allocation: true`` (a Ray head
+  and a Ray worker node, runs on both node ids); with one node, a local Ray cluster inside its
+  batch job. assemble_gram's Dask cluster is a local one inside its job.
 * ``test_ray_in_slurm_allocation``: an sbatch job runs the grid through
   ``tfconv.pipeline.steps.train_grid`` with ``ray: {slurm_allocation: true}``, i.e. through
-  ``tfconv.cluster.ray_slurm.ray_in_slurm_allocation`` (srun'd ``ray start --head --block``; this
-  SLURM has one node, so the cluster is the head alone -- the worker-node srun loop runs zero
-  times, everything else is the multi-node code path), then a grid that raises inside a second
+  ``tfconv.cluster.ray_slurm.ray_in_slurm_allocation`` (srun'd ``ray start --head --block``; a
+  one-node job, so the cluster is the head alone -- tests/test_slurm_multinode.py runs the same on
+  two nodes), then a grid that raises inside a second
   allocation cluster; after each, no process of that Ray cluster and no srun step of it remain.
 
 Each test records what it saw (SLURM job ids, node names, Ray node ids, wall time) in
@@ -32,7 +33,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from clusters import slurm_available
+from clusters import slurm_available, slurm_nodes
 
 pytestmark = pytest.mark.slow
 
@@ -124,8 +125,14 @@ def _rule_job_counts(text: str) -> dict:
 def test_workflow_through_slurm_executor(tmp_path):
     wd = tmp_path / "wf"
     wd.mkdir()
+    # With two nodes (the SLURM of .ci/slurm-up.sh): train_grid is a two-node SLURM job and trains on
+    # a Ray cluster over both (ray.slurm_allocation); with one node, a local Ray cluster in its job.
+    n_nodes = min(2, len(slurm_nodes()))
+    overlay = tmp_path / "nodes.yaml"
+    overlay.write_text(json.dumps({"ray": {"slurm_allocation": n_nodes > 1},
+                                   "resources": {"train_grid": {"nodes": n_nodes, "threads": 1}}}))
     cmd = ["timeout", "-k", "10", "480", str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"),
-           "--directory", str(wd), "--configfile", str(SMALL), "--workflow-profile", str(PROFILE),
+           "--directory", str(wd), "--configfile", str(SMALL), str(overlay), "--workflow-profile", str(PROFILE),
            "--jobs", "4", "--latency-wait", "5",
            # poll SLURM early (the plugin then adds 10 s per round in which no job finished)
            "--seconds-between-status-checks", "3", "--slurm-init-seconds-before-status-checks", "3"]
@@ -164,12 +171,22 @@ def test_workflow_through_slurm_executor(tmp_path):
     res = wd / "results"
     assert ": OK (checked " in (res / "verify.txt").read_text()
     manifest = json.loads((res / "train" / "grid.json").read_text())
-    assert manifest["n_runs"] == 8 and len(manifest["nodes"]) == 1
+    assert manifest["n_runs"] == 8 and len(manifest["nodes"]) == n_nodes
     train_log = (res / "logs" / "train_grid" / "grid.log").read_text()
-    assert "starting a local Ray cluster" in train_log
+    if n_nodes > 1:
+        train_job = next(j for j in jobs.values() if j["rule"] == "train_grid")
+        assert train_job["node"] == "tfnode[1-2]" or "," in train_job["node"], train_job
+        assert re.search(r"Ray cluster at \S+ up in \S+: ALIVE 2 ", train_log), train_log[-3000:]
+        assert "Ray cluster of job" in train_log and "stopped" in train_log
+    else:
+        assert "starting a local Ray cluster" in train_log
     assert (res / "gram" / "grid.json").exists()
+    runs_by_node: dict = {}
+    for rid, r in sorted(manifest["runs"].items()):
+        runs_by_node.setdefault(str(r.get("node_id")), []).append(rid)
     _record(tmp_path, "slurm_workflow", {"wall_seconds": round(seconds, 1), "slurm_jobs": jobs,
-                                         "ray_node_ids": manifest["nodes"]})
+                                         "ray_node_ids": manifest["nodes"], "ray_runs_by_node": runs_by_node,
+                                         "train_grid_nodes": n_nodes})
 
 
 # --------------------------------------------------------------------------------------------------

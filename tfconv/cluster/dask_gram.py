@@ -39,12 +39,14 @@ def dask_client(dask_cfg: Mapping[str, Any], log: Callable[[str], None] = print,
             yield client
         return
     if dask_cfg.get("jobqueue"):
+        import dask
         from dask_jobqueue import SLURMCluster
 
-        jq = dict(dask_cfg["jobqueue"])
+        jq = _jobqueue_binding(dict(dask_cfg["jobqueue"]))
         n_jobs = int(jq.pop("n_jobs", dask_cfg.get("n_workers", 2)))
         log(f"[dask] starting {n_jobs} SLURM job(s) of workers via dask-jobqueue: {jq}")
-        with SLURMCluster(**jq) as cluster, Client(cluster) as client:
+        allowed = {"distributed.scheduler.allowed-failures": int(dask_cfg.get("retries", 3))}
+        with dask.config.set(allowed), SLURMCluster(**jq) as cluster, Client(cluster) as client:
             cluster.scale(jobs=n_jobs)
             client.wait_for_workers(1, timeout=600)
             yield client
@@ -63,6 +65,48 @@ def dask_client(dask_cfg: Mapping[str, Any], log: Callable[[str], None] = print,
                          host="127.0.0.1") as cluster, \
             Client(cluster) as client:
         yield client
+
+
+# Shell lines run by each dask-jobqueue worker job before the worker starts: the node's SLURM address
+# (NodeAddr, resolved), which the worker and its nanny then bind to.
+_NODE_ADDR_PROLOGUE = (
+    'TFCONV_NODE_ADDR=$(getent ahostsv4 "$(scontrol show node -o "${SLURMD_NODENAME:-$(hostname -s)}" '
+    "| sed -n 's/.* NodeAddr=\\([^ ]*\\).*/\\1/p')\" | awk 'NR==1{print $1}')",
+    'export TFCONV_NODE_ADDR="${TFCONV_NODE_ADDR:-$(hostname -s)}"',
+)
+
+
+def _jobqueue_binding(jq: Dict[str, Any]) -> Dict[str, Any]:
+    """dask-jobqueue settings that bind every server to the address it needs and no wider.
+
+    Unless the config chooses itself (``interface``, ``scheduler_options.host``/``interface``,
+    ``--host``/``--interface`` in ``worker_extra_args``): the scheduler listens on this machine's
+    address in the SLURM network (`ray_slurm.node_address`: the node's NodeAddr inside a job, else
+    the interface that routes to slurmctld) and its HTTP endpoint (no dashboard) on that address
+    too, on a free port; each worker and its nanny listen on their node's NodeAddr, without a
+    dashboard.  (dask-jobqueue's own defaults: all interfaces, dashboard on :8787.)
+    """
+    from .ray_slurm import node_address
+
+    if jq.get("interface"):
+        return jq
+    sched = dict(jq.get("scheduler_options") or {})
+    if "host" not in sched and "interface" not in sched:
+        addr = node_address()
+        sched["host"] = addr
+        sched.setdefault("dashboard", False)
+        sched.setdefault("dashboard_address", f"{addr}:0")
+    jq["scheduler_options"] = sched
+    extra = list(jq.get("worker_extra_args") or [])
+    if not any(str(a).split("=")[0] in ("--host", "--interface", "--listen-address") for a in extra):
+        jq["job_script_prologue"] = [*(jq.get("job_script_prologue") or []), *_NODE_ADDR_PROLOGUE]
+        extra += ["--host", "$TFCONV_NODE_ADDR"]
+        if not any(str(a).startswith("--dashboard") or a == "--no-dashboard" for a in extra):
+            # no dashboard; the worker's HTTP endpoint (/health, /metrics) on the node address too
+            # (its default ":0" would listen on all addresses)
+            extra += ["--no-dashboard", "--dashboard-address", "$TFCONV_NODE_ADDR:0"]
+    jq["worker_extra_args"] = extra
+    return jq
 
 
 def gram_jobs(exp, points: Sequence[Any], train_store: str) -> List[Tuple[Any, int]]:

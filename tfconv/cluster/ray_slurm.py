@@ -40,7 +40,7 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 __all__ = ["in_slurm_allocation", "allocation_nodes", "default_temp_dir", "ray_in_slurm_allocation",
-           "ray_cluster_address"]
+           "ray_cluster_address", "node_address", "slurm_node_addresses", "slurmctld_address"]
 
 #: First line the node launcher prints on the head node: "<prefix> <ip>:<port>".
 ADDRESS_PREFIX = "TFCONV_RAY_HEAD_ADDRESS"
@@ -51,7 +51,7 @@ ADDRESS_PREFIX = "TFCONV_RAY_HEAD_ADDRESS"
 # tfconv import (that would load torch on every node for nothing).
 _NODE_LAUNCHER = r"""
 import os, socket, sys
-role, ray_bin, temp_dir, num_cpus, num_gpus, osm, arg = sys.argv[1:8]
+role, ray_bin, temp_dir, num_cpus, num_gpus, osm, arg, slurm_addr = sys.argv[1:9]
 def free_ports(n):
     socks = []
     for _ in range(n):
@@ -60,12 +60,36 @@ def free_ports(n):
     for s in socks:
         s.close()
     return ports
-def node_ip():
-    try:  # the address of the interface that routes outwards (what Ray itself advertises)
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect(("8.8.8.8", 80))
-        ip = s.getsockname()[0]; s.close(); return ip
+def bindable(ip):
+    try:
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM); s.bind((ip, 0)); s.close(); return True
     except OSError:
-        return socket.gethostbyname(socket.gethostname())
+        return False
+def node_ip():
+    # 1. the node's SLURM address (NodeAddr, what slurmctld and the other nodes use to reach it),
+    #    when it is an address of this machine; 2. the interface that routes to the head / the
+    #    controller; 3. the host name's address.  Never loopback: the other nodes could not reach it.
+    cands = []
+    try:
+        cands.append(("NodeAddr " + slurm_addr, socket.gethostbyname(slurm_addr)))
+    except OSError:
+        pass
+    target = arg.rsplit(":", 1)[0] if role == "worker" else os.environ.get("TFCONV_SLURMCTLD_ADDR", "")
+    if target:
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.connect((target, 9))
+            cands.append(("route to " + target, s.getsockname()[0])); s.close()
+        except OSError:
+            pass
+    try:
+        cands.append(("host name", socket.gethostbyname(socket.gethostname())))
+    except OSError:
+        pass
+    for how, ip in cands:
+        if not ip.startswith("127.") and bindable(ip):
+            print(f"node launcher: node address {ip} ({how})", flush=True)
+            return ip
+    sys.exit(f"node launcher: no usable node address among {cands} (NodeAddr not local, only loopback)")
 gcs, client, agent_http, agent_grpc, rt_env, metrics, node_mgr, obj_mgr = free_ports(8)
 ip = node_ip()
 cmd = [ray_bin, "start", f"--node-ip-address={ip}", f"--temp-dir={temp_dir}", f"--num-cpus={num_cpus}",
@@ -108,19 +132,96 @@ def in_slurm_allocation() -> bool:
 
 
 def allocation_nodes() -> List[str]:
-    """Host names of the allocation's nodes, the first one first (``scontrol show hostnames``)."""
-    nodelist = os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST")
+    """Host names of the allocation's nodes, the first one first (``scontrol show hostnames``).
+
+    The job's node list comes from SLURM (``squeue -j $SLURM_JOB_ID -o %N``): inside a job step
+    (Snakemake's SLURM executor runs each job as ``srun -n1 ...``) SLURM_JOB_NODELIST and
+    SLURM_NODELIST may name the step's node only.  The environment is the fallback.
+    """
+    job = os.environ.get("SLURM_JOB_ID")
+    nodelist = ""
+    if job:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            nodelist = subprocess.run(["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True, text=True,
+                                      timeout=30, check=False).stdout.strip()
+    nodelist = nodelist or os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or ""
     if not nodelist:
-        job = os.environ.get("SLURM_JOB_ID")
         if not job:
             raise RuntimeError("not inside a SLURM allocation: SLURM_JOB_ID is not set")
-        nodelist = subprocess.run(["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True, text=True,
-                                  check=True, timeout=30).stdout.strip()
+        raise RuntimeError(f"SLURM job {job}: no node list (squeue and SLURM_JOB_NODELIST are empty)")
     out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
                          check=True, timeout=30).stdout.split()
     if not out:
-        raise RuntimeError(f"no nodes in SLURM_JOB_NODELIST={nodelist!r}")
+        raise RuntimeError(f"no nodes in the node list {nodelist!r} of SLURM job {job}")
     return out
+
+
+def slurm_node_addresses(nodes: List[str]) -> Dict[str, str]:
+    """{node name: NodeAddr} from ``scontrol show node`` (the address SLURM itself reaches the node
+    at); a node SLURM does not describe maps to its name."""
+    out: Dict[str, str] = {}
+    try:
+        text = subprocess.run(["scontrol", "show", "node", "-o", ",".join(nodes)], capture_output=True,
+                              text=True, timeout=30, check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        text = ""
+    for line in text.splitlines():
+        kv = dict(f.split("=", 1) for f in line.split() if "=" in f)
+        if kv.get("NodeName"):
+            out[kv["NodeName"]] = kv.get("NodeAddr") or kv["NodeName"]
+    return {n: out.get(n, n) for n in nodes}
+
+
+def slurmctld_address() -> Optional[str]:
+    """The address of the (first) SLURM controller, from ``scontrol show config``'s SlurmctldHost
+    (``name(addr)`` or ``name``), or None."""
+    try:
+        text = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30,
+                              check=False).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in text.splitlines():
+        if line.startswith("SlurmctldHost[0]"):
+            val = line.split("=", 1)[1].strip()
+            if "(" in val:
+                return val.split("(", 1)[1].rstrip(")")
+            return val or None
+    return None
+
+
+def _local_ip(ip: str) -> bool:
+    try:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((ip, 0))
+        return True
+    except OSError:
+        return False
+
+
+def node_address() -> str:
+    """The address servers of tfconv should bind to on a SLURM cluster (Dask scheduler, Ray nodes).
+
+    Inside a SLURM job: this node's NodeAddr (what slurmctld and the other nodes reach it at) when it
+    is an address of this machine.  Else (or outside a job) the address of the interface that routes
+    to the SLURM controller, else the host name's address.  Never loopback unless nothing else
+    exists: the other nodes could not reach it.
+    """
+    cands: List[str] = []
+    me = os.environ.get("SLURMD_NODENAME")
+    if me and in_slurm_allocation():
+        cands.append(slurm_node_addresses([me])[me])
+    ctld = slurmctld_address()
+    if ctld:
+        with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            s.connect((socket.gethostbyname(ctld), 9))
+            cands.append(s.getsockname()[0])
+    cands.append(socket.gethostname())
+    for c in cands:
+        with contextlib.suppress(OSError):
+            ip = socket.gethostbyname(c)
+            if not ip.startswith("127.") and _local_ip(ip):
+                return ip
+    return "127.0.0.1"
 
 
 def default_temp_dir() -> str:
@@ -213,13 +314,16 @@ def _step_ids(job: str, step_name: str) -> List[str]:
 
 
 @contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into SystemExit while inside (main thread only) so that `finally` runs."""
+def _sigterm_raises(seen: Optional[Dict[str, bool]] = None) -> Iterator[None]:
+    """Turn SIGTERM into SystemExit while inside (main thread only) so that `finally` runs;
+    ``seen["sigterm"]`` becomes True when one arrived."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum, frame):  # noqa: ARG001
+        if seen is not None:
+            seen["sigterm"] = True
         raise SystemExit(128 + signum)
 
     old = signal.signal(signal.SIGTERM, handler)
@@ -269,6 +373,10 @@ def ray_in_slurm_allocation(
     auth = _auth_env()
     env.update(auth)
     env["RAY_USAGE_STATS_ENABLED"] = "0"
+    addrs = slurm_node_addresses(nodes)
+    ctld = slurmctld_address()
+    if ctld:
+        env["TFCONV_SLURMCTLD_ADDR"] = ctld
     ray_bin = _ray_bin()
 
     def node_cmd(i: int, node: str, role: str, arg: str) -> List[str]:
@@ -277,7 +385,7 @@ def ray_in_slurm_allocation(
         if gpus:
             srun.append(f"--gres=gpu:{gpus}")
         return srun + [sys.executable, "-c", _NODE_LAUNCHER, role, ray_bin, os.path.join(root, f"n{i}"),
-                       str(cpus), str(gpus), str(osm) if osm else "auto", arg]
+                       str(cpus), str(gpus), str(osm) if osm else "auto", arg, addrs.get(node, node)]
 
     procs: List[_Node] = []
     t0 = time.time()
@@ -289,10 +397,12 @@ def ray_in_slurm_allocation(
         raise RuntimeError(f"ray_in_slurm_allocation (job {job}, nodes {','.join(nodes)}): {msg}\n{details}")
 
     log(f"[ray-slurm] job {job}: starting a Ray cluster on {len(nodes)} node(s) {','.join(nodes)} "
-        f"({cpus} CPUs, {gpus} GPUs per node), head on {nodes[0]}")
+        f"({cpus} CPUs, {gpus} GPUs per node), head on {nodes[0]}; node addresses "
+        f"{', '.join(f'{n}={addrs.get(n, n)}' for n in nodes)}")
     old_auth = {k: os.environ.get(k) for k in auth}
+    seen: Dict[str, bool] = {}
     try:
-        with _sigterm_raises():
+        with _sigterm_raises(seen):
             os.environ.update(auth)  # the driver (this process) connects with the same settings
             head = _Node(f"head@{nodes[0]}", node_cmd(0, nodes[0], "head", ""), env, log)
             procs.append(head)
@@ -328,6 +438,10 @@ def ray_in_slurm_allocation(
         keep_temp_dir = True
         raise
     finally:
+        if seen.get("sigterm"):
+            # scancel / time limit: SLURM SIGKILLs the job after KillWait (often 30 s, 10 s in the
+            # test cluster), and `ray start` drains for up to 30 s on SIGTERM: stop it sooner
+            grace_s = min(grace_s, 3.0)
         _teardown(procs, job, step_name, grace_s, log)
         if procs and not keep_temp_dir:
             _remove_temp_dirs(nodes, root, env)
@@ -353,6 +467,7 @@ def _teardown(procs: List[_Node], job: str, step_name: str, grace_s: float, log:
     if not procs:
         return
     t0 = time.time()
+    log(f"[ray-slurm] stopping the Ray cluster of job {job}")
     for p in reversed(procs):
         if p.alive():
             with contextlib.suppress(ProcessLookupError):
