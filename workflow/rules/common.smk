@@ -63,6 +63,10 @@ def cluster_threads(rule):
     given = (WF.config.get("resources", {}).get(rule) or {}).get("threads")
     if given:
         return int(given)
+    if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_CPUS_PER_TASK"):
+        # inside a job the SLURM executor submitted: the CPUs it asked for (the submitting Snakemake's
+        # value of this function), not the job's own --cores
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
     try:
         cores = workflow.cores
     except WorkflowError:  # no --cores (e.g. `--report`, `--lint`): nothing runs, the default stands
