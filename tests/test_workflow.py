@@ -168,6 +168,7 @@ def test_damage_then_verify_repair_then_rerun_restores_identical_results(finishe
     copy = tmp_path / "wf"
     shutil.copytree(wd, copy, symlinks=True)
     res = copy / "results"
+    (res / ".tfconv-owner.json").unlink()  # hand the copied folder to the copy's workflow (as the message says)
     rid = "width=8_scaling=inv_init=ntk_seed=0"
     K = zarr.open_array(str(res / "gram" / "grid.zarr" / rid / "epoch=0" / "K"), mode="a")
     v = np.array([K[0, 0]])

@@ -511,3 +511,14 @@ def ray_cluster_address(ray_cfg: Mapping[str, Any], needed: bool = True,
         log("[ray-slurm] WARNING: this SLURM job has several nodes but ray.slurm_allocation is false: "
             "only the first node is used")
     yield ray_cfg.get("address")
+
+
+def slurm_job_cpus() -> Optional[int]:
+    """The CPUs of the SLURM job this process runs in (SLURM_CPUS_PER_TASK), or None outside a job.
+
+    The workflow's cluster rules use it inside a job the SLURM executor submitted, so that the job
+    starts Ray/Dask with the CPUs the submitting Snakemake asked for (the job's own Snakemake runs
+    with ``--cores all``, which can be more than the job holds)."""
+    if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_CPUS_PER_TASK"):
+        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    return None

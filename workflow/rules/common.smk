@@ -9,6 +9,7 @@ from tfconv.config import ConfigError, Workflow, load_config
 from tfconv.config.estimate import estimate, estimate_lines
 from tfconv.config.loader import merge_over_default, read_yaml
 from snakemake.exceptions import WorkflowError
+from tfconv.cluster.ray_slurm import slurm_job_cpus
 
 
 DEFAULT_CONFIG = os.path.join(workflow.basedir, "config", "config.yaml")
@@ -63,10 +64,9 @@ def cluster_threads(rule):
     given = (WF.config.get("resources", {}).get(rule) or {}).get("threads")
     if given:
         return int(given)
-    if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_CPUS_PER_TASK"):
-        # inside a job the SLURM executor submitted: the CPUs it asked for (the submitting Snakemake's
-        # value of this function), not the job's own --cores
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
+    in_job = slurm_job_cpus()
+    if in_job:  # inside a job the SLURM executor submitted: the CPUs it asked for, not the job's --cores
+        return in_job
     try:
         cores = workflow.cores
     except WorkflowError:  # no --cores (e.g. `--report`, `--lint`): nothing runs, the default stands
