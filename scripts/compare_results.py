@@ -27,7 +27,8 @@ from pathlib import Path
 import numpy as np
 
 VOLATILE = {"provenance", "wall_seconds", "created", "seconds", "seconds_blocks", "seconds_eigenvalues",
-            "host", "pid", "nodes", "node_id", "trained_now", "dataset_store", "store", "timings"}
+            "host", "pid", "nodes", "node_id", "trained_now", "dataset_store", "store", "timings",
+            "blocks_computed", "blocks_skipped", "finalized"}  # what this run did, not what it holds
 
 
 def _strip(obj):
