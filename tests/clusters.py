@@ -466,3 +466,45 @@ def node_listening(node: str) -> list[str]:
             name = parts[5].split('"')[1] if '"' in parts[5] else parts[5]
             out.append(f"{parts[3]} {name}")
     return sorted(set(out))
+
+
+# ------------------------------------------------------------------------------------------------
+# helpers shared by the SLURM and multi-node tests
+# ------------------------------------------------------------------------------------------------
+
+def record(tmp_path: Path, name: str, data: dict) -> None:
+    """Keep what a cluster test saw (job ids, nodes, node ids): beside the test and, when
+    TFCONV_TEST_RECORD_DIR is set (.ci/run sets it and prints the files), as <name>.json there."""
+    import json
+
+    text = json.dumps(data, indent=1, sort_keys=True)
+    (tmp_path / "slurm_record.json").write_text(text)
+    if os.environ.get("TFCONV_TEST_RECORD_DIR"):
+        d = Path(os.environ["TFCONV_TEST_RECORD_DIR"])
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"{name}.json").write_text(text)
+    print(f"{name}: {text}")
+
+
+def job_info(job_id: str) -> dict:
+    """`scontrol show job -o` as a dict (finished jobs stay visible for MinJobAge = 300 s)."""
+    out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True,
+                         timeout=30, check=False).stdout
+    return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
+
+
+def assert_runs_bitwise_equal(a_store, b_store, points, where: str = "") -> None:
+    """Every curve and checkpoint of every run equal byte for byte in two train stores."""
+    from tfconv import store
+
+    for p in points:
+        rid = p.run_id
+        a, b = store.read_run(a_store, rid), store.read_run(b_store, rid)
+        assert sorted(a["curves"]) == sorted(b["curves"])
+        for name in a["curves"]:
+            assert a["curves"][name].dtype == b["curves"][name].dtype, f"{where}{rid}: curve {name} dtype differs"
+            assert a["curves"][name].tobytes() == b["curves"][name].tobytes(), f"{where}{rid}: curve {name} differs"
+        assert sorted(a["checkpoints"]) == sorted(b["checkpoints"])
+        for e, arrays in a["checkpoints"].items():
+            for name, arr in arrays.items():
+                assert arr.tobytes() == b["checkpoints"][e][name].tobytes(), f"{where}{rid}: epoch {e} {name} differs"

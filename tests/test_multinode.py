@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clusters import dask_external, ray_two_nodes
+from clusters import assert_runs_bitwise_equal, dask_external, ray_two_nodes
 
 pytestmark = pytest.mark.slow
 
@@ -49,21 +49,6 @@ def small(tmp_path_factory):
     return {"wf": wf, "exp": exp, "points": points, "data": data, "ref": ref, "dir": d}
 
 
-def _assert_runs_bitwise_equal(a_store, b_store, points):
-    from tfconv import store
-
-    for p in points:
-        rid = p.run_id
-        a, b = store.read_run(a_store, rid), store.read_run(b_store, rid)
-        assert a["curves"]["loss"].dtype == b["curves"]["loss"].dtype
-        assert a["curves"]["loss"].tobytes() == b["curves"]["loss"].tobytes(), f"{rid}: loss differs"
-        assert sorted(a["curves"]) == sorted(b["curves"])
-        for name in a["curves"]:
-            assert a["curves"][name].tobytes() == b["curves"][name].tobytes(), f"{rid}: curve {name} differs"
-        assert sorted(a["checkpoints"]) == sorted(b["checkpoints"])
-        for e, arrays in a["checkpoints"].items():
-            for name, arr in arrays.items():
-                assert arr.tobytes() == b["checkpoints"][e][name].tobytes(), f"{rid}: epoch {e} {name} differs"
 
 
 def test_ray_two_nodes_train_grid_equals_in_process(small, tmp_path):
@@ -90,7 +75,7 @@ def test_ray_two_nodes_train_grid_equals_in_process(small, tmp_path):
     node_ids = {r["node_id"] for r in trained}
     print(f"ray two nodes: {len(points)} points in {seconds:.1f}s on node ids {sorted(node_ids)}")
     assert node_ids == cluster_nodes, f"tasks ran on {node_ids}, cluster nodes {cluster_nodes}"
-    _assert_runs_bitwise_equal(small["ref"], out, points)
+    assert_runs_bitwise_equal(small["ref"], out, points)
 
 
 def test_dask_external_workers_assemble_gram_equal_to_direct(small):

@@ -33,7 +33,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from clusters import slurm_available, slurm_nodes
+from clusters import job_info, record, slurm_available, slurm_nodes
 
 pytestmark = pytest.mark.slow
 
@@ -64,21 +64,8 @@ def _env() -> dict:
     return env
 
 
-def _record(tmp_path: Path, name: str, data: dict) -> None:
-    text = json.dumps(data, indent=1, sort_keys=True)
-    (tmp_path / "slurm_record.json").write_text(text)
-    if os.environ.get("TFCONV_TEST_RECORD_DIR"):
-        d = Path(os.environ["TFCONV_TEST_RECORD_DIR"])
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"{name}.json").write_text(text)
-    print(f"{name}: {text}")
 
 
-def _job_info(job_id: str) -> dict:
-    """`scontrol show job -o` as a dict (finished jobs stay visible for MinJobAge = 300 s)."""
-    out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True,
-                         timeout=30).stdout
-    return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
 
 
 def _sbatch_and_wait(args: list, timeout_s: float) -> tuple[str, dict]:
@@ -89,14 +76,14 @@ def _sbatch_and_wait(args: list, timeout_s: float) -> tuple[str, dict]:
     deadline = time.time() + timeout_s
     try:
         while True:
-            info = _job_info(job_id)
+            info = job_info(job_id)
             if info.get("JobState") in TERMINAL:
                 return job_id, info
             if time.time() > deadline:
                 raise AssertionError(f"SLURM job {job_id} not finished after {timeout_s:.0f}s: {info.get('JobState')}")
             time.sleep(0.5)
     finally:
-        if _job_info(job_id).get("JobState") not in TERMINAL:
+        if job_info(job_id).get("JobState") not in TERMINAL:
             subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
 
 
@@ -145,7 +132,7 @@ def test_workflow_through_slurm_executor(tmp_path):
         assert proc.returncode == 0, f"snakemake --executor slurm failed ({proc.returncode}):\n{out[-12000:]}"
     finally:
         for job_id in submitted.values():  # nothing of this run stays queued after a failure/timeout
-            if _job_info(job_id).get("JobState") not in TERMINAL:
+            if job_info(job_id).get("JobState") not in TERMINAL:
                 subprocess.run(["scancel", job_id], capture_output=True, timeout=30)
 
     # one SLURM job per rule job, each with its log in .snakemake/slurm_logs/rule_<rule>/...
@@ -162,7 +149,7 @@ def test_workflow_through_slurm_executor(tmp_path):
     assert set(job_ids) == set(submitted.values()), (job_ids, submitted)
     jobs = {}
     for job_id in job_ids:
-        info = _job_info(job_id)
+        info = job_info(job_id)
         assert info.get("JobState") == "COMPLETED", (job_id, info.get("JobState"))
         jobs[job_id] = {"rule": next(r for r, ids in by_rule.items() if job_id in ids), "node": info.get("NodeList"),
                         "runtime": info.get("RunTime"), "cpus": info.get("NumCPUs"), "mem": info.get("MinMemoryNode")}
@@ -184,7 +171,7 @@ def test_workflow_through_slurm_executor(tmp_path):
     runs_by_node: dict = {}
     for rid, r in sorted(manifest["runs"].items()):
         runs_by_node.setdefault(str(r.get("node_id")), []).append(rid)
-    _record(tmp_path, "slurm_workflow", {"wall_seconds": round(seconds, 1), "slurm_jobs": jobs,
+    record(tmp_path, "slurm_workflow", {"wall_seconds": round(seconds, 1), "slurm_jobs": jobs,
                                          "ray_node_ids": manifest["nodes"], "ray_runs_by_node": runs_by_node,
                                          "train_grid_nodes": n_nodes})
 
@@ -292,7 +279,7 @@ def test_ray_in_slurm_allocation(tmp_path):
     for root in (r["temp_root"], r["temp_root_fail"]):
         assert _processes_mentioning(root) == []
     shutil.rmtree(r["temp_root_fail"], ignore_errors=True)  # one-node SLURM: the job's /tmp is ours
-    _record(tmp_path, "slurm_ray_allocation", {
+    record(tmp_path, "slurm_ray_allocation", {
         "wall_seconds": round(seconds, 1), "slurm_job_id": job_id, "slurm_nodes": info.get("NodeList"),
         "ray_node_ids": r["summary"]["nodes"], "train_seconds": round(r["train_seconds"], 1),
         "failing_grid_raised": r["raised"], "cluster_pids_during_failing_grid": len(r["pids_during"]),
@@ -311,11 +298,11 @@ def test_dask_jobqueue_workers_are_slurm_jobs(tmp_path):
         where = client.submit(lambda: (os.environ.get("SLURM_JOB_ID"), os.uname().nodename), pure=False).result(timeout=60)
     seconds = time.time() - t0
     assert where[0] and where[0].isdigit(), f"the task did not run inside a SLURM job: {where}"
-    info = _job_info(where[0])
+    info = job_info(where[0])
     assert info.get("JobName", "").startswith("dask-worker"), info.get("JobName")
     deadline = time.time() + 30  # closing the cluster cancels its worker jobs
-    while _job_info(where[0]).get("JobState") not in TERMINAL and time.time() < deadline:
+    while job_info(where[0]).get("JobState") not in TERMINAL and time.time() < deadline:
         time.sleep(0.5)
-    assert _job_info(where[0]).get("JobState") in TERMINAL
-    _record(tmp_path, "slurm_dask_jobqueue", {"wall_seconds": round(seconds, 1), "slurm_job_id": where[0],
+    assert job_info(where[0]).get("JobState") in TERMINAL
+    record(tmp_path, "slurm_dask_jobqueue", {"wall_seconds": round(seconds, 1), "slurm_job_id": where[0],
                                               "node": where[1], "job_name": info.get("JobName")})

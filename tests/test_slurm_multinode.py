@@ -36,9 +36,12 @@ from pathlib import Path
 
 import pytest
 from clusters import (
+    assert_runs_bitwise_equal,
+    job_info,
     kill_node_processes,
     node_listening,
     node_processes,
+    record,
     slurm_available,
     slurm_nodes,
 )
@@ -82,20 +85,8 @@ def _env() -> dict:
     return env
 
 
-def _record(tmp_path: Path, name: str, data: dict) -> None:
-    text = json.dumps(data, indent=1, sort_keys=True)
-    (tmp_path / "slurm_record.json").write_text(text)
-    if os.environ.get("TFCONV_TEST_RECORD_DIR"):
-        d = Path(os.environ["TFCONV_TEST_RECORD_DIR"])
-        d.mkdir(parents=True, exist_ok=True)
-        (d / f"{name}.json").write_text(text)
-    print(f"{name}: {text}")
 
 
-def _job_info(job_id: str) -> dict:
-    out = subprocess.run(["scontrol", "show", "job", "-o", str(job_id)], capture_output=True, text=True,
-                         timeout=30, check=False).stdout
-    return dict(kv.split("=", 1) for kv in out.split() if "=" in kv)
 
 
 def _submit(args: list) -> str:
@@ -109,7 +100,7 @@ def _wait(job_id: str, timeout_s: float, poll=None) -> dict:
     deadline = time.time() + timeout_s
     try:
         while True:
-            info = _job_info(job_id)
+            info = job_info(job_id)
             if info.get("JobState") in TERMINAL:
                 return info
             if time.time() > deadline:
@@ -118,7 +109,7 @@ def _wait(job_id: str, timeout_s: float, poll=None) -> dict:
                 poll()
             time.sleep(0.3)
     finally:
-        if _job_info(job_id).get("JobState") not in TERMINAL:
+        if job_info(job_id).get("JobState") not in TERMINAL:
             subprocess.run(["scancel", job_id], capture_output=True, timeout=30, check=False)
 
 
@@ -138,19 +129,6 @@ def _left_on_nodes(nodes, match, wait_s: float = 20.0) -> dict:
         time.sleep(0.5)
 
 
-def _assert_runs_bitwise_equal(a_store, b_store, points):
-    from tfconv import store
-
-    for p in points:
-        rid = p.run_id
-        a, b = store.read_run(a_store, rid), store.read_run(b_store, rid)
-        assert sorted(a["curves"]) == sorted(b["curves"])
-        for name in a["curves"]:
-            assert a["curves"][name].tobytes() == b["curves"][name].tobytes(), f"{rid}: curve {name} differs"
-        assert sorted(a["checkpoints"]) == sorted(b["checkpoints"])
-        for e, arrays in a["checkpoints"].items():
-            for name, arr in arrays.items():
-                assert arr.tobytes() == b["checkpoints"][e][name].tobytes(), f"{rid}: epoch {e} {name} differs"
 
 
 def _workflow(results: Path, slurm_allocation: bool = True):
@@ -310,7 +288,7 @@ def test_ray_grid_spans_both_nodes(nodes, ray_job, tmp_path):
     # teardown: nothing of the cluster on either node after phase 1 (the job still ran) and at the end
     assert ray_job["left_after_phase1"] == {}, ray_job["left_after_phase1"]
     assert ray_job["left_after_job"] == {}, ray_job["left_after_job"]
-    _record(tmp_path, "slurm2_ray_grid", {
+    record(tmp_path, "slurm2_ray_grid", {
         "slurm_job_id": ray_job["job_id"], "slurm_nodes": nodes, "node_addresses": r["node_addresses"],
         "ray_runs_by_node": _runs_by_node(u["runs"]), "train_seconds": round(u["seconds"], 1),
         "job_wall_seconds": round(ray_job["seconds"], 1),
@@ -338,9 +316,9 @@ def test_ray_worker_node_killed_mid_grid(nodes, ray_job, tmp_path):
     late = [rid for rid in f["runs"] if finished(rid) >= t_kill + 2]
     assert late and {f["runs"][rid]["host"] for rid in late} == {nodes[0]}, (kill["time"], f["runs"])
     wf = _workflow(ray_job["work"] / "results")
-    _assert_runs_bitwise_equal(u["store"], f["store"], wf.experiment(EXP).points)
+    assert_runs_bitwise_equal(u["store"], f["store"], wf.experiment(EXP).points)
     assert ray_job["left_after_job"] == {}
-    _record(tmp_path, "slurm2_ray_node_killed", {
+    record(tmp_path, "slurm2_ray_node_killed", {
         "slurm_job_id": ray_job["job_id"], "slurm_nodes": nodes,
         "killed_node": nodes[1], "killed_processes": len(kill["killed"]),
         "killed_process_names": sorted({k.split(":", 1)[1].split()[0][:40] for k in kill["killed"]}),
@@ -355,7 +333,7 @@ def test_ray_teardown_when_grid_raises(nodes, ray_job, tmp_path):
     assert r["fail_pids_during"], "the failing grid's cluster was not seen running"
     assert ray_job["left_after_job"] == {}
     assert "Ray cluster of job" in ray_job["log"] and ray_job["log"].count("stopped in") >= 3
-    _record(tmp_path, "slurm2_ray_grid_raises", {
+    record(tmp_path, "slurm2_ray_grid_raises", {
         "slurm_job_id": ray_job["job_id"], "slurm_nodes": nodes, "raised": r["raised"],
         "cluster_pids_during": len(r["fail_pids_during"]), "ray_processes_left_after": ray_job["left_after_job"]})
 
@@ -393,7 +371,7 @@ def test_ray_teardown_on_scancel(nodes, tmp_path):
                 txt = f.read_text().strip()
                 if txt:
                     tasks[f.name] = txt
-            state = _job_info(job_id).get("JobState")
+            state = job_info(job_id).get("JobState")
             assert state not in TERMINAL, f"job {job_id} ended early: {state}\n{(work / 'job.out').read_text()[-4000:]}"
             assert time.time() < deadline, f"tasks not running on both nodes: {tasks}"
             time.sleep(0.3)
@@ -410,7 +388,7 @@ def test_ray_teardown_on_scancel(nodes, tmp_path):
     assert set(during) == set(nodes), f"the cluster was not running on both nodes: {during}"
     assert info.get("JobState") == "CANCELLED", info.get("JobState")
     assert left == {}, f"left after scancel: {left}"
-    _record(tmp_path, "slurm2_ray_scancel", {
+    record(tmp_path, "slurm2_ray_scancel", {
         "slurm_job_id": job_id, "slurm_nodes": nodes,
         "ray_tasks_running_at_cancel": {t.split()[0]: t.split()[1] for t in tasks.values()},
         "ray_processes_during": {n: len(v) for n, v in during.items()}, "ray_processes_left_after": left,
@@ -496,7 +474,7 @@ def dask_run(nodes, ray_job, tmp_path_factory):
         out["kill"] = kill
         out["task_stream_b"] = [(str(t["key"]), t["worker"], t["startstops"][0]["start"]) for t in ts.data
                                 if str(t["key"]).startswith("gram-") and t.get("startstops")]
-    out["jobs_after"] = {a: _job_info(w["slurm_job_id"]).get("JobState") for a, w in out["workers"].items()}
+    out["jobs_after"] = {a: job_info(w["slurm_job_id"]).get("JobState") for a, w in out["workers"].items()}
     out["total_seconds"] = time.time() - t0
     return out
 
@@ -541,7 +519,7 @@ def test_dask_gram_spans_both_nodes(nodes, dask_run, tmp_path):
             assert not line.startswith(("0.0.0.0:", "*:", "[::]:")), f"{n}: a server listens on all addresses: {line}"
     n = _assert_grams_bitwise_equal(str(d["work"] / "ref.zarr"), str(d["work"] / "gram_a.zarr"), d["exp"], d["points"])
     assert n == d["info_a"]["grams"] > 0
-    _record(tmp_path, "slurm2_dask_gram", {
+    record(tmp_path, "slurm2_dask_gram", {
         "slurm_job_ids": sorted({w["slurm_job_id"] for w in d["workers"].values()}), "slurm_nodes": nodes,
         "dask_workers": d["workers"], "dask_scheduler": d["scheduler"],
         "dask_blocks_by_worker": {f"{d['workers'][a]['host']} {a}": c for a, c in by.items()},
@@ -564,7 +542,7 @@ def test_dask_worker_node_killed_mid_assembly(nodes, dask_run, tmp_path):
     assert after <= {nodes[0]}, f"blocks started after the kill ran on {after}"
     n = _assert_grams_bitwise_equal(str(d["work"] / "ref.zarr"), str(d["work"] / "gram_b.zarr"), d["exp"], d["points"])
     assert n == d["info_b"]["grams"] > 0
-    _record(tmp_path, "slurm2_dask_node_killed", {
+    record(tmp_path, "slurm2_dask_node_killed", {
         "slurm_job_ids": sorted({w["slurm_job_id"] for w in d["workers"].values()}), "slurm_nodes": nodes,
         "dask_workers": d["workers"], "killed_node": nodes[1], "killed_processes": len(kill["killed"]),
         "blocks_done_at_kill": kill["blocks_done_at_kill"], "blocks_total": total,
