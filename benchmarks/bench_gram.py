@@ -31,8 +31,9 @@ from typing import Callable, Dict, List, Optional
 THREADS = 2
 D_S, D = 8, 32  # tokens per sample, features per token
 INIT, SCALING, DTYPE = "lecun", "inv_sqrt", "float32"
-SIZES = [(256, 1024), (1024, 2048), (2048, 1024)]  # (N, width)
+SIZES = [(256, 1024), (1024, 1024), (1024, 2048), (2048, 1024), (4096, 1024)]  # (N, width)
 QUICK_SIZES = [(64, 128), (256, 256), (256, 512)]
+NT_BLOCK, NT_REPEATS = 256, 2  # neural-tangents baseline: samples per block, timed calls per kind of block
 BASELINE_BLOCK = 128  # samples per Jacobian block of the baseline
 MATMUL_N, QUICK_MATMUL_N = 4096, 2048
 ENGINE_CHUNK, ENGINE_COL_CHUNK = 128, 512  # structured engine: rows / columns per pair GEMM
@@ -45,7 +46,7 @@ sys.path.insert(0, os.path.dirname(HERE))  # run from a checkout without install
 def make_problem(N: int, width: int, seed: int = 0):
     import torch
 
-    from tfconv.model import ModelSpec, init_params
+    from tfconv.core.model import ModelSpec, init_params
 
     spec = ModelSpec(width=width, d=D, d_s=D_S, n_outputs=1, scaling=SCALING, init=INIT, dtype=DTYPE)
     params = init_params(spec, seed)
@@ -59,7 +60,7 @@ def tutorial_jacobians(params, X, scales):
     """Per-sample Jacobians as in PyTorch's NTK tutorial: vmap(jacrev(f_single)), flattened per param."""
     from torch.func import jacrev, vmap
 
-    from tfconv.model import forward
+    from tfconv.core.model import forward
 
     def f_single(p, x):
         return forward(p, x[None], scales)[0]  # (C,)
@@ -139,8 +140,11 @@ def worker(cfg: dict) -> dict:
     if kind == "matmul":
         return {"gflops": matmul_gflops(cfg["n"]), "maxrss_mib": _maxrss_mib()}
     spec, params, X = make_problem(cfg["N"], cfg["width"])
+    if kind == "export":  # the problem for the neural-tangents baseline (another interpreter, no torch)
+        np.savez(cfg["path"], X=X.numpy(), **{k: v.numpy() for k, v in params.items()}, **spec.scales())
+        return {}
     if kind == "structured":
-        from tfconv.ntk_structured import choose_forms, flop_count, ntk_block_structured
+        from tfconv.core.ntk_structured import choose_forms, flop_count, ntk_block_structured
 
         busy: List[float] = []
         wait_for_quiet(busy)
@@ -153,6 +157,8 @@ def worker(cfg: dict) -> dict:
             times.append(time.perf_counter() - t)
         wait_for_quiet(busy)
         mm.append(matmul_gflops(cfg["matmul_n"], repeats=2))  # ... and just after
+        if cfg.get("save_block"):  # the first block, to compare with the neural-tangents baseline
+            np.save(cfg["save_block"], K[:cfg["block"], :cfg["block"]])
         fl = flop_count(spec, cfg["N"], None, chunk_size=ENGINE_CHUNK, col_chunk_size=ENGINE_COL_CHUNK)
         return {
             "time_s": min(times), "times_s": times, "flops": fl["total"], "forms": choose_forms(spec),
@@ -209,6 +215,27 @@ def run_worker(cfg: dict, timeout: Optional[float] = None) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+def run_nt(nt_python: str, N: int, width: int, tmp: str, timeout: Optional[float] = None) -> dict:
+    """neural-tangents' structured-derivatives NTK on the same problem (benchmarks/nt_baseline.py in
+    the interpreter `nt_python`); adds "max_rel_diff": max|K_nt - K_tfconv| / max|K_tfconv| on the first
+    block (the structured worker saved its block to tmp/tfconv_block.npy)."""
+    import numpy as np
+
+    prob, out = os.path.join(tmp, "problem.npz"), os.path.join(tmp, "nt_block.npy")
+    run_worker({"kind": "export", "N": N, "width": width, "path": prob})
+    wait_for_quiet([])
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", JAX_PLATFORMS="cpu")
+    cmd = [nt_python, str(Path(__file__).with_name("nt_baseline.py")), prob, out, str(NT_BLOCK),
+           str(NT_REPEATS), "STRUCTURED_DERIVATIVES"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(f"neural-tangents baseline failed ({' '.join(cmd)}):\n{res.stderr[-3000:]}")
+    r = json.loads(res.stdout.strip().splitlines()[-1])
+    Kn, Kt = np.load(out), np.load(os.path.join(tmp, "tfconv_block.npy"))
+    r["max_rel_diff"] = float(np.abs(Kn - Kt).max() / np.abs(Kt).max())
+    return r
+
+
 # ----------------------------------------------------------------------------- sections
 @dataclass
 class Table:
@@ -227,63 +254,106 @@ class Table:
         return "\n".join(out)
 
 
+def _sizes(args):
+    if args.sizes:
+        return [tuple(int(v) for v in x.split("x")) for x in args.sizes.split(",")]
+    return QUICK_SIZES if args.quick else SIZES
+
+
 def section_gram(args) -> Table:
-    sizes = QUICK_SIZES if args.quick else SIZES
+    import tempfile
+
+    sizes = _sizes(args)
     mm_n = QUICK_MATMUL_N if args.quick else MATMUL_N
     idle = run_worker({"kind": "idle", "N": sizes[0][0], "width": sizes[0][1]})["maxrss_mib"]
     mm_alone = run_worker({"kind": "matmul", "n": mm_n})["gflops"]
+    nt_py = args.nt_python
     rows, raw = [], []
     for N, width in sizes:
-        s = run_worker({"kind": "structured", "N": N, "width": width, "repeats": args.repeats, "matmul_n": mm_n})
-        n_rb = -(-N // BASELINE_BLOCK)
-        max_blocks = 0 if (args.baseline_blocks == 0 or n_rb * n_rb <= 4) else args.baseline_blocks
-        b = run_worker({"kind": "baseline", "N": N, "width": width, "max_blocks": max_blocks})
+        with tempfile.TemporaryDirectory() as tmp:
+            s = run_worker({"kind": "structured", "N": N, "width": width, "repeats": args.repeats, "matmul_n": mm_n,
+                            "save_block": os.path.join(tmp, "tfconv_block.npy"), "block": min(NT_BLOCK, N)})
+            nt = run_nt(nt_py, N, width, tmp) if nt_py else None
+        b = None
+        if args.baseline_blocks >= 0:
+            n_rb = -(-N // BASELINE_BLOCK)
+            max_blocks = 0 if (args.baseline_blocks == 0 or n_rb * n_rb <= 4) else args.baseline_blocks
+            b = run_worker({"kind": "baseline", "N": N, "width": width, "max_blocks": max_blocks})
         gf = s["flops"] / s["time_s"] / 1e9
-        base_txt = f"{b['time_s']:.1f}"
-        if b["extrapolated"]:
-            base_txt += f" (extrapolated from {b['blocks_timed']} of {b['blocks_total']} blocks)"
-        rows.append([
-            f"{N}", f"{width}", f"{b['n_params']:,}",
-            f"{s['time_s']:.2f}", base_txt, f"{b['time_s'] / s['time_s']:.0f}x",
-            f"{s['maxrss_mib']:.0f}", f"{b['maxrss_mib']:.0f}",
-            f"{gf:.0f}", f"{s['matmul_gflops']:.0f}", f"{gf / s['matmul_gflops']:.2f}",
-        ])
-        raw.append({"N": N, "width": width, "structured": s, "baseline": b})
-    max_busy = max([x for r in raw for m in ("structured", "baseline") for x in r[m]["busy_before"]] or [0.0])
+        row = [f"{N}", f"{width}", f"{spec_params(N, width):,}", f"{s['time_s']:.3f}"]
+        if nt:
+            row += [f"{nt['time_s']:.2f}" + (" (x)" if nt["extrapolated"] else ""),
+                    f"{s['time_s'] / nt['time_s']:.3f}", f"{nt['maxrss_mib']:.0f}", f"{nt['max_rel_diff']:.1e}"]
+        if b:
+            base_txt = f"{b['time_s']:.1f}" + (" (x)" if b["extrapolated"] else "")
+            row += [base_txt, f"{s['time_s'] / b['time_s']:.3f}", f"{b['maxrss_mib']:.0f}"]
+        row += [f"{s['maxrss_mib']:.0f}", f"{gf:.0f}", f"{s['matmul_gflops']:.0f}", f"{gf / s['matmul_gflops']:.2f}"]
+        rows.append(row)
+        raw.append({"N": N, "width": width, "structured": s, "baseline": b, "neural_tangents": nt})
+        print("  " + " | ".join(row), flush=True)
+    busy = [x for r in raw for m in ("structured", "baseline") if r[m] for x in r[m]["busy_before"]]
+    max_busy = max(busy or [0.0])
     args.raw["gram"] = {"rows": raw, "idle_maxrss_mib": idle, "matmul_alone_gflops": mm_alone}
+    columns = ["N", "width", "n_params", "tfconv s"]
+    if nt_py:
+        columns += ["NT s", "tfconv/NT", "NT peak MiB", "K diff vs NT"]
+    if args.baseline_blocks >= 0:
+        columns += ["JC s", "tfconv/JC", "JC peak MiB"]
+    columns += ["tfconv peak MiB", "tfconv GF/s", "matmul GF/s", "GF/s ratio"]
     notes = [
         f"d_s={D_S}, d={D}, init={INIT}, scaling={SCALING}, {DTYPE}, C=1, hidden layer on; "
-        f"torch {THREADS} threads; best of {args.repeats} runs for the structured engine.",
-        f"structured: tfconv.ntk_structured.ntk_block_structured(X_cols=None, chunk_size={ENGINE_CHUNK}, "
-        f"col_chunk_size={ENGINE_COL_CHUNK}); forms {raw[0]['structured']['forms']}; upper-triangle chunk pairs only.",
-        f"baseline: PyTorch NTK tutorial (vmap(jacrev) per-sample Jacobians, 'Naf,Maf->NM' contraction) in "
-        f"{DTYPE}, blocks of {BASELINE_BLOCK} samples, row-block Jacobians reused across the column loop, "
-        "every block of the full N x N matrix (no symmetry). 'extrapolated from k of n blocks': the first k "
-        "blocks were timed and the total is n_row_blocks*median(row-Jacobian) + n*median(block).",
+        f"{THREADS} threads for every method; best of {args.repeats} runs for tfconv.",
+        f"tfconv: tfconv.core.ntk_structured.ntk_block_structured(X_cols=None, chunk_size={ENGINE_CHUNK}, "
+        f"col_chunk_size={ENGINE_COL_CHUNK}); forms {raw[0]['structured']['forms']}; upper-triangle chunk pairs "
+        "only; the best of the repeats reuses the factor workspace of the call before (as a Gram worker does "
+        f"from block to block); first calls (fresh workspace) " + ", ".join(f"{r['structured']['times_s'][0]:.3f}" for r in raw) + " s.",
+    ]
+    if nt_py:
+        nt0 = next(r["neural_tangents"] for r in raw)
+        notes.append(
+            f"NT: neural-tangents {nt0['neural_tangents']} (jax {nt0['jax']}, {nt0['devices']}), "
+            "empirical_ntk_fn(implementation=STRUCTURED_DERIVATIVES, vmap_axes=0, trace_axes=(-1,)), jitted, float32, "
+            f"the same weights and inputs (benchmarks/nt_baseline.py). Blocks of {NT_BLOCK} samples as nt.batch computes "
+            f"them (every block; neural-tangents does not skip the lower triangle); best of {NT_REPEATS} calls after an "
+            "untimed compiling call, per kind of block (diagonal: kfn(X_b, None); off-diagonal: kfn(X_a, X_b)). "
+            f"(x): N > {NT_BLOCK}, total = n_b t_diag + n_b (n_b - 1) t_off from the two measured block kinds. "
+            "Compile times (diagonal, off-diagonal) s: "
+            + "; ".join(f"{r['N']}x{r['width']}: {r['neural_tangents']['first_call_s'][0]:.1f}, "
+                        f"{r['neural_tangents']['first_call_s'][1]:.1f}" for r in raw)
+            + ". K diff vs NT: max|K_NT - K_tfconv| / max|K_tfconv| on the first block.")
+    else:
+        notes.append("NT: not run (give --nt-python PY, an interpreter with jax and neural-tangents; "
+                     "see benchmarks/README.md); the ratio is against the Jacobian-contraction baseline only.")
+    if args.baseline_blocks >= 0:
+        notes.append(
+            f"JC: PyTorch NTK tutorial (vmap(jacrev) per-sample Jacobians, 'Naf,Maf->NM' contraction) in "
+            f"{DTYPE}, blocks of {BASELINE_BLOCK} samples, row-block Jacobians reused across the column loop, "
+            "every block of the full N x N matrix. (x): the first k blocks were timed and the total is "
+            "n_row_blocks*median(row-Jacobian) + n*median(block).")
+    notes += [
         "peak MiB: ru_maxrss of a fresh subprocess per method and size (extrapolated baselines: the blocks "
-        f"that ran; a block's memory is what the full run needs). Interpreter + torch + data alone: {idle:.0f} MiB.",
+        f"that ran). Interpreter + torch + data alone: {idle:.0f} MiB.",
         "GF/s: flop_count(...) / time (see the flops section); matmul GF/s: best float32 "
         f"{mm_n}x{mm_n}@{mm_n}x{mm_n} torch.matmul measured in the same subprocess just before and after "
-        f"the engine (alone in its own subprocess: {mm_alone:.0f} GF/s).",
+        f"tfconv (alone in its own subprocess: {mm_alone:.0f} GF/s).",
         f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"load average at start {args.load0[0]:.2f}, now {os.getloadavg()[0]:.2f}. Other processes share "
-        f"this machine: before each timed segment the worker waits up to {QUIET_WAIT_S:.0f} s for the other "
-        f"processes to use < {QUIET_BUSY:.0%} of the cores; the busiest start found was "
-        f"{max_busy:.0%} (a burst of other work inside a timed segment still slows it).",
+        f"load average at start {args.load0[0]:.2f}, now {os.getloadavg()[0]:.2f}. Before each timed segment "
+        f"the worker waits up to {QUIET_WAIT_S:.0f} s for other processes to use < {QUIET_BUSY:.0%} of the cores; "
+        f"the busiest start found was {max_busy:.0%}.",
     ]
-    return Table(
-        "Empirical NTK Gram: structured engine vs Jacobian contraction",
-        ["N", "width", "n_params", "structured s", "baseline s", "speed-up", "struct. peak MiB",
-         "base. peak MiB", "struct. GF/s", "matmul GF/s", "GF/s ratio"],
-        rows, notes,
-    )
+    return Table("Empirical NTK Gram: tfconv's structured engine vs neural-tangents and Jacobian contraction",
+                 columns, rows, notes)
+
+
+def spec_params(N: int, width: int) -> int:
+    return 3 * width * D + width * width + width  # Wq, Wk, Wv, Wh, wo (C = 1)
 
 
 def section_flops(args) -> Table:
-    from tfconv.model import ModelSpec
-    from tfconv.ntk_structured import flop_count
+    from tfconv.core.model import ModelSpec
+    from tfconv.core.ntk_structured import flop_count
 
-    sizes = QUICK_SIZES if args.quick else SIZES
+    sizes = _sizes(args)
     rows = []
     for N, width in sizes:
         spec = ModelSpec(width=width, d=D, d_s=D_S, scaling=SCALING, init=INIT, dtype=DTYPE)
@@ -364,7 +434,12 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default="", help="comma-separated section names (default: all)")
     ap.add_argument("--repeats", type=int, default=3, help="structured-engine runs per size (best is reported)")
     ap.add_argument("--baseline-blocks", type=int, default=3,
-                    help="baseline blocks to time before extrapolating (0: run every block)")
+                    help="Jacobian-contraction baseline blocks to time before extrapolating (0: run every block, "
+                         "-1: skip this baseline)")
+    ap.add_argument("--nt-python", default=os.environ.get("TFCONV_NT_PYTHON", ""),
+                    help="an interpreter with jax + neural-tangents for the neural-tangents baseline "
+                         "(default: $TFCONV_NT_PYTHON; empty: skip it)")
+    ap.add_argument("--sizes", default="", help="comma-separated NxWIDTH, e.g. 256x1024,4096x1024")
     ap.add_argument("--json", default="", help="also write the raw measurements to this JSON file")
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)

@@ -150,3 +150,37 @@ def test_flop_count_formula():
     # symmetric: the pairs on or above the diagonal chunk blocks only
     fs = flop_count(spec, 512, None, chunk_size=128)
     assert fs["n_pairs"] == sum(128 * (512 - a) for a in range(0, 512, 128))
+
+
+def test_workspace_reuse_across_calls_threads_and_dtypes(monkeypatch):
+    """The factor buffers kept between calls (`_Workspace`) never leak one call's factors into the next:
+    calls that shrink, grow, change dtype, use both slots (rectangular blocks) or run in two threads at
+    once all equal the reference; buffers above the keep limit are dropped after the call."""
+    import threading
+
+    from tfconv.core import ntk_structured as S
+
+    S.release_workspace()
+    cases = [make(n=n, dtype=dt, seed=s) for n, dt, s in [(13, "float64", 0), (5, "float64", 1),
+                                                        (17, "float32", 2), (9, "float64", 3)]]
+    refs = [ntk_block_exact(p, sp, X) for sp, p, X in cases]
+    for (sp, p, X), K_ref in zip(cases, refs):
+        assert rel_err(ntk_block_structured(p, sp, X, chunk_size=4), K_ref) < RTOL[sp.dtype]
+        assert rel_err(ntk_block_structured(p, sp, X[:3], X[2:], chunk_size=4), K_ref[:3, 2:]) < RTOL[sp.dtype]
+    assert set(S._WORKSPACE.buffers) == {"rows", "cols"}  # kept: far below the limit
+    # two threads at once, each with its own workspace
+    results = {}
+
+    def work(i):
+        sp, p, X = cases[i]
+        results[i] = [ntk_block_structured(p, sp, X, chunk_size=4) for _ in range(5)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in (0, 3)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    for i in (0, 3):
+        assert all(rel_err(K, refs[i]) < RTOL["float64"] for K in results[i])
+    monkeypatch.setattr(S, "WORKSPACE_KEEP_BYTES", 1000)
+    sp, p, X = cases[0]
+    ntk_block_structured(p, sp, X, chunk_size=4)
+    assert S._WORKSPACE.buffers == {}  # above the keep limit: freed after the call
