@@ -221,8 +221,11 @@ def test_spectrum_draws_the_spectral_density_of_k0_by_method(tmp_path):
     d = clean["spectral_density_K0"]
     assert d.dims[-1] == "spectrum_bin" and np.allclose(d.sum("spectrum_bin").values, 1.0)
     lam0 = A.epoch0_kernel(clean, "lambda_min")
-    assert float(clean["spectrum_bin_low"][0]) == pytest.approx(float(lam0.min()), rel=1e-12)
-    assert float(clean["spectrum_bin_high"][-1]) == pytest.approx(float(A.epoch0_kernel(clean, "lambda_max").max()), rel=1e-12)
+    edges = np.asarray(d.attrs["bin_edges"])
+    assert edges.size == d.sizes["spectrum_bin"] + 1 and np.all(np.diff(np.log(edges)) > 0)
+    assert edges[0] == pytest.approx(float(lam0.min()), rel=1e-12)
+    assert edges[-1] == pytest.approx(float(A.epoch0_kernel(clean, "lambda_max").max()), rel=1e-12)
+    np.testing.assert_allclose(d["spectrum_bin"].values, np.sqrt(edges[:-1] * edges[1:]), rtol=1e-12)
     out, table = _draw("spectrum", clean, tmp_path)
     rows = table[table["quantity"] == "spectral_density_K0"]
     assert set(rows["width"]) == {8, 16, 32} and (rows["y"] > 0).all()

@@ -173,8 +173,7 @@ def _draw_density(cv: Canvas, ax, ds, n) -> str:
                 ls="-" if "slq" not in kinds else "--", label=f"width {w} ({how}, {int(have.sum())} seed(s))")
         cv.record("spectral density", "spectral_density_K0", "lambda", centres[np.isfinite(y)], y[np.isfinite(y)],
                   "mean", width=w, scaling=sc, init=ini, n_samples=n)
-    lows = np.asarray(ds["spectrum_bin_low"].values, dtype=float)
-    highs = np.asarray(ds["spectrum_bin_high"].values, dtype=float)
+    edges = np.asarray(ds["spectral_density_K0"].attrs.get("bin_edges", [np.nan, np.nan]), dtype=float)
     ax.set(xlabel=r"eigenvalue $\lambda$ of $K_0$", ylabel="fraction of eigenvalues per bin",
            title=f"spectral density of $K_0$, {D.group_text(sc, ini)}")
     ax.set_xscale("log")
@@ -183,8 +182,8 @@ def _draw_density(cv: Canvas, ax, ds, n) -> str:
     if drawn:
         ax.set_ylim(min(drawn) / 2, min(1.0, max(drawn) * 2))
     parts = [f"{how} for width(s) {', '.join(str(w) for w in ws)}" for how, ws in by_method.items()]
-    clause = (f"spectral density of K_0 ({ini}/{sc}, {lows.size} log bins over "
-              f"[{D.fmt(lows[0])}, {D.fmt(highs[-1])}]): " + "; ".join(parts))
+    clause = (f"spectral density of K_0 ({ini}/{sc}, {centres.size} log bins over "
+              f"[{D.fmt(edges[0])}, {D.fmt(edges[-1])}]): " + "; ".join(parts))
     if missing:
         clause += f"; none for width(s) {', '.join(str(w) for w in missing)} (no eigenvalues or SLQ density stored)"
     return clause

@@ -16,8 +16,8 @@ vars    over (axes..., epoch):  loss, loss_linearised (the kernel's prediction),
                                 status ("complete", "diverged", "kernel_only", "missing"), diverged_epoch
         over (axes..., spectrum_bin), when some K_0 Gram stored its eigenvalues or an SLQ density:
                                 spectral_density_K0 (fraction of the eigenvalues of K_0 per bin; bins
-                                log-spaced over [min lambda_min, max lambda_max] of those K_0, edges in
-                                the coords spectrum_bin_low / spectrum_bin_high), and over (axes...)
+                                log-spaced over [min lambda_min, max lambda_max] of those K_0, centres
+                                in the coord spectrum_bin, edges in its attribute bin_edges), and over (axes...)
                                 spectral_density_method ("dense": the stored eigenvalues, "slq": the
                                 stored quadrature nodes and weights, "none")
 attrs   experiment, description, dataset (the dataset's settings and content hash), train (the GD
@@ -160,9 +160,7 @@ def build_aggregate(
         values, method, low, high = dens
         data_vars["spectral_density_K0"] = (axes + ["spectrum_bin"], values)
         data_vars["spectral_density_method"] = (axes, method)
-        coords["spectrum_bin"] = np.sqrt(low * high)
-        coords["spectrum_bin_low"] = ("spectrum_bin", low)
-        coords["spectrum_bin_high"] = ("spectrum_bin", high)
+        coords["spectrum_bin"] = np.sqrt(low * high)  # geometric centres; the edges are an attribute
     ds = xr.Dataset(data_vars=data_vars, coords=coords)
     tr = exp.to_dict()["train"]
     ds.attrs.update(
@@ -176,6 +174,8 @@ def build_aggregate(
         provenance=json_safe(dict(provenance or {})),
     )
     _describe(ds)
+    if dens is not None:  # an attribute, not two more arrays (files) per aggregate
+        ds["spectral_density_K0"].attrs["bin_edges"] = [float(x) for x in np.append(dens[2], dens[3][-1])]
     ds["loss"].attrs["definition"] = {
         "mean": "1/(2N) sum_n |f(X_n)-y_n|^2", "sum": "1/2 sum_n |f(X_n)-y_n|^2",
         "cross_entropy": "-1/N sum_n <y_n, log softmax f(X_n)>",
