@@ -49,12 +49,29 @@ def _record(r, spec=None, X=None, y=None, epochs=None):
     return out
 
 
-def _grams(r, spec, X, rid, grams):
+def _grams(r, spec, X, rid, grams, spectra=None):
+    """Gram statistics per checkpoint; with ``spectra``, K_0's spectrum as `tfconv.store.read_spectrum`
+    gives it, with both its eigenvalues and an SLQ density (`_density` keeps one of them)."""
     K0 = None
     for e, ck in sorted(r.checkpoints.items()):
         K = ntk_matrix(params_from_numpy(ck), spec, X, engine="exact")
         K0 = K if K0 is None else K0
-        grams[(rid, e)] = gram_statistics(K, gram_eigenvalues(K), K0)
+        ev = gram_eigenvalues(K)
+        grams[(rid, e)] = gram_statistics(K, ev, K0)
+        if e == 0 and spectra is not None:
+            from tfconv.core.spectra import slq_density
+
+            spectra[rid] = {"lambda_min": float(ev[0]), "lambda_max": float(ev[-1]), "records": {},
+                            "eigenvalues": ev, "slq": slq_density(K.__matmul__, K.shape[0], 4, K.shape[0])}
+
+
+def _density(spectra, how):
+    """The spectra as a Gram store would hold them: how(run_id) is "dense" (eigenvalues), "slq" or "none"."""
+    out = {}
+    for rid, sp in spectra.items():
+        h = how(rid)
+        out[rid] = dict(sp, eigenvalues=sp["eigenvalues"] if h == "dense" else None, slq=sp["slq"] if h == "slq" else None)
+    return out
 
 
 @functools.lru_cache(maxsize=None)
@@ -87,7 +104,7 @@ def _build_tiny():
     test = make_synthetic(8, d_s=D_S, d=D, seed=1, token_norm=1.0)
     exp = _exp({"width": [8, 16, 32], "scaling": ["inv_sqrt", "inv"], "init": ["lecun", "ntk"], "seed": [0, 1]})
     tc = exp.train
-    runs, grams = {}, {}
+    runs, grams, spectra = {}, {}, {}
 
     for p in exp.points:
         spec = p.spec(data)
@@ -100,10 +117,13 @@ def _build_tiny():
         r = train_gd(spec, data.X, data.y, p["seed"], tc.config(1.0), eval_fn=eval_fn)
         rid = p.run_id
         runs[rid] = _record(r, spec, data.X, data.y, exp.checkpoint_epochs)
-        _grams(r, spec, data.X, rid, grams)
-    clean = build_aggregate(exp, runs, grams, data.meta)
+        _grams(r, spec, data.X, rid, grams, spectra)
+    clean = build_aggregate(exp, runs, grams, data.meta, spectra=_density(spectra, lambda rid: "dense"))
 
     runs_b, grams_b = dict(runs), dict(grams)
+    # broken: K_0's density from SLQ at width 32, none at width 8 (an iterative Gram without SLQ vectors)
+    spectra_b = _density(spectra, lambda rid: "none" if rid.startswith("width=8_") else
+                         "slq" if rid.startswith("width=32_") else "dense")
     p = exp.point({"width": 32, "scaling": "inv_sqrt", "init": "lecun", "seed": 1})
     spec = p.spec(data)
     r = train_gd(spec, data.X, data.y, 1, TrainConfig(step_size=200.0, epochs=30, checkpoint_epochs=(0, 30)))
@@ -115,7 +135,8 @@ def _build_tiny():
     gone = run_id({"width": 16, "scaling": "inv", "init": "ntk", "seed": 0})
     del runs_b[gone]
     grams_b = {k: v for k, v in grams_b.items() if k[0] != gone}
-    broken = build_aggregate(_exp(exp.to_dict()["grid"], name="tiny_broken"), runs_b, grams_b, data.meta)
+    broken = build_aggregate(_exp(exp.to_dict()["grid"], name="tiny_broken"), runs_b, grams_b, data.meta,
+                             spectra=spectra_b)
 
     big = make_synthetic(12, d_s=D_S, d=D, seed=0, token_norm=1.0)
     exp_n = _exp({"n_samples": [4, 8, 12], "width": [8, 16], "scaling": ["inv_sqrt"], "init": ["lecun"],

@@ -209,3 +209,32 @@ def test_linearised_curve_above_its_limit_still_draws(analysis, tmp_path):
     ds["loss_linearised"] = lin.copy(data=np.broadcast_to(grow, lin.shape).copy())
     out, table = _draw(analysis, ds, tmp_path)
     assert len(table) > 0
+
+
+def test_spectrum_draws_the_spectral_density_of_k0_by_method(tmp_path):
+    """Third panel: K_0's density per width on log bins over [min lambda_min, max lambda_max] -- from
+    the stored eigenvalues (equal weights) or the stored SLQ nodes/weights; widths with neither have
+    no curve and the finding says so."""
+    from tfconv.analyses import figure
+
+    clean, broken, by_n = tiny_aggregates()
+    d = clean["spectral_density_K0"]
+    assert d.dims[-1] == "spectrum_bin" and np.allclose(d.sum("spectrum_bin").values, 1.0)
+    lam0 = A.epoch0_kernel(clean, "lambda_min")
+    edges = np.asarray(d.attrs["bin_edges"])
+    assert edges.size == d.sizes["spectrum_bin"] + 1 and np.all(np.diff(np.log(edges)) > 0)
+    assert edges[0] == pytest.approx(float(lam0.min()), rel=1e-12)
+    assert edges[-1] == pytest.approx(float(A.epoch0_kernel(clean, "lambda_max").max()), rel=1e-12)
+    np.testing.assert_allclose(d["spectrum_bin"].values, np.sqrt(edges[:-1] * edges[1:]), rtol=1e-12)
+    out, table = _draw("spectrum", clean, tmp_path)
+    rows = table[table["quantity"] == "spectral_density_K0"]
+    assert set(rows["width"]) == {8, 16, 32} and (rows["y"] > 0).all()
+    assert "eigenvalues for width(s) 8, 16, 32" in out["finding"]
+    cv, finding = figure("spectrum", broken, SETTINGS)
+    assert len(cv.visible_panels()) == 3
+    labels = cv.ax(2).labels()
+    assert any("width 32 (SLQ" in lab for lab in labels) and any("width 16 (eigenvalues" in lab for lab in labels)
+    assert not any(lab.startswith("width 8 ") for lab in labels)
+    assert "SLQ for width(s) 32" in finding and "none for width(s) 8" in finding
+    cv, finding = figure("spectrum", by_n, SETTINGS)  # no Gram with a density: two panels, said so
+    assert len(cv.visible_panels()) == 2 and "no spectral density of K_0" in finding

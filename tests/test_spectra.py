@@ -261,3 +261,44 @@ def test_extremes_only_gram_is_complete_verified_and_damage_is_found(tmp_path):
     assert not store.gram_complete(gs, "r", 0)  # its spectrum is missing: not complete, recomputed on resume
     g2 = store.ensure_gram(gs, "r", 0, 200, 64)
     assert g2.attrs["complete"] is False
+
+
+def test_dense_gram_stores_its_eigenvalues_only_and_old_stores_still_read(tmp_path):
+    """A dense Gram's extremes are the ends of its eigenvalues: no `extremes` array (two files fewer);
+    a store finalised before this (both arrays) still reads, is complete and verifies."""
+    from tfconv.pipeline import verify
+
+    gs = tmp_path / "gram.zarr"
+    K = ntk_like(100, 200, seed=8)
+    ev = np.linalg.eigvalsh(K)
+
+    def problems(rid):
+        rep = verify._Report()
+        verify._check_gram(gs, "e", rid, 0, rep)
+        return rep.problems
+
+    g = write_gram(gs, "new", K, 128)
+    runner.finalize_gram(g, None, client=None, dense_max=1000)
+    p = store.gram_path(gs, "new", 0)
+    assert g.attrs["spectrum_arrays"] == ["eigenvalues"] and not (p / "extremes").exists()
+    assert "extremes_digest" not in g.attrs
+    assert store.gram_complete(gs, "new", 0) and problems("new") == []
+    sp = store.read_spectrum(gs, "new", 0)
+    assert (sp["lambda_min"], sp["lambda_max"]) == (sp["eigenvalues"][0], sp["eigenvalues"][-1])
+    assert sp["records"]["lambda_min"]["value"] == sp["lambda_min"]
+    np.testing.assert_allclose(sp["eigenvalues"], ev, rtol=0, atol=100 * EPS * ev[-1])
+    # the layout of before: extremes and eigenvalues both, spectrum_arrays naming both
+    g2 = write_gram(gs, "old", K, 128)
+    runner.finalize_gram(g2, None, client=None, dense_max=1000)
+    ext = np.asarray([sp["lambda_min"], sp["lambda_max"]])
+    store._zarr.write_array(g2, "extremes", ext, ["extreme"])
+    g2.attrs["extremes_digest"] = store._zarr.block_digest(ext)
+    g2.attrs["spectrum_arrays"] = ["extremes", "eigenvalues"]
+    assert store.gram_complete(gs, "old", 0) and problems("old") == []
+    sp2 = store.read_spectrum(gs, "old", 0)
+    assert (sp2["lambda_min"], sp2["lambda_max"]) == (sp["lambda_min"], sp["lambda_max"])
+    # its eigenvalues deleted: not complete (the spectrum is recomputed on resume)
+    import shutil
+
+    shutil.rmtree(p / "eigenvalues")
+    assert not store.gram_complete(gs, "new", 0)

@@ -116,6 +116,16 @@ def _damage(kind):
             ev[-1] = float(ev[-1]) * 2
         elif kind == "no-eigenvalues":
             shutil.rmtree(g0 / "eigenvalues")
+        elif kind == "eigenvalues-flattened":  # digest and trace consistent, the ends impossible
+            ev = zarr.open_array(str(g0 / "eigenvalues"), mode="a")
+            K = np.asarray(zarr.open_array(str(g0 / "K"), mode="r")[...])
+            flat = np.full(ev.shape, np.trace(K) / K.shape[0])
+            ev[...] = flat
+            _set_attr(g0, "eigenvalues_digest", store._zarr.block_digest(flat))
+        elif kind == "record-edited":
+            attrs = json.loads((g0 / "zarr.json").read_text())
+            attrs["attributes"]["spectrum"]["lambda_max"]["value"] *= 1.001
+            (g0 / "zarr.json").write_text(json.dumps(attrs))
         elif kind == "dataset-modified":
             zarr.open_array(str(res / "data" / "synth.zarr" / "X"), mode="a")[0, 0, 0] = 0.5
         elif kind == "trained-on-other-data":
@@ -151,6 +161,8 @@ VERIFY_CASES = [
     ("symmetric-edit", "changed", [f"{R0}/epoch=0"]),
     ("eigenvalues-changed", "eigenvalues do not match their recorded digest", [f"{R0}/epoch=0"]),
     ("no-eigenvalues", "at epoch 0 is missing or incomplete", [f"{R0}/epoch=0"]),
+    ("eigenvalues-flattened", "contradict diag K", [f"{R0}/epoch=0"]),
+    ("record-edited", "its spectrum record lambda_max", [f"{R0}/epoch=0"]),
     ("dataset-modified", "does not match the recorded", ["data/synth.zarr"]),
     ("trained-on-other-data", "trained on dataset sha256 0000000000000000", ["train/grid.json"]),
     ("dataset-missing", "its dataset store", ["train/grid.json"]),

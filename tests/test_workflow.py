@@ -217,3 +217,62 @@ def test_real_data_experiments_end_to_end(tmp_path):
     assert lam.dims == ("n_samples", "width", "scaling", "init", "seed")
     assert np.all(lam.values > 0), "the NTK at init of distinct reviews must be positive definite"
     assert "data_kernel_lambda_min" in txt and txt["data_kernel_lambda_min"].dims == ("n_samples",)
+
+
+ITERATIVE = ROOT / "tests" / "data" / "config_iterative.yaml"
+
+
+def test_iterative_spectra_end_to_end(tmp_path, capsys, monkeypatch):
+    """The workflow with every Gram (N = 60) above gram.spectrum_dense_max = 40 and SLQ vectors: each
+    Gram stores lambda_min by shift-invert and lambda_max by Lanczos with residuals, lambda_min's
+    Cholesky certificate, no eigenvalues, an SLQ density; `tfconv verify` passes; the spectrum
+    figure draws the SLQ density of K_0."""
+    import pandas as pd
+    import xarray as xr
+
+    from tfconv import cli
+    from tfconv.config import load_workflow
+
+    snakemake(tmp_path, "--cores", "2", config=ITERATIVE)
+    missing = [str(p) for p in declared_targets(tmp_path, ITERATIVE) if not p.exists()]
+    assert not missing, f"missing outputs: {missing}"
+    cfg = yaml.safe_load(ITERATIVE.read_text())
+    wf = load_workflow(dict(cfg, results=str(tmp_path / "results")))
+    res, exp = wf.results, wf.experiment("iterative")
+    gs = res.gram("iterative")
+    eps = np.finfo(float).eps
+    for p in exp.points:
+        g = store.open_gram(gs, p.run_id, 0, mode="r")
+        n = g["K"].shape[0]
+        assert n == 60 > cfg["gram"]["spectrum_dense_max"]
+        assert "eigenvalues" not in g and g.attrs["spectrum_arrays"] == ["extremes", "slq_nodes", "slq_weights"]
+        sp = store.read_spectrum(gs, p.run_id, 0)
+        rec = sp["records"]
+        assert sp["eigenvalues"] is None and rec["computed"] == "iterative" and rec["dense_max"] == 40
+        assert (rec["lambda_min"]["method"], rec["lambda_max"]["method"]) == ("shift_invert", "lanczos")
+        dense = np.linalg.eigvalsh(np.asarray(g["K"][...]))
+        # Tolerance: for a symmetric K some eigenvalue lies within the measured residual |Kv - lambda v|
+        # of each stored value, and float64 eigvalsh is exact only for a matrix within about
+        # n eps |K|_2 of K; so each stored extreme is within residual + n eps lambda_max of the true
+        # extreme (here ~1e-9 absolute against lambda_min ~ 1e-2: a wrong, interior eigenvalue would
+        # be off by the spectral gap, orders of magnitude more).
+        for k, true in (("lambda_min", dense[0]), ("lambda_max", dense[-1])):
+            r = rec[k]
+            assert r["iterations"] >= 1 and r["residual"] is not None and 0 <= r["residual"] < 1e-6 * dense[-1], (k, r)
+            assert r["value"] == sp[k]
+            assert abs(r["value"] - true) <= r["residual"] + n * eps * dense[-1], (k, r["value"], true)
+        lo, hi = rec["lambda_min"]["certificate"]  # Cholesky trials: lo < lambda_min <= hi
+        assert np.isfinite([lo, hi]).all() and lo < dense[0] <= hi and lo < sp["lambda_min"] <= hi
+        nodes, w = sp["slq"]
+        assert w.sum() == pytest.approx(1.0) and len(nodes) == 4 * 12
+        assert dense[0] * (1 - 1e-9) <= nodes.min() and nodes.max() <= dense[-1] * (1 + 1e-9)  # Ritz values
+    assert "OK" in (res.verify_report).read_text()  # the workflow's own verify step
+    monkeypatch.chdir(tmp_path)  # where the workflow ran (stores record paths relative to it)
+    assert cli.main(["verify", str(res.root)]) == 0, capsys.readouterr().out
+    agg = xr.open_zarr(res.aggregate("iterative")).load()
+    assert set(np.asarray(agg["spectral_density_method"].values).ravel()) == {"slq"}
+    table = pd.read_csv(res.figure("iterative", "spectrum", "csv"))
+    dens = table[table["quantity"] == "spectral_density_K0"]
+    assert set(dens["width"]) == {8, 16} and (dens["y"] > 0).all()
+    finding = res.figure("iterative", "spectrum", "finding").read_text()
+    assert "SLQ for width(s) 8, 16" in finding

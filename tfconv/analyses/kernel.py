@@ -112,7 +112,8 @@ def spectrum(ds, settings) -> tuple:
     ds, _ = D.first_step(ds)
     conf = float(settings.get("confidence", 0.95))
     widths = A.axis_values(ds, "width")
-    cv = Canvas("spectrum", 2)
+    has_density = "spectral_density_K0" in ds and bool(np.isfinite(ds["spectral_density_K0"].values).any())
+    cv = Canvas("spectrum", 3 if has_density else 2)
     fits = {}
     for k, (sc, ini) in enumerate(D.groups(ds)):
         sty = D.group_style(sc, ini, k)
@@ -135,18 +136,73 @@ def spectrum(ds, settings) -> tuple:
     lmax = "; ".join(f"{ini}/{sc} {D.fmt(f['slope'])}" for (sc, ini, v), f in fits.items() if v == "lambda_max")
     vals = A.epoch0_kernel(ds, "lambda_min").values
     smallest = np.nanmin(vals) if np.any(np.isfinite(vals)) else np.nan
+    density = _draw_density(cv, cv.ax(2), ds, n) if has_density else (
+        "no spectral density of K_0 (no K_0 Gram stored its eigenvalues or an SLQ density)")
     return cv, (f"width slope of lambda_min(K_0): {lmin}; of lambda_max(K_0): {lmax}; "
-                f"smallest lambda_min(K_0) {D.fmt(smallest)}" + D.diverged_clause(ds))
+                f"smallest lambda_min(K_0) {D.fmt(smallest)}; {density}" + D.diverged_clause(ds))
+
+
+#: how each spectral density was obtained, as the legend says it
+DENSITY_METHOD = {"dense": "eigenvalues", "slq": "SLQ"}
+
+
+def _draw_density(cv: Canvas, ax, ds, n) -> str:
+    """Spectral density of K_0 per width (default init and scaling; mean over the seeds that have one),
+    on the aggregate's log-spaced bins; returns the finding's clause (which method drew each width,
+    which widths have none)."""
+    sc, ini = D.default_group(ds)
+    s = ds.sel(scaling=sc, init=ini)
+    centres = np.asarray(ds["spectrum_bin"].values, dtype=float)
+    widths = A.axis_values(s, "width")
+    colors = D.colors(len(widths))
+    by_method, missing = {}, []
+    for w, c in zip(widths, colors):
+        sw = s.sel(width=w)
+        meth = np.asarray(sw["spectral_density_method"].values).astype(str).ravel()
+        dens = np.asarray(sw["spectral_density_K0"].transpose("seed", "spectrum_bin").values, dtype=float)
+        have = np.isfinite(dens).all(axis=1) & (meth != "none")
+        if not have.any():
+            missing.append(w)
+            continue
+        y = dens[have].mean(axis=0)
+        kinds = sorted(set(meth[have]))
+        how = "+".join(DENSITY_METHOD.get(k, k) for k in kinds)
+        by_method.setdefault(how, []).append(w)
+        y = np.where(y > 0, y, np.nan)  # empty bins: no point on the log axis
+        ax.plot(centres, y, color=c, marker="o", ms=2.5, lw=1.0,
+                ls="-" if "slq" not in kinds else "--", label=f"width {w} ({how}, {int(have.sum())} seed(s))")
+        cv.record("spectral density", "spectral_density_K0", "lambda", centres[np.isfinite(y)], y[np.isfinite(y)],
+                  "mean", width=w, scaling=sc, init=ini, n_samples=n)
+    edges = np.asarray(ds["spectral_density_K0"].attrs.get("bin_edges", [np.nan, np.nan]), dtype=float)
+    ax.set(xlabel=r"eigenvalue $\lambda$ of $K_0$", ylabel="fraction of eigenvalues per bin",
+           title=f"spectral density of $K_0$, {D.group_text(sc, ini)}")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    drawn = [r["y"] for r in cv.rows if r["quantity"] == "spectral_density_K0"]
+    if drawn:
+        ax.set_ylim(min(drawn) / 2, min(1.0, max(drawn) * 2))
+    parts = [f"{how} for width(s) {', '.join(str(w) for w in ws)}" for how, ws in by_method.items()]
+    clause = (f"spectral density of K_0 ({ini}/{sc}, {centres.size} log bins over "
+              f"[{D.fmt(edges[0])}, {D.fmt(edges[-1])}]): " + "; ".join(parts))
+    if missing:
+        clause += f"; none for width(s) {', '.join(str(w) for w in missing)} (no eigenvalues or SLQ density stored)"
+    return clause
 
 
 register(Analysis(
     name="spectrum", section="kernel", paper="beyond",
-    summary="lambda_min(K_0) and lambda_max(K_0) vs width, slopes",
+    summary="lambda_min(K_0) and lambda_max(K_0) vs width, slopes; spectral density of K_0 per width",
     requires=Requires(axes={"width": 2}), numbers=spectrum,
-    caption="""**NTK spectrum at initialisation**: ``lambda_min(K_0)`` (left) and ``lambda_max(K_0)`` (right)
+    caption="""**NTK spectrum at initialisation**: ``lambda_min(K_0)`` (left) and ``lambda_max(K_0)`` (middle)
 of the empirical NTK ``K_0 = J_0 J_0^T`` against width, one series per init (colour, marker) and scaling
 (line style), with fitted log-log slopes (kernel-only widths included). lambda_min governs the theory's
-rate, lambda_max the stability limit of the step.""",
+rate, lambda_max the stability limit of the step. Right, when the Gram store holds it: the spectral
+density of ``K_0`` per width (colour; LeCun and tau0 = d_m^-1/2 when present, mean over seeds), the
+fraction of eigenvalues in each of the log-spaced bins over [min lambda_min, max lambda_max]: from
+every eigenvalue (solid; Grams up to ``gram.spectrum_dense_max`` rows) or from stochastic Lanczos
+quadrature (dashed; larger Grams with ``gram.spectrum_slq_vectors`` > 0); the legend names the
+method of each curve, the finding the widths with neither. Empty bins are not drawn; the point at
+the far right is the outlier lambda_max.""",
 ))
 
 

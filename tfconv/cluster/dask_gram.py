@@ -200,13 +200,13 @@ def assemble_grams(
     t_blocks = time.time() - t0
     lams = []
     t_spec = time.time()
-    for point, epoch in to_finalize:  # the eigenvalues go to the store, not the log
+    for point, epoch in to_finalize:  # the spectra go to the store, not the log
         g = store.ensure_gram(gram_store, point.run_id, epoch, point.n_samples, block_size)
         ev = finalize_gram(g, provenance, client=client, log=log, **dict(spectrum or {}))
         lams.append((float(ev[0]), float(ev[-1])))
     if lams:
         lo, hi = min(a for a, _ in lams), max(b for _, b in lams)
-        log(f"[assemble_gram] {len(lams)} Gram matrices finalised (eigenvalues in the store); "
+        log(f"[assemble_gram] {len(lams)} Gram matrices finalised (spectra in the store); "
             f"lambda_min >= {lo:.4g}, lambda_max <= {hi:.4g}")
     return {"grams": len(jobs), "finalized": len(to_finalize), "blocks_computed": len(submitted),
             "blocks_skipped": n_blocks_skipped, "seconds": time.time() - t0, "seconds_blocks": t_blocks,

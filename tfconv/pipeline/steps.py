@@ -155,7 +155,7 @@ def aggregate(wf: Workflow, name: str) -> None:
     res = wf.results
     data = _dataset_of(wf, exp, verify=False)
     train_store, gram_store = res.train(name), res.gram(name)
-    runs, grams = {}, {}
+    runs, grams, spectra = {}, {}, {}
     for p in exp.points:
         rid = p.run_id
         r = store.read_run(train_store, rid)
@@ -167,8 +167,9 @@ def aggregate(wf: Workflow, name: str) -> None:
                 continue
             if e == 0:
                 ref = 0
+                spectra[rid] = store.read_spectrum(gram_store, rid, 0)  # K_0's eigenvalues or SLQ density
             grams[(rid, e)] = store.gram_statistics_stored(gram_store, rid, e, ref)
-    xds = build_aggregate(exp, runs, grams, dict(data.meta), provenance(wf.config, experiment=name))
+    xds = build_aggregate(exp, runs, grams, dict(data.meta), provenance(wf.config, experiment=name), spectra)
     for analysis in exp.analyses:  # extra variables an analysis declares it needs
         hook = get_analysis(analysis).aggregate_vars
         for var, (dims, values, attrs) in (hook(data, exp) if hook else {}).items():

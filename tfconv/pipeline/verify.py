@@ -192,28 +192,40 @@ def _check_gram(gs: Path, exp_name: str, rid: str, e: int, rep: _Report) -> None
         why.append(f"{len(bad_blocks)} block(s) damaged: " + ", ".join(f"({a},{b}) {w}" for a, b, w in bad_blocks[:5]))
     if not np.all(np.isfinite(K)):
         why.append(f"{int(np.sum(~np.isfinite(K)))} non-finite entries")
-    if "extremes" in g:  # [lambda_min, lambda_max], stored with every Gram finalised since the extremes
+    ext = None  # [lambda_min, lambda_max]: the extremes array (iterative path), else the eigenvalues' ends
+    if "extremes" in g:
         ext = np.asarray(g["extremes"][...])
         rec = g.attrs.get("extremes_digest")
         if rec is not None and store._zarr.block_digest(ext) != rec:
             why.append("its extreme eigenvalues do not match their recorded digest")
+            ext = None
         elif ext.shape != (2,) or not np.all(np.isfinite(ext)):
             why.append(f"extreme eigenvalues of shape {ext.shape} or non-finite")
-        elif np.all(np.isfinite(K)):
+            ext = None
+    if "eigenvalues" in g or "extremes" not in g:  # dense Grams (and stores from before the extremes)
+        ev = np.asarray(g["eigenvalues"][...])
+        rec = g.attrs.get("eigenvalues_digest")
+        if rec is not None and store._zarr.block_digest(ev) != rec:
+            why.append("its eigenvalues do not match their recorded digest")
+        elif ev.shape != (n,) or not np.all(np.isfinite(ev)):
+            why.append(f"eigenvalues of shape {ev.shape} or non-finite")
+        else:
+            if np.all(np.isfinite(K)) and abs(ev.sum() - np.trace(K)) > 1e-8 * max(abs(np.trace(K)), 1e-300):
+                why.append(f"its eigenvalues sum to {ev.sum():.6g} but trace K is {np.trace(K):.6g}")
+            if ext is None and "extremes" not in g:
+                ext = np.asarray([ev[0], ev[-1]])
+    if ext is not None:
+        if np.all(np.isfinite(K)):
             d = np.diag(K)  # Rayleigh quotients of unit vectors: lambda_min <= K_ii <= lambda_max
             slack = 1e-8 * max(abs(float(ext[1])), 1e-300)
             if not (ext[0] <= d.min() + slack and d.max() <= ext[1] + slack and ext[1] <= np.trace(K) + slack):
                 why.append(f"its extreme eigenvalues [{ext[0]:.6g}, {ext[1]:.6g}] contradict diag K in "
                            f"[{d.min():.6g}, {d.max():.6g}] or trace K {np.trace(K):.6g}")
-    if "eigenvalues" in g or "extremes" not in g:
-        ev = np.asarray(g["eigenvalues"][...])
-        rec = g.attrs.get("eigenvalues_digest")
-        if rec is not None and store._zarr.block_digest(ev) != rec:
-            why.append("its eigenvalues do not match their recorded digest")
-        if ev.shape != (n,) or not np.all(np.isfinite(ev)):
-            why.append(f"eigenvalues of shape {ev.shape} or non-finite")
-        elif np.all(np.isfinite(K)) and abs(ev.sum() - np.trace(K)) > 1e-8 * max(abs(np.trace(K)), 1e-300):
-            why.append(f"its eigenvalues sum to {ev.sum():.6g} but trace K is {np.trace(K):.6g}")
+        recs = g.attrs.get("spectrum") or {}  # the records name the same values as the arrays
+        for i, k in enumerate(("lambda_min", "lambda_max")):
+            v = (recs.get(k) or {}).get("value")
+            if v is not None and float(v) != float(ext[i]):
+                why.append(f"its spectrum record {k} = {float(v):.17g} differs from the stored {float(ext[i]):.17g}")
     if why:
         rep.bad(f"{gs}: Gram of {rid} at epoch {e}: " + "; ".join(why), ("gram", exp_name, rid, e))
 

@@ -14,6 +14,12 @@ vars    over (axes..., epoch):  loss, loss_linearised (the kernel's prediction),
                                 kernel_change = |K_t - K_0|_F / |K_0|_F (from the run)
         over (axes...):          eta (the step of the run), step_limit (2N / lambda_max(K_0)),
                                 status ("complete", "diverged", "kernel_only", "missing"), diverged_epoch
+        over (axes..., spectrum_bin), when some K_0 Gram stored its eigenvalues or an SLQ density:
+                                spectral_density_K0 (fraction of the eigenvalues of K_0 per bin; bins
+                                log-spaced over [min lambda_min, max lambda_max] of those K_0, centres
+                                in the coord spectrum_bin, edges in its attribute bin_edges), and over (axes...)
+                                spectral_density_method ("dense": the stored eigenvalues, "slq": the
+                                stored quadrature nodes and weights, "none")
 attrs   experiment, description, dataset (the dataset's settings and content hash), train (the GD
         settings), step (the configured step), epochs, loss, provenance (config, versions, git
         revision, host, time), content_sha256: plain attributes (nested mappings).
@@ -34,6 +40,8 @@ CURVE_VARS = ("loss", "loss_linearised", "weight_change", "attention_deviation_m
 GRAM_VARS = ("lambda_min", "lambda_max", "kernel_trace")
 CHECKPOINT_VARS = GRAM_VARS + ("kernel_change",)
 RUN_VARS = ("eta", "step_limit")
+#: bins of the spectral density of K_0 (log-spaced over [min lambda_min, max lambda_max] of the experiment)
+DENSITY_BINS = 30
 
 #: name -> (long_name, units, description) of every variable an aggregate may hold (one definition).
 VARIABLES: Dict[str, Tuple[str, str, str]] = {
@@ -52,6 +60,11 @@ VARIABLES: Dict[str, Tuple[str, str, str]] = {
     "eta": ("step size eta", "1", "the GD step of the run: the configured fixed step, or c times its stability limit"),
     "step_limit": ("stability limit", "1", "2N / lambda_max(K_0) (mean loss; 2 / lambda_max for the sum loss)"),
     "status": ("status", "", "complete, diverged, kernel_only or missing"),
+    "spectral_density_K0": ("spectral density of K_0", "1", "fraction of the eigenvalues of K_0 in each log-spaced "
+                            "bin: the stored eigenvalues (dense Grams) or the stored stochastic-Lanczos-quadrature "
+                            "nodes and weights (iterative Grams)"),
+    "spectral_density_method": ("spectral density method", "", "dense (stored eigenvalues), slq (stochastic "
+                                "Lanczos quadrature) or none (the Gram stored neither)"),
     "diverged_epoch": ("divergence epoch", "epoch", "epoch at which a diverged run stopped (-1: none)"),
 }
 
@@ -74,6 +87,7 @@ def build_aggregate(
     grams: Optional[Mapping[Tuple[str, int], Mapping[str, float]]] = None,
     dataset_meta: Optional[Mapping[str, Any]] = None,
     provenance: Optional[Mapping[str, Any]] = None,
+    spectra: Optional[Mapping[str, Mapping[str, Any]]] = None,
 ):
     """Assemble the xarray.Dataset of one experiment.
 
@@ -84,6 +98,7 @@ def build_aggregate(
     grams: (run_id, checkpoint_epoch) -> {"lambda_min", "lambda_max", "kernel_trace"} (Gram store)
     lambda_min / lambda_max at checkpoint 0 come from the Gram store when it has them, else from the
     run's own K_0 (the same matrix, computed in the run).
+    spectra: run_id -> `tfconv.store.read_spectrum` of its K_0 Gram (for the spectral density).
     """
     import xarray as xr
 
@@ -140,6 +155,12 @@ def build_aggregate(
     data_vars.update({k: (axes, v) for k, v in rvars.items()})
     data_vars["status"] = (axes, status.astype(str))
     data_vars["diverged_epoch"] = (axes, div_epoch)
+    dens = spectral_densities(exp, spectra or {}, shape)
+    if dens is not None:
+        values, method, low, high = dens
+        data_vars["spectral_density_K0"] = (axes + ["spectrum_bin"], values)
+        data_vars["spectral_density_method"] = (axes, method)
+        coords["spectrum_bin"] = np.sqrt(low * high)  # geometric centres; the edges are an attribute
     ds = xr.Dataset(data_vars=data_vars, coords=coords)
     tr = exp.to_dict()["train"]
     ds.attrs.update(
@@ -153,11 +174,66 @@ def build_aggregate(
         provenance=json_safe(dict(provenance or {})),
     )
     _describe(ds)
+    if dens is not None:  # an attribute, not two more arrays (files) per aggregate
+        ds["spectral_density_K0"].attrs["bin_edges"] = [float(x) for x in np.append(dens[2], dens[3][-1])]
     ds["loss"].attrs["definition"] = {
         "mean": "1/(2N) sum_n |f(X_n)-y_n|^2", "sum": "1/2 sum_n |f(X_n)-y_n|^2",
         "cross_entropy": "-1/N sum_n <y_n, log softmax f(X_n)>",
     }[tr["loss"]]
     return ds
+
+
+def density_source(sp: Mapping[str, Any]) -> Optional[Tuple[str, np.ndarray, np.ndarray]]:
+    """(method, nodes, weights) of the spectral density a published Gram stored: its eigenvalues with
+    equal weights (dense), its SLQ nodes and weights (iterative, when asked), else None."""
+    if sp.get("eigenvalues") is not None:
+        ev = np.asarray(sp["eigenvalues"], dtype=float)
+        return "dense", ev, np.full(ev.shape, 1.0 / max(ev.size, 1))
+    if sp.get("slq") is not None:
+        nodes, weights = sp["slq"]
+        return "slq", np.asarray(nodes, dtype=float), np.asarray(weights, dtype=float)
+    return None
+
+
+def density_edges(spectra: Mapping[str, Mapping[str, Any]], bins: int = DENSITY_BINS) -> Optional[np.ndarray]:
+    """Log-spaced bin edges over [min lambda_min, max lambda_max] of the Grams with a density (a
+    lambda_min <= 0, a singular K_0, is replaced by the smallest positive eigenvalue or node, at
+    least 1e-12 lambda_max: what lies below falls in the first bin)."""
+    src = [(sp, density_source(sp)) for sp in spectra.values()]
+    src = [(sp, d) for sp, d in src if d is not None]
+    if not src:
+        return None
+    hi = max(float(sp["lambda_max"]) for sp, _ in src)
+    pos = [float(sp["lambda_min"]) if float(sp["lambda_min"]) > 0 else
+           float(np.min(d[1][d[1] > 0], initial=np.inf)) for sp, d in src]
+    lo = max(min(pos), 1e-12 * hi)
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > 0):
+        return None
+    if hi <= lo:
+        lo, hi = lo / 1.01, hi * 1.01
+    return np.geomspace(lo, hi, bins + 1)
+
+
+def spectral_densities(exp, spectra: Mapping[str, Mapping[str, Any]], shape: Tuple[int, ...]):
+    """(density (shape + (bins,)), method (shape), bin low edges, bin high edges) of every run's K_0 on
+    common log-spaced bins (`tfconv.core.spectra.density_histogram`), or None when no K_0 Gram stored
+    eigenvalues or an SLQ density."""
+    from ..core.spectra import density_histogram
+
+    edges = density_edges(spectra)
+    if edges is None:
+        return None
+    axes = exp.axes
+    values = np.full(shape + (edges.size - 1,), np.nan)
+    method = np.full(shape, "none", dtype=object)
+    for index in np.ndindex(*shape):
+        rid = exp.point({a: exp.grid[a][i] for a, i in zip(axes, index)}).run_id
+        src = density_source(spectra[rid]) if rid in spectra else None
+        if src is None:
+            continue
+        method[index] = src[0]
+        values[index] = density_histogram(src[1], src[2], edges)
+    return values, method.astype(str), edges[:-1], edges[1:]
 
 
 def aggregate_digest(xds) -> str:

@@ -1,9 +1,11 @@
 """The Gram store: ``results/gram/<experiment>.zarr/<run_id>/epoch=<e>`` (one owner of the format).
 
 K (N x N float64, chunks block_size x block_size, dims i, j), blocks_done (n_blocks x n_blocks uint8,
-one chunk per block), extremes ([lambda_min, lambda_max]), eigenvalues (eigen_index; only when the
-spectrum was computed densely, N <= gram.spectrum_dense_max) and, above that size when asked,
-slq_nodes / slq_weights (a stochastic-Lanczos-quadrature density); attributes engine, block_size, n,
+one chunk per block), then either eigenvalues (eigen_index, ascending: the spectrum was computed
+densely, N <= gram.spectrum_dense_max; lambda_min and lambda_max are its ends) or extremes
+([lambda_min, lambda_max]: the iterative path above that size; stores finalised before this change
+hold both) and, above that size when asked, slq_nodes / slq_weights (a stochastic-Lanczos-quadrature
+density); attributes engine, block_size, n,
 point, run_id, epoch, provenance, ``spectrum`` (per extreme value: value, method dense | lanczos |
 shift_invert, iterations, residual |Kv - lambda v|, shift, Cholesky certificate [lo, hi]),
 ``spectrum_arrays`` (what the finalisation wrote) and ``complete``.  A block task writes only its own
@@ -150,14 +152,15 @@ def finalize_gram(gram_group, eigenvalues: Optional[np.ndarray] = None, provenan
             spec.setdefault(k, {"value": float(v), "method": "dense", "iterations": 0, "residual": None})
     if "lambda_min" not in spec or "lambda_max" not in spec:
         raise ValueError("finalize_gram needs the eigenvalues or a spectrum with lambda_min and lambda_max")
-    ext = np.asarray([spec["lambda_min"]["value"], spec["lambda_max"]["value"]], dtype=np.float64)
-    arrays = ["extremes"]
-    write_array(gram_group, "extremes", ext, ["extreme"])
-    gram_group.attrs["extremes_digest"] = block_digest(ext)
-    if eigenvalues is not None:
+    if eigenvalues is not None:  # the extremes are its ends: no second array (two files fewer per Gram)
         write_array(gram_group, "eigenvalues", ev, ["eigen_index"])
         gram_group.attrs["eigenvalues_digest"] = block_digest(ev)
-        arrays.append("eigenvalues")
+        arrays = ["eigenvalues"]
+    else:
+        ext = np.asarray([spec["lambda_min"]["value"], spec["lambda_max"]["value"]], dtype=np.float64)
+        write_array(gram_group, "extremes", ext, ["extreme"])
+        gram_group.attrs["extremes_digest"] = block_digest(ext)
+        arrays = ["extremes"]
     if slq is not None:
         write_array(gram_group, "slq_nodes", np.asarray(slq[0], dtype=np.float64), ["slq_node"])
         write_array(gram_group, "slq_weights", np.asarray(slq[1], dtype=np.float64), ["slq_node"])
@@ -191,13 +194,12 @@ def read_spectrum(gram_store, rid: str, epoch: int) -> dict:
     (floats), "records" (the ``spectrum`` attribute), "eigenvalues" (array or None), "slq"
     ((nodes, weights) or None)}."""
     g = _open_complete(gram_store, rid, epoch)
-    if "extremes" in g:
-        lo, hi = (float(x) for x in np.asarray(g["extremes"][...]))
-    else:  # a store from before the extremes were written
-        ev = np.asarray(g["eigenvalues"][...])
+    ev = np.asarray(g["eigenvalues"][...]) if "eigenvalues" in g else None
+    if ev is not None:  # dense: the extremes are the ends of the stored spectrum
         lo, hi = float(ev[0]), float(ev[-1])
-    return {"lambda_min": lo, "lambda_max": hi, "records": dict(g.attrs.get("spectrum") or {}),
-            "eigenvalues": np.asarray(g["eigenvalues"][...]) if "eigenvalues" in g else None,
+    else:  # iterative: only the extremes are stored
+        lo, hi = (float(x) for x in np.asarray(g["extremes"][...]))
+    return {"lambda_min": lo, "lambda_max": hi, "records": dict(g.attrs.get("spectrum") or {}), "eigenvalues": ev,
             "slq": (np.asarray(g["slq_nodes"][...]), np.asarray(g["slq_weights"][...])) if "slq_nodes" in g else None}
 
 
