@@ -21,6 +21,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -143,6 +144,8 @@ def worker(cfg: dict) -> dict:
     if kind == "export":  # the problem for the neural-tangents baseline (another interpreter, no torch)
         np.savez(cfg["path"], X=X.numpy(), **{k: v.numpy() for k, v in params.items()}, **spec.scales())
         return {}
+    if kind == "workflow":  # the workflow's own unit of work: tfconv.runner.gram_block, block by block
+        return workflow_gram(cfg)
     if kind == "structured":
         from tfconv.core.ntk_structured import choose_forms, flop_count, ntk_block_structured
 
@@ -205,6 +208,53 @@ def worker(cfg: dict) -> dict:
             "checksum": float(np.trace(K[:b, :b])), "busy_before": busy,
         }
     raise ValueError(f"unknown worker kind {kind!r}")
+
+
+def workflow_gram(cfg: dict) -> dict:
+    """The Gram as the workflow computes it: every upper block of `block` samples through
+    `tfconv.runner.gram_block` (reads the dataset and the checkpoint from their stores, runs the engine
+    on the block's rows and columns, writes K and the block's marker into Zarr), one block after the
+    other in this process, as one Dask worker does.  Best of `repeats` assemblies, each into a new store."""
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from tfconv import make_synthetic, runner, store
+    from tfconv.config import DatasetSpec, Experiment
+    from tfconv.core.model import ModelSpec
+    from tfconv.core.train import TrainConfig, train_gd
+
+    N, B = cfg["N"], min(cfg["block"], cfg["N"])
+    wd = Path(tempfile.mkdtemp(prefix="tfconv-bench-wf-"))
+    ds = make_synthetic(N, D_S, D, seed=0)  # synthetic data of the same shape (the time does not depend on it)
+    store.write_dataset(wd / "data.zarr", ds)
+    exp = Experiment.from_section("bench", {
+        "grid": {"width": [cfg["width"]], "scaling": [SCALING], "init": [INIT], "seed": [0]},
+        "train": {"epochs": 1, "checkpoint_epochs": [0], "hidden": True, "dtype": DTYPE, "step_size": 1.0,
+                  "loss": "mean", "divergence_factor": 1e6}, "gram": True},
+        DatasetSpec("synth", "synthetic", {"n_samples": N}))
+    point = exp.points[0]
+    # a 1-epoch run on 2 samples provides the stored epoch-0 checkpoint (the Gram is over all N)
+    mspec = ModelSpec(width=cfg["width"], d=D, d_s=D_S, scaling=SCALING, init=INIT, dtype=DTYPE)
+    res = train_gd(mspec, ds.X[:2], ds.y[:2], 0, TrainConfig(epochs=1, checkpoint_epochs=(0,)))
+    store.ensure_train_store(wd / "train.zarr")
+    store.write_run(wd / "train.zarr", point.run_id, point.as_dict(), res)
+    blocks = store.upper_blocks(N, B)
+    busy, times = [], []
+    for rep in range(cfg["repeats"]):
+        gs = wd / f"gram{rep}.zarr"
+        store.ensure_gram(gs, point.run_id, 0, N, B)
+        wait_for_quiet(busy)
+        t = time.perf_counter()
+        for bi, bj in blocks:
+            runner.gram_block(exp, point, str(wd / "data.zarr"), str(wd / "train.zarr"), str(gs), 0, bi, bj,
+                              block_size=B, chunk_size=ENGINE_CHUNK, threads=THREADS)
+        times.append(time.perf_counter() - t)
+    K = np.asarray(store.open_gram(gs, point.run_id, 0, mode="r")["K"][:min(NT_BLOCK, N), :min(NT_BLOCK, N)])
+    shutil.rmtree(wd, ignore_errors=True)
+    return {"time_s": min(times), "times_s": times, "block": B, "blocks": len(blocks), "busy_before": busy,
+            "maxrss_mib": _maxrss_mib(), "checksum": float(np.trace(K)), "torch_threads": torch.get_num_threads()}
 
 
 def run_worker(cfg: dict, timeout: Optional[float] = None) -> dict:
@@ -274,29 +324,31 @@ def section_gram(args) -> Table:
             s = run_worker({"kind": "structured", "N": N, "width": width, "repeats": args.repeats, "matmul_n": mm_n,
                             "save_block": os.path.join(tmp, "tfconv_block.npy"), "block": min(NT_BLOCK, N)})
             nt = run_nt(nt_py, N, width, tmp) if nt_py else None
+        wf = run_worker({"kind": "workflow", "N": N, "width": width, "block": args.workflow_block, "repeats": 2})
         b = None
         if args.baseline_blocks >= 0:
             n_rb = -(-N // BASELINE_BLOCK)
             max_blocks = 0 if (args.baseline_blocks == 0 or n_rb * n_rb <= 4) else args.baseline_blocks
             b = run_worker({"kind": "baseline", "N": N, "width": width, "max_blocks": max_blocks})
         gf = s["flops"] / s["time_s"] / 1e9
-        row = [f"{N}", f"{width}", f"{spec_params(N, width):,}", f"{s['time_s']:.3f}"]
+        row = [f"{N}", f"{width}", f"{spec_params(N, width):,}", f"{s['time_s']:.3g}", f"{wf['time_s']:.3g} ({wf['blocks']})"]
         if nt:
-            row += [f"{nt['time_s']:.2f}" + (" (x)" if nt["extrapolated"] else ""),
-                    f"{s['time_s'] / nt['time_s']:.3f}", f"{nt['maxrss_mib']:.0f}", f"{nt['max_rel_diff']:.1e}"]
+            row += [f"{nt['time_s']:.3g}" + (" (x)" if nt["extrapolated"] else ""),
+                    f"{s['time_s'] / nt['time_s']:.3f}", f"{wf['time_s'] / nt['time_s']:.3f}",
+                    f"{nt['maxrss_mib']:.0f}", f"{nt['max_rel_diff']:.1e}"]
         if b:
             base_txt = f"{b['time_s']:.1f}" + (" (x)" if b["extrapolated"] else "")
             row += [base_txt, f"{s['time_s'] / b['time_s']:.3f}", f"{b['maxrss_mib']:.0f}"]
         row += [f"{s['maxrss_mib']:.0f}", f"{gf:.0f}", f"{s['matmul_gflops']:.0f}", f"{gf / s['matmul_gflops']:.2f}"]
         rows.append(row)
-        raw.append({"N": N, "width": width, "structured": s, "baseline": b, "neural_tangents": nt})
+        raw.append({"N": N, "width": width, "structured": s, "workflow": wf, "baseline": b, "neural_tangents": nt})
         print("  " + " | ".join(row), flush=True)
-    busy = [x for r in raw for m in ("structured", "baseline") if r[m] for x in r[m]["busy_before"]]
+    busy = [x for r in raw for m in ("structured", "workflow", "baseline") if r[m] for x in r[m]["busy_before"]]
     max_busy = max(busy or [0.0])
     args.raw["gram"] = {"rows": raw, "idle_maxrss_mib": idle, "matmul_alone_gflops": mm_alone}
-    columns = ["N", "width", "n_params", "tfconv s"]
+    columns = ["N", "width", "n_params", "tfconv s", "workflow s (blocks)"]
     if nt_py:
-        columns += ["NT s", "tfconv/NT", "NT peak MiB", "K diff vs NT"]
+        columns += ["NT s", "tfconv/NT", "workflow/NT", "NT peak MiB", "K diff vs NT"]
     if args.baseline_blocks >= 0:
         columns += ["JC s", "tfconv/JC", "JC peak MiB"]
     columns += ["tfconv peak MiB", "tfconv GF/s", "matmul GF/s", "GF/s ratio"]
@@ -308,6 +360,12 @@ def section_gram(args) -> Table:
         "only; the best of the repeats reuses the factor workspace of the call before (as a Gram worker does "
         f"from block to block); first calls (fresh workspace) " + ", ".join(f"{r['structured']['times_s'][0]:.3f}" for r in raw) + " s.",
     ]
+    notes.append(
+        f"workflow: the same Gram as the workflow assembles it, every upper block of min(N, {args.workflow_block}) "
+        "samples through tfconv.runner.gram_block (dataset and checkpoint read from their Zarr stores, the engine on "
+        "the block's rows and columns, K and the block marker written to a Zarr store), one block after the other "
+        "in one process as one Dask worker runs them; best of 2 assemblies; (k): upper blocks. Each block computes "
+        "the per-sample factors of its rows and its columns, so small blocks repeat that work (gram.block_size).")
     if nt_py:
         nt0 = next(r["neural_tangents"] for r in raw)
         notes.append(
@@ -439,6 +497,8 @@ def main(argv=None) -> int:
     ap.add_argument("--nt-python", default=os.environ.get("TFCONV_NT_PYTHON", ""),
                     help="an interpreter with jax + neural-tangents for the neural-tangents baseline "
                          "(default: $TFCONV_NT_PYTHON; empty: skip it)")
+    ap.add_argument("--workflow-block", type=int, default=1024,
+                    help="gram.block_size of the workflow column (default 1024)")
     ap.add_argument("--sizes", default="", help="comma-separated NxWIDTH, e.g. 256x1024,4096x1024")
     ap.add_argument("--json", default="", help="also write the raw measurements to this JSON file")
     ap.add_argument("--worker", default="", help=argparse.SUPPRESS)
