@@ -2,6 +2,7 @@
 
     python benchmarks/bench_spectra.py --n 20000 --compare-dense     # ~10 min on 2 cores
     python benchmarks/bench_spectra.py --n 50000                     # ~20 min, ~20 GB of K on disk
+    python benchmarks/bench_spectra.py --n 50000 --engine-width 256  # the same with NTK blocks, ~30 min
 
 What runs (one fresh Dask LocalCluster per N: 2 worker processes x 1 thread, 3 GB each):
 
@@ -13,6 +14,9 @@ What runs (one fresh Dask LocalCluster per N: 2 worker processes x 1 thread, 3 G
    It has an outlier ~ c N like a mean-output NTK, a Marchenko-Pastur bulk, and, because r + 1 < N,
    lambda_min = ridge exactly (a degenerate bottom eigenvalue: the shift-invert iteration converges
    faster here than on a real NTK whose bottom edge is a continuum; the factorisations cost the same).
+   With ``--engine-width W`` the blocks are the real thing instead: the empirical NTK at
+   initialisation of a width-W model (LeCun, tau0 = d^-1/2, float32) from the structured engine, on
+   Gaussian tokens of norm sqrt(d) regenerated per block from the seed (`engine_block`).
 2. **spectra**: `tfconv.cluster.dask_spectra.gram_spectrum` as the workflow runs it above
    ``gram.spectrum_dense_max``: Lanczos for lambda_max (one streamed pass over K per product),
    out-of-core Cholesky (tiles of ``--tile`` rows) and shift-invert Lanczos for lambda_min, its
@@ -80,28 +84,68 @@ def synthetic_block(gram_store: str, n: int, block: int, bi: int, bj: int, rank:
     return bi * 100000 + bj
 
 
-def assemble(client, gram_store: str, n: int, block: int, rank: int, c: float, ridge: float, seed: int) -> float:
+def engine_tokens(n0: int, n1: int, seed: int) -> np.ndarray:
+    """Samples n0..n1 of the engine mode's data: d_s = 8 Gaussian tokens of d = 32 features, each of norm
+    sqrt(d) (the synthetic data's regime), regenerated per sample range from the seed."""
+    X = np.random.default_rng([seed, 7, n0]).standard_normal((n1 - n0, 8, 32))
+    return X * (np.sqrt(32) / np.linalg.norm(X, axis=-1, keepdims=True))
+
+
+def engine_block(gram_store: str, n: int, block: int, bi: int, bj: int, width: int, seed: int) -> int:
+    """Block (bi, bj) of the empirical NTK at initialisation (LeCun, tau0 = d^-1/2, float32) from the
+    structured engine, written by the workflow's store code: the whole Gram -> spectra path."""
+    import torch
+
+    from tfconv import store
+    from tfconv.core.model import ModelSpec, init_params
+    from tfconv.core.ntk_structured import ntk_block_structured
+
+    torch.set_num_threads(1)
+    spec = ModelSpec(width=width, d=32, d_s=8, scaling="inv_sqrt", init="lecun", dtype="float32")
+    params = init_params(spec, seed)
+    ranges = store.block_ranges(n, block)
+    (r0, r1), (c0, c1) = ranges[bi], ranges[bj]
+    Xi = engine_tokens(r0, r1, seed)
+    B = ntk_block_structured(params, spec, Xi, None if bi == bj else engine_tokens(c0, c1, seed), chunk_size=250)
+    g = store.open_gram(gram_store, "synthetic", 0)
+    store.write_block(g, bi, bj, B, block)
+    return bi * 100000 + bj
+
+
+def assemble(client, gram_store: str, n: int, block: int, rank: int, c: float, ridge: float, seed: int,
+             engine_width: int = 0) -> float:
     from distributed import as_completed
 
     from tfconv import store
 
     t0 = time.perf_counter()
-    store.ensure_gram(gram_store, "synthetic", 0, n, block, attrs={"synthetic": dict(rank=rank, c=c, ridge=ridge, seed=seed)})
+    attrs = {"engine": dict(width=engine_width, seed=seed)} if engine_width else \
+        {"synthetic": dict(rank=rank, c=c, ridge=ridge, seed=seed)}
+    store.ensure_gram(gram_store, "synthetic", 0, n, block, attrs=attrs)
     todo = iter(store.upper_blocks(n, block))
+
+    def submit(ij):
+        if engine_width:
+            return client.submit(engine_block, gram_store, n, block, *ij, engine_width, seed, pure=False)
+        return client.submit(synthetic_block, gram_store, n, block, *ij, rank, c, ridge, seed, pure=False)
+
     ac = as_completed()
     for _ in range(64):
         ij = next(todo, None)
         if ij is None:
             break
-        ac.add(client.submit(synthetic_block, gram_store, n, block, *ij, rank, c, ridge, seed, pure=False))
-    done = 0
+        ac.add(submit(ij))
+    done, total, t_log = 0, len(store.upper_blocks(n, block)), time.perf_counter()
     for f in ac:
         f.result()
         f.release()
         done += 1
         ij = next(todo, None)
         if ij is not None:
-            ac.add(client.submit(synthetic_block, gram_store, n, block, *ij, rank, c, ridge, seed, pure=False))
+            ac.add(submit(ij))
+        if time.perf_counter() - t_log > 30:
+            t_log = time.perf_counter()
+            print(f"  blocks {done}/{total} ({t_log - t0:.0f} s)", flush=True)
     return time.perf_counter() - t0
 
 
@@ -147,7 +191,7 @@ def run_one(args, n: int) -> dict:
           f"{free:.0f} GB free in {args.out}", flush=True)
     if free < need + 5:
         raise SystemExit(f"not enough free disk in {args.out}: {free:.0f} GB < {need + 5:.0f} GB")
-    out = {"n": n, "block": args.block, "rank": args.rank, "c": args.c, "ridge": args.ridge, "tile": args.tile,
+    out = {"n": n, "engine_width": args.engine_width, "block": args.block, "rank": args.rank, "c": args.c, "ridge": args.ridge, "tile": args.tile,
            "certificate_rtol": args.certificate_rtol, "workers": args.workers, "memory_limit": args.memory_limit}
     logf = open(os.path.join(args.out, f"spectra-{n}.log"), "w")
 
@@ -171,7 +215,8 @@ def run_one(args, n: int) -> dict:
     with dask.config.set({"distributed.scheduler.allowed-failures": 1}), \
             LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
                          memory_limit=args.memory_limit, dashboard_address=None) as cluster, Client(cluster) as client:
-        out["seconds_blocks"] = assemble(client, gs, n, args.block, args.rank, args.c, args.ridge, args.seed)
+        out["seconds_blocks"] = assemble(client, gs, n, args.block, args.rank, args.c, args.ridge, args.seed,
+                                         args.engine_width)
         out["disk_K_gb"] = du_gb(os.path.join(store.gram_path(gs, "synthetic", 0), "K"))
         out["peak_blocks_mb"] = {"workers": client.run(vmhwm_mb), "driver": vmhwm_mb()}
         log(f"blocks: {out['seconds_blocks']:.0f}s, K {out['disk_K_gb']:.1f} GB on disk")
@@ -208,7 +253,10 @@ def report(r: dict) -> None:
     n = r["n"]
     lmin, lmax = r["records"]["lambda_min"], r["records"]["lambda_max"]
     sp = r["spectra_seconds_split"]
-    print(f"\n## N = {n:,}  (synthetic K = J J^T/{r['rank']} + {r['c']:g} 11^T + {r['ridge']:g} I, Zarr blocks "
+    what = (f"empirical NTK at init from the structured engine, width {r['engine_width']}, LeCun, tau0 = d^-1/2, "
+            "float32 blocks" if r.get("engine_width") else
+            f"synthetic K = J J^T/{r['rank']} + {r['c']:g} 11^T + {r['ridge']:g} I")
+    print(f"\n## N = {n:,}  ({what}, Zarr blocks "
           f"{r['block']}, Cholesky tiles {r['tile'] or 'auto'}, {r['workers']} Dask workers x 1 thread, {r['memory_limit']})")
     print("| phase | seconds |\n|---|---:|")
     print(f"| blocks (K assembled into Zarr, {r['disk_K_gb']:.1f} GB on disk) | {r['seconds_blocks']:.0f} |")
@@ -225,7 +273,7 @@ def report(r: dict) -> None:
     lo, hi = lmin["certificate"]
     print(f"| lambda_min = {lmin['value']:.10g} | {lmin['method']} (sigma {lmin['shift']:.3g}) | {lmin['iterations']} solves | "
           f"{lmin['residual']:.3g} | {lmin['residual'] / max(abs(lmin['value']), 1e-300):.2g} | in ({lo:.8g}, {hi:.8g}]: {trials} |")
-    if n > r["rank"] + 1:  # rank(J J^T + c 11^T) <= r + 1 < N: lambda_min = ridge exactly
+    if not r.get("engine_width") and n > r["rank"] + 1:  # rank(J J^T + c 11^T) <= r + 1 < N: lambda_min = ridge exactly
         print(f"\nexact lambda_min of the synthetic kernel = ridge = {r['ridge']:g}: error {lmin['value'] - r['ridge']:.3g}")
     print("\n| process | peak RSS MB (blocks) | peak RSS MB (spectra) |\n|---|---:|---:|")
     pb, ps = r["peak_blocks_mb"], r["peak_spectra_mb"]
@@ -258,6 +306,8 @@ def main(argv=None):
                     help="N values at which to also run today's dense path (no value: every N)")
     ap.add_argument("--block", type=int, default=1000, help="Gram block size = Zarr chunk of K")
     ap.add_argument("--tile", type=int, default=0, help="Cholesky tile rows (0: a multiple of the block near 4096)")
+    ap.add_argument("--engine-width", type=int, default=0,
+                    help="blocks from the NTK engine at this width (0: the synthetic kernel)")
     ap.add_argument("--rank", type=int, default=1024)
     ap.add_argument("--c", type=float, default=0.2)
     ap.add_argument("--ridge", type=float, default=0.01)
