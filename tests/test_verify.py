@@ -212,3 +212,46 @@ def test_several_problems_are_listed_one_line_each(results, tmp_path, capsys, mo
             assert expected in out, f"{expected!r} not in:\n{out}"
     n = int(out.split(": ", 1)[1].split(" problem(s)")[0])
     assert n >= len(kinds) and out.count("\n  - ") == n, out
+
+
+def test_gram_check_reads_K_block_by_block_and_still_finds_damage(tmp_path):
+    """verify never holds K whole: on a 2000 x 2000 Gram (32 MB) in blocks of 250 (0.5 MB) the check's
+    peak allocation stays under 4 MB (a block, its mirror and the diagonal, with room to spare), it
+    passes a good Gram, and it still finds a changed block, a broken mirror and an eigenvalue sum that
+    contradicts trace K."""
+    import tracemalloc
+
+    from tfconv.pipeline.verify import _check_gram, _Report
+
+    n, b = 2000, 250
+    rng = np.random.default_rng(0)
+    J = rng.standard_normal((n, 40))
+    K = J @ J.T / 40 + 0.1 * np.eye(n)
+    gs = tmp_path / "gram.zarr"
+    g = store.ensure_gram(gs, "r0", 0, n, b)
+    for bi, bj in store.upper_blocks(n, b):
+        store.write_block(g, bi, bj, K[bi * b:(bi + 1) * b, bj * b:(bj + 1) * b], b)
+    store.finalize_gram(g, np.linalg.eigvalsh(K))
+    del J
+
+    def check():
+        rep = _Report()
+        _check_gram(gs, "e", "r0", 0, rep)
+        return rep
+
+    tracemalloc.start()
+    rep = check()
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert rep.problems == [] and rep.counts["Gram blocks"] == 36
+    assert peak < 4e6, f"verify allocated {peak / 1e6:.1f} MB at its peak for a {K.nbytes / 1e6:.0f} MB K"
+    Kz = store.open_gram(gs, "r0", 0)["K"]
+    Kz[0, 300] = K[0, 300] + 1.0  # inside upper block (0, 1): its digest no longer matches
+    assert "(0,1) changed" in " ".join(check().problems)
+    Kz[0, 300] = K[0, 300]
+    Kz[300, 0] = K[300, 0] + 1.0  # the mirror of block (0, 1) only
+    assert "(0,1) mirror differs" in " ".join(check().problems)
+    Kz[300, 0] = K[300, 0]
+    Kz[5, 5] = K[5, 5] + 1.0  # the diagonal: the block digest and the trace both disagree
+    msg = " ".join(check().problems)
+    assert "(0,0) changed" in msg and "trace K" in msg

@@ -162,7 +162,9 @@ def zarr_matvec(client, k_path: str, V: np.ndarray, panel_bytes: int = 128 << 20
     if V2.shape[0] != n:
         raise ValueError(f"V has {V2.shape[0]} rows, K is {n} x {n}")
     rows, slab = panel_rows(n, _k_chunk(k_path), panel_bytes)
-    Vf = client.scatter(V2, broadcast=True)
+    # hash=False: a key of its own per call.  With content-hashed keys, two calls with the same V share
+    # one key, and the first call's release of it could race the second call's tasks ("lost dependencies").
+    Vf = client.scatter(V2, broadcast=True, hash=False)
     futs = [client.submit(_panel_product, k_path, r0, min(r0 + rows, n), slab, Vf, pure=False)
             for r0 in range(0, n, rows)]
     out = np.zeros_like(V2)

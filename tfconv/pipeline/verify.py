@@ -173,25 +173,33 @@ def _check_gram(gs: Path, exp_name: str, rid: str, e: int, rep: _Report) -> None
     g = store.open_gram(gs, rid, e, mode="r")
     block_size = int(g.attrs.get("block_size", 0))
     digests = np.asarray(g["blocks_done"][...])
-    K = np.asarray(g["K"][...])
-    n = K.shape[0]
+    Kz = g["K"]  # read block by block (one Zarr chunk each), never whole: memory O(block_size^2)
+    n = Kz.shape[0]
     ranges = store.block_ranges(n, block_size)
     why = []
     bad_blocks = []
+    diag = np.full(n, np.nan)
+    nonfinite = 0
     for bi, bj in store.upper_blocks(n, block_size):
         rep.count("Gram blocks")
         (r0, r1), (c0, c1) = ranges[bi], ranges[bj]
-        blk = K[r0:r1, c0:c1]
+        blk = np.asarray(Kz[r0:r1, c0:c1])
+        mirror = blk.T if bi == bj else np.asarray(Kz[c0:c1, r0:r1])
+        nonfinite += int(np.sum(~np.isfinite(blk))) + (0 if bi == bj else int(np.sum(~np.isfinite(mirror))))
+        if bi == bj:
+            diag[r0:r1] = np.diag(blk)
         if digests[bi, bj] == 0:
             bad_blocks.append((bi, bj, "not done"))
         elif digests[bi, bj] != 1 and store._zarr.block_digest(blk) != digests[bi, bj]:
             bad_blocks.append((bi, bj, "changed"))
-        elif bi != bj and not np.array_equal(K[c0:c1, r0:r1], blk.T):
+        elif bi != bj and not np.array_equal(mirror, blk.T):
             bad_blocks.append((bi, bj, "mirror differs"))
     if bad_blocks:
         why.append(f"{len(bad_blocks)} block(s) damaged: " + ", ".join(f"({a},{b}) {w}" for a, b, w in bad_blocks[:5]))
-    if not np.all(np.isfinite(K)):
-        why.append(f"{int(np.sum(~np.isfinite(K)))} non-finite entries")
+    finite = nonfinite == 0
+    if not finite:
+        why.append(f"{nonfinite} non-finite entries")
+    trace = float(diag.sum())
     ext = None  # [lambda_min, lambda_max]: the extremes array (iterative path), else the eigenvalues' ends
     if "extremes" in g:
         ext = np.asarray(g["extremes"][...])
@@ -210,17 +218,17 @@ def _check_gram(gs: Path, exp_name: str, rid: str, e: int, rep: _Report) -> None
         elif ev.shape != (n,) or not np.all(np.isfinite(ev)):
             why.append(f"eigenvalues of shape {ev.shape} or non-finite")
         else:
-            if np.all(np.isfinite(K)) and abs(ev.sum() - np.trace(K)) > 1e-8 * max(abs(np.trace(K)), 1e-300):
-                why.append(f"its eigenvalues sum to {ev.sum():.6g} but trace K is {np.trace(K):.6g}")
+            if finite and abs(ev.sum() - trace) > 1e-8 * max(abs(trace), 1e-300):
+                why.append(f"its eigenvalues sum to {ev.sum():.6g} but trace K is {trace:.6g}")
             if ext is None and "extremes" not in g:
                 ext = np.asarray([ev[0], ev[-1]])
     if ext is not None:
-        if np.all(np.isfinite(K)):
-            d = np.diag(K)  # Rayleigh quotients of unit vectors: lambda_min <= K_ii <= lambda_max
+        if finite:
+            d = diag  # Rayleigh quotients of unit vectors: lambda_min <= K_ii <= lambda_max
             slack = 1e-8 * max(abs(float(ext[1])), 1e-300)
-            if not (ext[0] <= d.min() + slack and d.max() <= ext[1] + slack and ext[1] <= np.trace(K) + slack):
+            if not (ext[0] <= d.min() + slack and d.max() <= ext[1] + slack and ext[1] <= trace + slack):
                 why.append(f"its extreme eigenvalues [{ext[0]:.6g}, {ext[1]:.6g}] contradict diag K in "
-                           f"[{d.min():.6g}, {d.max():.6g}] or trace K {np.trace(K):.6g}")
+                           f"[{d.min():.6g}, {d.max():.6g}] or trace K {trace:.6g}")
         recs = g.attrs.get("spectrum") or {}  # the records name the same values as the arrays
         for i, k in enumerate(("lambda_min", "lambda_max")):
             v = (recs.get(k) or {}).get("value")
