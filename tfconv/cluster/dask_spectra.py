@@ -347,7 +347,21 @@ def gram_spectrum(
         raise store.StoreError(f"{group_path}: not every block of K is done; finish the assembly first")
     op = ZarrGramOperator(client, k_path, panel_bytes)
     secs: Dict[str, float] = {}
-    rmax = S.lambda_max_lanczos(op, n, tol=tol, maxiter=maxiter)
+
+    def progress(what: str, step: str, invert: bool = False, sigma: float = 0.0, every: float = 30.0):
+        """A log line at most every ``every`` seconds while a Lanczos iteration runs."""
+        state = {"t": time.perf_counter(), "t0": time.perf_counter()}
+
+        def cb(k: int, theta: float, est: float) -> None:
+            now = time.perf_counter()
+            if now - state["t"] >= every:
+                state["t"] = now
+                value = sigma + 1.0 / theta if invert and theta else theta
+                log(f"[spectra] {what}: {k} {step} of at most {maxiter}, estimate {value:.6g}, "
+                    f"residual estimate / target {est / max(abs(theta), 1e-300) / tol:.3g}, {now - state['t0']:.0f}s")
+        return cb
+
+    rmax = S.lambda_max_lanczos(op, n, tol=tol, maxiter=maxiter, progress=progress("lambda_max by Lanczos", "products"))
     secs["lambda_max"] = time.perf_counter() - t0
     log(f"[spectra] lambda_max {rmax.value:.6g} by Lanczos: {rmax.iterations} products, residual {rmax.residual:.3g}, "
         f"{secs['lambda_max']:.0f}s")
@@ -370,7 +384,8 @@ def gram_spectrum(
             raise np.linalg.LinAlgError(f"{group_path}: K - sigma I is not positive definite for any sigma tried "
                                         f"({[t['sigma'] for t in cert.trials]}); K is not positive semi-definite")
         t1 = time.perf_counter()
-        rmin = S.lambda_min_shift_invert(fac.solve, op, n, fac.sigma, tol=tol, maxiter=maxiter)
+        rmin = S.lambda_min_shift_invert(fac.solve, op, n, fac.sigma, tol=tol, maxiter=maxiter,
+                                         progress=progress("lambda_min by shift-invert", "solves", True, fac.sigma))
         secs["shift_invert"] = time.perf_counter() - t1
         log(f"[spectra] lambda_min {rmin.value:.6g} by shift-invert (sigma {fac.sigma:.3g}): {rmin.iterations} solves, "
             f"residual {rmin.residual:.3g}, {secs['shift_invert']:.0f}s")

@@ -78,13 +78,19 @@ class Certificate:
 # ----------------------------------------------------------------------------------------------
 
 
+#: Called after every Lanczos step with (step, Ritz value, residual estimate) (`lanczos_largest`).
+Progress = Callable[[int, float, float], None]
+
+
 def lanczos_largest(op: MatVec, n: int, tol: float = 1e-10, maxiter: int = 300, seed: int = 0,
-                    v0: Optional[np.ndarray] = None) -> Tuple[float, np.ndarray, int, float]:
+                    v0: Optional[np.ndarray] = None,
+                    progress: Optional[Progress] = None) -> Tuple[float, np.ndarray, int, float]:
     """Largest eigenvalue of a symmetric operator by Lanczos with full reorthogonalisation.
 
     Stops when the residual estimate ``|beta_k s_k|`` of the top Ritz pair is at most
     ``tol * |theta|`` (or the Krylov space is exhausted).  Returns (theta, unit Ritz vector, number of
     products, residual estimate).  The basis is kept (n x k floats; k is small for a gapped top).
+    ``progress(k, theta, est)`` is called after every step.
     """
     maxiter = int(min(maxiter, n))
     rng = np.random.default_rng(seed)
@@ -106,6 +112,8 @@ def lanczos_largest(op: MatVec, n: int, tol: float = 1e-10, maxiter: int = 300, 
         vals, vecs = np.linalg.eigh(T)
         theta, s = float(vals[-1]), vecs[:, -1]
         est = abs(b * s[-1])
+        if progress is not None:
+            progress(k, theta, est)
         if est <= tol * max(abs(theta), np.finfo(float).tiny) or b <= 1e-14 * max(abs(theta), 1.0) or k == maxiter:
             break
         beta.append(b)
@@ -121,17 +129,19 @@ def _residual(matvec: MatVec, v: np.ndarray, value: float) -> Tuple[float, float
     return float(np.linalg.norm(Kv - value * v)), float(v @ Kv)
 
 
-def lambda_max_lanczos(matvec: MatVec, n: int, tol: float = 1e-10, maxiter: int = 300, seed: int = 0) -> EigenRecord:
-    theta, v, its, est = lanczos_largest(matvec, n, tol=tol, maxiter=maxiter, seed=seed)
+def lambda_max_lanczos(matvec: MatVec, n: int, tol: float = 1e-10, maxiter: int = 300, seed: int = 0,
+                       progress: Optional[Progress] = None) -> EigenRecord:
+    theta, v, its, est = lanczos_largest(matvec, n, tol=tol, maxiter=maxiter, seed=seed, progress=progress)
     res, rq = _residual(matvec, v, theta)
     return EigenRecord(theta, "lanczos", its, res, notes={"residual_estimate": est, "rayleigh_quotient": rq})
 
 
 def lambda_min_shift_invert(solve: Callable[[np.ndarray], np.ndarray], matvec: MatVec, n: int, sigma: float,
-                            tol: float = 1e-10, maxiter: int = 300, seed: int = 1) -> EigenRecord:
+                            tol: float = 1e-10, maxiter: int = 300, seed: int = 1,
+                            progress: Optional[Progress] = None) -> EigenRecord:
     """lambda_min from the largest eigenvalue mu of (K - sigma I)^-1 (``solve`` applies it):
     lambda_min = sigma + 1/mu; the residual is measured with one product with K."""
-    mu, v, its, est = lanczos_largest(solve, n, tol=tol, maxiter=maxiter, seed=seed)
+    mu, v, its, est = lanczos_largest(solve, n, tol=tol, maxiter=maxiter, seed=seed, progress=progress)
     lam = float(sigma + 1.0 / mu)
     res, rq = _residual(matvec, v, lam)
     return EigenRecord(lam, "shift_invert", its, res, shift=float(sigma),
