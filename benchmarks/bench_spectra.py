@@ -2,7 +2,9 @@
 
     python benchmarks/bench_spectra.py --n 20000 --compare-dense     # ~10 min on 2 cores
     python benchmarks/bench_spectra.py --n 50000                     # ~20 min, ~20 GB of K on disk
-    python benchmarks/bench_spectra.py --n 50000 --engine-width 256  # the same with NTK blocks, ~30 min
+    python benchmarks/bench_spectra.py --n 20000 --engine-width 256 --compare-dense
+                                      # NTK blocks from the engine: ~32 min (the shift-invert on that
+                                      # near-singular float32 NTK runs to its 300-solve cap, 20 min)
 
 What runs (one fresh Dask LocalCluster per N: 2 worker processes x 1 thread, 3 GB each):
 
