@@ -414,6 +414,25 @@ def slurm_nodes(timeout_s: float = 10.0) -> list[str]:
                    if len(ln.split()) == 2 and ln.split()[1].rstrip("*~#!%$@^-") in ok})
 
 
+def require_slurm(min_nodes: int = 1) -> list[str]:
+    """The usable SLURM nodes (at least ``min_nodes``; with 2, each must have the network namespace
+    .ci/slurm-up.sh gives it).  Without them the calling test fails under CI=true (where .ci/run starts
+    SLURM, so its absence is a broken CI) and is skipped elsewhere, with the command that starts one."""
+    import pytest
+
+    if not slurm_available():
+        msg = "no running SLURM (sinfo missing or slurmctld not answering)"
+    else:
+        found = slurm_nodes()
+        if len(found) >= min_nodes and (min_nodes < 2 or all(os.path.exists(f"/run/netns/{n}") for n in found[:2])):
+            return found
+        msg = f"{min_nodes} usable SLURM node(s) with network namespaces are needed (found {found})"
+    msg += ": run `sudo bash .ci/slurm-up.sh`"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true: {msg}")
+    pytest.skip(msg)
+
+
 # The two-node SLURM of .ci/slurm-up.sh runs each node's slurmd (and so every job process of that
 # node) in the network namespace /run/netns/<node name>; a process belongs to a node when its
 # network namespace is that node's.

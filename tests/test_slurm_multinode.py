@@ -42,15 +42,13 @@ from clusters import (
     node_listening,
     node_processes,
     record,
-    slurm_available,
-    slurm_nodes,
+    require_slurm,
 )
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ROOT / "tests" / "data" / "config_small.yaml"
-IN_CI = os.environ.get("CI", "").lower() == "true"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
             "DEADLINE", "PREEMPTED"}
 EXP = "grid"
@@ -62,17 +60,7 @@ EPOCHS = 3000
 @pytest.fixture(scope="module")
 def nodes():
     """The two nodes; fails under CI=true (skips otherwise) when SLURM or the second node is missing."""
-    if not slurm_available():
-        msg = "no running SLURM (sinfo missing or slurmctld not answering): run `sudo bash .ci/slurm-up.sh`"
-    else:
-        found = slurm_nodes()
-        if len(found) >= 2 and all(os.path.exists(f"/run/netns/{n}") for n in found[:2]):
-            return found[:2]
-        msg = (f"two usable SLURM nodes with network namespaces are needed (found {found}): "
-               "run `sudo bash .ci/slurm-up.sh`")
-    if IN_CI:
-        pytest.fail(f"CI=true: {msg}")
-    pytest.skip(msg)
+    return require_slurm(min_nodes=2)[:2]
 
 
 # ------------------------------------------------------------------------------------------ helpers
