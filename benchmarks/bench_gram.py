@@ -225,26 +225,14 @@ def workflow_gram(cfg: dict) -> dict:
     import numpy as np
     import torch
 
-    from tfconv import make_synthetic, runner, store
-    from tfconv.config import DatasetSpec, Experiment
-    from tfconv.core.model import ModelSpec
-    from tfconv.core.train import TrainConfig, train_gd
+    from bench_pipeline import gram_stores
+
+    from tfconv import runner, store
 
     N, B = cfg["N"], min(cfg["block"], cfg["N"])
     wd = Path(tempfile.mkdtemp(prefix="tfconv-bench-wf-"))
-    ds = make_synthetic(N, D_S, D, seed=0)  # synthetic data of the same shape (the time does not depend on it)
-    store.write_dataset(wd / "data.zarr", ds)
-    exp = Experiment.from_section("bench", {
-        "grid": {"width": [cfg["width"]], "scaling": [SCALING], "init": [INIT], "seed": [0]},
-        "train": {"epochs": 1, "checkpoint_epochs": [0], "hidden": True, "dtype": DTYPE, "step_size": 1.0,
-                  "loss": "mean", "divergence_factor": 1e6}, "gram": True},
-        DatasetSpec("synth", "synthetic", {"n_samples": N}))
-    point = exp.points[0]
-    # a 1-epoch run on 2 samples provides the stored epoch-0 checkpoint (the Gram is over all N)
-    mspec = ModelSpec(width=cfg["width"], d=D, d_s=D_S, scaling=SCALING, init=INIT, dtype=DTYPE)
-    res = train_gd(mspec, ds.X[:2], ds.y[:2], 0, TrainConfig(epochs=1, checkpoint_epochs=(0,)))
-    store.ensure_train_store(wd / "train.zarr")
-    store.write_run(wd / "train.zarr", point.run_id, point.as_dict(), res)
+    # synthetic data of the same shape (the time does not depend on it), one run's epoch-0 checkpoint
+    exp, point, data_store, train_store = gram_stores(wd, N, cfg["width"], SCALING, INIT, DTYPE)
     blocks = store.upper_blocks(N, B)
     busy, times = [], []
     for rep in range(cfg["repeats"]):
@@ -253,7 +241,7 @@ def workflow_gram(cfg: dict) -> dict:
         wait_for_quiet(busy)
         t = time.perf_counter()
         for bi, bj in blocks:
-            runner.gram_block(exp, point, str(wd / "data.zarr"), str(wd / "train.zarr"), str(gs), 0, bi, bj,
+            runner.gram_block(exp, point, str(data_store), str(train_store), str(gs), 0, bi, bj,
                               block_size=B, chunk_size=ENGINE_CHUNK, threads=THREADS)
         times.append(time.perf_counter() - t)
     K = np.asarray(store.open_gram(gs, point.run_id, 0, mode="r")["K"][:min(NT_BLOCK, N), :min(NT_BLOCK, N)])

@@ -59,32 +59,41 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def bench_gram20k(n: int = 20000, width: int = 256, block_size: int = 1000, n_workers: int = 2,
-                  memory_limit: str = "3GB", workdir: str | None = None):
-    """The N x N Gram of one checkpoint assembled by a LocalCluster of `n_workers` processes into Zarr."""
-    from distributed import Client, LocalCluster
-
+def gram_stores(wd: Path, n: int, width: int, scaling: str = "inv_sqrt", init: str = "lecun", dtype: str = "float32"):
+    """A dataset store of n synthetic samples and a train store holding one run's epoch-0 checkpoint
+    under ``wd``: what `tfconv.runner.gram_block` and `assemble_grams` read.  Returns (exp, point,
+    data_store, train_store)."""
     from tfconv import ModelSpec, make_synthetic, store
-    from tfconv.cluster.dask_gram import assemble_grams
     from tfconv.config import DatasetSpec, Experiment
     from tfconv.core.train import TrainConfig, train_gd
 
-    wd = Path(workdir or tempfile.mkdtemp(prefix="tfconv-gram20k-"))
     ds = make_synthetic(n, 8, 32, seed=0)
     data_store = wd / "data.zarr"
     store.write_dataset(data_store, ds)
     exp = Experiment.from_section("gram20k", {
-        "grid": {"width": [width], "scaling": ["inv_sqrt"], "init": ["lecun"], "seed": [0]},
-        "train": {"epochs": 1, "checkpoint_epochs": [0], "hidden": True, "dtype": "float32",
+        "grid": {"width": [width], "scaling": [scaling], "init": [init], "seed": [0]},
+        "train": {"epochs": 1, "checkpoint_epochs": [0], "hidden": True, "dtype": dtype,
                   "step_size": 1.0, "loss": "mean", "divergence_factor": 1e6}, "gram": True},
         DatasetSpec("synth", "synthetic", {"n_samples": n}))
     point = exp.points[0]
-    spec = ModelSpec(width=width, d=32, d_s=8)
+    spec = ModelSpec(width=width, d=32, d_s=8, scaling=scaling, init=init, dtype=dtype)
     # a 1-epoch run on 2 samples only provides the stored epoch-0 checkpoint (the Gram is over all N)
     res = train_gd(spec, ds.X[:2], ds.y[:2], 0, TrainConfig(epochs=1, checkpoint_epochs=(0,)))
     train_store = wd / "train.zarr"
     store.ensure_train_store(train_store)
     store.write_run(train_store, point.run_id, point.as_dict(), res)
+    return exp, point, data_store, train_store
+
+
+def bench_gram20k(n: int = 20000, width: int = 256, block_size: int = 1000, n_workers: int = 2,
+                  memory_limit: str = "3GB", workdir: str | None = None):
+    """The N x N Gram of one checkpoint assembled by a LocalCluster of `n_workers` processes into Zarr."""
+    from distributed import Client, LocalCluster
+
+    from tfconv.cluster.dask_gram import assemble_grams
+
+    wd = Path(workdir or tempfile.mkdtemp(prefix="tfconv-gram20k-"))
+    exp, point, data_store, train_store = gram_stores(wd, n, width)
     gram_store = wd / "gram.zarr"
     t0 = time.time()
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
