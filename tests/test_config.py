@@ -250,3 +250,49 @@ def test_schema_enum_captions_and_docs_come_from_the_registry():
         assert len(cap) > 80 and "{" not in cap, a.name
     docs = (ROOT / "docs" / "analyses.md").read_text()
     assert docs_table() in docs, "docs/analyses.md's table is stale: python -m tfconv.registry"
+
+
+def test_registry_declarations_are_the_registered_analyses():
+    """`DECLARED` (what the config validates against without importing the analyses) lists every
+    registered analysis in order, with its section and requirements; `register` refuses the rest."""
+    import dataclasses
+
+    from tfconv.registry import DECLARED, REGISTRY, Requires, all_analyses, register
+
+    registered = all_analyses()
+    assert [a.name for a in registered] == list(DECLARED) and set(REGISTRY) == set(DECLARED)
+    for a in registered:
+        assert (a.section, a.requires) == DECLARED[a.name], a.name
+    first = registered[0]
+    with pytest.raises(ValueError, match="not declared: add it to tfconv.registry.DECLARED"):
+        register(dataclasses.replace(first, name="undeclared_analysis"))
+    with pytest.raises(ValueError, match="DECLARED says"):
+        register(dataclasses.replace(first, requires=Requires(gram=True)))
+    assert REGISTRY[first.name] is first and "undeclared_analysis" not in REGISTRY
+
+
+def test_config_layer_never_imports_the_analyses(tmp_path):
+    """Loading the schema and validating configs (the analyses enum, an analysis's requirements
+    refused) import no module of tfconv.analyses, not even through the registry's importlib."""
+    import json
+
+    bad = copy.deepcopy(BASE)
+    _exp(bad)["analyses"] = ["overparam_exponent"]  # needs >= 2 values of grid.n_samples
+    code = f"""
+import json, sys
+from tfconv.config import ConfigError, load_config, load_schema
+load_schema()
+load_config({str(ROOT / "tests" / "data" / "config_small.yaml")!r})
+try:
+    load_config(json.loads({json.dumps(bad)!r}))
+except ConfigError as exc:
+    assert "'overparam_exponent' needs at least 2 values of grid.n_samples" in str(exc), exc
+else:
+    raise SystemExit("the config was not refused")
+print("analyses imported:", sorted(m for m in sys.modules if m.startswith("tfconv.analyses")))
+"""
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "analyses imported: []" in out.stdout, out.stdout
+

@@ -1,8 +1,8 @@
 """Loading and validating the workflow configuration (once per job).
 
 The JSON Schema ``tfconv/config/schema.yaml`` (shipped in the package) is the one definition of every
-key, its type, allowed values and default; the list of analyses comes from the analysis registry
-(`tfconv.analyses.REGISTRY`).  `load_config` validates against it, fills in the defaults and then
+key, its type, allowed values and default; the list of analyses and what each needs come from the
+analysis registry's declarations (`tfconv.registry.DECLARED`: stdlib data, no analysis is imported).  `load_config` validates against it, fills in the defaults and then
 checks what a schema cannot express (cross references, epochs within budget, ...).  Every error
 names the key (as a dotted path) and says what is allowed, before any expensive work starts.
 """
@@ -24,7 +24,7 @@ from .experiment import DatasetSpec, Workflow
 SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
 
 def load_schema() -> dict:
-    """The config schema, with the ``analyses`` enum filled from the analysis registry."""
+    """The config schema, with the ``analyses`` enum filled from the analysis registry's declared names."""
     from ..registry import analysis_names
 
     with open(SCHEMA_PATH) as fh:
@@ -155,7 +155,7 @@ def _unwritable_reason(path: str) -> Optional[str]:
 
 
 def _semantic_checks(cfg: Dict[str, Any]) -> None:
-    from ..registry import get_analysis
+    from ..registry import requirements
 
     problems: List[str] = []
     for key in _non_finite_numbers(cfg):
@@ -220,7 +220,7 @@ def _semantic_checks(cfg: Dict[str, Any]) -> None:
             if n > n_total:
                 problems.append(f"{key}.grid.n_samples: {n} exceeds the {n_total} samples of dataset '{ds_name}'")
         for analysis in exp["analyses"]:
-            problems += [f"{key}.analyses: {p}" for p in get_analysis(analysis).requires.problems(analysis, exp, ds, key)]
+            problems += [f"{key}.analyses: {p}" for p in requirements(analysis).problems(analysis, exp, ds, key)]
     problems += _cluster_problems(cfg)
     g = cfg["gram"]
     if g["chunk_size"] > g["block_size"]:
