@@ -19,7 +19,7 @@ from timeouts import hard_timeout  # noqa: E402
 
 from tfconv import cli
 from tfconv.config import ConfigError, load_config
-from tfconv.config.loader import read_yaml
+from tfconv.config.yaml_io import read_yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

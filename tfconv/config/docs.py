@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import sys
 
-from .loader import load_schema
+from .schema import load_schema
 
 
 def _type(s: dict) -> str:

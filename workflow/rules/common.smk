@@ -7,7 +7,8 @@ sys.path.insert(0, workflow.basedir)
 from tfconv.analyses import caption_for
 from tfconv.config import ConfigError, Workflow, load_config
 from tfconv.config.estimate import estimate, estimate_lines
-from tfconv.config.loader import merge_over_default, read_yaml
+from tfconv.config.loader import merge_over_default
+from tfconv.config.yaml_io import read_yaml
 from snakemake.exceptions import WorkflowError
 from tfconv.cluster.ray_slurm import slurm_job_cpus
 
@@ -20,7 +21,7 @@ if not workflow.overwrite_configfiles:
 
 try:
     # Snakemake has parsed every --configfile with its own YAML loader already; read them again with
-    # ours (tfconv.config.loader.read_yaml) so that duplicate keys and alias bombs are refused before
+    # ours (tfconv.config.yaml_io.read_yaml) so that duplicate keys and alias bombs are refused before
     # anything walks the config.
     for _configfile in workflow.overwrite_configfiles:
         read_yaml(_configfile)
