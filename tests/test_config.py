@@ -296,3 +296,30 @@ print("analyses imported:", sorted(m for m in sys.modules if m.startswith("tfcon
     assert out.returncode == 0, out.stderr[-3000:]
     assert "analyses imported: []" in out.stdout, out.stdout
 
+
+def test_axis_analysis_and_resource_defaults_come_from_the_schema():
+    from tfconv.config import AXIS_DEFAULTS, Workflow, analysis_settings
+    from tfconv.config.schema import schema_file
+
+    schema = schema_file()
+    grid = schema["$defs"]["experiment"]["properties"]["grid"]["properties"]
+    assert AXIS_DEFAULTS == {a: grid[a]["default"][0] for a in ("scaling", "init", "seed")}
+    assert AXIS_DEFAULTS == {"scaling": "inv_sqrt", "init": "lecun", "seed": 0}
+    # analysis settings are complete: every key of the schema's section, its default where not given
+    props = schema["properties"]["analysis"]["properties"]
+    s = analysis_settings({"rate_window": [0.2, 1.0], "experiment": "x"})
+    assert set(s) == set(props) | {"experiment"} and s["rate_window"] == [0.2, 1.0]
+    assert all(s[k] == p["default"] for k, p in props.items() if k != "rate_window")
+    assert load_config(copy.deepcopy(BASE))["analysis"] == analysis_settings() and analysis_settings()["confidence"] == 0.95
+    # a rule's resources: resources.<rule> over resources.default over the schema's built-in values,
+    # which are never written into the config (without resources the memory budget stays the machine's)
+    builtin = schema["$defs"]["rule_resources"]["default"]
+    assert builtin == {"threads": 1, "mem_mb": 2000, "runtime": 60, "gpus": 0}
+    cfg = load_config(copy.deepcopy(BASE))
+    assert cfg["resources"] == {} and Workflow.from_config(cfg).resources("plot") == builtin
+    cfg = load_config({**copy.deepcopy(BASE), "resources": {"default": {"mem_mb": 3000}, "plot": {"runtime": 5}}})
+    assert cfg["resources"] == {"default": {"mem_mb": 3000}, "plot": {"runtime": 5}}
+    assert Workflow.from_config(cfg).resources("plot") == {**builtin, "mem_mb": 3000, "runtime": 5}
+    # the SLURM profile's default-resources (rules that set none: every tfconv rule sets its own) agree
+    profile = yaml.safe_load((ROOT / "workflow" / "profiles" / "slurm" / "config.yaml").read_text())
+    assert profile["default-resources"] == {k: builtin[k] for k in profile["default-resources"]}

@@ -5,7 +5,8 @@
     for point in wf.experiment("synthetic").points:   # GridPoint: run_id, spec(data), ...
         ...
 
-Modules: `schema` (``schema.yaml``, shipped here: every key, its type and default); `yaml_io` (the one reader of YAML
+Modules: `schema` (``schema.yaml``, shipped here: every key, its type and default, and the defaults
+derived from it: analysis settings, grid axes, rule resources); `yaml_io` (the one reader of YAML
 files: duplicate keys, alias bombs, binary files refused); `checks` (what a schema cannot express:
 cross references, addresses, memory strings, sizes); `loader` (validate against the schema, fill
 defaults, run the checks; `load_config`, `load_workflow`, `analysis_settings`, the --configfile

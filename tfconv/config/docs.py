@@ -32,16 +32,20 @@ def _type(s: dict) -> str:
     return t + (f" ({', '.join(bounds)})" if bounds else "")
 
 
-def _rows(props: dict, prefix: str, required=(), defs=None):
+def _rows(props: dict, prefix: str, required=(), defs=None, builtin=None):
     refs = [k for k, s in props.items() if "$ref" in s]
     if refs and defs is not None:  # keys sharing one definition (resources.<rule>): one row, keys once
         target = defs[props[refs[0]]["$ref"].rsplit("/", 1)[-1]]
         name = f"{prefix}<rule>"
-        yield f"| `{name}` | object |  | One of: {', '.join(f'`{k}`' for k in refs)}. |"
-        yield from _rows(target["properties"], name + ".", target.get("required", ()), defs)
+        also = ("; a key that neither it nor `default` gives takes the value in the default column"
+                if "default" in target else "")
+        yield f"| `{name}` | object |  | One of: {', '.join(f'`{k}`' for k in refs)}{also}. |"
+        yield from _rows(target["properties"], name + ".", target.get("required", ()), defs, target.get("default"))
         props = {k: v for k, v in props.items() if k not in refs}
     for key, s in props.items():
         name = f"{prefix}{key}"
+        if "default" not in s and builtin and key in builtin:
+            s = dict(s, default=builtin[key])
         default = json.dumps(s["default"]) if "default" in s else ("required" if key in required else "")
         yield f"| `{name}` | {_type(s)} | {default} | {s.get('description', '').strip()} |"
         if s.get("type") == "object" and "properties" in s:

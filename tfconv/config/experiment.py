@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, Iterator, List, Mapping, Tuple
 
 from .errors import ConfigError
+from .schema import grid_defaults, rule_resources
 
 #: Grid axes in the fixed order used for run ids, Zarr dimensions and figure labels.
 GRID_AXES = ("n_samples", "width", "scaling", "init", "step_size", "seed")
 
-#: Values of the axes an experiment does not list (the schema's defaults for `grid`).
-AXIS_DEFAULTS = {"scaling": "inv_sqrt", "init": "lecun", "seed": 0}
+#: Values of the axes an experiment does not list: the schema's one-value defaults for `grid`
+#: (scaling inv_sqrt, init lecun, seed 0).
+AXIS_DEFAULTS: Dict[str, Any] = dict(sorted(grid_defaults().items(), key=lambda av: GRID_AXES.index(av[0])))
 
 
 def run_id(point: Mapping[str, Any]) -> str:
@@ -265,8 +267,9 @@ class Workflow:
         return int(self.config["threads_per_run"])
 
     def resources(self, rule: str) -> Dict[str, int]:
-        """Resources of a rule: ``resources.<rule>`` over ``resources.default`` over built-in defaults."""
-        base = {"threads": 1, "mem_mb": 2000, "runtime": 60, "gpus": 0}
+        """Resources of a rule: ``resources.<rule>`` over ``resources.default`` over the schema's
+        built-in values (`tfconv.config.schema.rule_resources`)."""
+        base = rule_resources()
         base.update(self.config.get("resources", {}).get("default", {}))
         base.update(self.config.get("resources", {}).get(rule, {}))
         return base

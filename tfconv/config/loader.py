@@ -134,7 +134,13 @@ def load_config(path: Union[str, os.PathLike, Mapping]) -> Dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 def analysis_settings(settings: Optional[Mapping[str, Any]] = None) -> Dict[str, Any]:
-    """Defaults overlaid with ``settings`` (the config's ``analysis`` section plus extra keys)."""
+    """The complete analysis settings: every key of the schema's ``analysis`` section with its
+    default (`tfconv.config.schema.analysis_defaults`), overlaid with ``settings`` (the config's
+    ``analysis`` section plus extra keys such as ``experiment``).
+
+    The one source of these defaults: code that reads the settings takes them from here (or from a
+    validated config, whose ``analysis`` section the loader fills the same way) and indexes them,
+    ``settings["confidence"]``, never with a default of its own."""
     out = analysis_defaults()
     out.update(dict(settings or {}))
     return out
