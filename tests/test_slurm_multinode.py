@@ -137,7 +137,8 @@ import json, os, re, sys, time
 import psutil, yaml
 from tfconv import store
 from tfconv.cluster.ray_grid import run_grid
-from tfconv.cluster.ray_slurm import allocation_nodes, default_temp_dir, ray_in_slurm_allocation, slurm_node_addresses
+from tfconv.cluster.ray_slurm import default_temp_dir, ray_in_slurm_allocation
+from tfconv.cluster.slurm import allocation_nodes, slurm_node_addresses
 from tfconv.config import load_workflow
 from tfconv.pipeline.steps import make_dataset, train_grid
 
@@ -542,7 +543,7 @@ def test_jobqueue_binding_defaults_and_user_choices():
     """Without a choice in the config, scheduler and workers bind one address and no dashboard;
     an `interface`, a scheduler `host` or a worker `--host` in the config is kept as it is."""
     from tfconv.cluster.dask_gram import _jobqueue_binding
-    from tfconv.cluster.ray_slurm import node_address
+    from tfconv.cluster.slurm import node_address
 
     jq = _jobqueue_binding({"cores": 1, "memory": "1GB"})
     addr = jq["scheduler_options"]["host"]

@@ -24,6 +24,9 @@ one ``srun --nodes=1 --ntasks=1 -w <head> ray start --head --block`` on the firs
 `ray_cluster_address(ray_cfg)` is what the pipeline uses: the allocation's cluster when the
 config says ``ray: {slurm_allocation: true}`` and the process runs inside SLURM, else the
 configured address (or None: RAY_ADDRESS / a local cluster, decided by ``ray_grid.connect``).
+
+What SLURM says about the job (its nodes, their addresses, its steps) comes from
+`tfconv.cluster.slurm`; this module starts and stops the Ray processes.
 """
 from __future__ import annotations
 
@@ -39,8 +42,11 @@ import threading
 import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
-__all__ = ["in_slurm_allocation", "allocation_nodes", "default_temp_dir", "ray_in_slurm_allocation",
-           "ray_cluster_address", "node_address", "slurm_node_addresses", "slurmctld_address"]
+from .slurm import (allocation_nodes, env_int, in_slurm_allocation, slurm_node_addresses, slurmctld_address,
+                    step_ids)
+from .slurm import node_address  # noqa: F401  (re-exported: dask_gram imports it from here)
+
+__all__ = ["default_temp_dir", "ray_in_slurm_allocation", "ray_cluster_address"]
 
 #: First line the node launcher prints on the head node: "<prefix> <ip>:<port>".
 ADDRESS_PREFIX = "TFCONV_RAY_HEAD_ADDRESS"
@@ -126,116 +132,9 @@ sys.exit(0 if len(alive) >= want else 3)
 """
 
 
-def in_slurm_allocation() -> bool:
-    """True when this process runs inside a SLURM job (sbatch, salloc, or a step of either)."""
-    return bool(os.environ.get("SLURM_JOB_ID"))
-
-
-def allocation_nodes() -> List[str]:
-    """Host names of the allocation's nodes, the first one first (``scontrol show hostnames``).
-
-    The job's node list comes from SLURM (``squeue -j $SLURM_JOB_ID -o %N``): inside a job step
-    (Snakemake's SLURM executor runs each job as ``srun -n1 ...``) SLURM_JOB_NODELIST and
-    SLURM_NODELIST may name the step's node only.  The environment is the fallback.
-    """
-    job = os.environ.get("SLURM_JOB_ID")
-    nodelist = ""
-    if job:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            nodelist = subprocess.run(["squeue", "-h", "-j", job, "-o", "%N"], capture_output=True, text=True,
-                                      timeout=30, check=False).stdout.strip()
-    nodelist = nodelist or os.environ.get("SLURM_JOB_NODELIST") or os.environ.get("SLURM_NODELIST") or ""
-    if not nodelist:
-        if not job:
-            raise RuntimeError("not inside a SLURM allocation: SLURM_JOB_ID is not set")
-        raise RuntimeError(f"SLURM job {job}: no node list (squeue and SLURM_JOB_NODELIST are empty)")
-    out = subprocess.run(["scontrol", "show", "hostnames", nodelist], capture_output=True, text=True,
-                         check=True, timeout=30).stdout.split()
-    if not out:
-        raise RuntimeError(f"no nodes in the node list {nodelist!r} of SLURM job {job}")
-    return out
-
-
-def slurm_node_addresses(nodes: List[str]) -> Dict[str, str]:
-    """{node name: NodeAddr} from ``scontrol show node`` (the address SLURM itself reaches the node
-    at); a node SLURM does not describe maps to its name."""
-    out: Dict[str, str] = {}
-    try:
-        text = subprocess.run(["scontrol", "show", "node", "-o", ",".join(nodes)], capture_output=True,
-                              text=True, timeout=30, check=False).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        text = ""
-    for line in text.splitlines():
-        kv = dict(f.split("=", 1) for f in line.split() if "=" in f)
-        if kv.get("NodeName"):
-            out[kv["NodeName"]] = kv.get("NodeAddr") or kv["NodeName"]
-    return {n: out.get(n, n) for n in nodes}
-
-
-def slurmctld_address() -> Optional[str]:
-    """The address of the (first) SLURM controller, from ``scontrol show config``'s SlurmctldHost
-    (``name(addr)`` or ``name``), or None."""
-    try:
-        text = subprocess.run(["scontrol", "show", "config"], capture_output=True, text=True, timeout=30,
-                              check=False).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    for line in text.splitlines():
-        if line.startswith("SlurmctldHost[0]"):
-            val = line.split("=", 1)[1].strip()
-            if "(" in val:
-                return val.split("(", 1)[1].rstrip(")")
-            return val or None
-    return None
-
-
-def _local_ip(ip: str) -> bool:
-    try:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind((ip, 0))
-        return True
-    except OSError:
-        return False
-
-
-def node_address() -> str:
-    """The address servers of tfconv should bind to on a SLURM cluster (Dask scheduler, Ray nodes).
-
-    Inside a SLURM job: this node's NodeAddr (what slurmctld and the other nodes reach it at) when it
-    is an address of this machine.  Else (or outside a job) the address of the interface that routes
-    to the SLURM controller, else the host name's address.  Never loopback unless nothing else
-    exists: the other nodes could not reach it.
-    """
-    cands: List[str] = []
-    me = os.environ.get("SLURMD_NODENAME")
-    if me and in_slurm_allocation():
-        cands.append(slurm_node_addresses([me])[me])
-    ctld = slurmctld_address()
-    if ctld:
-        with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
-            s.connect((socket.gethostbyname(ctld), 9))
-            cands.append(s.getsockname()[0])
-    cands.append(socket.gethostname())
-    for c in cands:
-        with contextlib.suppress(OSError):
-            ip = socket.gethostbyname(c)
-            if not ip.startswith("127.") and _local_ip(ip):
-                return ip
-    return "127.0.0.1"
-
-
 def default_temp_dir() -> str:
     """Root of the Ray temp dirs of this job's cluster: ``$TMPDIR/ray-<SLURM_JOB_ID>`` (node i: ``/n<i>``)."""
     return os.path.join(tempfile.gettempdir(), f"ray-{os.environ.get('SLURM_JOB_ID', 'nojob')}")
-
-
-def _env_int(*names: str) -> Optional[int]:
-    for n in names:
-        v = os.environ.get(n, "")
-        digits = v.split("(")[0].split(",")[0]  # "8(x2)" -> 8
-        if digits.isdigit():
-            return int(digits)
-    return None
 
 
 def _ray_bin() -> str:
@@ -303,16 +202,6 @@ class _Node:
         return "\n".join(self.lines[-n:])
 
 
-def _step_ids(job: str, step_name: str) -> List[str]:
-    """Ids ("<job>.<step>") of this job's steps named `step_name` that SLURM still lists."""
-    try:
-        out = subprocess.run(["squeue", "-h", "-s", "-j", job, "-o", "%i %j"], capture_output=True,
-                             text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
-        return []
-    return [ln.split()[0] for ln in out.splitlines() if len(ln.split()) >= 2 and ln.split()[1] == step_name]
-
-
 @contextlib.contextmanager
 def _sigterm_raises(seen: Optional[Dict[str, bool]] = None) -> Iterator[None]:
     """Turn SIGTERM into SystemExit while inside (main thread only) so that `finally` runs;
@@ -362,9 +251,9 @@ def ray_in_slurm_allocation(
         raise RuntimeError("ray_in_slurm_allocation: not inside a SLURM allocation (SLURM_JOB_ID is not set); "
                            "run it in an sbatch/salloc job")
     nodes = allocation_nodes()
-    cpus = int(num_cpus or _env_int("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE") or os.cpu_count() or 1)
-    gpus = num_gpus if num_gpus is not None else (_env_int("SLURM_GPUS_ON_NODE") or 0)
-    mem_mb = _env_int("SLURM_MEM_PER_NODE")
+    cpus = int(num_cpus or env_int("SLURM_CPUS_PER_TASK", "SLURM_CPUS_ON_NODE") or os.cpu_count() or 1)
+    gpus = num_gpus if num_gpus is not None else (env_int("SLURM_GPUS_ON_NODE") or 0)
+    mem_mb = env_int("SLURM_MEM_PER_NODE")
     osm = object_store_memory or (max(100, mem_mb // 4) * 1024 * 1024 if mem_mb else None)
     root = temp_dir or default_temp_dir()
     step_name = f"tfconv-ray-{job}"
@@ -476,7 +365,7 @@ def _teardown(procs: List[_Node], job: str, step_name: str, grace_s: float, log:
     for p in reversed(procs):
         with contextlib.suppress(subprocess.TimeoutExpired):
             p.popen.wait(timeout=max(0.1, end - time.time()))
-    steps = _step_ids(job, step_name)
+    steps = step_ids(job, step_name)
     if steps:
         log(f"[ray-slurm] cancelling steps still running: {' '.join(steps)}")
         subprocess.run(["scancel", "--quiet", *steps], capture_output=True, timeout=30)
@@ -507,18 +396,7 @@ def ray_cluster_address(ray_cfg: Mapping[str, Any], needed: bool = True,
             return
         log("[ray-slurm] ray.slurm_allocation is set but this job does not run inside SLURM "
             "(SLURM_JOB_ID unset): using ray.address / RAY_ADDRESS / a local cluster instead")
-    elif needed and in_slurm_allocation() and (_env_int("SLURM_JOB_NUM_NODES", "SLURM_NNODES") or 1) > 1:
+    elif needed and in_slurm_allocation() and (env_int("SLURM_JOB_NUM_NODES", "SLURM_NNODES") or 1) > 1:
         log("[ray-slurm] WARNING: this SLURM job has several nodes but ray.slurm_allocation is false: "
             "only the first node is used")
     yield ray_cfg.get("address")
-
-
-def slurm_job_cpus() -> Optional[int]:
-    """The CPUs of the SLURM job this process runs in (SLURM_CPUS_PER_TASK), or None outside a job.
-
-    The workflow's cluster rules use it inside a job the SLURM executor submitted, so that the job
-    starts Ray/Dask with the CPUs the submitting Snakemake asked for (the job's own Snakemake runs
-    with ``--cores all``, which can be more than the job holds)."""
-    if os.environ.get("SLURM_JOB_ID") and os.environ.get("SLURM_CPUS_PER_TASK"):
-        return int(os.environ["SLURM_CPUS_PER_TASK"])
-    return None

@@ -10,7 +10,7 @@ from tfconv.config.estimate import estimate, estimate_lines
 from tfconv.config.loader import merge_over_default
 from tfconv.config.yaml_io import read_yaml
 from snakemake.exceptions import WorkflowError
-from tfconv.cluster.ray_slurm import slurm_job_cpus
+from tfconv.cluster.slurm import slurm_job_cpus  # SLURM queries only: no Ray import at parse time
 
 
 DEFAULT_CONFIG = os.path.join(workflow.basedir, "config", "config.yaml")
