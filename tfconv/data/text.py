@@ -264,7 +264,7 @@ def make_text(
     ``"imdb"`` (``path`` = the aclImdb folder, ``split`` = train/test). Returns a dict with
     ``X`` float64 ``(n, d_s, d)``, ``y`` float64 ``(n, 1)`` (+1 positive/fresh, -1
     negative/rotten), ``labels`` int64 (1/0), ``index`` (positions in the loaded list) and ``meta``.
-    The same ``seed`` drives the subset (see :func:`tfconv.mnist.balanced_subset`; subsets are
+    The same ``seed`` drives the subset (see :func:`tfconv.data.tokens.balanced_subset`; subsets are
     nested as ``n_samples`` grows) and the word embedding.
     """
     meta: dict = {"dataset": source, "split": None}
