@@ -6,17 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import sys
-from pathlib import Path
-
+from aggregates import tiny_aggregates  # noqa: E402 (tests/ is on sys.path; cached: built once per process)
 from tfconv.analyses import stats as A
 from tfconv.analyses import analysis_names, caption_for, make_figure
 from tfconv.figures import CSV_COLUMNS, SLOPE_COLUMNS
 
 PLOTS = analysis_names()
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # also under --import-mode=importlib
-from test_analysis import tiny_aggregates  # noqa: E402  (cached: built once per process)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SETTINGS = {"experiment": "tiny", "loss_target": 0.5, "success_fraction": 0.5}
