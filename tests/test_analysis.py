@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from aggregates import _exp, tiny_aggregates  # noqa: E402 (tests/ is on sys.path)
-from tfconv.analyses import stats as A
+from tfconv.analyses import stats
 from tfconv.analyses.claims import COLUMNS, evaluate_claims
 from tfconv.store.aggregate import build_aggregate
 
@@ -21,42 +21,42 @@ def test_fit_loglog_recovers_power_law_within_ci():
     rng = np.random.default_rng(0)
     x = np.repeat([8, 16, 32, 64, 128, 256], 5).astype(float)
     y = 3.0 * x ** -0.5 * np.exp(0.05 * rng.standard_normal(x.size))
-    fit = A.fit_loglog(x, y, confidence=0.95)
+    fit = stats.fit_loglog(x, y, confidence=0.95)
     assert fit["n"] == x.size
     assert fit["ci_low"] < -0.5 < fit["ci_high"]
     assert abs(fit["slope"] + 0.5) < 0.05 and fit["r2"] > 0.95
     assert abs(np.exp(fit["intercept"]) - 3.0) < 0.3
     # exact power law: zero-width interval, R^2 = 1
-    exact = A.fit_loglog([1, 2, 4, 8], [5, 20, 80, 320])
+    exact = stats.fit_loglog([1, 2, 4, 8], [5, 20, 80, 320])
     assert exact["slope"] == pytest.approx(2.0) and exact["r2"] == pytest.approx(1.0)
     assert exact["ci_high"] - exact["ci_low"] < 1e-9
     # non-positive / non-finite points are dropped; fewer than 3 left -> NaN
-    dropped = A.fit_loglog([1, 2, 4, 8, 16], [1, -1, np.nan, 0, 5])
+    dropped = stats.fit_loglog([1, 2, 4, 8, 16], [1, -1, np.nan, 0, 5])
     assert dropped["n"] == 2 and np.isnan(dropped["slope"]) and np.isnan(dropped["ci_low"])
 
 
 def test_linear_rate_recovers_exponential_decay():
     t = np.arange(201)
-    r = A.linear_rate(np.exp(-0.3 * t), window=(0.0, 0.5), floor=None)
+    r = stats.linear_rate(np.exp(-0.3 * t), window=(0.0, 0.5), floor=None)
     assert r["rate"] == pytest.approx(0.3, rel=1e-10) and r["r2"] == pytest.approx(1.0)
     assert r["n"] == 101
     # the floor stops the fit before the plateau: loss = max(exp(-0.3 t), 1e-14)
     plateau = np.maximum(2.0 * np.exp(-0.3 * t), 2e-14)
-    r = A.linear_rate(plateau, window=(0.0, 1.0), floor=1e-10)
+    r = stats.linear_rate(plateau, window=(0.0, 1.0), floor=1e-10)
     assert r["rate"] == pytest.approx(0.3, rel=1e-10)
     assert r["stop"] == int(np.nonzero(plateau <= 1e-10 * plateau[0])[0][0])
     # diverged curves (NaN after the divergence epoch) and flagged runs give NaN
     bad = np.exp(-0.3 * t)
     bad[50:] = np.nan
-    assert np.isnan(A.linear_rate(bad)["rate"])
-    assert np.isnan(A.linear_rate(np.exp(-0.3 * t), diverged=True)["rate"])
+    assert np.isnan(stats.linear_rate(bad)["rate"])
+    assert np.isnan(stats.linear_rate(np.exp(-0.3 * t), diverged=True)["rate"])
     with pytest.raises(ValueError, match="window"):
-        A.linear_rate(np.ones(10), window=(0.6, 0.5))
+        stats.linear_rate(np.ones(10), window=(0.6, 0.5))
     # the late window by default, with the interval of the rate; a run at float precision before the
     # window is marked, not fitted
-    r = A.linear_rate(np.exp(-0.05 * t) * (1 + 0.01 * np.sin(t)))
+    r = stats.linear_rate(np.exp(-0.05 * t) * (1 + 0.01 * np.sin(t)))
     assert r["start"] == 100 and r["ci_low"] < r["rate"] < r["ci_high"] and r["rate"] == pytest.approx(0.05, rel=0.01)
-    fast = A.linear_rate(np.exp(-1.0 * t))
+    fast = stats.linear_rate(np.exp(-1.0 * t))
     assert fast["floor_reached"] and np.isnan(fast["rate"])
 
 
@@ -79,13 +79,13 @@ def test_predicted_rate_matches_linearised_dynamics(loss):
         losses.append((0.5 / N if loss == "mean" else 0.5) * res @ res)
         f = f - per * K @ res
     measured = -np.log(losses[-1] / losses[-2])
-    predicted = A.predicted_rate(lam.min(), eta, N, loss)
+    predicted = stats.predicted_rate(lam.min(), eta, N, loss)
     assert abs(measured - predicted) < TOL
     # and the fitted linear rate over the late half (no floor) agrees too
-    fitted = A.linear_rate(np.array(losses), window=(0.5, 1.0), floor=None)["rate"]
+    fitted = stats.linear_rate(np.array(losses), window=(0.5, 1.0), floor=None)["rate"]
     assert abs(fitted - predicted) < TOL
     # vectorised form and the undefined region
-    both = A.predicted_rate(np.array([lam.min(), 10.0 * N / eta]), eta, N, loss)
+    both = stats.predicted_rate(np.array([lam.min(), 10.0 * N / eta]), eta, N, loss)
     assert both[0] == pytest.approx(predicted) and np.isnan(both[1])
 
 
@@ -96,7 +96,7 @@ def test_stable_step_size_separates_convergence_from_divergence(loss):
     B = rng.standard_normal((N, N))
     K = B @ B.T + 0.1 * np.eye(N)
     lmax = np.linalg.eigvalsh(K)[-1]
-    eta_star = A.stable_step_size(lmax, N, loss)
+    eta_star = stats.stable_step_size(lmax, N, loss)
     assert eta_star == pytest.approx(2 * N / lmax if loss == "mean" else 2 / lmax)
     for factor, converges in ((0.95, True), (1.05, False)):
         eta = factor * eta_star
@@ -105,25 +105,25 @@ def test_stable_step_size_separates_convergence_from_divergence(loss):
         for _ in range(3000):
             r = r - per * K @ r
         assert (np.linalg.norm(r) < 1e-3) == converges
-    assert np.isnan(A.stable_step_size(0.0, N, loss))
+    assert np.isnan(stats.stable_step_size(0.0, N, loss))
 
 
 def test_mean_band_ignores_nan():
     v = np.array([[1.0, 2.0, np.nan], [3.0, np.nan, np.nan]])
-    mean, lo, hi = A.mean_band(v, axis=0)
+    mean, lo, hi = stats.mean_band(v, axis=0)
     assert mean[0] == 2.0 and lo[0] == 1.0 and hi[0] == 3.0
     assert mean[1] == 2.0 and np.isnan(mean[2]) and np.isnan(lo[2]) and np.isnan(hi[2])
 
 
 def test_paired_ratio_and_proportion_interval():
-    r = A.paired_ratio([2.0, 4.0, 8.0], [1.0, 2.0, 4.0])
+    r = stats.paired_ratio([2.0, 4.0, 8.0], [1.0, 2.0, 4.0])
     assert r["ratio"] == pytest.approx(2.0) and r["n"] == 3
     assert r["ci_low"] == pytest.approx(2.0) and r["ci_high"] == pytest.approx(2.0)
-    one = A.paired_ratio([2.0, np.nan], [1.0, 1.0])
+    one = stats.paired_ratio([2.0, np.nan], [1.0, 1.0])
     assert one["n"] == 1 and np.isnan(one["ci_low"])
-    lo, hi = A.proportion_interval(10, 10)
+    lo, hi = stats.proportion_interval(10, 10)
     assert hi == 1.0 and 0.6 < lo < 0.8
-    assert np.isnan(A.proportion_interval(0, 0)[0])
+    assert np.isnan(stats.proportion_interval(0, 0)[0])
 
 
 def _crafted_overparam(success_fraction_case=False):
@@ -143,14 +143,14 @@ def _crafted_overparam(success_fraction_case=False):
 
 def test_smallest_sufficient_width_and_exponent():
     ds = _crafted_overparam()
-    t = A.smallest_sufficient_width(ds, "loss", loss_target=1e-3, success_fraction=0.9)
+    t = stats.smallest_sufficient_width(ds, "loss", loss_target=1e-3, success_fraction=0.9)
     got = dict(zip(t["n_samples"], t["width_star"]))
     assert got[2] == 4 and got[4] == 16 and got[16] == 256
     assert got[8] == 128  # at width 64 only 1 of 2 seeds succeeds: 0.5 < 0.9
     assert np.isnan(got[64]) and bool(t.set_index("n_samples").loc[64, "censored"])  # 4096 > ladder
-    t_half = A.smallest_sufficient_width(ds, "loss", loss_target=1e-3, success_fraction=0.5)
+    t_half = stats.smallest_sufficient_width(ds, "loss", loss_target=1e-3, success_fraction=0.5)
     assert dict(zip(t_half["n_samples"], t_half["width_star"]))[8] == 64
-    fit = A.overparam_exponent(t_half)
+    fit = stats.overparam_exponent(t_half)
     assert fit["slope"] == pytest.approx(2.0) and fit["n"] == 4 and fit["n_censored"] == 1
     assert fit["decades"] == pytest.approx(np.log10(16 / 2))
 
@@ -171,7 +171,7 @@ def test_analysis_settings_fill_schema_defaults():
 
 def test_run_table_on_real_runs():
     clean, broken, _ = tiny_aggregates()
-    t = A.run_table(broken)
+    t = stats.run_table(broken)
     assert len(t) == 24
     div = t[t["status"] == "diverged"]
     assert len(div) == 1 and np.isnan(div["rate"].iloc[0])
@@ -183,19 +183,19 @@ def test_run_table_on_real_runs():
     assert (ok["rate"] <= 0).sum() < 0.2 * len(ok) and (ok["lambda_min0"] > 0).all()
     assert (ok["rate_predicted"] > 0).any() and ok["linearisation_gap"].notna().all()
     # LeCun (tau1 = 1) has a larger NTK than NTK init at every width, hence a faster rate here
-    tc = A.run_table(clean).set_index(["width", "scaling", "init", "seed"])
+    tc = stats.run_table(clean).set_index(["width", "scaling", "init", "seed"])
     for w in (8, 16, 32):
         assert tc.loc[(w, "inv_sqrt", "lecun", 0), "lambda_max0"] > tc.loc[(w, "inv_sqrt", "ntk", 0), "lambda_max0"]
 
 
 def test_attention_deviation_slope_depends_on_scaling():
     clean, _, _ = tiny_aggregates()
-    ds = A.complete_axes(clean)
+    ds = stats.complete_axes(clean)
     slopes = {}
     for sc in ("inv_sqrt", "inv"):
         d = ds["attention_deviation_mean"].isel(epoch=0).sel(scaling=sc, init="lecun")
         x = np.repeat(d["width"].values, d.sizes["seed"])
-        slopes[sc] = A.fit_loglog(x, d.transpose("width", "seed").values)["slope"]
+        slopes[sc] = stats.fit_loglog(x, d.transpose("width", "seed").values)["slope"]
     assert slopes["inv"] < slopes["inv_sqrt"] - 0.25  # theory: -0.5 vs 0
 
 

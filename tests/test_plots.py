@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from aggregates import tiny_aggregates  # noqa: E402 (tests/ is on sys.path; cached: built once per process)
-from tfconv.analyses import stats as A
+from tfconv.analyses import stats
 from tfconv.analyses import analysis_names, caption_for, make_figure
 from tfconv.figures import CSV_COLUMNS, SLOPE_COLUMNS
 
@@ -77,11 +77,11 @@ def test_spectrum_fits_exclude_diverged_runs(tmp_path):
     want = float(clean["lambda_max"].sel(width=8, init="ntk", scaling="inv", seed=0, checkpoint_epoch=0))
     assert row["y"].iloc[0] == pytest.approx(want, rel=1e-12)
     # the slope printed equals an independent fit of the same points
-    d = A.epoch0_kernel(broken, "lambda_min").sel(init="lecun", scaling="inv_sqrt")
+    d = stats.epoch0_kernel(broken, "lambda_min").sel(init="lecun", scaling="inv_sqrt")
     st = broken["status"].sel(init="lecun", scaling="inv_sqrt").transpose("width", "seed").values.ravel()
     x = np.repeat(d["width"].values, 2)[st == "complete"]
     y = d.transpose("width", "seed").values.ravel()[st == "complete"]
-    ref = A.fit_loglog(x, y)
+    ref = stats.fit_loglog(x, y)
     got = [s for s in out["slopes"] if s["group"] == "init=lecun, scaling=inv_sqrt" and s["quantity"].startswith("lambda_min")][0]
     assert got["slope"] == pytest.approx(ref["slope"]) and got["ci_low"] == pytest.approx(ref["ci_low"])
 
@@ -215,11 +215,11 @@ def test_spectrum_draws_the_spectral_density_of_k0_by_method(tmp_path):
     clean, broken, by_n = tiny_aggregates()
     d = clean["spectral_density_K0"]
     assert d.dims[-1] == "spectrum_bin" and np.allclose(d.sum("spectrum_bin").values, 1.0)
-    lam0 = A.epoch0_kernel(clean, "lambda_min")
+    lam0 = stats.epoch0_kernel(clean, "lambda_min")
     edges = np.asarray(d.attrs["bin_edges"])
     assert edges.size == d.sizes["spectrum_bin"] + 1 and np.all(np.diff(np.log(edges)) > 0)
     assert edges[0] == pytest.approx(float(lam0.min()), rel=1e-12)
-    assert edges[-1] == pytest.approx(float(A.epoch0_kernel(clean, "lambda_max").max()), rel=1e-12)
+    assert edges[-1] == pytest.approx(float(stats.epoch0_kernel(clean, "lambda_max").max()), rel=1e-12)
     np.testing.assert_allclose(d["spectrum_bin"].values, np.sqrt(edges[:-1] * edges[1:]), rtol=1e-12)
     out, table = _draw("spectrum", clean, tmp_path)
     rows = table[table["quantity"] == "spectral_density_K0"]

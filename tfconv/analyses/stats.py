@@ -31,7 +31,7 @@ import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy import stats
+from scipy import stats as scipy_stats
 
 from ..config.experiment import AXIS_DEFAULTS, GRID_AXES
 from ..core.linearised import geometric_bound, predicted_rate, stable_step_size  # noqa: F401 (re-exported)
@@ -71,7 +71,7 @@ def fit_linear(x, y, confidence: float = 0.95) -> Dict[str, float]:
     sst = float(((y - ym) ** 2).sum())
     r2 = 1.0 - sse / sst if sst > 0 else 1.0
     stderr = math.sqrt(sse / (n - 2) / sxx)
-    half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 2)) * stderr
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, n - 2)) * stderr
     return dict(slope=slope, intercept=intercept, ci_low=slope - half, ci_high=slope + half,
                 stderr=stderr, r2=float(r2), n=n)
 
@@ -180,7 +180,7 @@ def paired_ratio(a, b, confidence: float = 0.95) -> Dict[str, float]:
     m = float(lr.mean())
     if n < 2:
         return dict(ratio=math.exp(m), ci_low=np.nan, ci_high=np.nan, n=n)
-    half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * float(lr.std(ddof=1)) / math.sqrt(n)
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * float(lr.std(ddof=1)) / math.sqrt(n)
     return dict(ratio=math.exp(m), ci_low=math.exp(m - half), ci_high=math.exp(m + half), n=n)
 
 
@@ -189,8 +189,8 @@ def proportion_interval(k: int, n: int, confidence: float = 0.95) -> Tuple[float
     if n <= 0:
         return (np.nan, np.nan)
     alpha = 1.0 - confidence
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    lo = 0.0 if k == 0 else float(scipy_stats.beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(scipy_stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
     return (lo, hi)
 
 
