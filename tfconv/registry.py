@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 #: Modules that declare analyses, by section of the paper (imported on first use of the registry).
-SECTIONS = ("tfconv.analyses.convergence", "tfconv.analyses.scaling", "tfconv.analyses.kernel",
+SECTIONS = ("tfconv.analyses.convergence", "tfconv.analyses.scaling", "tfconv.analyses.kernel_regime",
             "tfconv.analyses.realdata")
 
 REGISTRY: Dict[str, "Analysis"] = {}

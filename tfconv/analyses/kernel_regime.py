@@ -1,5 +1,6 @@
-"""The empirical NTK (appendix Fig. 9 and beyond): its change during training, its spectrum at
-initialisation, lazy training.
+"""The kernel regime (appendix Fig. 9 and beyond): the empirical NTK's change during training, its
+spectrum at initialisation, lazy training.  (The kernel itself, K_0 and the linearised dynamics every
+run records, is `tfconv.core.kernel`; this module only reads the aggregate.)
 
 Each analysis: a numbers function (aggregate, settings -> Canvas and finding) and its `register`
 call; see `tfconv.registry`.
@@ -94,7 +95,7 @@ def figure9(ds, settings) -> tuple:
 
 
 register(Analysis(
-    name="figure9", section="kernel", paper="App. Fig. 9",
+    name="figure9", section="kernel_regime", paper="App. Fig. 9",
     summary="loss, per-matrix and total weight change, NTK change (log) per epoch and width under tau0 = d_m^-1",
     requires=Requires(), numbers=figure9, claims=(5,),
     caption="""**Appendix Fig. 9** under tau0 = d_m^-1 (LeCun when present; the tau0 = d_m^-1/2 row below for
@@ -190,7 +191,7 @@ def _draw_density(cv: Canvas, ax, ds, n) -> str:
 
 
 register(Analysis(
-    name="spectrum", section="kernel", paper="beyond",
+    name="spectrum", section="kernel_regime", paper="beyond",
     summary="lambda_min(K_0) and lambda_max(K_0) vs width, slopes; spectral density of K_0 per width",
     requires=Requires(axes={"width": 2}), numbers=spectrum,
     caption="""**NTK spectrum at initialisation**: ``lambda_min(K_0)`` (left) and ``lambda_max(K_0)`` (middle)
@@ -241,7 +242,7 @@ def lazy_training(ds, settings) -> tuple:
 
 
 register(Analysis(
-    name="lazy_training", section="kernel", paper="beyond",
+    name="lazy_training", section="kernel_regime", paper="beyond",
     summary="final weight change and largest NTK change vs width, slopes, thresholds",
     requires=Requires(axes={"width": 2}), numbers=lazy_training, claims=(5,),
     caption="""**Lazy training**: the final weight change ``|theta_E - theta_0|_F / |theta_0|_F`` (left) and the
