@@ -163,7 +163,7 @@ def _direct_sufficiency(name, sub, settings, grp) -> Dict[str, Any]:
         lin = (s["loss_linearised"].transpose(..., "epoch").values.reshape(st.size, -1)
                if "loss_linearised" in s else np.full_like(loss, np.nan))
         for k in range(st.size):
-            if st[k] == "missing":
+            if st[k] == stats.STATUS_MISSING:
                 continue
             if not (np.isfinite(lin[k, -1]) and lin[k, -1] <= target * lin[k, 0]):
                 untestable.append(f"N={n}")
@@ -196,7 +196,7 @@ def sufficient_widths(sub, settings) -> List[Any]:
     out = []
     for w in stats.axis_values(sub, "width"):
         st = stats.run_status(sub.sel(width=w)).ravel()
-        present = (st != "missing") & (st != stats.STATUS_KERNEL_ONLY)
+        present = (st != stats.STATUS_MISSING) & (st != stats.STATUS_KERNEL_ONLY)
         if present.sum() and np.asarray(ok.sel(width=w).values).ravel()[present].mean() >= settings["success_fraction"]:
             out.append(w)
     return out

@@ -106,7 +106,7 @@ def kernel_prediction(ds, settings) -> tuple:
             D.draw_seed_curves(cv, ax, sw, "loss_linearised", "epoch", c, None, f"{ini}/{sc}", g, ls=":", band=False,
                                marker="", stat="predicted")
             # the lambda_min bound of the median seed, drawn as the bound it is
-            present = D.run_status(sw) != "missing"
+            present = D.run_status(sw) != stats.STATUS_MISSING
             if present.any() and "eta" in sw:
                 k = int(np.nonzero(present)[0][len(np.nonzero(present)[0]) // 2])
                 r = sw.isel(seed=k)
@@ -125,7 +125,7 @@ def kernel_prediction(ds, settings) -> tuple:
         ax.set(xlabel="epoch", ylabel="training loss", title=D.group_text(sc, ini))
         # gap vs width for this group
         x, y, st, sd = D.flat(s, _gap(s), "width")
-        st = np.where(st == stats.STATUS_KERNEL_ONLY, "missing", st)
+        st = np.where(st == stats.STATUS_KERNEL_ONLY, stats.STATUS_MISSING, st)
         sty = D.group_style(sc, ini, gi)
         gaps_by_group[(sc, ini)] = D.draw_runs_fit(
             cv, cv.ax(len(groups)), x, y, st, sd, sty["color"], D.group_text(sc, ini), "linearisation gap",
@@ -138,7 +138,7 @@ def kernel_prediction(ds, settings) -> tuple:
                         D.group_label(init=ini, scaling=sc), conf, marker=sty["marker"], ls=sty["ls"])
         if "eta" in s:
             x, y, st, sd = D.flat(s, s["eta"], "width")
-            ok = np.isfinite(y) & (st != "missing")
+            ok = np.isfinite(y) & (st != stats.STATUS_MISSING)
             cv.ax(len(groups) + 1).plot(x[ok], y[ok], ls="none", marker="_", ms=10, color=sty["color"])
             cv.record("stability limit", "eta", "width", x[ok], y[ok], "run", scaling=sc, init=ini)
     ax = cv.ax(len(groups))

@@ -177,7 +177,7 @@ def draw_seed_curves(cv: Canvas, ax, sub, var: str, dim: str, color, label: str,
         # drawn only where finite, so that curves recorded every k epochs are lines, not gaps
         ax.plot(x[fin], mean[fin], color=color, ls=ls, label=label, marker=mk, ms=3,
                 markevery=None if x[fin].size <= 12 else max(1, x[fin].size // 8))
-        if band and np.sum(~div & (status != "missing")) > 1:
+        if band and np.sum(~div & (status != stats.STATUS_MISSING)) > 1:
             ax.fill_between(x[fin], lo[fin], hi[fin], color=color, alpha=0.18, lw=0)
             cv.band_drawn = True
     cv.record(panel, var, dim, x, mean, stat, **group)
@@ -207,7 +207,7 @@ def draw_runs_fit(cv: Canvas, ax, x, y, status, seeds, color, label: str, panel:
     y = np.asarray(y, dtype=float).ravel()
     status = np.asarray(status).astype(str).ravel()
     div = status == stats.STATUS_DIVERGED
-    ok = ~div & (status != "missing") & np.isfinite(y)
+    ok = ~div & (status != stats.STATUS_MISSING) & np.isfinite(y)
     if ok.any():
         ax.plot(x[ok], y[ok], ls="none", marker=marker, ms=4, color=color, alpha=0.6)
     shown = div & np.isfinite(y)  # a diverged run has a value only where it has one (e.g. at init)
@@ -216,7 +216,7 @@ def draw_runs_fit(cv: Canvas, ax, x, y, status, seeds, color, label: str, panel:
     if div.any():
         cv.diverged_drawn = True
     for xi, yi, st, sd in zip(x, y, status, seeds):
-        if st == "missing":
+        if st == stats.STATUS_MISSING:
             continue
         g = dict(group, seed=sd, status=st)
         g[x_name] = xi if x_name in ("width", "n_samples") else g.get(x_name)

@@ -35,7 +35,7 @@ from scipy import stats as scipy_stats
 
 from ..config.experiment import AXIS_DEFAULTS, GRID_AXES
 from ..core.linearised import geometric_bound, predicted_rate, stable_step_size  # noqa: F401 (re-exported)
-from ..core.status import STATUS_COMPLETE, STATUS_DIVERGED, STATUS_KERNEL_ONLY  # noqa: F401
+from ..core.status import STATUS_COMPLETE, STATUS_DIVERGED, STATUS_KERNEL_ONLY, STATUS_MISSING  # noqa: F401 (re-exported)
 
 #: float32 residuals of O(1) outputs stall near 1e-7, i.e. a loss ratio near 1e-14; fits stop at 1e-10.
 RATE_FLOOR = 1e-10
@@ -303,7 +303,7 @@ def rates(ds, settings: Mapping[str, Any], var: str = "loss"):
         for idx in np.ndindex(*shape):
             if var == "loss" and st[idx] != STATUS_COMPLETE:
                 continue
-            if st[idx] == "missing":
+            if st[idx] == STATUS_MISSING:
                 continue
             r = linear_rate(curves[idx], window, floor, diverged=(st[idx] == STATUS_DIVERGED and var == "loss"),
                             confidence=conf)
@@ -393,7 +393,7 @@ def smallest_sufficient_width(ds, criterion: str = "loss", loss_target: float = 
                 for w in widths:
                     sel = dict(n_samples=n, scaling=sc, init=ini, width=w)
                     status = np.asarray(ds["status"].sel(sel).values).astype(str).ravel()
-                    present = status != "missing"
+                    present = status != STATUS_MISSING
                     k = int(present.sum())
                     if k == 0:
                         continue
