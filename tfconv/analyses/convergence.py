@@ -85,14 +85,14 @@ def kernel_prediction(ds, settings) -> tuple:
     the stability limit vs width with each run's step."""
     ds, n = D.prepare(ds)
     ds, step = D.first_step(ds)
-    conf = float(settings.get("confidence", 0.95))
+    conf = float(settings["confidence"])
     N = float(n) if n is not None else stats.n_samples_of(ds)
     loss_kind = str(ds.attrs.get("loss", "mean"))
     groups = D.groups(ds)
     widths = stats.axis_values(ds, "width")
     colors = D.colors(len(widths))
     cv = Canvas("kernel_prediction", len(groups) + 2)
-    c_bound = float(settings.get("bound_constant", 0.5))
+    c_bound = float(settings["bound_constant"])
     gaps_by_group = {}
     for gi, (sc, ini) in enumerate(groups):
         ax = cv.ax(gi)
@@ -201,7 +201,7 @@ def init_comparison(ds, settings) -> tuple:
     sc = stats.preferred(stats.axis_values(ds, "scaling"), "inv_sqrt")
     inits = stats.axis_values(ds, "init")
     steps = stats.axis_values(ds, "step_size") or [None]
-    conf = float(settings.get("confidence", 0.95))
+    conf = float(settings["confidence"])
     cv = Canvas("init_comparison", 2 * len(steps), ncols=2)
     parts = []
     for si, step in enumerate(steps):
@@ -262,8 +262,8 @@ def overparam_exponent(ds, settings) -> tuple:
     """Smallest sufficient width vs n_samples: kernel-stability criterion and each loss target; the
     width = N^2 line; the fitted exponents with intervals."""
     ds = stats.complete_axes(ds)
-    conf = float(settings.get("confidence", 0.95))
-    frac = float(settings.get("success_fraction", 0.5))
+    conf = float(settings["confidence"])
+    frac = float(settings["success_fraction"])
     cv = Canvas("overparam_exponent", 1, panel_size=(6.4, 4.8))
     ax = cv.ax(0)
     if "n_samples" not in ds.dims:
@@ -273,14 +273,14 @@ def overparam_exponent(ds, settings) -> tuple:
     ini = stats.preferred(stats.axis_values(ds, "init"), "lecun", "he")
     sub = ds.sel(scaling=[sc], init=[ini])
     wmax = max(stats.axis_values(ds, "width"))
-    criteria = [("kernel", None, f"kernel-stable (max |K_t-K_0|/|K_0| <= {settings.get('kernel_stability', 0.5):g})")]
-    criteria += [("loss", t, f"loss_E/loss_0 <= {t:g}") for t in settings.get("loss_targets", [1e-3])]
+    criteria = [("kernel", None, f"kernel-stable (max |K_t-K_0|/|K_0| <= {settings['kernel_stability']:g})")]
+    criteria += [("loss", t, f"loss_E/loss_0 <= {t:g}") for t in settings["loss_targets"]]
     markers = ["o", "s", "^", "D", "v"]
     parts = []
     ns_all = np.asarray(stats.axis_values(ds, "n_samples"), dtype=float)
     for k, (crit, target, label) in enumerate(criteria):
         table = stats.smallest_sufficient_width(sub, crit, target if target is not None else 1e-3, frac,
-                                            float(settings.get("kernel_stability", 0.5)))
+                                            float(settings["kernel_stability"]))
         fit = stats.overparam_exponent(table, conf)
         nn = np.asarray(table["n_samples"], dtype=float)
         ws = np.asarray(table["width_star"], dtype=float)

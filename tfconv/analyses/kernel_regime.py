@@ -34,7 +34,7 @@ def figure9(ds, settings) -> tuple:
     ini = stats.preferred(stats.axis_values(ds, "init"), "lecun")
     cv = Canvas("figure9", 4 * len(rows), ncols=4, panel_size=(4.2, 3.4))
     summary = []
-    thr = float(settings.get("kernel_change_threshold", 0.1))
+    thr = float(settings["kernel_change_threshold"])
     for r, sc in enumerate(rows):
         sub = ds.sel(scaling=sc, init=ini)
         widths = _trained(sub)
@@ -111,7 +111,7 @@ def spectrum(ds, settings) -> tuple:
     """lambda_min(K_0) and lambda_max(K_0) vs width for every init x scaling, log-log with slopes."""
     ds, n = D.prepare(ds)
     ds, _ = D.first_step(ds)
-    conf = float(settings.get("confidence", 0.95))
+    conf = float(settings["confidence"])
     widths = stats.axis_values(ds, "width")
     has_density = "spectral_density_K0" in ds and bool(np.isfinite(ds["spectral_density_K0"].values).any())
     cv = Canvas("spectrum", 3 if has_density else 2)
@@ -212,7 +212,7 @@ def lazy_training(ds, settings) -> tuple:
     kernel-stability and claim-5 thresholds."""
     ds, n = D.prepare(ds)
     ds, _ = D.first_step(ds)
-    conf = float(settings.get("confidence", 0.95))
+    conf = float(settings["confidence"])
     widths = stats.axis_values(ds, "width")
     cv = Canvas("lazy_training", 2)
     fits = {}
@@ -227,7 +227,7 @@ def lazy_training(ds, settings) -> tuple:
                                                    "width", dict(scaling=sc, init=ini, n_samples=n),
                                                    D.group_label(init=ini, scaling=sc), conf,
                                                    marker=sty["marker"], ls=sty["ls"])
-    ks, kt = float(settings.get("kernel_stability", 0.5)), float(settings.get("kernel_change_threshold", 0.1))
+    ks, kt = float(settings["kernel_stability"]), float(settings["kernel_change_threshold"])
     cv.ax(1).axhline(ks, color="grey", ls="--", lw=0.8, label=f"kernel regime {ks:g}")
     cv.ax(1).axhline(kt, color="grey", ls=":", lw=0.8, label=f"claim 5 threshold {kt:g}")
     cv.ax(0).set(xlabel="width", ylabel=r"$\|\theta_E - \theta_0\|_F / \|\theta_0\|_F$", title=f"final weight change{D.note_n(n)}")

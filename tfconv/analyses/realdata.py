@@ -89,7 +89,7 @@ linearised prediction from K_0) and the accuracy of ``argmax f(X)`` (right) on t
 def text_assumption(ds, settings) -> tuple:
     """lambda_min(K_0) vs n_samples per width (and the data kernel's if present): does it stay away from 0?"""
     ds = stats.complete_axes(ds)
-    conf = float(settings.get("confidence", 0.95))
+    conf = float(settings["confidence"])
     cv = Canvas("text_assumption", 1, panel_size=(6.5, 4.8))
     ax = cv.ax(0)
     if "n_samples" not in ds.dims:

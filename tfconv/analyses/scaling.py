@@ -33,7 +33,7 @@ def scaling_comparison(ds, settings) -> tuple:
     ds, n = D.prepare(ds)
     ini = stats.preferred(stats.axis_values(ds, "init"), "lecun", "he")
     steps = stats.axis_values(ds, "step_size") or [None]
-    conf = float(settings.get("confidence", 0.95))
+    conf = float(settings["confidence"])
     cv = Canvas("scaling_comparison", len(steps) + 1)
     parts = []
     widths = stats.axis_values(ds, "width")
@@ -124,7 +124,7 @@ def attention_deviation(ds, settings) -> tuple:
     """Mean attention deviation from uniform at init and at the end of training vs width, per group."""
     ds, n = D.prepare(ds)
     ds, _ = D.first_step(ds)
-    conf = float(settings.get("confidence", 0.95))
+    conf = float(settings["confidence"])
     widths = stats.axis_values(ds, "width")
     cv = Canvas("attention_deviation", 2)
     fits = {}

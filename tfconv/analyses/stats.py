@@ -34,6 +34,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from ..config.experiment import AXIS_DEFAULTS, GRID_AXES
+from ..config.loader import analysis_settings
 from ..core.linearised import geometric_bound, predicted_rate, stable_step_size  # noqa: F401 (re-exported)
 from ..core.status import STATUS_COMPLETE, STATUS_DIVERGED, STATUS_KERNEL_ONLY, STATUS_MISSING  # noqa: F401 (re-exported)
 
@@ -286,12 +287,13 @@ def run_status(ds) -> np.ndarray:
 def rates(ds, settings: Mapping[str, Any], var: str = "loss"):
     """Late-window rate of `var` ("loss" measured, "loss_linearised" predicted) per run, as an
     xarray.Dataset over the run axes with rate, ci_low, ci_high, r2 and floor_reached; NaN for
-    diverged, missing and (measured) kernel-only runs.  The one place figures and claims get rates."""
+    diverged, missing and (measured) kernel-only runs.  The one place figures and claims get rates.
+    ``settings``: complete analysis settings (`tfconv.config.loader.analysis_settings`)."""
     import xarray as xr
 
-    window = settings.get("rate_window", (0.5, 1.0))
-    floor = settings.get("rate_floor", RATE_FLOOR)
-    conf = float(settings.get("confidence", 0.95))
+    window = settings["rate_window"]
+    floor = settings.get("rate_floor", RATE_FLOOR)  # not a config setting: a caller's override of the float floor
+    conf = float(settings["confidence"])
     axes = list(ds["status"].dims)
     shape = tuple(ds.sizes[a] for a in axes)
     fields = ("rate", "ci_low", "ci_high", "r2")
@@ -321,7 +323,7 @@ def run_table(ds, settings: Optional[Mapping[str, Any]] = None):
     late-window rates, K_0 stats, step, kernel and weight change, linearisation gap."""
     import pandas as pd
 
-    settings = dict(settings or {})
+    settings = analysis_settings(settings)
     ds = complete_axes(ds)
     axes = [a for a in GRID_AXES if a in ds.dims]
     meas, pred = rates(ds, settings), rates(ds, settings, "loss_linearised")
