@@ -182,6 +182,19 @@ def test_claim4_counts_kernel_only_widths_in_the_prediction():
     assert "width 4096" in b["test"] and b["verdict"] == "consistent" and b["value"] == pytest.approx(10, rel=0.02)
 
 
+def test_the_claims_analyses_come_from_the_registry():
+    """Which analyses test a claim is said once, by the registry (`Analysis.claims`)."""
+    from tfconv.registry import all_analyses
+
+    for k in C.CLAIMS:
+        assert C.analyses_testing(k) == [a.name for a in all_analyses() if k in a.claims] != []
+    assert C.analyses_testing(2)[:2] == ["loss_per_width", "kernel_prediction"]
+    table = C.evaluate_claims({}, {})
+    reasons = dict(zip(table["claim"], table["reason"]))
+    assert reasons[1] == "no experiment lists the analysis 'overparam_exponent', which tests it"
+    assert reasons[5] == "no experiment lists the analysis 'figure9', which tests it"
+
+
 # ---------------------------------------------------------------------------------------------
 # claim 5
 # ---------------------------------------------------------------------------------------------

@@ -50,6 +50,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from ..config.loader import analysis_settings
+from ..registry import all_analyses, get_analysis
 from . import stats
 
 CLAIMS = {
@@ -59,9 +60,6 @@ CLAIMS = {
     4: "tau0 = d_m^-1/2 converges faster than tau0 = d_m^-1 at large width",
     5: "under tau0 = d_m^-1 attention tends to uniform and the NTK is stable",
 }
-#: The analysis whose experiments test each claim (the registry declares the same link).
-TESTED_BY = {1: "overparam_exponent", 2: "loss_per_width", 3: "init_comparison", 4: "scaling_comparison",
-             5: "figure9"}
 COLUMNS = ["claim", "experiment", "test", "value", "ci_low", "ci_high", "threshold", "verdict", "reason"]
 CONSISTENT, REFUTED, NOT_MEASURABLE = "consistent", "refuted", "not measurable"
 
@@ -438,7 +436,7 @@ def evaluate_claims(aggregates: Mapping[str, Any], claims_of: Mapping[str, Itera
                     r["reason"] = f"{r['reason']}; {note}" if r["reason"] else note
             rows.extend(new)
         if not tested:
-            rows.append(_row(k, "", "-", reason=f"no experiment lists the analysis '{TESTED_BY[k]}', which tests it"))
+            rows.append(_row(k, "", "-", reason=_untested(k)))
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.insert(1, "statement", df["claim"].map(CLAIMS))
     return df
@@ -446,6 +444,19 @@ def evaluate_claims(aggregates: Mapping[str, Any], claims_of: Mapping[str, Itera
 
 def claims_tested(analyses: Sequence[str]) -> List[int]:
     """The claims tested by an experiment that lists `analyses` (from the registry)."""
-    from ..registry import get_analysis
-
     return sorted({c for a in analyses for c in get_analysis(a).claims})
+
+
+def analyses_testing(claim: int) -> List[str]:
+    """The analyses whose experiments test `claim`, in the registry's order (`Analysis.claims`: the
+    one place that links an analysis to the claims it tests)."""
+    return [a.name for a in all_analyses() if claim in a.claims]
+
+
+def _untested(claim: int) -> str:
+    """Why a claim has no row of its own: no experiment lists an analysis that tests it (the first
+    such analysis of the registry is named)."""
+    names = analyses_testing(claim)
+    if not names:
+        return "no analysis of the registry tests it"
+    return f"no experiment lists the analysis '{names[0]}', which tests it"
