@@ -284,18 +284,6 @@ def _faster(claim: int, name: str, test: str, res: Mapping[str, float], settings
                 "the interval holds 1 (no significant difference); " + context)
 
 
-def _ratio_at_largest_width(rate_a, rate_b, confidence, widths):
-    """(width, paired ratio) at the largest width with >= 2 pairs (else the largest with any)."""
-    best = None
-    for w in sorted(widths, reverse=True):
-        res = stats.paired_ratio(rate_a.sel(width=w).values, rate_b.sel(width=w).values, confidence)
-        if res["n"] >= 2:
-            return w, res
-        if res["n"] and best is None:
-            best = (w, res)
-    return best or (max(widths), stats.paired_ratio([], [], confidence))
-
-
 def _step_context(s, w) -> str:
     if "eta" not in s or "step_limit" not in s:
         return ""
@@ -316,8 +304,8 @@ def claim3(name: str, ds, settings) -> List[Dict[str, Any]]:
         for a in ("lecun", "he"):
             if a not in inits:
                 continue
-            w, res = _ratio_at_largest_width(rate.sel(init=a), rate.sel(init="ntk"), settings["confidence"],
-                                             stats.axis_values(sub, "width"))
+            w, res = stats.ratio_at_largest_width(rate.sel(init=a), rate.sel(init="ntk"), settings["confidence"],
+                                                  stats.axis_values(sub, "width"))
             ctx = (f"width {w}, {_step_label(sub, step)}; {a}: {_step_context(sub.sel(init=a), w)}, "
                    f"ntk: {_step_context(sub.sel(init='ntk'), w)}")
             rows.append(_faster(3, name, f"late-window rate ratio {a}/ntk ({sc}, {_step_label(sub, step)})", res,
@@ -337,8 +325,8 @@ def claim4(name: str, ds, settings) -> List[Dict[str, Any]]:
         trained = [w for w in stats.axis_values(sub, "width")
                    if (stats.run_status(sub.sel(width=w)) == stats.STATUS_COMPLETE).any()]
         if trained:
-            w, res = _ratio_at_largest_width(meas.sel(scaling="inv_sqrt"), meas.sel(scaling="inv"),
-                                             settings["confidence"], trained)
+            w, res = stats.ratio_at_largest_width(meas.sel(scaling="inv_sqrt"), meas.sel(scaling="inv"),
+                                                  settings["confidence"], trained)
             rows.append(_faster(4, name, f"(a) measured rate ratio inv_sqrt/inv at the largest trained width ({ini}, "
                                          f"{_step_label(sub, step)})", res, settings, f"width {w}"))
         pred = stats.rates(sub, settings, "loss_linearised")["rate"]

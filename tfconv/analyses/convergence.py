@@ -230,15 +230,27 @@ def init_comparison(ds, settings) -> tuple:
         cv.ax(2 * si + 1).set(xlabel="width", ylabel="late-window rate per epoch", title=f"{D.scaling_text(sc)}, {st_label}")
         D.set_log(cv.ax(2 * si + 1), "x", stats.axis_values(sub, "width"))
         D.set_log(cv.ax(2 * si + 1), "y", np.concatenate([meas["rate"].values.ravel(), pred["rate"].values.ravel()]))
-        ratios = []
+        ratios = {}  # init -> (width, paired ratio): the claims table's width and number (claim 3)
         for a in ("lecun", "he"):
             if a in inits and "ntk" in inits:
-                res = stats.paired_ratio(meas["rate"].sel(init=a, width=wmax).values, meas["rate"].sel(init="ntk", width=wmax).values, conf)
+                w, res = stats.ratio_at_largest_width(meas["rate"].sel(init=a), meas["rate"].sel(init="ntk"), conf)
                 if res["n"]:
-                    ratios.append(f"{a}/ntk {D.fmt(res['ratio'])} [{D.fmt(res['ci_low'])}, {D.fmt(res['ci_high'])}]")
-        parts.append(f"{st_label}: rate ratio at width {wmax} " + (", ".join(ratios) or "not available"))
+                    ratios[a] = (w, res)
+        parts.append(f"{st_label}: " + _ratios_text(ratios, wmax))
     cv.title = "Initialisation: LeCun / He / NTK"
     return cv, "; ".join(parts) + " (paired by seed)" + D.diverged_clause(ds)
+
+
+def _ratios_text(ratios, wmax) -> str:
+    """'rate ratio at width W lecun/ntk r [lo, hi], he/ntk ...' (each ratio at its own width when they differ)."""
+    def one(a, res):
+        return f"{a}/ntk {D.fmt(res['ratio'])} [{D.fmt(res['ci_low'])}, {D.fmt(res['ci_high'])}]"
+
+    widths = {w for w, _ in ratios.values()}
+    if len(widths) > 1:
+        return "rate ratio " + ", ".join(f"{one(a, res)} at width {w}" for a, (w, res) in ratios.items())
+    at = widths.pop() if widths else wmax
+    return f"rate ratio at width {at} " + (", ".join(one(a, res) for a, (_, res) in ratios.items()) or "not available")
 
 
 register(Analysis(
@@ -250,7 +262,8 @@ fixed step is the paper's Algorithm 1, a common step for every init; '<c>limit' 
 own stability limit ``2N/lambda_max(K_0)``), left: the training loss of every init at the largest trained
 width (scaling inv_sqrt when present); right: the late-window rate per epoch against width, one point per
 run (measured) and the seed mean of the linearised prediction (dotted). The finding gives the paired
-ratio LeCun/NTK (and He/NTK) at the largest width with its interval.""",
+ratio LeCun/NTK (and He/NTK) with its interval at the largest width with two seed pairs or more (the
+width and number of the claims table).""",
 ))
 
 

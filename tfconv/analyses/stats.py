@@ -18,7 +18,7 @@ computed here; docs/analyses.md repeats the definitions in words.
   seed succeeds by the ``loss`` criterion (complete, loss_E / loss_0 <= target) or the ``kernel``
   criterion (complete, max kernel change <= ``kernel_stability``; independent of the epoch budget).
 * Paired ratio (`paired_ratio`): geometric mean of a/b over seeds, with the t interval of the mean
-  log ratio (n - 1 dof).
+  log ratio (n - 1 dof); quoted at the largest width with >= 2 pairs (`ratio_at_largest_width`).
 * Linearisation gap (`linearisation_gap`): max over epochs of |log10 L_t - log10 L_t^lin| where both
   are above the floor: how many decades the measured curve is from the kernel's prediction.
 * Geometric bound (`bound_holds`): L_t <= L_0 (1 - c eta lambda_min(K_0) / N)^(2t) (1 + tol) at every
@@ -183,6 +183,28 @@ def paired_ratio(a, b, confidence: float = 0.95) -> Dict[str, float]:
         return dict(ratio=math.exp(m), ci_low=np.nan, ci_high=np.nan, n=n)
     half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * float(lr.std(ddof=1)) / math.sqrt(n)
     return dict(ratio=math.exp(m), ci_low=math.exp(m - half), ci_high=math.exp(m + half), n=n)
+
+
+def ratio_at_largest_width(rate_a, rate_b, confidence: float = 0.95,
+                           widths: Optional[Sequence] = None) -> Tuple[Any, Dict[str, float]]:
+    """The paired ratio at the largest width: (width, `paired_ratio` of rate_a / rate_b there).
+
+    rate_a, rate_b: per-run values (DataArrays with a width axis, paired over the others, e.g. seed).
+    The width is the largest of ``widths`` (default: every width of rate_a) with >= 2 pairs (a ratio
+    with an interval), else the largest with one pair, else the largest width (all-NaN ratio).  The
+    claims table (claims 3 and 4) and the figures that quote a rate ratio (init_comparison,
+    scaling_comparison) take it from here, so they quote the same width and number.
+    """
+    if widths is None:
+        widths = [w.item() if hasattr(w, "item") else w for w in rate_a["width"].values]
+    best = None
+    for w in sorted(widths, reverse=True):
+        res = paired_ratio(rate_a.sel(width=w).values, rate_b.sel(width=w).values, confidence)
+        if res["n"] >= 2:
+            return w, res
+        if res["n"] and best is None:
+            best = (w, res)
+    return best or (max(widths), paired_ratio([], [], confidence))
 
 
 def proportion_interval(k: int, n: int, confidence: float = 0.95) -> Tuple[float, float]:
