@@ -12,7 +12,7 @@ from __future__ import annotations
 import warnings
 from typing import Any, Dict, Mapping, Optional
 
-from ..config.loader import analysis_settings
+from ..config import analysis_settings
 from ..registry import REGISTRY, Analysis, Requires, all_analyses, analysis_names, get_analysis, register
 
 

@@ -49,7 +49,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from ..config.loader import analysis_settings
+from ..config import analysis_settings
 from ..registry import all_analyses, get_analysis
 from . import stats
 

@@ -34,7 +34,7 @@ import numpy as np
 from scipy import stats as scipy_stats
 
 from ..config.experiment import AXIS_DEFAULTS, GRID_AXES
-from ..config.loader import analysis_settings
+from ..config import analysis_settings
 from ..core.linearised import geometric_bound, predicted_rate, stable_step_size  # noqa: F401 (re-exported)
 from ..core.status import STATUS_COMPLETE, STATUS_DIVERGED, STATUS_KERNEL_ONLY, STATUS_MISSING  # noqa: F401 (re-exported)
 

@@ -16,7 +16,7 @@ import math
 from typing import Any, Iterable, List, Mapping, Optional, Sequence
 
 from ..analyses.claims import CONSISTENT, NOT_MEASURABLE, REFUTED
-from ..config.loader import analysis_settings
+from ..config import analysis_settings
 
 DASH = "\u2014"
 
