@@ -126,7 +126,7 @@ def claim1(name: str, ds, settings) -> List[Dict[str, Any]]:
         grp = f"{ini}/{sc}" + (f", step {step}" if step is not None else "")
         rows.append(_direct_sufficiency(name, sub, settings, grp))
         table = stats.smallest_sufficient_width(sub, "kernel", success_fraction=settings["success_fraction"],
-                                            kernel_stability=settings["kernel_stability"])
+                                                kernel_stability=settings["kernel_stability"])
         fit = stats.overparam_exponent(table, settings["confidence"])
         verdict, why = _exponent_verdict(fit, settings)
         rows.append(_row(1, name, f"(b) exponent of the smallest kernel-stable width in N ({grp}; max_t "
@@ -332,7 +332,7 @@ def claim4(name: str, ds, settings) -> List[Dict[str, Any]]:
         pred = stats.rates(sub, settings, "loss_linearised")["rate"]
         wmax = max(stats.axis_values(sub, "width"))
         res = stats.paired_ratio(pred.sel(scaling="inv_sqrt", width=wmax).values, pred.sel(scaling="inv", width=wmax).values,
-                             settings["confidence"])
+                                 settings["confidence"])
         rows.append(_faster(4, name, f"(b) linearised-prediction rate ratio inv_sqrt/inv at width {wmax} ({ini}, "
                                      f"{_step_label(sub, step)})", res, settings,
                             f"width {wmax}; from K_0 and the initial residual (no training needed)"))

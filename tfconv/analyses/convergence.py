@@ -112,7 +112,7 @@ def kernel_prediction(ds, settings) -> tuple:
                 r = sw.isel(seed=k)
                 L = np.asarray(r["loss_linearised" if not trained else "loss"].values, dtype=float)
                 b = stats.geometric_bound(L[0], float(r["eta"].values), float(stats.epoch0_kernel(r, "lambda_min").values),
-                                      L.size - 1, N, loss_kind, c_bound)
+                                          L.size - 1, N, loss_kind, c_bound)
                 if np.isfinite(b).any():
                     x = np.asarray(sw["epoch"].values, dtype=float)
                     ax.plot(x, b, color=c, ls="--", lw=0.8, alpha=0.7)
@@ -293,7 +293,7 @@ def overparam_exponent(ds, settings) -> tuple:
     ns_all = np.asarray(stats.axis_values(ds, "n_samples"), dtype=float)
     for k, (crit, target, label) in enumerate(criteria):
         table = stats.smallest_sufficient_width(sub, crit, target if target is not None else 1e-3, frac,
-                                            float(settings["kernel_stability"]))
+                                                float(settings["kernel_stability"]))
         fit = stats.overparam_exponent(table, conf)
         nn = np.asarray(table["n_samples"], dtype=float)
         ws = np.asarray(table["width_star"], dtype=float)
