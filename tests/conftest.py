@@ -1,5 +1,8 @@
 """Fixtures shared by several test files.
 
+The helper modules beside the tests (`aggregates`, `inputs`, `clusters`, `timeouts`) are imported by
+name: tests/ is put on sys.path here, so that also holds under ``--import-mode=importlib``.
+
 `small_workflow_run`: one complete run of the workflow on tests/data/config_small.yaml (real Ray,
 Dask and Zarr), made once per test session and shared by tests/test_workflow.py, test_report.py and
 test_status.py, so CI pays for it once.  Tests that change it put it back as they found it
@@ -18,6 +21,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 SMALL = ROOT / "tests" / "data" / "config_small.yaml"
+if str(ROOT / "tests") not in sys.path:
+    sys.path.insert(0, str(ROOT / "tests"))
 
 
 def run_snakemake(workdir: Path, *args: str, config: Path = SMALL, timeout: int = 600, check: bool = True):

@@ -1,155 +1,16 @@
-"""Tests of tfconv.analyses (stats, claims): analytic cases and tiny real aggregates.
-
-The tiny aggregates come from real `train_gd` runs and exact NTK Grams (N = 8, widths 8/16/32,
-30 epochs, float64); `tiny_aggregates()` is cached so test_plots.py reuses them.
-"""
+"""Tests of tfconv.analyses (stats, claims): analytic cases and tiny real aggregates
+(`tests/aggregates.py`, shared with tests/test_plots.py)."""
 from __future__ import annotations
-
-import functools
 
 import numpy as np
 import pytest
 
-from tfconv.analyses import stats as A
-from tfconv.store.aggregate import build_aggregate
+from aggregates import _exp, tiny_aggregates  # noqa: E402 (tests/ is on sys.path)
+from tfconv.analyses import stats
 from tfconv.analyses.claims import COLUMNS, evaluate_claims
-from tfconv.config import DatasetSpec, Experiment, run_id
-from tfconv.data import make_synthetic
-from tfconv.core.ntk import gram_eigenvalues, gram_statistics, ntk_matrix, params_from_numpy
-from tfconv.core.train import TrainConfig, train_gd
+from tfconv.store.aggregate import build_aggregate
 
 TOL = 1e-6  # predicted vs linearised-dynamics rate
-D_S, D = 4, 8
-
-
-def _exp(grid, epochs=30, checkpoints=(0, 30), name="tiny", n=8):
-    return Experiment.from_section(name, {
-        "grid": grid,
-        "train": {"step_size": 1.0, "epochs": epochs, "loss": "mean", "checkpoint_epochs": list(checkpoints),
-                  "dtype": "float64", "hidden": True, "divergence_factor": 1e6},
-        "gram": True,
-    }, DatasetSpec("synth", "synthetic", {"n_samples": n}))
-
-
-def _record(r, spec=None, X=None, y=None, epochs=None):
-    """A run as the aggregate step reads it, with the kernel quantities every run records."""
-    curves = {"loss": r.loss, "weight_change": r.weight_change,
-              "attention_deviation_mean": r.attention_deviation_mean,
-              "attention_deviation_max": r.attention_deviation_max}
-    curves.update({f"weight_change_{k}": v for k, v in r.weight_change_per.items()})
-    curves.update(r.curves)
-    out = {"status": r.status, "diverged_epoch": r.diverged_epoch, "curves": curves}
-    if spec is not None:
-        from tfconv.core.kernel import init_kernel, kernel_changes
-
-        ik = init_kernel(spec, X, y, params_from_numpy(r.checkpoints[0]), r.train.step_size, r.train.loss)
-        curves["loss_linearised"] = ik.linearised(len(r.loss) - 1)
-        out["kernel"] = ik.summary()
-        out["checkpoint_curves"] = {"kernel_change": kernel_changes(spec, X, r.checkpoints, ik.K0, epochs)}
-    return out
-
-
-def _grams(r, spec, X, rid, grams, spectra=None):
-    """Gram statistics per checkpoint; with ``spectra``, K_0's spectrum as `tfconv.store.read_spectrum`
-    gives it, with both its eigenvalues and an SLQ density (`_density` keeps one of them)."""
-    K0 = None
-    for e, ck in sorted(r.checkpoints.items()):
-        K = ntk_matrix(params_from_numpy(ck), spec, X, engine="exact")
-        K0 = K if K0 is None else K0
-        ev = gram_eigenvalues(K)
-        grams[(rid, e)] = gram_statistics(K, ev, K0)
-        if e == 0 and spectra is not None:
-            from tfconv.core.spectra import slq_density
-
-            spectra[rid] = {"lambda_min": float(ev[0]), "lambda_max": float(ev[-1]), "records": {},
-                            "eigenvalues": ev, "slq": slq_density(K.__matmul__, K.shape[0], 4, K.shape[0])}
-
-
-def _density(spectra, how):
-    """The spectra as a Gram store would hold them: how(run_id) is "dense" (eigenvalues), "slq" or "none"."""
-    out = {}
-    for rid, sp in spectra.items():
-        h = how(rid)
-        out[rid] = dict(sp, eigenvalues=sp["eigenvalues"] if h == "dense" else None, slq=sp["slq"] if h == "slq" else None)
-    return out
-
-
-@functools.lru_cache(maxsize=None)
-def tiny_aggregates():
-    """(clean, broken, by_n): three small aggregates built from real runs.
-
-    clean:  widths 8/16/32 x scaling inv_sqrt/inv x init lecun/ntk x seeds 0/1, with a test_accuracy curve.
-    broken: the same with (32, inv_sqrt, lecun, seed 1) retrained at step 200 (diverges) and
-            (16, inv, ntk, seed 0) missing.
-    by_n:   n_samples 4/8/12 x widths 8/16 x seeds 0/1 (lecun, inv_sqrt), checkpoint 0 only.
-    One torch thread: these tensors are tiny and extra threads only contend on a shared machine.
-    """
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _build_tiny()
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _build_tiny():
-    import torch
-
-    from tfconv.core.model import forward
-
-    # unit-norm tokens and a fixed step 1.0: small kernels, so one step size suits every width here
-    data = make_synthetic(8, d_s=D_S, d=D, seed=0, token_norm=1.0)
-    test = make_synthetic(8, d_s=D_S, d=D, seed=1, token_norm=1.0)
-    exp = _exp({"width": [8, 16, 32], "scaling": ["inv_sqrt", "inv"], "init": ["lecun", "ntk"], "seed": [0, 1]})
-    tc = exp.train
-    runs, grams, spectra = {}, {}, {}
-
-    for p in exp.points:
-        spec = p.spec(data)
-        Xt = torch.as_tensor(test.X)
-
-        def eval_fn(params, epoch, spec=spec):
-            pred = forward(params, Xt, spec.scales()).numpy()
-            return {"test_accuracy": float((np.sign(pred) == np.sign(test.y)).mean())}
-
-        r = train_gd(spec, data.X, data.y, p["seed"], tc.config(1.0), eval_fn=eval_fn)
-        rid = p.run_id
-        runs[rid] = _record(r, spec, data.X, data.y, exp.checkpoint_epochs)
-        _grams(r, spec, data.X, rid, grams, spectra)
-    clean = build_aggregate(exp, runs, grams, data.meta, spectra=_density(spectra, lambda rid: "dense"))
-
-    runs_b, grams_b = dict(runs), dict(grams)
-    # broken: K_0's density from SLQ at width 32, none at width 8 (an iterative Gram without SLQ vectors)
-    spectra_b = _density(spectra, lambda rid: "none" if rid.startswith("width=8_") else
-                         "slq" if rid.startswith("width=32_") else "dense")
-    p = exp.point({"width": 32, "scaling": "inv_sqrt", "init": "lecun", "seed": 1})
-    spec = p.spec(data)
-    r = train_gd(spec, data.X, data.y, 1, TrainConfig(step_size=200.0, epochs=30, checkpoint_epochs=(0, 30)))
-    assert r.status == "diverged"
-    rid = p.run_id
-    runs_b[rid] = _record(r, spec, data.X, data.y, exp.checkpoint_epochs)
-    grams_b.pop((rid, 30))
-    _grams(r, spec, data.X, rid, grams_b)
-    gone = run_id({"width": 16, "scaling": "inv", "init": "ntk", "seed": 0})
-    del runs_b[gone]
-    grams_b = {k: v for k, v in grams_b.items() if k[0] != gone}
-    broken = build_aggregate(_exp(exp.to_dict()["grid"], name="tiny_broken"), runs_b, grams_b, data.meta,
-                             spectra=spectra_b)
-
-    big = make_synthetic(12, d_s=D_S, d=D, seed=0, token_norm=1.0)
-    exp_n = _exp({"n_samples": [4, 8, 12], "width": [8, 16], "scaling": ["inv_sqrt"], "init": ["lecun"],
-                  "seed": [0, 1]}, checkpoints=(0,), name="tiny_by_n", n=12)
-    runs_n, grams_n = {}, {}
-    for p in exp_n.points:
-        sub = big.subset(p["n_samples"])
-        spec = p.spec(sub)
-        r = train_gd(spec, sub.X, sub.y, p["seed"], exp_n.train.config(1.0))
-        runs_n[p.run_id] = _record(r, spec, sub.X, sub.y, exp_n.checkpoint_epochs)
-        _grams(r, spec, sub.X, p.run_id, grams_n)
-    by_n = build_aggregate(exp_n, runs_n, grams_n, big.meta)
-    return clean, broken, by_n
 
 
 # ---------------------------------------------------------------------------------------------
@@ -160,42 +21,42 @@ def test_fit_loglog_recovers_power_law_within_ci():
     rng = np.random.default_rng(0)
     x = np.repeat([8, 16, 32, 64, 128, 256], 5).astype(float)
     y = 3.0 * x ** -0.5 * np.exp(0.05 * rng.standard_normal(x.size))
-    fit = A.fit_loglog(x, y, confidence=0.95)
+    fit = stats.fit_loglog(x, y, confidence=0.95)
     assert fit["n"] == x.size
     assert fit["ci_low"] < -0.5 < fit["ci_high"]
     assert abs(fit["slope"] + 0.5) < 0.05 and fit["r2"] > 0.95
     assert abs(np.exp(fit["intercept"]) - 3.0) < 0.3
     # exact power law: zero-width interval, R^2 = 1
-    exact = A.fit_loglog([1, 2, 4, 8], [5, 20, 80, 320])
+    exact = stats.fit_loglog([1, 2, 4, 8], [5, 20, 80, 320])
     assert exact["slope"] == pytest.approx(2.0) and exact["r2"] == pytest.approx(1.0)
     assert exact["ci_high"] - exact["ci_low"] < 1e-9
     # non-positive / non-finite points are dropped; fewer than 3 left -> NaN
-    dropped = A.fit_loglog([1, 2, 4, 8, 16], [1, -1, np.nan, 0, 5])
+    dropped = stats.fit_loglog([1, 2, 4, 8, 16], [1, -1, np.nan, 0, 5])
     assert dropped["n"] == 2 and np.isnan(dropped["slope"]) and np.isnan(dropped["ci_low"])
 
 
 def test_linear_rate_recovers_exponential_decay():
     t = np.arange(201)
-    r = A.linear_rate(np.exp(-0.3 * t), window=(0.0, 0.5), floor=None)
+    r = stats.linear_rate(np.exp(-0.3 * t), window=(0.0, 0.5), floor=None)
     assert r["rate"] == pytest.approx(0.3, rel=1e-10) and r["r2"] == pytest.approx(1.0)
     assert r["n"] == 101
     # the floor stops the fit before the plateau: loss = max(exp(-0.3 t), 1e-14)
     plateau = np.maximum(2.0 * np.exp(-0.3 * t), 2e-14)
-    r = A.linear_rate(plateau, window=(0.0, 1.0), floor=1e-10)
+    r = stats.linear_rate(plateau, window=(0.0, 1.0), floor=1e-10)
     assert r["rate"] == pytest.approx(0.3, rel=1e-10)
     assert r["stop"] == int(np.nonzero(plateau <= 1e-10 * plateau[0])[0][0])
     # diverged curves (NaN after the divergence epoch) and flagged runs give NaN
     bad = np.exp(-0.3 * t)
     bad[50:] = np.nan
-    assert np.isnan(A.linear_rate(bad)["rate"])
-    assert np.isnan(A.linear_rate(np.exp(-0.3 * t), diverged=True)["rate"])
+    assert np.isnan(stats.linear_rate(bad)["rate"])
+    assert np.isnan(stats.linear_rate(np.exp(-0.3 * t), diverged=True)["rate"])
     with pytest.raises(ValueError, match="window"):
-        A.linear_rate(np.ones(10), window=(0.6, 0.5))
+        stats.linear_rate(np.ones(10), window=(0.6, 0.5))
     # the late window by default, with the interval of the rate; a run at float precision before the
     # window is marked, not fitted
-    r = A.linear_rate(np.exp(-0.05 * t) * (1 + 0.01 * np.sin(t)))
+    r = stats.linear_rate(np.exp(-0.05 * t) * (1 + 0.01 * np.sin(t)))
     assert r["start"] == 100 and r["ci_low"] < r["rate"] < r["ci_high"] and r["rate"] == pytest.approx(0.05, rel=0.01)
-    fast = A.linear_rate(np.exp(-1.0 * t))
+    fast = stats.linear_rate(np.exp(-1.0 * t))
     assert fast["floor_reached"] and np.isnan(fast["rate"])
 
 
@@ -218,13 +79,13 @@ def test_predicted_rate_matches_linearised_dynamics(loss):
         losses.append((0.5 / N if loss == "mean" else 0.5) * res @ res)
         f = f - per * K @ res
     measured = -np.log(losses[-1] / losses[-2])
-    predicted = A.predicted_rate(lam.min(), eta, N, loss)
+    predicted = stats.predicted_rate(lam.min(), eta, N, loss)
     assert abs(measured - predicted) < TOL
     # and the fitted linear rate over the late half (no floor) agrees too
-    fitted = A.linear_rate(np.array(losses), window=(0.5, 1.0), floor=None)["rate"]
+    fitted = stats.linear_rate(np.array(losses), window=(0.5, 1.0), floor=None)["rate"]
     assert abs(fitted - predicted) < TOL
     # vectorised form and the undefined region
-    both = A.predicted_rate(np.array([lam.min(), 10.0 * N / eta]), eta, N, loss)
+    both = stats.predicted_rate(np.array([lam.min(), 10.0 * N / eta]), eta, N, loss)
     assert both[0] == pytest.approx(predicted) and np.isnan(both[1])
 
 
@@ -235,7 +96,7 @@ def test_stable_step_size_separates_convergence_from_divergence(loss):
     B = rng.standard_normal((N, N))
     K = B @ B.T + 0.1 * np.eye(N)
     lmax = np.linalg.eigvalsh(K)[-1]
-    eta_star = A.stable_step_size(lmax, N, loss)
+    eta_star = stats.stable_step_size(lmax, N, loss)
     assert eta_star == pytest.approx(2 * N / lmax if loss == "mean" else 2 / lmax)
     for factor, converges in ((0.95, True), (1.05, False)):
         eta = factor * eta_star
@@ -244,25 +105,25 @@ def test_stable_step_size_separates_convergence_from_divergence(loss):
         for _ in range(3000):
             r = r - per * K @ r
         assert (np.linalg.norm(r) < 1e-3) == converges
-    assert np.isnan(A.stable_step_size(0.0, N, loss))
+    assert np.isnan(stats.stable_step_size(0.0, N, loss))
 
 
 def test_mean_band_ignores_nan():
     v = np.array([[1.0, 2.0, np.nan], [3.0, np.nan, np.nan]])
-    mean, lo, hi = A.mean_band(v, axis=0)
+    mean, lo, hi = stats.mean_band(v, axis=0)
     assert mean[0] == 2.0 and lo[0] == 1.0 and hi[0] == 3.0
     assert mean[1] == 2.0 and np.isnan(mean[2]) and np.isnan(lo[2]) and np.isnan(hi[2])
 
 
 def test_paired_ratio_and_proportion_interval():
-    r = A.paired_ratio([2.0, 4.0, 8.0], [1.0, 2.0, 4.0])
+    r = stats.paired_ratio([2.0, 4.0, 8.0], [1.0, 2.0, 4.0])
     assert r["ratio"] == pytest.approx(2.0) and r["n"] == 3
     assert r["ci_low"] == pytest.approx(2.0) and r["ci_high"] == pytest.approx(2.0)
-    one = A.paired_ratio([2.0, np.nan], [1.0, 1.0])
+    one = stats.paired_ratio([2.0, np.nan], [1.0, 1.0])
     assert one["n"] == 1 and np.isnan(one["ci_low"])
-    lo, hi = A.proportion_interval(10, 10)
+    lo, hi = stats.proportion_interval(10, 10)
     assert hi == 1.0 and 0.6 < lo < 0.8
-    assert np.isnan(A.proportion_interval(0, 0)[0])
+    assert np.isnan(stats.proportion_interval(0, 0)[0])
 
 
 def _crafted_overparam(success_fraction_case=False):
@@ -282,14 +143,14 @@ def _crafted_overparam(success_fraction_case=False):
 
 def test_smallest_sufficient_width_and_exponent():
     ds = _crafted_overparam()
-    t = A.smallest_sufficient_width(ds, "loss", loss_target=1e-3, success_fraction=0.9)
+    t = stats.smallest_sufficient_width(ds, "loss", loss_target=1e-3, success_fraction=0.9)
     got = dict(zip(t["n_samples"], t["width_star"]))
     assert got[2] == 4 and got[4] == 16 and got[16] == 256
     assert got[8] == 128  # at width 64 only 1 of 2 seeds succeeds: 0.5 < 0.9
     assert np.isnan(got[64]) and bool(t.set_index("n_samples").loc[64, "censored"])  # 4096 > ladder
-    t_half = A.smallest_sufficient_width(ds, "loss", loss_target=1e-3, success_fraction=0.5)
+    t_half = stats.smallest_sufficient_width(ds, "loss", loss_target=1e-3, success_fraction=0.5)
     assert dict(zip(t_half["n_samples"], t_half["width_star"]))[8] == 64
-    fit = A.overparam_exponent(t_half)
+    fit = stats.overparam_exponent(t_half)
     assert fit["slope"] == pytest.approx(2.0) and fit["n"] == 4 and fit["n_censored"] == 1
     assert fit["decades"] == pytest.approx(np.log10(16 / 2))
 
@@ -310,7 +171,7 @@ def test_analysis_settings_fill_schema_defaults():
 
 def test_run_table_on_real_runs():
     clean, broken, _ = tiny_aggregates()
-    t = A.run_table(broken)
+    t = stats.run_table(broken)
     assert len(t) == 24
     div = t[t["status"] == "diverged"]
     assert len(div) == 1 and np.isnan(div["rate"].iloc[0])
@@ -322,19 +183,19 @@ def test_run_table_on_real_runs():
     assert (ok["rate"] <= 0).sum() < 0.2 * len(ok) and (ok["lambda_min0"] > 0).all()
     assert (ok["rate_predicted"] > 0).any() and ok["linearisation_gap"].notna().all()
     # LeCun (tau1 = 1) has a larger NTK than NTK init at every width, hence a faster rate here
-    tc = A.run_table(clean).set_index(["width", "scaling", "init", "seed"])
+    tc = stats.run_table(clean).set_index(["width", "scaling", "init", "seed"])
     for w in (8, 16, 32):
         assert tc.loc[(w, "inv_sqrt", "lecun", 0), "lambda_max0"] > tc.loc[(w, "inv_sqrt", "ntk", 0), "lambda_max0"]
 
 
 def test_attention_deviation_slope_depends_on_scaling():
     clean, _, _ = tiny_aggregates()
-    ds = A.complete_axes(clean)
+    ds = stats.complete_axes(clean)
     slopes = {}
     for sc in ("inv_sqrt", "inv"):
         d = ds["attention_deviation_mean"].isel(epoch=0).sel(scaling=sc, init="lecun")
         x = np.repeat(d["width"].values, d.sizes["seed"])
-        slopes[sc] = A.fit_loglog(x, d.transpose("width", "seed").values)["slope"]
+        slopes[sc] = stats.fit_loglog(x, d.transpose("width", "seed").values)["slope"]
     assert slopes["inv"] < slopes["inv_sqrt"] - 0.25  # theory: -0.5 vs 0
 
 

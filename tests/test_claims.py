@@ -13,6 +13,7 @@ import pytest
 
 from tfconv.analyses import claims as C
 from tfconv.config import DatasetSpec, Experiment, analysis_settings
+from tfconv.core.status import STATUS_DIVERGED
 from tfconv.store.aggregate import build_aggregate
 
 EPOCHS = 100
@@ -180,6 +181,53 @@ def test_claim4_counts_kernel_only_widths_in_the_prediction():
     rows = C.claim4("e", ds, settings())
     b = [r for r in rows if r["test"].startswith("(b)")][0]
     assert "width 4096" in b["test"] and b["verdict"] == "consistent" and b["value"] == pytest.approx(10, rel=0.02)
+
+
+def _one_pair_at_the_widest(axis, slow):
+    """Rates as in `_rates`, but at the widest width (256) only seed 0 of the slower group completes:
+    one seed pair there, four at width 64."""
+    ds = _rates(axis, lambda v: 0.01 if v == slow else 0.1)
+    st = ds["status"].copy()
+    st.loc[{"width": 256, axis: slow, "seed": [1, 2, 3]}] = STATUS_DIVERGED
+    return ds.assign(status=st)
+
+
+@pytest.mark.parametrize("axis, slow, analysis, quoted", [
+    ("init", "ntk", "init_comparison", "rate ratio at width 64 lecun/ntk {ratio} [{lo}, {hi}]"),
+    ("scaling", "inv", "scaling_comparison", "measured ratio inv_sqrt/inv {ratio} [{lo}, {hi}] at width 64"),
+])
+def test_figure_and_claim_quote_one_ratio_at_one_width(axis, slow, analysis, quoted):
+    """The paired ratio at the largest width (`stats.ratio_at_largest_width`): the widest width with
+    two seed pairs or more, so the claims table and the figure's finding quote the same width and
+    number, also when the widest trained width has a single pair."""
+    from tfconv.analyses import figure, stats
+    from tfconv.analyses.draw import fmt
+
+    ds = _one_pair_at_the_widest(axis, slow)
+    fast = "lecun" if axis == "init" else "inv_sqrt"
+    rate = stats.rates(stats.complete_axes(ds), settings())["rate"]
+    w, res = stats.ratio_at_largest_width(rate.sel({axis: fast}), rate.sel({axis: slow}), 0.95)
+    assert w == 64 and res["n"] == 4 and res["ratio"] == pytest.approx(10, rel=0.02)
+    assert stats.paired_ratio(rate.sel({axis: fast, "width": 256}).values,
+                              rate.sel({axis: slow, "width": 256}).values)["n"] == 1
+    test = C.claim3 if axis == "init" else C.claim4
+    row = test("e", stats.complete_axes(ds), settings())[0]
+    assert "width 64" in row["reason"] and row["value"] == res["ratio"] and row["ci_low"] == res["ci_low"]
+    _, finding = figure(analysis, ds, settings())
+    assert quoted.format(ratio=fmt(res["ratio"]), lo=fmt(res["ci_low"]), hi=fmt(res["ci_high"])) in finding, finding
+
+
+def test_the_claims_analyses_come_from_the_registry():
+    """Which analyses test a claim is said once, by the registry (`Analysis.claims`)."""
+    from tfconv.registry import all_analyses
+
+    for k in C.CLAIMS:
+        assert C.analyses_testing(k) == [a.name for a in all_analyses() if k in a.claims] != []
+    assert C.analyses_testing(2)[:2] == ["loss_per_width", "kernel_prediction"]
+    table = C.evaluate_claims({}, {})
+    reasons = dict(zip(table["claim"], table["reason"]))
+    assert reasons[1] == "no experiment lists the analysis 'overparam_exponent', which tests it"
+    assert reasons[5] == "no experiment lists the analysis 'figure9', which tests it"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -6,17 +6,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import sys
-from pathlib import Path
-
-from tfconv.analyses import stats as A
-from tfconv.analyses import analysis_names, caption_for, make_figure
+from aggregates import tiny_aggregates  # noqa: E402 (tests/ is on sys.path; cached: built once per process)
+from tfconv.analyses import stats
+from tfconv.analyses import analysis_names, make_figure
 from tfconv.figures import CSV_COLUMNS, SLOPE_COLUMNS
 
 PLOTS = analysis_names()
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # also under --import-mode=importlib
-from test_analysis import tiny_aggregates  # noqa: E402  (cached: built once per process)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SETTINGS = {"experiment": "tiny", "loss_target": 0.5, "success_fraction": 0.5}
@@ -82,11 +77,11 @@ def test_spectrum_fits_exclude_diverged_runs(tmp_path):
     want = float(clean["lambda_max"].sel(width=8, init="ntk", scaling="inv", seed=0, checkpoint_epoch=0))
     assert row["y"].iloc[0] == pytest.approx(want, rel=1e-12)
     # the slope printed equals an independent fit of the same points
-    d = A.epoch0_kernel(broken, "lambda_min").sel(init="lecun", scaling="inv_sqrt")
+    d = stats.epoch0_kernel(broken, "lambda_min").sel(init="lecun", scaling="inv_sqrt")
     st = broken["status"].sel(init="lecun", scaling="inv_sqrt").transpose("width", "seed").values.ravel()
     x = np.repeat(d["width"].values, 2)[st == "complete"]
     y = d.transpose("width", "seed").values.ravel()[st == "complete"]
-    ref = A.fit_loglog(x, y)
+    ref = stats.fit_loglog(x, y)
     got = [s for s in out["slopes"] if s["group"] == "init=lecun, scaling=inv_sqrt" and s["quantity"].startswith("lambda_min")][0]
     assert got["slope"] == pytest.approx(ref["slope"]) and got["ci_low"] == pytest.approx(ref["ci_low"])
 
@@ -117,41 +112,60 @@ def test_unknown_analysis_is_named(tmp_path):
 
 
 def test_report_captions_render(tmp_path):
-    """Every caption renders with Snakemake's jinja2 settings and is valid reStructuredText."""
+    """Every caption renders with Snakemake's jinja2 settings and is valid reStructuredText; the templates
+    print only the values the rules pass in (`tfconv.analyses.captions`, built from the typed experiment)."""
     import pathlib
+    import re
     import types
     import warnings
 
     import docutils.core as docutils_core  # both ship with snakemake
     import jinja2
+
+    from tfconv.analyses.captions import figure_caption_values, tables_caption_values
+    from tfconv.config import load_workflow
+
     root = pathlib.Path(__file__).resolve().parent.parent / "workflow" / "report"
     configs = [
-        {"datasets": {"d": {"kind": "synthetic", "n_samples": 100, "d_s": 8, "d": 32}},
+        {"datasets": {"d": {"kind": "synthetic", "n_samples": 100, "d_s": 8, "d": 32, "token_norm": 1.0}},
          "experiments": {"e": {"dataset": "d", "grid": {"width": [16, 64], "n_samples": [10, 20]}}}},
         {"datasets": {"d": {"kind": "mnist", "patch_size": 7}}, "analysis": {"confidence": 0.9},
-         "experiments": {"e": {"dataset": "d", "grid": {"width": [16], "seed": [0, 1]},
-                               "train": {"step_size": 0.5, "epochs": 100, "loss": "sum", "hidden": False}}}},
+         "experiments": {"e": {"dataset": "d", "grid": {"width": [16], "seed": [0, 1], "step_size": [0.02, "0.5limit"]},
+                               "train": {"epochs": 100, "loss": "sum", "hidden": False}}}},
         {"datasets": {"d": {"kind": "text"}}, "experiments": {"e": {"dataset": "d", "grid": {"width": [16]}}}},
     ]
     env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-    # one caption for every figure (figure.rst branches on the analysis wildcard), one per table
+    templates = {name: (root / f"{name}.rst").read_text() for name in ("figure", "claims", "slopes")}
+    for name, src in templates.items():  # no setting or default of their own
+        assert "snakemake.config" not in src and not re.search(r"\|\s*default|\.get\(|{%", src), name
+    # one caption for every figure, one per table
     rendered = {}
-    for name in list(PLOTS) + ["claims", "slopes"]:
-        src = (root / ("figure.rst" if name in PLOTS else f"{name}.rst")).read_text()
-        for cfg in configs:
-            params = types.SimpleNamespace(caption=caption_for(name, dict(cfg.get("analysis", {}), step_size=0.5,
-                                                                          checkpoint_epochs="0, 100"))
-                                           if name in PLOTS else "")
-            sm = types.SimpleNamespace(config=cfg, wildcards=types.SimpleNamespace(experiment="e", analysis=name),
-                                       params=params)
-            text = env.from_string(src).render(snakemake=sm)
+    for cfg in configs:
+        wf = load_workflow(cfg)
+        exp = wf.experiment("e")
+        for name in list(PLOTS) + ["claims", "slopes"]:
+            values = (figure_caption_values(exp, name, wf.analysis) if name in PLOTS
+                      else tables_caption_values(wf.analysis))
+            sm = types.SimpleNamespace(config={}, wildcards=types.SimpleNamespace(experiment="e", analysis=name),
+                                       params=types.SimpleNamespace(**values))
+            text = env.from_string(templates["figure" if name in PLOTS else name]).render(snakemake=sm)
             with warnings.catch_warnings():  # docutils >= 0.22 announces a keyword rename
                 warnings.simplefilter("ignore", PendingDeprecationWarning)
                 docutils_core.publish_parts(text, writer_name="html",
                                             settings_overrides={"halt_level": 2, "report_level": 2})
+            pct = "90.0%" if cfg.get("analysis") else "95.0%"
+            assert pct in text and "{" not in text, (name, text)
             if name in PLOTS:
                 assert "step size" in text and "figure's title" in text
                 rendered.setdefault(str(cfg), {})[name] = text
+        kind = exp.dataset.kind
+        text = rendered[str(cfg)]["loss_per_width"]
+        assert {"synthetic": "normalised to norm 1.0 in d = 32", "mnist": "d_s = 16 tokens of\nd = 49 features, 10 outputs",
+                "text": "d_s = 16 word tokens of d = 32"}[kind] in text, text
+        if kind == "mnist":
+            assert "step sizes 0.02, 0.5limit" in text and "no hidden layer W_h" in text and "sum loss" in text
+        else:
+            assert "step size 0.5limit for 400 epochs" in text and "mean loss" in text
     for cfg_key, texts in rendered.items():  # each analysis gets its own paragraph
         assert len(set(texts.values())) == len(texts), f"identical captions for different analyses ({cfg_key})"
 
@@ -220,11 +234,11 @@ def test_spectrum_draws_the_spectral_density_of_k0_by_method(tmp_path):
     clean, broken, by_n = tiny_aggregates()
     d = clean["spectral_density_K0"]
     assert d.dims[-1] == "spectrum_bin" and np.allclose(d.sum("spectrum_bin").values, 1.0)
-    lam0 = A.epoch0_kernel(clean, "lambda_min")
+    lam0 = stats.epoch0_kernel(clean, "lambda_min")
     edges = np.asarray(d.attrs["bin_edges"])
     assert edges.size == d.sizes["spectrum_bin"] + 1 and np.all(np.diff(np.log(edges)) > 0)
     assert edges[0] == pytest.approx(float(lam0.min()), rel=1e-12)
-    assert edges[-1] == pytest.approx(float(A.epoch0_kernel(clean, "lambda_max").max()), rel=1e-12)
+    assert edges[-1] == pytest.approx(float(stats.epoch0_kernel(clean, "lambda_max").max()), rel=1e-12)
     np.testing.assert_allclose(d["spectrum_bin"].values, np.sqrt(edges[:-1] * edges[1:]), rtol=1e-12)
     out, table = _draw("spectrum", clean, tmp_path)
     rows = table[table["quantity"] == "spectral_density_K0"]

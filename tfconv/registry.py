@@ -79,9 +79,9 @@ DECLARED: Dict[str, Tuple[str, Requires]] = {
     "overparam_exponent": ("convergence", Requires(axes={"n_samples": 2, "width": 2})),
     "scaling_comparison": ("scaling", Requires(axes={"scaling": 2})),
     "attention_deviation": ("scaling", Requires(axes={"width": 2})),
-    "figure9": ("kernel", Requires()),
-    "spectrum": ("kernel", Requires(axes={"width": 2})),
-    "lazy_training": ("kernel", Requires(axes={"width": 2})),
+    "figure9": ("kernel_regime", Requires()),
+    "spectrum": ("kernel_regime", Requires(axes={"width": 2})),
+    "lazy_training": ("kernel_regime", Requires(axes={"width": 2})),
     "mnist_accuracy": ("realdata", Requires(kinds=("mnist",))),
     "text_assumption": ("realdata", Requires(axes={"n_samples": 2})),
 }

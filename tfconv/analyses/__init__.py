@@ -3,16 +3,16 @@ the claims table.
 
 `tfconv.registry` is the one list of analyses (schema enum, captions, docs, rules read it); the
 analyses themselves live in one module per section of the paper: `convergence`, `scaling`,
-`kernel`, `realdata`.  `stats` holds every shared definition (fits, rates, ratios, aggregate
-readers), `draw` the drawing helpers they share; `claims` tests the paper's claims.  `make_figure`
-draws one analysis to PNG + CSV.
+`kernel_regime`, `realdata`.  `stats` holds every shared definition (fits, rates, ratios, aggregate
+readers), `draw` the drawing helpers they share; `claims` tests the paper's claims; `captions`
+builds every value the report's captions print.  `make_figure` draws one analysis to PNG + CSV.
 """
 from __future__ import annotations
 
 import warnings
 from typing import Any, Dict, Mapping, Optional
 
-from ..config.loader import analysis_settings
+from ..config import analysis_settings
 from ..registry import REGISTRY, Analysis, Requires, all_analyses, analysis_names, get_analysis, register
 
 

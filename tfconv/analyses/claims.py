@@ -49,8 +49,9 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 import numpy as np
 
-from ..config.loader import analysis_settings
-from . import stats as A
+from ..config import analysis_settings
+from ..registry import all_analyses, get_analysis
+from . import stats
 
 CLAIMS = {
     1: "width of order N^2 suffices for global convergence (LeCun/He, tau0 = d_m^-1/2)",
@@ -59,9 +60,6 @@ CLAIMS = {
     4: "tau0 = d_m^-1/2 converges faster than tau0 = d_m^-1 at large width",
     5: "under tau0 = d_m^-1 attention tends to uniform and the NTK is stable",
 }
-#: The analysis whose experiments test each claim (the registry declares the same link).
-TESTED_BY = {1: "overparam_exponent", 2: "loss_per_width", 3: "init_comparison", 4: "scaling_comparison",
-             5: "figure9"}
 COLUMNS = ["claim", "experiment", "test", "value", "ci_low", "ci_high", "threshold", "verdict", "reason"]
 CONSISTENT, REFUTED, NOT_MEASURABLE = "consistent", "refuted", "not measurable"
 
@@ -78,18 +76,18 @@ def _fmt(x) -> str:
 
 def _largest_n(ds):
     if "n_samples" in ds.dims:
-        return ds.sel(n_samples=max(A.axis_values(ds, "n_samples")))
+        return ds.sel(n_samples=max(stats.axis_values(ds, "n_samples")))
     return ds
 
 
 def _theory_group(ds) -> tuple:
     """(scaling, init) of the theory's setting: inv_sqrt with lecun (else he, else the first)."""
-    return (A.preferred(A.axis_values(ds, "scaling"), "inv_sqrt"),
-            A.preferred(A.axis_values(ds, "init"), "lecun", "he"))
+    return (stats.preferred(stats.axis_values(ds, "scaling"), "inv_sqrt"),
+            stats.preferred(stats.axis_values(ds, "init"), "lecun", "he"))
 
 
 def _steps(ds) -> List[Any]:
-    return A.axis_values(ds, "step_size") or [None]
+    return stats.axis_values(ds, "step_size") or [None]
 
 
 def _at_step(ds, step):
@@ -127,17 +125,17 @@ def claim1(name: str, ds, settings) -> List[Dict[str, Any]]:
         sub = _at_step(ds, step).sel(scaling=[sc], init=[ini])
         grp = f"{ini}/{sc}" + (f", step {step}" if step is not None else "")
         rows.append(_direct_sufficiency(name, sub, settings, grp))
-        table = A.smallest_sufficient_width(sub, "kernel", success_fraction=settings["success_fraction"],
-                                            kernel_stability=settings["kernel_stability"])
-        fit = A.overparam_exponent(table, settings["confidence"])
+        table = stats.smallest_sufficient_width(sub, "kernel", success_fraction=settings["success_fraction"],
+                                                kernel_stability=settings["kernel_stability"])
+        fit = stats.overparam_exponent(table, settings["confidence"])
         verdict, why = _exponent_verdict(fit, settings)
         rows.append(_row(1, name, f"(b) exponent of the smallest kernel-stable width in N ({grp}; max_t "
                                   f"|K_t-K_0|/|K_0| <= {settings['kernel_stability']:g} for the median seed)",
                          fit["slope"], fit["ci_low"], fit["ci_high"], "refuted if ci_low > 2; consistent if ci_high < 2",
                          verdict, why))
         for target in settings["loss_targets"]:
-            table = A.smallest_sufficient_width(sub, "loss", target, settings["success_fraction"])
-            fit = A.overparam_exponent(table, settings["confidence"])
+            table = stats.smallest_sufficient_width(sub, "loss", target, settings["success_fraction"])
+            fit = stats.overparam_exponent(table, settings["confidence"])
             verdict, why = _exponent_verdict(fit, settings)
             rows.append(_row(1, name, f"(c) exponent of the smallest width reaching loss_E/loss_0 <= {target:g} ({grp})",
                              fit["slope"], fit["ci_low"], fit["ci_high"],
@@ -150,26 +148,26 @@ def _direct_sufficiency(name, sub, settings, grp) -> Dict[str, Any]:
     target = float(settings["loss_target"])
     test = f"(a) every seed at width >= N^2 reaches loss_E/loss_0 <= {target:g} ({grp})"
     thr = "refuted by one failing seed whose linearised prediction reaches the target"
-    widths = sorted(A.axis_values(sub, "width"))
+    widths = sorted(stats.axis_values(sub, "width"))
     scored = ok = 0
     untestable, failures = [], []
-    for n in A.axis_values(sub, "n_samples"):
+    for n in stats.axis_values(sub, "n_samples"):
         need = [w for w in widths if w >= n * n]
         if not need:
             continue
         s = sub.sel(n_samples=n, width=need[0])
-        st = A.run_status(s).ravel()
+        st = stats.run_status(s).ravel()
         loss = s["loss"].transpose(..., "epoch").values.reshape(st.size, -1)
         lin = (s["loss_linearised"].transpose(..., "epoch").values.reshape(st.size, -1)
                if "loss_linearised" in s else np.full_like(loss, np.nan))
         for k in range(st.size):
-            if st[k] == "missing":
+            if st[k] == stats.STATUS_MISSING:
                 continue
             if not (np.isfinite(lin[k, -1]) and lin[k, -1] <= target * lin[k, 0]):
                 untestable.append(f"N={n}")
                 continue
             scored += 1
-            good = st[k] == A.STATUS_COMPLETE and loss[k, -1] <= target * loss[k, 0]
+            good = st[k] == stats.STATUS_COMPLETE and loss[k, -1] <= target * loss[k, 0]
             ok += good
             if not good:
                 failures.append(f"N={n} width {need[0]} seed {k} ({st[k]}, loss ratio {_fmt(loss[k, -1] / loss[k, 0])})")
@@ -179,7 +177,7 @@ def _direct_sufficiency(name, sub, settings, grp) -> Dict[str, Any]:
                "raise train.epochs")
         return _row(1, name, test, threshold=thr, reason=why)
     frac = ok / scored
-    lo, hi = A.proportion_interval(ok, scored, settings["confidence"])
+    lo, hi = stats.proportion_interval(ok, scored, settings["confidence"])
     if failures:
         return _row(1, name, test, frac, lo, hi, thr, REFUTED, f"{len(failures)} of {scored} seeds fail: " + "; ".join(failures[:4]))
     skipped = f"; {len(untestable)} seed(s) not scored (budget too short for their linearised prediction)" if untestable else ""
@@ -192,25 +190,25 @@ def _direct_sufficiency(name, sub, settings, grp) -> Dict[str, Any]:
 
 def sufficient_widths(sub, settings) -> List[Any]:
     """Widths of `sub` (one group) whose median seed stays in the kernel regime."""
-    ok = A.run_succeeds(sub, "kernel", kernel_stability=settings["kernel_stability"])
+    ok = stats.run_succeeds(sub, "kernel", kernel_stability=settings["kernel_stability"])
     out = []
-    for w in A.axis_values(sub, "width"):
-        st = A.run_status(sub.sel(width=w)).ravel()
-        present = (st != "missing") & (st != A.STATUS_KERNEL_ONLY)
+    for w in stats.axis_values(sub, "width"):
+        st = stats.run_status(sub.sel(width=w)).ravel()
+        present = (st != stats.STATUS_MISSING) & (st != stats.STATUS_KERNEL_ONLY)
         if present.sum() and np.asarray(ok.sel(width=w).values).ravel()[present].mean() >= settings["success_fraction"]:
             out.append(w)
     return out
 
 
 def claim2(name: str, ds, settings) -> List[Dict[str, Any]]:
-    inits = [i for i in ("lecun", "he") if i in A.axis_values(ds, "init")]
-    if not inits or "inv_sqrt" not in A.axis_values(ds, "scaling"):
+    inits = [i for i in ("lecun", "he") if i in stats.axis_values(ds, "init")]
+    if not inits or "inv_sqrt" not in stats.axis_values(ds, "scaling"):
         return [_row(2, name, "needs", reason="the experiment needs LeCun or He runs under scaling inv_sqrt")]
     ds = _largest_n(ds)
     loss_kind = str(ds.attrs.get("loss", "mean"))
     if loss_kind == "cross_entropy":
         return [_row(2, name, "needs", reason="the linear-rate theory is for the squared loss; this experiment uses cross-entropy")]
-    N = A.n_samples_of(ds)
+    N = stats.n_samples_of(ds)
     rows = []
     for step in _steps(ds):
         bound_runs, rate_runs = [], []
@@ -221,16 +219,16 @@ def claim2(name: str, ds, settings) -> List[Dict[str, Any]]:
             widths_used.update(good)
             for w in good:
                 s = sub.sel(width=w)
-                rs = A.rates(s, settings)
-                for seed in A.axis_values(s, "seed"):
+                rs = stats.rates(s, settings)
+                for seed in stats.axis_values(s, "seed"):
                     r = s.sel(seed=seed)
-                    if str(r["status"].values) not in (A.STATUS_COMPLETE, A.STATUS_DIVERGED):
+                    if str(r["status"].values) not in (stats.STATUS_COMPLETE, stats.STATUS_DIVERGED):
                         continue
                     loss = np.asarray(r["loss"].values, dtype=float)
                     eta = float(r["eta"].values) if "eta" in r else np.nan
-                    lmin = float(A.epoch0_kernel(r, "lambda_min").values)
-                    bound = A.geometric_bound(loss[0], eta, lmin, loss.size - 1, N, loss_kind, settings["bound_constant"])
-                    holds, at = A.bound_holds(loss, bound, settings["bound_tolerance"])
+                    lmin = float(stats.epoch0_kernel(r, "lambda_min").values)
+                    bound = stats.geometric_bound(loss[0], eta, lmin, loss.size - 1, N, loss_kind, settings["bound_constant"])
+                    holds, at = stats.bound_holds(loss, bound, settings["bound_tolerance"])
                     label = f"{ini} width {w} seed {seed}"
                     bound_runs.append((holds, label, at))
                     rr = rs.sel(seed=seed)
@@ -244,7 +242,7 @@ def claim2(name: str, ds, settings) -> List[Dict[str, Any]]:
             continue
         where = f"widths {sorted(widths_used)}"
         k = sum(h for h, _, _ in bound_runs)
-        lo, hi = A.proportion_interval(k, len(bound_runs), settings["confidence"])
+        lo, hi = stats.proportion_interval(k, len(bound_runs), settings["confidence"])
         bad = [f"{lab} (epoch {at})" for h, lab, at in bound_runs if not h]
         c = settings["bound_constant"]
         rows.append(_row(2, name, f"(a) L_t <= L_0 (1 - {c:g} eta lambda_min(K_0)/N)^(2t) at every epoch ({grp}; {where})",
@@ -286,18 +284,6 @@ def _faster(claim: int, name: str, test: str, res: Mapping[str, float], settings
                 "the interval holds 1 (no significant difference); " + context)
 
 
-def _ratio_at_largest_width(rate_a, rate_b, confidence, widths):
-    """(width, paired ratio) at the largest width with >= 2 pairs (else the largest with any)."""
-    best = None
-    for w in sorted(widths, reverse=True):
-        res = A.paired_ratio(rate_a.sel(width=w).values, rate_b.sel(width=w).values, confidence)
-        if res["n"] >= 2:
-            return w, res
-        if res["n"] and best is None:
-            best = (w, res)
-    return best or (max(widths), A.paired_ratio([], [], confidence))
-
-
 def _step_context(s, w) -> str:
     if "eta" not in s or "step_limit" not in s:
         return ""
@@ -306,20 +292,20 @@ def _step_context(s, w) -> str:
 
 
 def claim3(name: str, ds, settings) -> List[Dict[str, Any]]:
-    inits = A.axis_values(ds, "init")
+    inits = stats.axis_values(ds, "init")
     if "ntk" not in inits or not ({"lecun", "he"} & set(inits)):
         return [_row(3, name, "needs", reason="the experiment needs init ntk and lecun or he")]
-    sc = A.preferred(A.axis_values(ds, "scaling"), "inv_sqrt")
+    sc = stats.preferred(stats.axis_values(ds, "scaling"), "inv_sqrt")
     ds = _largest_n(ds)
     rows = []
     for step in _steps(ds):
         sub = _at_step(ds, step).sel(scaling=sc)
-        rate = A.rates(sub, settings)["rate"]
+        rate = stats.rates(sub, settings)["rate"]
         for a in ("lecun", "he"):
             if a not in inits:
                 continue
-            w, res = _ratio_at_largest_width(rate.sel(init=a), rate.sel(init="ntk"), settings["confidence"],
-                                             A.axis_values(sub, "width"))
+            w, res = stats.ratio_at_largest_width(rate.sel(init=a), rate.sel(init="ntk"), settings["confidence"],
+                                                  stats.axis_values(sub, "width"))
             ctx = (f"width {w}, {_step_label(sub, step)}; {a}: {_step_context(sub.sel(init=a), w)}, "
                    f"ntk: {_step_context(sub.sel(init='ntk'), w)}")
             rows.append(_faster(3, name, f"late-window rate ratio {a}/ntk ({sc}, {_step_label(sub, step)})", res,
@@ -328,25 +314,25 @@ def claim3(name: str, ds, settings) -> List[Dict[str, Any]]:
 
 
 def claim4(name: str, ds, settings) -> List[Dict[str, Any]]:
-    if not ({"inv_sqrt", "inv"} <= set(A.axis_values(ds, "scaling"))):
+    if not ({"inv_sqrt", "inv"} <= set(stats.axis_values(ds, "scaling"))):
         return [_row(4, name, "needs", reason="the experiment needs scalings inv_sqrt and inv")]
-    ini = A.preferred(A.axis_values(ds, "init"), "lecun", "he")
+    ini = stats.preferred(stats.axis_values(ds, "init"), "lecun", "he")
     ds = _largest_n(ds)
     rows = []
     for step in _steps(ds):
         sub = _at_step(ds, step).sel(init=ini)
-        meas = A.rates(sub, settings)["rate"]
-        trained = [w for w in A.axis_values(sub, "width")
-                   if (A.run_status(sub.sel(width=w)) == A.STATUS_COMPLETE).any()]
+        meas = stats.rates(sub, settings)["rate"]
+        trained = [w for w in stats.axis_values(sub, "width")
+                   if (stats.run_status(sub.sel(width=w)) == stats.STATUS_COMPLETE).any()]
         if trained:
-            w, res = _ratio_at_largest_width(meas.sel(scaling="inv_sqrt"), meas.sel(scaling="inv"),
-                                             settings["confidence"], trained)
+            w, res = stats.ratio_at_largest_width(meas.sel(scaling="inv_sqrt"), meas.sel(scaling="inv"),
+                                                  settings["confidence"], trained)
             rows.append(_faster(4, name, f"(a) measured rate ratio inv_sqrt/inv at the largest trained width ({ini}, "
                                          f"{_step_label(sub, step)})", res, settings, f"width {w}"))
-        pred = A.rates(sub, settings, "loss_linearised")["rate"]
-        wmax = max(A.axis_values(sub, "width"))
-        res = A.paired_ratio(pred.sel(scaling="inv_sqrt", width=wmax).values, pred.sel(scaling="inv", width=wmax).values,
-                             settings["confidence"])
+        pred = stats.rates(sub, settings, "loss_linearised")["rate"]
+        wmax = max(stats.axis_values(sub, "width"))
+        res = stats.paired_ratio(pred.sel(scaling="inv_sqrt", width=wmax).values, pred.sel(scaling="inv", width=wmax).values,
+                                 settings["confidence"])
         rows.append(_faster(4, name, f"(b) linearised-prediction rate ratio inv_sqrt/inv at width {wmax} ({ini}, "
                                      f"{_step_label(sub, step)})", res, settings,
                             f"width {wmax}; from K_0 and the initial residual (no training needed)"))
@@ -361,22 +347,22 @@ def _slope_over_width(sub, values, confidence):
     st = np.asarray(sub["status"].transpose("width", "seed").values).astype(str).ravel()
     y = np.asarray(values.transpose("width", "seed").values, dtype=float).ravel()
     x = np.repeat(np.asarray(sub["width"].values, dtype=float), sub.sizes["seed"])
-    ok = st == A.STATUS_COMPLETE
-    return A.fit_loglog(x[ok], y[ok], confidence)
+    ok = st == stats.STATUS_COMPLETE
+    return stats.fit_loglog(x[ok], y[ok], confidence)
 
 
 def claim5(name: str, ds, settings) -> List[Dict[str, Any]]:
-    if "inv" not in A.axis_values(ds, "scaling") or len(A.axis_values(ds, "width")) < 2:
+    if "inv" not in stats.axis_values(ds, "scaling") or len(stats.axis_values(ds, "width")) < 2:
         return [_row(5, name, "needs", reason="the experiment needs scaling inv and >= 2 widths")]
-    ini = A.preferred(A.axis_values(ds, "init"), "lecun", "he")
+    ini = stats.preferred(stats.axis_values(ds, "init"), "lecun", "he")
     ds = _largest_n(ds)
     rows = []
     for step in _steps(ds):
         sub = _at_step(ds, step).sel(scaling="inv", init=ini)
-        trained = [w for w in A.axis_values(sub, "width") if (A.run_status(sub.sel(width=w)) == A.STATUS_COMPLETE).any()]
+        trained = [w for w in stats.axis_values(sub, "width") if (stats.run_status(sub.sel(width=w)) == stats.STATUS_COMPLETE).any()]
         sub = sub.sel(width=trained)
         lab = f"inv, {ini}, {_step_label(sub, step)}"
-        f = _slope_over_width(sub, A.final_value(sub, "attention_deviation_mean"), settings["confidence"])
+        f = _slope_over_width(sub, stats.final_value(sub, "attention_deviation_mean"), settings["confidence"])
         test = f"(a) width slope of the attention deviation at the end of training ({lab})"
         thr = "consistent if ci_high < 0; refuted if ci_low > 0"
         if not np.isfinite(f["slope"]):
@@ -385,7 +371,7 @@ def claim5(name: str, ds, settings) -> List[Dict[str, Any]]:
             v = CONSISTENT if f["ci_high"] < 0 else REFUTED if f["ci_low"] > 0 else NOT_MEASURABLE
             rows.append(_row(5, name, test, f["slope"], f["ci_low"], f["ci_high"], thr, v,
                              f"{f['n']} runs over widths {trained}" + ("" if v != NOT_MEASURABLE else "; the interval holds 0")))
-        kc = A.final_value(sub, "kernel_change", "checkpoint_epoch")
+        kc = stats.final_value(sub, "kernel_change", "checkpoint_epoch")
         test = f"(b) final NTK change |K_E-K_0|/|K_0|: width slope and level at the widest width ({lab})"
         thr = f"consistent if slope ci_high < 0 and level <= {settings['kernel_change_threshold']:g}"
         ck = [int(e) for e in sub["checkpoint_epoch"].values] if "checkpoint_epoch" in sub.dims else []
@@ -429,16 +415,16 @@ def evaluate_claims(aggregates: Mapping[str, Any], claims_of: Mapping[str, Itera
     for k in sorted(CLAIMS):
         tested = [name for name in aggregates if k in set(claims_of.get(name, ()))]
         for name in tested:
-            ds = A.complete_axes(aggregates[name])
+            ds = stats.complete_axes(aggregates[name])
             new = TESTS[k](name, ds, settings)
-            n_div = int((A.run_status(ds) == A.STATUS_DIVERGED).sum())
+            n_div = int((stats.run_status(ds) == stats.STATUS_DIVERGED).sum())
             if n_div:  # say so in every row of the experiment: the fits and ratios left them out
-                note = f"{n_div} of {A.run_status(ds).size} run(s) diverged (excluded)"
+                note = f"{n_div} of {stats.run_status(ds).size} run(s) diverged (excluded)"
                 for r in new:
                     r["reason"] = f"{r['reason']}; {note}" if r["reason"] else note
             rows.extend(new)
         if not tested:
-            rows.append(_row(k, "", "-", reason=f"no experiment lists the analysis '{TESTED_BY[k]}', which tests it"))
+            rows.append(_row(k, "", "-", reason=_untested(k)))
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.insert(1, "statement", df["claim"].map(CLAIMS))
     return df
@@ -446,6 +432,19 @@ def evaluate_claims(aggregates: Mapping[str, Any], claims_of: Mapping[str, Itera
 
 def claims_tested(analyses: Sequence[str]) -> List[int]:
     """The claims tested by an experiment that lists `analyses` (from the registry)."""
-    from ..registry import get_analysis
-
     return sorted({c for a in analyses for c in get_analysis(a).claims})
+
+
+def analyses_testing(claim: int) -> List[str]:
+    """The analyses whose experiments test `claim`, in the registry's order (`Analysis.claims`: the
+    one place that links an analysis to the claims it tests)."""
+    return [a.name for a in all_analyses() if claim in a.claims]
+
+
+def _untested(claim: int) -> str:
+    """Why a claim has no row of its own: no experiment lists an analysis that tests it (the first
+    such analysis of the registry is named)."""
+    names = analyses_testing(claim)
+    if not names:
+        return "no analysis of the registry tests it"
+    return f"no experiment lists the analysis '{names[0]}', which tests it"

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 import numpy as np
 
 from ..figures.canvas import Canvas
-from . import stats as A
+from . import stats
 
 SCALING_LABEL = {"inv_sqrt": r"$\tau_0 = d_m^{-1/2}$", "inv": r"$\tau_0 = d_m^{-1}$"}
 INIT_LABEL = {"lecun": "LeCun", "he": "He", "ntk": "NTK"}
@@ -87,7 +87,7 @@ GROUP_COLORS = ((0.12156862745098039, 0.4666666666666667, 0.7058823529411765),
 
 def values_of_good_runs(sub, *variables) -> np.ndarray:
     """Every value of `variables` in runs that did not diverge (for axis limits a diverged run must not set)."""
-    keep = run_status(sub) != A.STATUS_DIVERGED
+    keep = run_status(sub) != stats.STATUS_DIVERGED
     out = []
     for v in variables:
         if v in sub:
@@ -126,27 +126,27 @@ def log_ylim(ax, values, decades: float = 12) -> None:
 def first_step(ds):
     """(ds at the first value of its step_size axis, that step) -- the step a single-step figure shows;
     (ds, None) when the experiment has one step (no axis)."""
-    steps = A.axis_values(ds, "step_size")
+    steps = stats.axis_values(ds, "step_size")
     return (ds.sel(step_size=steps[0]), steps[0]) if steps else (ds, None)
 
 
 def prepare(ds, largest_n: bool = True):
     """complete_axes plus, when asked, the slice at the largest n_samples; returns (ds, N or None)."""
-    ds = A.complete_axes(ds)
+    ds = stats.complete_axes(ds)
     n = None
     if largest_n and "n_samples" in ds.dims:
-        n = max(A.axis_values(ds, "n_samples"))
+        n = max(stats.axis_values(ds, "n_samples"))
         ds = ds.sel(n_samples=n)
     return ds, n
 
 
 def groups(ds) -> List[tuple]:
     """(scaling, init) pairs in grid order."""
-    return [(s, i) for s in A.axis_values(ds, "scaling") for i in A.axis_values(ds, "init")]
+    return [(s, i) for s in stats.axis_values(ds, "scaling") for i in stats.axis_values(ds, "init")]
 
 
 def default_group(ds) -> tuple:
-    return (A.preferred(A.axis_values(ds, "scaling"), "inv_sqrt"), A.preferred(A.axis_values(ds, "init"), "lecun"))
+    return (stats.preferred(stats.axis_values(ds, "scaling"), "inv_sqrt"), stats.preferred(stats.axis_values(ds, "init"), "lecun"))
 
 
 def run_status(sub) -> np.ndarray:
@@ -166,10 +166,10 @@ def draw_seed_curves(cv: Canvas, ax, sub, var: str, dim: str, color, label: str,
     vals = np.asarray(da.values, dtype=float)
     x = np.asarray(sub[dim].values, dtype=float)
     status = run_status(sub).ravel()
-    seeds = A.axis_values(sub, "seed")
-    div = status == A.STATUS_DIVERGED
+    seeds = stats.axis_values(sub, "seed")
+    div = status == stats.STATUS_DIVERGED
     good = np.where(div[:, None], np.nan, vals)
-    mean, lo, hi = A.mean_band(good, axis=0)
+    mean, lo, hi = stats.mean_band(good, axis=0)
     fin = np.isfinite(mean)
     sparse = fin.sum() <= 12 or (fin.sum() < fin.size and not (fin[1:] & fin[:-1]).any())
     mk = marker if marker is not None else ("o" if sparse else None)
@@ -177,7 +177,7 @@ def draw_seed_curves(cv: Canvas, ax, sub, var: str, dim: str, color, label: str,
         # drawn only where finite, so that curves recorded every k epochs are lines, not gaps
         ax.plot(x[fin], mean[fin], color=color, ls=ls, label=label, marker=mk, ms=3,
                 markevery=None if x[fin].size <= 12 else max(1, x[fin].size // 8))
-        if band and np.sum(~div & (status != "missing")) > 1:
+        if band and np.sum(~div & (status != stats.STATUS_MISSING)) > 1:
             ax.fill_between(x[fin], lo[fin], hi[fin], color=color, alpha=0.18, lw=0)
             cv.band_drawn = True
     cv.record(panel, var, dim, x, mean, stat, **group)
@@ -191,7 +191,7 @@ def draw_seed_curves(cv: Canvas, ax, sub, var: str, dim: str, color, label: str,
             ax.plot(x[fin], v[fin], color=color, ls="--", lw=1)
         if fin.size:
             ax.plot([x[fin[-1]]], [v[fin[-1]]], color=color, marker="x", ms=7, ls="none")
-        cv.record(panel, var, dim, x, v, "diverged_run", **dict(group, seed=seeds[k], status=A.STATUS_DIVERGED))
+        cv.record(panel, var, dim, x, v, "diverged_run", **dict(group, seed=seeds[k], status=stats.STATUS_DIVERGED))
         cv.diverged_drawn = True
     return x, mean
 
@@ -206,8 +206,8 @@ def draw_runs_fit(cv: Canvas, ax, x, y, status, seeds, color, label: str, panel:
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
     status = np.asarray(status).astype(str).ravel()
-    div = status == A.STATUS_DIVERGED
-    ok = ~div & (status != "missing") & np.isfinite(y)
+    div = status == stats.STATUS_DIVERGED
+    ok = ~div & (status != stats.STATUS_MISSING) & np.isfinite(y)
     if ok.any():
         ax.plot(x[ok], y[ok], ls="none", marker=marker, ms=4, color=color, alpha=0.6)
     shown = div & np.isfinite(y)  # a diverged run has a value only where it has one (e.g. at init)
@@ -216,16 +216,16 @@ def draw_runs_fit(cv: Canvas, ax, x, y, status, seeds, color, label: str, panel:
     if div.any():
         cv.diverged_drawn = True
     for xi, yi, st, sd in zip(x, y, status, seeds):
-        if st == "missing":
+        if st == stats.STATUS_MISSING:
             continue
         g = dict(group, seed=sd, status=st)
         g[x_name] = xi if x_name in ("width", "n_samples") else g.get(x_name)
-        cv.record(panel, quantity, x_name, xi, yi, "diverged_run" if st == A.STATUS_DIVERGED else "run", **g)
+        cv.record(panel, quantity, x_name, xi, yi, "diverged_run" if st == stats.STATUS_DIVERGED else "run", **g)
     # seed-mean line at each x
     ux = np.unique(x[ok & np.isfinite(x)])
     means = np.array([np.nanmean(np.where(np.isfinite(y[ok & (x == u)]), y[ok & (x == u)], np.nan))
                       if np.any(np.isfinite(y[ok & (x == u)])) else np.nan for u in ux])
-    result = A.fit_loglog(x[ok], y[ok], confidence) if fit else A._nan_fit()
+    result = stats.fit_loglog(x[ok], y[ok], confidence) if fit else stats._nan_fit()
     lab = label  # the fitted slope and its interval go to the finding and the slopes table, not the legend
     if ux.size and np.isfinite(means).any():
         fm = np.isfinite(means)
@@ -251,7 +251,7 @@ def flat(ds, var_da, x_axis: str):
     y = np.asarray(var_da.transpose(*dims).values, dtype=float)
     st = np.asarray(ds["status"].transpose(*dims).values).astype(str)
     xv = np.asarray(ds[x_axis].values, dtype=float)
-    sv = np.asarray(A.axis_values(ds, "seed"))
+    sv = np.asarray(stats.axis_values(ds, "seed"))
     X = np.repeat(xv[:, None], len(sv), axis=1)
     S = np.repeat(sv[None, :], len(xv), axis=0)
     return X.ravel(), y.ravel(), st.ravel(), S.ravel()
@@ -270,7 +270,7 @@ def empty(cv: Canvas, message: str) -> str:
 
 
 def count_diverged(ds) -> int:
-    return int((run_status(ds) == A.STATUS_DIVERGED).sum())
+    return int((run_status(ds) == stats.STATUS_DIVERGED).sum())
 
 
 def diverged_clause(ds) -> str:

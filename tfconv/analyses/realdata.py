@@ -10,9 +10,9 @@ from typing import Any, Dict
 import numpy as np
 
 from ..figures.canvas import Canvas
-from ..registry import Analysis, Requires, register
+from ..registry import Analysis, register
 from . import draw as D
-from . import stats as A
+from . import stats
 
 
 def data_kernel_vars(dataset, exp) -> Dict[str, Any]:
@@ -35,10 +35,10 @@ def mnist_accuracy(ds, settings) -> tuple:
     ds, n = D.prepare(ds)
     ds, _ = D.first_step(ds)
     groups = D.groups(ds)
-    widths = A.axis_values(ds, "width")
+    widths = stats.axis_values(ds, "width")
     colors = D.colors(len(widths))
     cv = Canvas("mnist_accuracy", 2 * len(groups), ncols=2, panel_size=(4.8, 3.4))
-    meas = A.rates(ds, settings)
+    meas = stats.rates(ds, settings)
     wmax = max(widths)
     summary = []
     for gi, (sc, ini) in enumerate(groups):
@@ -64,7 +64,7 @@ def mnist_accuracy(ds, settings) -> tuple:
         loss = sw["loss"].values.reshape(-1, sw.sizes["epoch"])
         with np.errstate(invalid="ignore", divide="ignore"):
             ratio = float(np.nanmedian(loss[:, -1] / loss[:, 0]))
-        acc = {v: float(np.nanmedian(A.final_value(sw, v).values)) if v in sw else np.nan
+        acc = {v: float(np.nanmedian(stats.final_value(sw, v).values)) if v in sw else np.nan
                for v in ("train_accuracy", "test_accuracy")}
         summary.append(f"{ini}/{sc}: loss_E/loss_0 {D.fmt(ratio)}, late rate {D.fmt(float(np.nanmedian(r['rate'].values)))} "
                        f"[{D.fmt(float(np.nanmin(r['ci_low'].values)))}, {D.fmt(float(np.nanmax(r['ci_high'].values)))}], "
@@ -76,7 +76,7 @@ def mnist_accuracy(ds, settings) -> tuple:
 register(Analysis(
     name="mnist_accuracy", section="realdata", paper="Sec. 5.2",
     summary="ViT on MNIST: training loss with the linearised prediction, train and test accuracy per epoch and width",
-    requires=Requires(kinds=("mnist",)), numbers=mnist_accuracy,
+    numbers=mnist_accuracy,
     caption="""**ViT on MNIST** (paper Sec. 5.2; our ViT, the paper's exact set-up is not known: standardised
 7x7 pixel patches as tokens, a learned linear patch embedding and learned positional embeddings when the
 experiment's ``model`` section asks for them, then the paper's encoder, 10 outputs, squared loss on
@@ -88,17 +88,17 @@ linearised prediction from K_0) and the accuracy of ``argmax f(X)`` (right) on t
 
 def text_assumption(ds, settings) -> tuple:
     """lambda_min(K_0) vs n_samples per width (and the data kernel's if present): does it stay away from 0?"""
-    ds = A.complete_axes(ds)
-    conf = float(settings.get("confidence", 0.95))
+    ds = stats.complete_axes(ds)
+    conf = float(settings["confidence"])
     cv = Canvas("text_assumption", 1, panel_size=(6.5, 4.8))
     ax = cv.ax(0)
     if "n_samples" not in ds.dims:
         return cv, D.empty(cv, "text_assumption needs an n_samples axis in the grid; none was found")
     sc, ini = D.default_group(ds)
     s = ds.sel(scaling=sc, init=ini)
-    widths = A.axis_values(s, "width")
+    widths = stats.axis_values(s, "width")
     fits = {}
-    lm = A.epoch0_kernel(s, "lambda_min")
+    lm = stats.epoch0_kernel(s, "lambda_min")
     for w, c in zip(widths, D.colors(len(widths))):
         sw = s.sel(width=w)
         x, y, st, sd = D.flat(sw, lm.sel(width=w), "n_samples")
@@ -112,7 +112,7 @@ def text_assumption(ds, settings) -> tuple:
             dk = dk.isel({d: 0 for d in other})
         xs = np.asarray(ds["n_samples"].values, dtype=float)
         ys = np.asarray(dk.values, dtype=float)
-        f = A.fit_loglog(xs, ys, conf)
+        f = stats.fit_loglog(xs, ys, conf)
         lab = "data kernel" + (f": slope {D.ci(f)}" if np.isfinite(f["slope"]) else "")
         ax.plot(xs, ys, color="k", marker="s", label=lab)
         cv.record("lambda_min(K_0)", "data_kernel_lambda_min", "n_samples", xs, ys, "mean")
@@ -127,7 +127,7 @@ def text_assumption(ds, settings) -> tuple:
     D.set_log(ax, "x", ds["n_samples"].values)
     D.set_log(ax, "y", lm.values)
     vals = np.asarray(lm.values, dtype=float)
-    nmax = max(A.axis_values(s, "n_samples"))
+    nmax = max(stats.axis_values(s, "n_samples"))
     at_max = lm.sel(n_samples=nmax).values
     smallest = np.nanmin(vals) if np.any(np.isfinite(vals)) else np.nan
     wmax = max(widths)
@@ -142,7 +142,7 @@ def text_assumption(ds, settings) -> tuple:
 register(Analysis(
     name="text_assumption", section="realdata", paper="Sec. 5",
     summary="lambda_min(K_0) of review text vs n_samples (and the data kernel's)",
-    requires=Requires(axes={"n_samples": 2}), numbers=text_assumption,
+    numbers=text_assumption,
     aggregate_vars=data_kernel_vars,
     caption="""**Assumption check on review text** (paper Sec. 5): the minimum eigenvalue ``lambda_min(K_0)``
 of the model's empirical NTK at initialisation against n_samples, one series per width (init LeCun

@@ -18,7 +18,7 @@ computed here; docs/analyses.md repeats the definitions in words.
   seed succeeds by the ``loss`` criterion (complete, loss_E / loss_0 <= target) or the ``kernel``
   criterion (complete, max kernel change <= ``kernel_stability``; independent of the epoch budget).
 * Paired ratio (`paired_ratio`): geometric mean of a/b over seeds, with the t interval of the mean
-  log ratio (n - 1 dof).
+  log ratio (n - 1 dof); quoted at the largest width with >= 2 pairs (`ratio_at_largest_width`).
 * Linearisation gap (`linearisation_gap`): max over epochs of |log10 L_t - log10 L_t^lin| where both
   are above the floor: how many decades the measured curve is from the kernel's prediction.
 * Geometric bound (`bound_holds`): L_t <= L_0 (1 - c eta lambda_min(K_0) / N)^(2t) (1 + tol) at every
@@ -31,11 +31,12 @@ import math
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
-from scipy import stats
+from scipy import stats as scipy_stats
 
 from ..config.experiment import AXIS_DEFAULTS, GRID_AXES
+from ..config import analysis_settings
 from ..core.linearised import geometric_bound, predicted_rate, stable_step_size  # noqa: F401 (re-exported)
-from ..core.status import STATUS_COMPLETE, STATUS_DIVERGED, STATUS_KERNEL_ONLY  # noqa: F401
+from ..core.status import STATUS_COMPLETE, STATUS_DIVERGED, STATUS_KERNEL_ONLY, STATUS_MISSING  # noqa: F401 (re-exported)
 
 #: float32 residuals of O(1) outputs stall near 1e-7, i.e. a loss ratio near 1e-14; fits stop at 1e-10.
 RATE_FLOOR = 1e-10
@@ -71,7 +72,7 @@ def fit_linear(x, y, confidence: float = 0.95) -> Dict[str, float]:
     sst = float(((y - ym) ** 2).sum())
     r2 = 1.0 - sse / sst if sst > 0 else 1.0
     stderr = math.sqrt(sse / (n - 2) / sxx)
-    half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 2)) * stderr
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, n - 2)) * stderr
     return dict(slope=slope, intercept=intercept, ci_low=slope - half, ci_high=slope + half,
                 stderr=stderr, r2=float(r2), n=n)
 
@@ -180,8 +181,30 @@ def paired_ratio(a, b, confidence: float = 0.95) -> Dict[str, float]:
     m = float(lr.mean())
     if n < 2:
         return dict(ratio=math.exp(m), ci_low=np.nan, ci_high=np.nan, n=n)
-    half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * float(lr.std(ddof=1)) / math.sqrt(n)
+    half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * float(lr.std(ddof=1)) / math.sqrt(n)
     return dict(ratio=math.exp(m), ci_low=math.exp(m - half), ci_high=math.exp(m + half), n=n)
+
+
+def ratio_at_largest_width(rate_a, rate_b, confidence: float = 0.95,
+                           widths: Optional[Sequence] = None) -> Tuple[Any, Dict[str, float]]:
+    """The paired ratio at the largest width: (width, `paired_ratio` of rate_a / rate_b there).
+
+    rate_a, rate_b: per-run values (DataArrays with a width axis, paired over the others, e.g. seed).
+    The width is the largest of ``widths`` (default: every width of rate_a) with >= 2 pairs (a ratio
+    with an interval), else the largest with one pair, else the largest width (all-NaN ratio).  The
+    claims table (claims 3 and 4) and the figures that quote a rate ratio (init_comparison,
+    scaling_comparison) take it from here, so they quote the same width and number.
+    """
+    if widths is None:
+        widths = [w.item() if hasattr(w, "item") else w for w in rate_a["width"].values]
+    best = None
+    for w in sorted(widths, reverse=True):
+        res = paired_ratio(rate_a.sel(width=w).values, rate_b.sel(width=w).values, confidence)
+        if res["n"] >= 2:
+            return w, res
+        if res["n"] and best is None:
+            best = (w, res)
+    return best or (max(widths), paired_ratio([], [], confidence))
 
 
 def proportion_interval(k: int, n: int, confidence: float = 0.95) -> Tuple[float, float]:
@@ -189,8 +212,8 @@ def proportion_interval(k: int, n: int, confidence: float = 0.95) -> Tuple[float
     if n <= 0:
         return (np.nan, np.nan)
     alpha = 1.0 - confidence
-    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2, k, n - k + 1))
-    hi = 1.0 if k == n else float(stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
+    lo = 0.0 if k == 0 else float(scipy_stats.beta.ppf(alpha / 2, k, n - k + 1))
+    hi = 1.0 if k == n else float(scipy_stats.beta.ppf(1 - alpha / 2, k + 1, n - k))
     return (lo, hi)
 
 
@@ -286,12 +309,13 @@ def run_status(ds) -> np.ndarray:
 def rates(ds, settings: Mapping[str, Any], var: str = "loss"):
     """Late-window rate of `var` ("loss" measured, "loss_linearised" predicted) per run, as an
     xarray.Dataset over the run axes with rate, ci_low, ci_high, r2 and floor_reached; NaN for
-    diverged, missing and (measured) kernel-only runs.  The one place figures and claims get rates."""
+    diverged, missing and (measured) kernel-only runs.  The one place figures and claims get rates.
+    ``settings``: complete analysis settings (`tfconv.config.loader.analysis_settings`)."""
     import xarray as xr
 
-    window = settings.get("rate_window", (0.5, 1.0))
-    floor = settings.get("rate_floor", RATE_FLOOR)
-    conf = float(settings.get("confidence", 0.95))
+    window = settings["rate_window"]
+    floor = settings.get("rate_floor", RATE_FLOOR)  # not a config setting: a caller's override of the float floor
+    conf = float(settings["confidence"])
     axes = list(ds["status"].dims)
     shape = tuple(ds.sizes[a] for a in axes)
     fields = ("rate", "ci_low", "ci_high", "r2")
@@ -303,7 +327,7 @@ def rates(ds, settings: Mapping[str, Any], var: str = "loss"):
         for idx in np.ndindex(*shape):
             if var == "loss" and st[idx] != STATUS_COMPLETE:
                 continue
-            if st[idx] == "missing":
+            if st[idx] == STATUS_MISSING:
                 continue
             r = linear_rate(curves[idx], window, floor, diverged=(st[idx] == STATUS_DIVERGED and var == "loss"),
                             confidence=conf)
@@ -321,7 +345,7 @@ def run_table(ds, settings: Optional[Mapping[str, Any]] = None):
     late-window rates, K_0 stats, step, kernel and weight change, linearisation gap."""
     import pandas as pd
 
-    settings = dict(settings or {})
+    settings = analysis_settings(settings)
     ds = complete_axes(ds)
     axes = [a for a in GRID_AXES if a in ds.dims]
     meas, pred = rates(ds, settings), rates(ds, settings, "loss_linearised")
@@ -393,7 +417,7 @@ def smallest_sufficient_width(ds, criterion: str = "loss", loss_target: float = 
                 for w in widths:
                     sel = dict(n_samples=n, scaling=sc, init=ini, width=w)
                     status = np.asarray(ds["status"].sel(sel).values).astype(str).ravel()
-                    present = status != "missing"
+                    present = status != STATUS_MISSING
                     k = int(present.sum())
                     if k == 0:
                         continue

@@ -1,7 +1,7 @@
 """The claims and slopes tables as small self-contained HTML pages (shown inline by the Snakemake report).
 
-    claims_html(claims_df, confidence=0.95)  -> str   # verdict cells marked and coloured
-    slopes_html(slopes_df, confidence=0.95)  -> str
+    claims_html(claims_df, confidence)      -> str   # verdict cells marked and coloured
+    slopes_html(slopes_df, confidence)      -> str
     round_sig(0.025000000000000022)          -> "0.025"
 
 Numbers are rounded to 3 significant digits, a missing number is an em dash, and each verdict cell
@@ -13,15 +13,18 @@ from __future__ import annotations
 
 import html
 import math
-from typing import Any, Iterable, List, Optional, Sequence
+from typing import Any, Iterable, List, Mapping, Optional, Sequence
+
+from ..analyses.claims import CONSISTENT, NOT_MEASURABLE, REFUTED
+from ..config import analysis_settings
 
 DASH = "\u2014"
 
 #: verdict -> (css class, symbol, background, text colour)
 VERDICT_STYLE = {
-    "consistent": ("verdict-consistent", "\u2714", "#d8f3dc", "#1b5e20"),
-    "refuted": ("verdict-refuted", "\u2718", "#ffd6d6", "#8b0000"),
-    "not measurable": ("verdict-not-measurable", "\u2013", "#ececec", "#444444"),
+    CONSISTENT: ("verdict-consistent", "\u2714", "#d8f3dc", "#1b5e20"),
+    REFUTED: ("verdict-refuted", "\u2718", "#ffd6d6", "#8b0000"),
+    NOT_MEASURABLE: ("verdict-not-measurable", "\u2013", "#ececec", "#444444"),
 }
 
 #: slopes.csv columns in reading order (the remaining ones follow in their own order).
@@ -113,11 +116,16 @@ def _table(table_id: str, header: Sequence[str], rows: Iterable[str], n_cols: in
     return f'<table id="{table_id}">\n<thead><tr>{head}</tr></thead>\n<tbody>\n' + "\n".join(rows) + "\n</tbody>\n</table>"
 
 
+def _percent(confidence: Optional[float]) -> str:
+    """The interval's level as a column header shows it ("95%"); None: the schema's default level."""
+    return f"{(confidence_of(None) if confidence is None else confidence) * 100:.3g}%"
+
+
 def _records(df) -> List[dict]:
     return [] if df is None else df.to_dict("records")
 
 
-def claims_html(claims, confidence: float = 0.95) -> str:
+def claims_html(claims, confidence: Optional[float] = None) -> str:
     """The claims table (the columns of `tfconv.analyses.claims.COLUMNS`, plus `statement`) as HTML."""
     recs = _records(claims)
     counts = {v: sum(str(r.get("verdict")) == v for r in recs) for v in VERDICT_STYLE}
@@ -138,14 +146,14 @@ def claims_html(claims, confidence: float = 0.95) -> str:
             f'<td class="test">{_esc(r.get("threshold"))}</td>'
             f'{verdict_cell(r.get("verdict"))}'
             f'<td class="reason">{_esc(r.get("reason"))}</td></tr>')
-    pct = f"{confidence * 100:.3g}%"
+    pct = _percent(confidence)
     header = ["Claim", "Experiment", "Test", "Value", f"{pct} interval", "Rule", "Verdict", "Why"]
     body = (f"<h1>Claims of the paper, tested</h1>\n<p class=\"summary\">{len(recs)} rows: {badges}</p>\n"
             + _table("claims", header, rows, len(header), "no claim rows (no experiment was run)"))
     return _page("Claims table", body)
 
 
-def slopes_html(slopes, confidence: float = 0.95) -> str:
+def slopes_html(slopes, confidence: Optional[float] = None) -> str:
     """The slopes table (one row per fitted log-log slope) as HTML; an explanatory row when empty."""
     recs = _records(slopes)
     rows = []
@@ -157,7 +165,7 @@ def slopes_html(slopes, confidence: float = 0.95) -> str:
             f'<td>{_esc(r.get("group"))}</td><td class="num">{round_sig(r.get("slope"))}</td>'
             f'<td class="num">{_interval(r.get("ci_low"), r.get("ci_high"))}</td>'
             f'<td class="num">{round_sig(r.get("r2"))}</td><td class="num">{round_sig(r.get("n"))}</td></tr>')
-    pct = f"{confidence * 100:.3g}%"
+    pct = _percent(confidence)
     header = ["Experiment", "Figure", "Quantity (y vs x)", "Group", "Slope", f"{pct} interval", "R<sup>2</sup>", "n"]
     body = (f"<h1>Fitted log-log slopes</h1>\n<p class=\"summary\">{len(recs)} slopes</p>\n"
             + _table("slopes", header, rows, len(header),
@@ -189,5 +197,6 @@ def write_html(path, text: str) -> None:
     os.replace(tmp, p)
 
 
-def confidence_of(settings: Optional[dict]) -> float:
-    return float((settings or {}).get("confidence", 0.95))
+def confidence_of(settings: Optional[Mapping[str, Any]]) -> float:
+    """The confidence level of the tables: the config's ``analysis.confidence`` (its schema default when unset)."""
+    return float(analysis_settings(settings)["confidence"])

@@ -1,4 +1,19 @@
 # Figures (PNG + PDF + the CSV of their numbers), the claims and slopes tables (CSV + HTML), verification.
+from tfconv.analyses.captions import figure_caption_values, tables_caption_values
+
+
+def plot_caption(part):
+    """One value that workflow/report/figure.rst prints (setting, caption, confidence), built from the
+    typed experiment, the registry's caption and the analysis settings (tfconv.analyses.captions)."""
+
+    def value(wildcards):
+        return figure_caption_values(WF.experiment(wildcards.experiment), wildcards.analysis, WF.analysis)[part]
+
+    return value
+
+
+#: what workflow/report/claims.rst and slopes.rst print (confidence level, thresholds)
+TABLES_CAPTION = tables_caption_values(WF.analysis)
 
 
 rule plot:
@@ -18,8 +33,10 @@ rule plot:
         slopes=str(RES.figure("{experiment}", "{analysis}", "slopes")),
         finding=str(RES.figure("{experiment}", "{analysis}", "finding")),
     params:
-        # the analysis registry's caption (tfconv.analyses), shown by workflow/report/figure.rst
-        caption=figure_caption,
+        # what the report caption (workflow/report/figure.rst) prints
+        setting=plot_caption("setting"),
+        caption=plot_caption("caption"),
+        confidence=plot_caption("confidence"),
     log:
         str(RES.log("plot", "{experiment}", "{analysis}")),
     benchmark:
@@ -65,6 +82,11 @@ rule tables:
             labels={"table": "slopes", "view": "table (CSV download)"},
         ),
         manifest=str(RES.tables_manifest),
+    params:
+        # what the report captions (workflow/report/claims.rst, slopes.rst) print
+        confidence=TABLES_CAPTION["confidence"],
+        loss_target=TABLES_CAPTION["loss_target"],
+        faster_ratio=TABLES_CAPTION["faster_ratio"],
     log:
         str(RES.log("tables")),
     benchmark:

@@ -1,5 +1,6 @@
-"""The empirical NTK (appendix Fig. 9 and beyond): its change during training, its spectrum at
-initialisation, lazy training.
+"""The kernel regime (appendix Fig. 9 and beyond): the empirical NTK's change during training, its
+spectrum at initialisation, lazy training.  (The kernel itself, K_0 and the linearised dynamics every
+run records, is `tfconv.core.kernel`; this module only reads the aggregate.)
 
 Each analysis: a numbers function (aggregate, settings -> Canvas and finding) and its `register`
 call; see `tfconv.registry`.
@@ -10,9 +11,9 @@ import numpy as np
 
 from ..core.model import PARAM_NAMES
 from ..figures.canvas import Canvas
-from ..registry import Analysis, Requires, register
+from ..registry import Analysis, register
 from . import draw as D
-from . import stats as A
+from . import stats
 
 #: the weight matrices as figure labels
 MATRIX_LABEL = {"Wq": r"$W_q$", "Wk": r"$W_k$", "Wv": r"$W_v$", "Wh": r"$W_h$", "wo": r"$w_o$"}
@@ -20,7 +21,7 @@ MATRIX_LS = {"Wq": "-", "Wk": "--", "Wv": "-.", "Wh": ":", "wo": (0, (5, 1))}
 
 
 def _trained(sub):
-    return [w for w in A.axis_values(sub, "width") if (D.run_status(sub.sel(width=w)) != A.STATUS_KERNEL_ONLY).any()]
+    return [w for w in stats.axis_values(sub, "width") if (D.run_status(sub.sel(width=w)) != stats.STATUS_KERNEL_ONLY).any()]
 
 
 def figure9(ds, settings) -> tuple:
@@ -28,12 +29,12 @@ def figure9(ds, settings) -> tuple:
     weight matrix at the widest width and in total per width, (c) NTK change (log axis) per width."""
     ds, n = D.prepare(ds)
     ds, _ = D.first_step(ds)
-    scalings = A.axis_values(ds, "scaling")
+    scalings = stats.axis_values(ds, "scaling")
     rows = [s for s in ("inv", "inv_sqrt") if s in scalings] or scalings[:2]
-    ini = A.preferred(A.axis_values(ds, "init"), "lecun")
+    ini = stats.preferred(stats.axis_values(ds, "init"), "lecun")
     cv = Canvas("figure9", 4 * len(rows), ncols=4, panel_size=(4.2, 3.4))
     summary = []
-    thr = float(settings.get("kernel_change_threshold", 0.1))
+    thr = float(settings["kernel_change_threshold"])
     for r, sc in enumerate(rows):
         sub = ds.sel(scaling=sc, init=ini)
         widths = _trained(sub)
@@ -94,9 +95,9 @@ def figure9(ds, settings) -> tuple:
 
 
 register(Analysis(
-    name="figure9", section="kernel", paper="App. Fig. 9",
+    name="figure9", section="kernel_regime", paper="App. Fig. 9",
     summary="loss, per-matrix and total weight change, NTK change (log) per epoch and width under tau0 = d_m^-1",
-    requires=Requires(), numbers=figure9, claims=(5,),
+    numbers=figure9, claims=(5,),
     caption="""**Appendix Fig. 9** under tau0 = d_m^-1 (LeCun when present; the tau0 = d_m^-1/2 row below for
 comparison): (a) training loss; (b) weight change ``|W_t - W_0|_F / |W_0|_F`` of each weight matrix at
 the widest trained width (line style per matrix), then of all weights per width; (c) NTK change
@@ -110,8 +111,8 @@ def spectrum(ds, settings) -> tuple:
     """lambda_min(K_0) and lambda_max(K_0) vs width for every init x scaling, log-log with slopes."""
     ds, n = D.prepare(ds)
     ds, _ = D.first_step(ds)
-    conf = float(settings.get("confidence", 0.95))
-    widths = A.axis_values(ds, "width")
+    conf = float(settings["confidence"])
+    widths = stats.axis_values(ds, "width")
     has_density = "spectral_density_K0" in ds and bool(np.isfinite(ds["spectral_density_K0"].values).any())
     cv = Canvas("spectrum", 3 if has_density else 2)
     fits = {}
@@ -119,8 +120,8 @@ def spectrum(ds, settings) -> tuple:
         sty = D.group_style(sc, ini, k)
         s = ds.sel(scaling=sc, init=ini)
         for p, var in enumerate(("lambda_min", "lambda_max")):
-            x, y, st, sd = D.flat(s, A.epoch0_kernel(s, var), "width")
-            st = np.where(st == A.STATUS_KERNEL_ONLY, A.STATUS_COMPLETE, st)  # K_0 exists for kernel-only runs
+            x, y, st, sd = D.flat(s, stats.epoch0_kernel(s, var), "width")
+            st = np.where(st == stats.STATUS_KERNEL_ONLY, stats.STATUS_COMPLETE, st)  # K_0 exists for kernel-only runs
             fits[(sc, ini, var)] = D.draw_runs_fit(cv, cv.ax(p), x, y, st, sd, sty["color"], D.group_text(sc, ini),
                                                    f"{var}(K_0)", f"{var}_K0", "width",
                                                    dict(scaling=sc, init=ini, n_samples=n),
@@ -130,11 +131,11 @@ def spectrum(ds, settings) -> tuple:
         ax = cv.ax(p)
         ax.set(xlabel="width", ylabel=lab, title=f"{lab} at initialisation{D.note_n(n)}")
         D.set_log(ax, "x", widths)
-        D.set_log(ax, "y", A.epoch0_kernel(ds, var).values)
+        D.set_log(ax, "y", stats.epoch0_kernel(ds, var).values)
     cv.title = "NTK spectrum at initialisation"
     lmin = "; ".join(f"{ini}/{sc} {D.ci(f)}" for (sc, ini, v), f in fits.items() if v == "lambda_min")
     lmax = "; ".join(f"{ini}/{sc} {D.fmt(f['slope'])}" for (sc, ini, v), f in fits.items() if v == "lambda_max")
-    vals = A.epoch0_kernel(ds, "lambda_min").values
+    vals = stats.epoch0_kernel(ds, "lambda_min").values
     smallest = np.nanmin(vals) if np.any(np.isfinite(vals)) else np.nan
     density = _draw_density(cv, cv.ax(2), ds, n) if has_density else (
         "no spectral density of K_0 (no K_0 Gram stored its eigenvalues or an SLQ density)")
@@ -153,7 +154,7 @@ def _draw_density(cv: Canvas, ax, ds, n) -> str:
     sc, ini = D.default_group(ds)
     s = ds.sel(scaling=sc, init=ini)
     centres = np.asarray(ds["spectrum_bin"].values, dtype=float)
-    widths = A.axis_values(s, "width")
+    widths = stats.axis_values(s, "width")
     colors = D.colors(len(widths))
     by_method, missing = {}, []
     for w, c in zip(widths, colors):
@@ -190,9 +191,9 @@ def _draw_density(cv: Canvas, ax, ds, n) -> str:
 
 
 register(Analysis(
-    name="spectrum", section="kernel", paper="beyond",
+    name="spectrum", section="kernel_regime", paper="beyond",
     summary="lambda_min(K_0) and lambda_max(K_0) vs width, slopes; spectral density of K_0 per width",
-    requires=Requires(axes={"width": 2}), numbers=spectrum,
+    numbers=spectrum,
     caption="""**NTK spectrum at initialisation**: ``lambda_min(K_0)`` (left) and ``lambda_max(K_0)`` (middle)
 of the empirical NTK ``K_0 = J_0 J_0^T`` against width, one series per init (colour, marker) and scaling
 (line style), with fitted log-log slopes (kernel-only widths included). lambda_min governs the theory's
@@ -211,22 +212,22 @@ def lazy_training(ds, settings) -> tuple:
     kernel-stability and claim-5 thresholds."""
     ds, n = D.prepare(ds)
     ds, _ = D.first_step(ds)
-    conf = float(settings.get("confidence", 0.95))
-    widths = A.axis_values(ds, "width")
+    conf = float(settings["confidence"])
+    widths = stats.axis_values(ds, "width")
     cv = Canvas("lazy_training", 2)
     fits = {}
     for k, (sc, ini) in enumerate(D.groups(ds)):
         sty = D.group_style(sc, ini, k)
         s = ds.sel(scaling=sc, init=ini)
-        for p, (var, da) in enumerate((("weight_change", A.final_value(s, "weight_change")),
-                                       ("kernel_change", A.kernel_change_max(s)))):
+        for p, (var, da) in enumerate((("weight_change", stats.final_value(s, "weight_change")),
+                                       ("kernel_change", stats.kernel_change_max(s)))):
             x, y, st, sd = D.flat(s, da, "width")
             fits[(sc, ini, var)] = D.draw_runs_fit(cv, cv.ax(p), x, y, st, sd, sty["color"], D.group_text(sc, ini),
                                                    f"final {var}", f"{var}_final" if p == 0 else "kernel_change_max",
                                                    "width", dict(scaling=sc, init=ini, n_samples=n),
                                                    D.group_label(init=ini, scaling=sc), conf,
                                                    marker=sty["marker"], ls=sty["ls"])
-    ks, kt = float(settings.get("kernel_stability", 0.5)), float(settings.get("kernel_change_threshold", 0.1))
+    ks, kt = float(settings["kernel_stability"]), float(settings["kernel_change_threshold"])
     cv.ax(1).axhline(ks, color="grey", ls="--", lw=0.8, label=f"kernel regime {ks:g}")
     cv.ax(1).axhline(kt, color="grey", ls=":", lw=0.8, label=f"claim 5 threshold {kt:g}")
     cv.ax(0).set(xlabel="width", ylabel=r"$\|\theta_E - \theta_0\|_F / \|\theta_0\|_F$", title=f"final weight change{D.note_n(n)}")
@@ -241,9 +242,9 @@ def lazy_training(ds, settings) -> tuple:
 
 
 register(Analysis(
-    name="lazy_training", section="kernel", paper="beyond",
+    name="lazy_training", section="kernel_regime", paper="beyond",
     summary="final weight change and largest NTK change vs width, slopes, thresholds",
-    requires=Requires(axes={"width": 2}), numbers=lazy_training, claims=(5,),
+    numbers=lazy_training, claims=(5,),
     caption="""**Lazy training**: the final weight change ``|theta_E - theta_0|_F / |theta_0|_F`` (left) and the
 largest NTK change ``max_t |K_t - K_0|_F / |K_0|_F`` over the checkpoints (right) against width, one
 series per init (colour, marker) and scaling (line style), with fitted log-log slopes (negative: the
