@@ -219,7 +219,7 @@ def test_figure_and_claim_quote_one_ratio_at_one_width(axis, slow, analysis, quo
 
 def test_the_claims_analyses_come_from_the_registry():
     """Which analyses test a claim is said once, by the registry (`Analysis.claims`)."""
-    from tfconv.registry import all_analyses
+    from tfconv.analyses import all_analyses
 
     for k in C.CLAIMS:
         assert C.analyses_testing(k) == [a.name for a in all_analyses() if k in a.claims] != []

@@ -176,7 +176,7 @@ def test_every_series_drawn_has_visible_points_and_every_panel_has_data(analysis
     every panel shows data -- on every tiny aggregate the analysis applies to (this is the check that
     catches curves recorded every k epochs and drawn as lines with gaps, i.e. blank panels)."""
     from tfconv.analyses import figure
-    from tfconv.registry import get_analysis
+    from tfconv.analyses import get_analysis
 
     req = get_analysis(analysis).requires
     tried = 0

@@ -13,7 +13,7 @@ import warnings
 from typing import Any, Dict, Mapping, Optional
 
 from ..config import analysis_settings
-from ..registry import REGISTRY, Analysis, Requires, all_analyses, analysis_names, get_analysis, register
+from ..registry import REGISTRY, Analysis, Requires, all_analyses, analysis_names, docs_table, get_analysis, register
 
 
 def caption_for(name: str, settings: Optional[Mapping[str, Any]] = None) -> str:
@@ -55,5 +55,9 @@ def make_figure(analysis: str, ds, out_png, out_csv, settings: Optional[Mapping[
     return {"finding": finding, "slopes": cv.slopes, "canvas": cv}
 
 
+# the section modules register their analyses on import (tfconv.registry.SECTIONS): importing tfconv.analyses
+# fills the registry, so every user of an analysis imports it from here
+from . import convergence, kernel_regime, realdata, scaling  # noqa: E402,F401
+
 __all__ = ["REGISTRY", "Analysis", "Requires", "all_analyses", "analysis_names", "analysis_settings", "caption_for",
-           "get_analysis", "register", "figure", "make_figure"]
+           "docs_table", "get_analysis", "register", "figure", "make_figure"]
