@@ -17,7 +17,11 @@ puts a learned front end before the same encoder (our ViT: the paper's exact set
 
 with e = embed (or d without embedding); the encoder's query/key/value weights then have fan-in e.  The multipliers
 m_qkv, m_h and tau1 are 1 under the standard parameterisation (LeCun, He) and 1/sqrt(fan_in)
-under the NTK parameterisation (see `INIT_SCHEMES`).  The model is written *functionally*:
+under the NTK parameterisation (see `INIT_SCHEMES`).  The front end is initialised the same way under
+every scheme (`FRONT_END_STD`: We with variance 1/d, or 1 with m_e = d^-1/2 under NTK; P and c with
+variance 1), so only the encoder follows the scheme and, for one seed, He's output is exactly
+2 sqrt(2) times LeCun's at twice LeCun's tau0 (Wq, Wk, Wv, Wh, wo are sqrt(2) times LeCun's draws).
+The model is written *functionally*:
 parameters live in a plain dict of tensors so that the same `forward` serves training, the exact
 NTK (torch.func.jacrev), and the vectorised training of several runs (tfconv.core.train_vectorised, batched einsums).
 """
@@ -64,6 +68,16 @@ INIT_SCHEMES: Mapping[str, InitScheme] = {
         "1", "1", "1", True,
         "NTK: var 1, 1/sqrt(fan_in) multiplier on every layer, tau1 = width^-1/2",
     ),
+}
+
+
+#: Standard deviations of the ViT front end's entries as functions of (d, ntk_param): the same tokens
+#: reach the encoder under every scheme (LeCun's 1/d for We; NTK draws var 1 and multiplies by
+#: m_e = d^-1/2).  Only the encoder follows `INIT_SCHEMES` (the paper's table).
+FRONT_END_STD = {
+    "We": lambda d, ntk: 1.0 if ntk else math.sqrt(1.0 / d),  # = sqrt of LeCun's var_qkv at fan-in d
+    "pos": lambda d, ntk: 1.0,
+    "cls": lambda d, ntk: 1.0,
 }
 
 
@@ -202,9 +216,14 @@ def init_params(spec: ModelSpec, seed: int) -> Params:
     sch = spec.scheme
     e = spec.token_dim
     std = {
-        "We": math.sqrt(_eval_formula(sch.var_qkv, spec.d, spec.width)),  # fan-in d, like a query weight
-        "pos": 1.0,  # positional embeddings and the class token: entries of order 1 (like embedded tokens)
-        "cls": 1.0,
+        # The ViT front end does not depend on the scheme: We has LeCun's variance 1/d (fan-in d) under
+        # LeCun and He alike (a linear map with no ReLU after it has no use for He's factor 2), and
+        # variance 1 with the multiplier m_e = d^-1/2 under NTK (the same function).  Positional
+        # embeddings and the class token have entries of order 1 (like the embedded tokens) everywhere.
+        # So the encoder sees the same tokens under every scheme (`FRONT_END_STD`, docs/model.md).
+        "We": FRONT_END_STD["We"](spec.d, sch.ntk_param),
+        "pos": FRONT_END_STD["pos"](spec.d, sch.ntk_param),
+        "cls": FRONT_END_STD["cls"](spec.d, sch.ntk_param),
         "Wq": math.sqrt(_eval_formula(sch.var_qkv, e, spec.width)),
         "Wk": math.sqrt(_eval_formula(sch.var_qkv, e, spec.width)),
         "Wv": math.sqrt(_eval_formula(sch.var_qkv, e, spec.width)),
