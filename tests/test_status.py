@@ -23,7 +23,7 @@ from tfconv.cli import main as cli_main
 from tfconv.config import load_workflow
 from tfconv.pipeline import steps
 from tfconv.pipeline.logs import log, task_log
-from tfconv.pipeline.status import STALE_SECONDS, StatusError, apply_filters, grid_status, parse_where
+from tfconv.pipeline.grid_status import STALE_SECONDS, StatusError, apply_filters, grid_status, parse_where
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
