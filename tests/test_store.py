@@ -33,7 +33,7 @@ def test_results_layout_is_spelled_in_one_place():
 
 def test_dataset_store_round_trip_and_refusals(tmp_path):
     ds = make_synthetic(6, d_s=3, d=4, seed=2)
-    path = tmp_path / "data" / "s.zarr"
+    path = Results(tmp_path).data("s")
     digest = store.write_dataset(path, ds, {"who": "test"})
     assert digest == content_hash(ds.X, ds.y)
     assert not list(path.parent.glob(".staging-*")), "a staging folder was left behind"
@@ -48,9 +48,9 @@ def test_dataset_store_round_trip_and_refusals(tmp_path):
         store.read_dataset(path)
     assert store.read_dataset(path, verify=False).X[0, 0, 0] == 9.0
     # without its completion mark a store is refused
-    meta = json.loads((path / "zarr.json").read_text())
+    meta = json.loads(store.metadata_file(path).read_text())
     meta["attributes"].pop("complete")
-    (path / "zarr.json").write_text(json.dumps(meta))
+    store.metadata_file(path).write_text(json.dumps(meta))
     with pytest.raises(store.StoreError, match="is incomplete"):
         store.read_dataset(path)
 
@@ -77,7 +77,8 @@ def test_run_store_round_trip_staging_and_settings_check(tmp_path):
     store.write_run(train, p.run_id, p.as_dict(), result, {"dataset_sha256": "abc"})
     assert store.run_complete(train, p.run_id) and store.list_runs(train) == [p.run_id]
     # one file per run: the run directory holds exactly <rid>.zip, no folder, no staging leftover
-    assert sorted(f.name for f in store.runs_dir(train).iterdir()) == [f"{p.run_id}.zip", "zarr.json"]
+    assert sorted(f.name for f in store.runs_dir(train).iterdir()) == sorted(
+        [f"{p.run_id}.zip", store.metadata_file(store.runs_dir(train)).name])
     assert store.run_path(train, p.run_id).is_file()
     assert store.run_attrs(train, p.run_id)["status"] == "complete"
     run = store.read_run(train, p.run_id)
@@ -130,7 +131,7 @@ def test_aggregate_is_written_atomically_and_reopens(tmp_path):
     xds = build_aggregate(exp, runs, {(rid, 0): {"lambda_min": 1.0, "lambda_max": 2.0, "kernel_trace": 3.0,
                                                   "kernel_change": 0.0}}, {"kind": "synthetic"}, {"p": 1})
     assert dict(xds.sizes) == {"width": 1, "seed": 1, "epoch": 4, "checkpoint_epoch": 2}
-    path = tmp_path / "aggregate" / "e.zarr"
+    path = Results(tmp_path).aggregate("e")
     write_aggregate(path, xds)
     assert not list(path.parent.glob(".staging-*"))
     back = open_aggregate(path)
@@ -162,7 +163,7 @@ def test_aggregate_opens_with_plain_xarray_without_warnings(tmp_path):
     exp = _experiment()
     rid = exp.points[0].run_id
     runs = {rid: {"status": "complete", "diverged_epoch": -1, "curves": {"loss": np.array([1.0, 0.5, 0.25, 0.125])}}}
-    path = tmp_path / "aggregate" / "e.zarr"
+    path = Results(tmp_path).aggregate("e")
     write_aggregate(path, build_aggregate(exp, runs, {}, {"kind": "synthetic", "n_samples": 5},
                                           {"git_revision": "abc", "versions": {"torch": "2.13"}}))
     (path / ".snakemake_timestamp").write_text("")
@@ -173,3 +174,18 @@ def test_aggregate_opens_with_plain_xarray_without_warnings(tmp_path):
     for name in ("loss", "kernel_change", "eta", "status"):
         assert {"long_name", "units", "description"} <= set(ds[name].attrs), name
     assert ds.attrs["provenance"]["versions"]["torch"] == "2.13" and ds.attrs["dataset"]["n_samples"] == 5
+
+
+def test_public_store_queries_and_locating_a_store(tmp_path):
+    """Code outside tfconv.store asks these (never Zarr's metadata files): exists, attrs, modified_ns;
+    and Results.locate names the results folder, stage and name of a store path."""
+    r = Results(tmp_path)
+    path = r.data("s")
+    assert not store.exists(path) and store.attrs(path) == {}
+    store.write_dataset(path, make_synthetic(4, d_s=2, d=3, seed=1))
+    assert store.exists(path) and store.attrs(path)["complete"] is True and store.marked_complete(path)
+    assert store.modified_ns(path) == store.metadata_file(path).stat().st_mtime_ns
+    root, stage, name = Results.locate(r.train("grid"))
+    assert (root.root, stage, name) == (r.root, "train", "grid")
+    assert Results.locate(tmp_path / "elsewhere.zarr") is None and Results.locate(r.claims) is None
+

@@ -40,7 +40,7 @@ def load_dataset_cached(path, expected_hash: Optional[str] = None):
     The content hash is verified once per job by the step's driver; a worker compares the store's
     recorded hash with the one the driver saw (`expected_hash`), which is cheap.
     """
-    ds = _dataset(str(path), os.stat(os.path.join(str(path), "zarr.json")).st_mtime_ns)
+    ds = _dataset(str(path), store.modified_ns(path))
     if expected_hash is not None and ds.meta.get("content_hash") != expected_hash:
         raise store.StoreError(f"dataset store {path} changed during the job: its hash is "
                                f"{str(ds.meta.get('content_hash'))[:16]}..., the step started with {expected_hash[:16]}...")

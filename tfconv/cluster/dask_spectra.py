@@ -46,10 +46,10 @@ def _array(path: str, stamp: int):
 def _open(path: str, mode: str = "r"):
     """A Zarr array; read-only handles are cached per process, keyed by the metadata's mtime (a
     factor re-created at the same path is reopened)."""
-    import os
-
     if mode == "r":
-        return _array(path, os.stat(os.path.join(path, "zarr.json")).st_mtime_ns)
+        from ..store import modified_ns
+
+        return _array(path, modified_ns(path))
     import zarr
 
     return zarr.open_array(path, mode=mode)

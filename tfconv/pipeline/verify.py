@@ -35,6 +35,7 @@ import numpy as np
 from .. import store
 from ..config import run_id
 from ..store import Results
+from ..store.layout import store_name
 
 #: models above this many parameters are not re-initialised to check their epoch-0 checkpoint
 MAX_REINIT_PARAMS = 2_000_000
@@ -111,7 +112,7 @@ def _check_runs(res: Results, exp_name: str, ts: Path, wf, ds_hashes, rep: _Repo
     if not points:
         rep.bad(f"{ts}: no declared grid points in its attributes", ("train", exp_name))
         return runs
-    ds_name = Path(str(a.get("dataset_store", ""))).name[: -len(".zarr")]
+    ds_name = store_name(str(a.get("dataset_store", "")))
     declared = a.get("dataset_sha256")
     if ds_name in ds_hashes and declared and declared != ds_hashes[ds_name]:
         rep.bad(f"{ts}: trained on dataset sha256 {declared[:16]}..., but {res.data(ds_name)} now has "
@@ -286,10 +287,11 @@ def verify_path(results, wf=None) -> Tuple[List[str], Set[Tuple], Dict[str, int]
     rep = _Report()
     if not root.exists():
         return [f"{root}: does not exist"], set(), {}
-    single = root.name.endswith(".zarr") and root.parent.name == "train"
-    res = Results(root.parent.parent if single else root)
+    located = Results.locate(root)
+    single = located is not None and located[1] == "train"  # one train store
+    res = located[0] if single else Results(root)
     ds_hashes = _check_datasets(res, rep)
-    names = [root.name[: -len(".zarr")]] if single else res.stores("train")
+    names = [located[2]] if single else res.stores("train")
     if not names:
         rep.problems.append(f"{root}: no training stores found (expected train/<experiment>.zarr)")
     for name in names:

@@ -22,7 +22,7 @@ from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ._zarr import StoreError, block_digest, group_attrs, json_safe, write_array, zarr_module
+from ._zarr import StoreError, block_digest, exists, group_attrs, json_safe, write_array, zarr_module
 
 def gram_path(gram_store, rid: str, epoch: int) -> Path:
     return Path(gram_store) / rid / f"epoch={epoch}"
@@ -50,7 +50,7 @@ def ensure_gram(gram_store, rid: str, epoch: int, n: int, block_size: int, attrs
     zarr = zarr_module()
     p = gram_path(gram_store, rid, epoch)
     nb = len(block_ranges(n, block_size))
-    if (p / "K" / "zarr.json").exists() and (p / "blocks_done" / "zarr.json").exists():
+    if exists(p / "K") and exists(p / "blocks_done"):
         g = zarr.open_group(str(p), mode="a")
         if g.attrs.get("complete") and not all(a in g for a in _spectrum_arrays(g.attrs)):
             g.attrs["complete"] = False  # published but damaged: its spectrum is recomputed
@@ -61,7 +61,7 @@ def ensure_gram(gram_store, rid: str, epoch: int, n: int, block_size: int, attrs
             )
         return g
     for parent in (Path(gram_store), Path(gram_store) / rid):
-        if not (parent / "zarr.json").exists():
+        if not exists(parent):
             zarr.open_group(str(parent), mode="a")
     g = zarr.open_group(str(p), mode="a")
     zarr.create_array(store=g.store, name=f"{g.path}/K" if g.path else "K", shape=(n, n), chunks=(block_size, block_size),
@@ -119,7 +119,7 @@ def gram_complete(gram_store, rid: str, epoch: int) -> bool:
     p = gram_path(gram_store, rid, epoch)
     attrs = group_attrs(p)
     return bool(attrs.get("complete")) and all(
-        (p / a / "zarr.json").exists() for a in ["K", "blocks_done"] + _spectrum_arrays(attrs))
+        exists(p / a) for a in ["K", "blocks_done"] + _spectrum_arrays(attrs))
 
 
 def assembled_matrix(gram_group) -> np.ndarray:

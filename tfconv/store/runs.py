@@ -24,7 +24,7 @@ import os
 import shutil
 import zipfile
 
-from ._zarr import (StoreError, clean_staging, group_attrs, json_safe, staging_dir, write_array,
+from ._zarr import (StoreError, clean_staging, exists, group_attrs, json_safe, staging_dir, write_array,
                     zarr_module)
 
 RUN_SUFFIX = ".zip"
@@ -64,7 +64,7 @@ def ensure_train_store(train_store, attrs: Optional[Mapping] = None) -> None:
     root = zarr.open_group(str(p), mode="a")
     if attrs:
         root.attrs.update(json_safe(dict(attrs)))
-    if not (runs_dir(p) / "zarr.json").exists():
+    if not exists(runs_dir(p)):
         zarr.open_group(str(p), mode="a").require_group("runs")
     clean_staging(runs_dir(p))
 
@@ -82,7 +82,7 @@ def check_train_store(train_store, dataset_sha256: str, train_settings: Optional
     (a fixed number or '<c>limit'), compared with the step each run recorded.
     """
     p = Path(train_store)
-    if not (p / "zarr.json").exists():
+    if not exists(p):
         if required:
             raise StoreError(f"train store {p} does not exist; run the `train_grid` step first")
         return
