@@ -65,6 +65,7 @@ def gram_stores(wd: Path, n: int, width: int, scaling: str = "inv_sqrt", init: s
     data_store, train_store)."""
     from tfconv import ModelSpec, make_synthetic, store
     from tfconv.config import DatasetSpec, Experiment
+    from tfconv.core.model import init_params
     from tfconv.core.train import TrainConfig, train_gd
 
     ds = make_synthetic(n, 8, 32, seed=0)
@@ -81,7 +82,7 @@ def gram_stores(wd: Path, n: int, width: int, scaling: str = "inv_sqrt", init: s
     res = train_gd(spec, ds.X[:2], ds.y[:2], 0, TrainConfig(epochs=1, checkpoint_epochs=(0,)))
     train_store = wd / "train.zarr"
     store.ensure_train_store(train_store)
-    store.write_run(train_store, point.run_id, point.as_dict(), res)
+    store.write_run(train_store, point.run_id, point.as_dict(), res, initial=init_params(res.spec, res.seed))
     return exp, point, data_store, train_store
 
 

@@ -105,7 +105,7 @@ def test_dask_external_workers_assemble_gram_equal_to_direct(small):
     assert info["grams"] == len(points) * len(exp.gram_epochs)
     for p in points:
         rid = p.run_id
-        run = store.read_run(small["ref"], rid)
+        run = runner.load_run(small["ref"], rid)  # every checkpoint, the re-derived initialisation too
         spec = p.spec(ds)
         for epoch, arrays in run["checkpoints"].items():
             K, ev = store.read_gram(gram, rid, epoch)

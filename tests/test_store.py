@@ -189,3 +189,25 @@ def test_public_store_queries_and_locating_a_store(tmp_path):
     assert (root.root, stage, name) == (r.root, "train", "grid")
     assert Results.locate(tmp_path / "elsewhere.zarr") is None and Results.locate(r.claims) is None
 
+
+def test_the_store_never_initialises_a_model_the_caller_passes_the_initialisation_in(tmp_path):
+    """write_run stores an epoch-0 checkpoint equal to the initialisation it is given as its seed only;
+    read_run re-derives it with the function it is given (tfconv.runner.initial_checkpoint) and
+    leaves it out without one."""
+    from tfconv import runner
+    from tfconv.core.model import init_params
+
+    exp = _experiment()
+    ds = make_synthetic(5, d_s=2, d=3, seed=0)
+    p = exp.points[0]
+    result = train_gd(p.spec(ds), ds.X, ds.y, p.seed, exp.train.config(0.5))
+    train = tmp_path / "train.zarr"
+    store.ensure_train_store(train, {"points": [p.as_dict()]})
+    store.write_run(train, p.run_id, p.as_dict(), result, initial=init_params(result.spec, result.seed))
+    assert store.run_attrs(train, p.run_id)["checkpoint0_is_init"] is True
+    assert sorted(store.read_run(train, p.run_id)["checkpoints"]) == [3]
+    for run in (store.read_run(train, p.run_id, init=runner.initial_checkpoint), runner.load_run(train, p.run_id)):
+        assert sorted(run["checkpoints"]) == [0, 3]
+        assert sorted(run["checkpoints"][0]) == sorted(result.checkpoints[0])
+        for name, w in result.checkpoints[0].items():
+            assert run["checkpoints"][0][name].tobytes() == np.asarray(w).tobytes()

@@ -98,7 +98,7 @@ def test_removing_one_point_retrains_only_that_point(finished_run):
 def test_gram_in_zarr_equals_direct_computation(finished_run):
     import torch
 
-    from tfconv import store
+    from tfconv import runner, store
     from tfconv.config import load_workflow
     from tfconv.core.ntk import ntk_matrix, params_from_numpy
 
@@ -108,7 +108,7 @@ def test_gram_in_zarr_equals_direct_computation(finished_run):
     ds = store.read_dataset(res.data("synth"))
     for rid, point in [("width=32_scaling=inv_sqrt_init=lecun_seed=0", dict(width=32, scaling="inv_sqrt", init="lecun", seed=0)),
                        ("width=8_scaling=inv_init=ntk_seed=0", dict(width=8, scaling="inv", init="ntk", seed=0))]:
-        run = store.read_run(res.train("grid"), rid)
+        run = runner.load_run(res.train("grid"), rid)  # every checkpoint, the re-derived initialisation too
         assert exp.point(point).run_id == rid
         spec = exp.point(point).spec(ds)
         for epoch in (0, 30):

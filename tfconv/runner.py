@@ -16,7 +16,7 @@ import socket
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -126,13 +126,15 @@ def init_run(exp, point, prep: Prepared, spec, log: Optional[Callable[[str], Non
 def _finish_run(exp, point, prep: Prepared, spec, ik, result, train_store, threads, node_id, **prov) -> None:
     """Add the kernel's prediction and the kernel change at the checkpoints, then publish the run."""
     from .core.kernel import kernel_changes
+    from .core.model import init_params
 
     result.curves["loss_linearised"] = ik.linearised(exp.train.epochs)
     kc = kernel_changes(spec, prep.data.X, result.checkpoints, ik.K0, exp.checkpoint_epochs)
     provn = provenance(None, experiment=exp.name, run_id=point.run_id, seed=point.seed,
                        dataset_sha256=prep.data.meta.get("content_hash"), threads=int(threads), node_id=node_id, **prov)
+    initial = init_params(result.spec, result.seed) if 0 in result.checkpoints else None
     store.write_run(train_store, point.run_id, point.as_dict(), result, provn, kernel=ik.summary(),
-                    checkpoint_curves={"kernel_change": kc})
+                    checkpoint_curves={"kernel_change": kc}, initial=initial)
 
 
 def train_point(exp, point, data_store, train_store, threads: int = 1, device: Optional[str] = None,
@@ -190,9 +192,22 @@ def train_group(exp, points: Sequence[Any], data_store, train_store, threads: in
     return summaries
 
 
+def initial_checkpoint(attrs: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    """The seeded initialisation of a stored run (its recorded ``spec`` and ``seed``), as arrays: the
+    epoch-0 checkpoint the train store does not keep (`tfconv.store.read_run`'s ``init``)."""
+    from .core.model import ModelSpec, init_params
+
+    return {k: v.numpy() for k, v in sorted(init_params(ModelSpec(**attrs["spec"]), int(attrs["seed"])).items())}
+
+
+def load_run(train_store, rid: str) -> Dict[str, Any]:
+    """A stored run (`tfconv.store.read_run`) with every checkpoint, the re-derived initialisation included."""
+    return store.read_run(train_store, rid, init=initial_checkpoint)
+
+
 @lru_cache(maxsize=4)
 def _checkpoint(train_store: str, rid: str, epoch: int):
-    run = store.read_run(train_store, rid)
+    run = load_run(train_store, rid)
     return run["attrs"], run["checkpoints"][epoch]
 
 

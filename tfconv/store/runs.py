@@ -5,8 +5,9 @@ readable with ``zarr.storage.ZipStore``), so that a grid of thousands of runs do
 thousands of small files on a cluster file system.
 
 Per run: curves over dim ``epoch`` (loss, weight_change, weight_change_<W>, attention_deviation_*,
-extra curves such as train_accuracy), checkpoints ``ckpt/epoch=<e>/<W>`` (the epoch-0 checkpoint is
-the seeded initialisation: not stored but re-derived on reading, ``checkpoint0_is_init``); attributes point, run_id,
+extra curves such as train_accuracy), checkpoints ``ckpt/epoch=<e>/<W>`` (an epoch-0 checkpoint equal to
+the seeded initialisation that the writer passes in is not stored: the reader re-derives it with the
+function it passes in, ``checkpoint0_is_init``; the store never calls the model); attributes point, run_id,
 status, diverged_epoch, spec, train, seed, wall_seconds, curves, checkpoint_epochs, provenance and
 ``complete`` (last).  Each run is written into a staging folder, zipped into a staging file and
 renamed into place (``os.replace``): a reader sees a whole run or none.  The
@@ -15,7 +16,7 @@ store's own attributes declare the experiment's grid points, dataset hash and Gr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 
@@ -28,6 +29,10 @@ from ._zarr import (StoreError, clean_staging, exists, group_attrs, json_safe, s
                     zarr_module)
 
 RUN_SUFFIX = ".zip"
+
+#: Given a run's attributes (its ``spec`` and ``seed``), its seeded initial parameters (name -> array):
+#: how a reader re-derives an epoch-0 checkpoint that the store did not keep.
+InitParams = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
 def runs_dir(train_store) -> Path:
@@ -117,13 +122,16 @@ def run_complete(train_store, rid: str) -> bool:
 
 
 def write_run(train_store, rid: str, point: Mapping, result, provenance: Optional[Mapping] = None,
-              kernel: Optional[Mapping] = None, checkpoint_curves: Optional[Mapping[str, np.ndarray]] = None) -> None:
+              kernel: Optional[Mapping] = None, checkpoint_curves: Optional[Mapping[str, np.ndarray]] = None,
+              initial: Optional[Mapping[str, Any]] = None) -> None:
     """Write one finished run (a `tfconv.core.train.RunResult`) atomically as runs/<rid>.zip.
 
     `kernel`: the run's kernel scalars (`tfconv.core.kernel.InitKernel.summary`: lambda_min0,
     lambda_max0, step_limit, eta, step, step_exceeds_limit), kept in the attribute ``kernel``;
     `checkpoint_curves`: arrays over the run's sorted checkpoint epochs (dim ``checkpoint_epoch``),
-    e.g. ``kernel_change``."""
+    e.g. ``kernel_change``; `initial`: the seeded initialisation of the run's spec and seed
+    (name -> tensor or array, computed by the caller): an epoch-0 checkpoint equal to it byte for
+    byte is not stored but re-derived on reading (``checkpoint0_is_init``; `read_run`'s ``init``)."""
     zarr = zarr_module()
     final = run_path(train_store, rid)
     staging = staging_dir(final)
@@ -144,12 +152,10 @@ def write_run(train_store, rid: str, point: Mapping, result, provenance: Optiona
         write_array(g, k, arrays[k], ["checkpoint_epoch"])
     ck = g.require_group("ckpt")
     init_stored = True
-    if 0 in result.checkpoints:  # the seeded initialisation is re-derived on reading, not stored
-        from ..core.model import init_params
-
-        ref = init_params(result.spec, result.seed)
+    if 0 in result.checkpoints and initial is not None:  # the seeded initialisation is re-derived on reading
+        ref = initial
         init_stored = not (set(ref) == set(result.checkpoints[0]) and all(
-            np.asarray(result.checkpoints[0][k]).tobytes() == ref[k].numpy().tobytes() for k in ref))
+            np.asarray(result.checkpoints[0][k]).tobytes() == _numpy(ref[k]).tobytes() for k in ref))
     for e, params in sorted(result.checkpoints.items()):
         if e == 0 and not init_stored:
             continue
@@ -195,15 +201,20 @@ def run_arrays(run: Mapping[str, Any]) -> Dict[str, np.ndarray]:
     return out
 
 
-def read_run(train_store, rid: str) -> Dict[str, Any]:
+def read_run(train_store, rid: str, init: Optional[InitParams] = None) -> Dict[str, Any]:
     """A stored run: {"attrs", "curves": {name: array over epoch}, "checkpoint_curves": {name: array over
-    the sorted checkpoint epochs}, "checkpoints": {epoch: {W: array}}}."""
+    the sorted checkpoint epochs}, "checkpoints": {epoch: {W: array}}}.
+
+    A run whose epoch-0 checkpoint is its seeded initialisation did not store it
+    (``attrs["checkpoint0_is_init"]``): ``init(attrs)`` re-derives it (the model's initialisation of
+    the recorded spec and seed, `tfconv.runner.initial_checkpoint`); without ``init`` that
+    checkpoint is left out of "checkpoints"."""
     zarr = zarr_module()
     if not run_complete(train_store, rid):
         raise StoreError(f"run {rid} is missing or incomplete in {train_store}")
     zs = zarr.storage.ZipStore(run_path(train_store, rid), mode="r")
     try:
-        return _read_group(zarr.open_group(store=zs, mode="r"))
+        return _read_group(zarr.open_group(store=zs, mode="r"), init)
     finally:
         zs.close()
 
@@ -222,15 +233,19 @@ def read_curves(train_store, rid: str, names) -> Dict[str, np.ndarray]:
         zs.close()
 
 
-def _read_group(g) -> Dict[str, Any]:
+def _numpy(x) -> np.ndarray:
+    """A tensor or an array as a numpy array (without importing torch)."""
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+def _read_group(g, init: Optional[InitParams] = None) -> Dict[str, Any]:
     attrs = dict(g.attrs)
     curves = {k: np.asarray(g[k][...]) for k in attrs["curves"]}
     ckpts = {}
     for e in attrs["checkpoint_epochs"]:
         if int(e) == 0 and attrs.get("checkpoint0_is_init"):
-            from ..core.model import ModelSpec, init_params
-
-            ckpts[0] = {k: v.numpy() for k, v in sorted(init_params(ModelSpec(**attrs["spec"]), int(attrs["seed"])).items())}
+            if init is not None:
+                ckpts[0] = {k: _numpy(v) for k, v in sorted(init(attrs).items())}
             continue
         eg = g[f"ckpt/epoch={e}"]
         # sorted: zarr lists a group's arrays in no fixed order, and the order of the parameters is
