@@ -118,6 +118,7 @@ def test_gram_store_blocks_mirror_and_publication(tmp_path):
     assert store.gram_complete(gs, "run", 0)
     K2, ev2 = store.read_gram(gs, "run", 0)
     assert np.array_equal(K2, K) and np.array_equal(ev2, ev)
+    assert store.check_gram(gs, "run", 0) == []  # its content checks (tfconv verify) find nothing
     with pytest.raises(store.StoreError, match="existing Gram has shape"):
         store.ensure_gram(gs, "run", 0, n, 2)
 
@@ -193,7 +194,7 @@ def test_public_store_queries_and_locating_a_store(tmp_path):
 def test_the_store_never_initialises_a_model_the_caller_passes_the_initialisation_in(tmp_path):
     """write_run stores an epoch-0 checkpoint equal to the initialisation it is given as its seed only;
     read_run re-derives it with the function it is given (tfconv.runner.initial_checkpoint) and
-    leaves it out without one."""
+    leaves it out without one; check_run finds nothing wrong with the run."""
     from tfconv import runner
     from tfconv.core.model import init_params
 
@@ -211,3 +212,8 @@ def test_the_store_never_initialises_a_model_the_caller_passes_the_initialisatio
         assert sorted(run["checkpoints"][0]) == sorted(result.checkpoints[0])
         for name, w in result.checkpoints[0].items():
             assert run["checkpoints"][0][name].tobytes() == np.asarray(w).tobytes()
+    run, problems = store.check_run(train, p.run_id, checkpoint_epochs=[0, 3])
+    assert problems == [] and run["attrs"]["run_id"] == p.run_id
+    assert store.check_run(train, "absent") == (None, ["run absent is missing or incomplete"])
+    _, problems = store.check_run(train, p.run_id, checkpoint_epochs=[0, 2, 3])
+    assert problems == ["it lacks the declared checkpoint epoch(s) [2]"]

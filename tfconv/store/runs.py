@@ -16,7 +16,7 @@ store's own attributes declare the experiment's grid points, dataset hash and Gr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -25,6 +25,7 @@ import os
 import shutil
 import zipfile
 
+from ..core.status import STATUS_DIVERGED, STATUS_KERNEL_ONLY
 from ._zarr import (StoreError, clean_staging, exists, group_attrs, json_safe, staging_dir, write_array,
                     zarr_module)
 
@@ -231,6 +232,51 @@ def read_curves(train_store, rid: str, names) -> Dict[str, np.ndarray]:
         return {k: np.asarray(g[k][...]) for k in names if k in have}
     finally:
         zs.close()
+
+
+def check_run(train_store, rid: str, run_id_of: Optional[Callable[[Mapping[str, Any]], str]] = None,
+              dataset_sha256: Optional[str] = None, checkpoint_epochs: Sequence[int] = (),
+              init: Optional[InitParams] = None) -> Tuple[Optional[Dict[str, Any]], List[str]]:
+    """The content checks of one stored run: (the run as `read_run` gives it, problems).
+
+    When the run cannot be read (absent, incomplete, a symbolic link, unreadable) the run is None
+    and the one problem is a sentence naming it; otherwise the problems are reasons ([] when none):
+    its file name, recorded run id and grid point (``run_id_of(point)``, the config's run id) agree;
+    every array matches the digest recorded when it was written; it was trained on the dataset
+    ``dataset_sha256``; loss, weight change and attention deviation are finite where they must be
+    (up to a divergence); it holds every declared checkpoint epoch (``checkpoint_epochs``).
+    ``init`` as for `read_run`.
+    """
+    path = run_path(train_store, rid)
+    if path.is_symlink():
+        return None, [f"run {rid} is a symbolic link to {path.resolve()}, not a run file"]
+    if not run_complete(train_store, rid):
+        return None, [f"run {rid} is missing or incomplete"]
+    try:
+        run = read_run(train_store, rid, init=init)
+    except Exception as exc:  # noqa: BLE001 - a run marked complete that cannot be read
+        return None, [f"run {rid} is marked complete but cannot be read: {exc}"]
+    ra = run["attrs"]
+    why = []
+    point_id = run_id_of(ra.get("point", {})) if run_id_of is not None else rid
+    if ra.get("run_id") != rid or point_id != rid:
+        why.append(f"its folder, recorded run id ({ra.get('run_id')}) and grid point ({point_id}) disagree")
+    digest = ra.get("content_sha256")
+    if digest and run_digest(run_arrays(run)) != digest:
+        why.append("its arrays no longer match the digest recorded when it was written (curves or checkpoints changed)")
+    h = (ra.get("provenance") or {}).get("dataset_sha256")
+    if dataset_sha256 and h and h != dataset_sha256:
+        why.append(f"it was trained on dataset {h[:16]}..., the dataset is {dataset_sha256[:16]}...")
+    upto = {STATUS_DIVERGED: ra["diverged_epoch"], STATUS_KERNEL_ONLY: 1}.get(ra["status"])
+    for name in ("loss", "weight_change", "attention_deviation_mean"):
+        v = run["curves"][name][:upto]
+        if not np.all(np.isfinite(v)):
+            why.append(f"curve {name} has {int(np.sum(~np.isfinite(v)))} NaN/inf values where none may be")
+    if ra["status"] not in (STATUS_DIVERGED, STATUS_KERNEL_ONLY):
+        missing = sorted(set(int(x) for x in checkpoint_epochs) - set(int(x) for x in ra["checkpoint_epochs"]))
+        if missing:
+            why.append(f"it lacks the declared checkpoint epoch(s) {missing}")
+    return run, why
 
 
 def _numpy(x) -> np.ndarray:
