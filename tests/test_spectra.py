@@ -116,6 +116,26 @@ def test_slq_density_matches_the_spectrum():
     assert np.abs(np.cumsum(S.density_histogram(nodes, w, edges)) - np.cumsum(hist_true)).max() <= 0.08
 
 
+
+def test_spectral_densities_on_common_log_bins():
+    """The aggregate's spectral_density_K0 is computed here (the store only places it on the grid):
+    one set of log-spaced edges over every Gram with a density, a histogram per Gram from its
+    eigenvalues (dense) or SLQ nodes (slq), none for a Gram that stored neither."""
+    K = ntk_like(200, 400, seed=9)
+    ev = np.linalg.eigvalsh(K)
+    nodes, w = S.slq_density(K.__matmul__, 200, n_vectors=4, steps=20, seed=0)
+    spectra = {"a": {"lambda_min": ev[0], "lambda_max": ev[-1], "eigenvalues": ev, "slq": None},
+               "b": {"lambda_min": ev[0], "lambda_max": 2 * ev[-1], "eigenvalues": None, "slq": (nodes, w)},
+               "c": {"lambda_min": ev[0], "lambda_max": 3 * ev[-1], "eigenvalues": None, "slq": None}}
+    d = S.spectral_densities(spectra, bins=12)
+    assert d.edges.size == 13 and d.edges[0] == pytest.approx(ev[0]) and d.edges[-1] == pytest.approx(2 * ev[-1])
+    np.testing.assert_allclose(np.diff(np.log(d.edges)), np.log(d.edges[1] / d.edges[0]), rtol=1e-12)
+    assert d.methods == {"a": "dense", "b": "slq"} and sorted(d.values) == ["a", "b"]
+    np.testing.assert_array_equal(d.values["a"], S.density_histogram(ev, np.full(200, 1 / 200), d.edges))
+    assert all(v.sum() == pytest.approx(1.0) for v in d.values.values())
+    assert S.spectral_densities({"c": spectra["c"]}) is None and S.spectral_densities({}) is None
+
+
 # ------------------------------------------------------------------------------------------------
 # Dask over Zarr
 # ------------------------------------------------------------------------------------------------

@@ -148,6 +148,7 @@ def spectrum_options(gcfg) -> Dict[str, Any]:
 
 def aggregate(wf: Workflow, name: str) -> None:
     """Gather runs and Gram statistics of experiment `name` into one xarray dataset in Zarr."""
+    from ..core.spectra import spectral_densities
     from ..registry import get_analysis
     from ..store.aggregate import build_aggregate, write_aggregate
 
@@ -169,7 +170,8 @@ def aggregate(wf: Workflow, name: str) -> None:
                 ref = 0
                 spectra[rid] = store.read_spectrum(gram_store, rid, 0)  # K_0's eigenvalues or SLQ density
             grams[(rid, e)] = store.gram_statistics_stored(gram_store, rid, e, ref)
-    xds = build_aggregate(exp, runs, grams, dict(data.meta), provenance(wf.config, experiment=name), spectra)
+    xds = build_aggregate(exp, runs, grams, dict(data.meta), provenance(wf.config, experiment=name),
+                          densities=spectral_densities(spectra))
     for analysis in exp.analyses:  # extra variables an analysis declares it needs
         hook = get_analysis(analysis).aggregate_vars
         for var, (dims, values, attrs) in (hook(data, exp) if hook else {}).items():
