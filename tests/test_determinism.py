@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tfconv import runner, store
+from tfconv.cluster.dask_spectra import finalize_gram
 from tfconv.config import load_workflow
 from tfconv.pipeline import steps
 from tfconv.core.ntk import ntk_matrix, params_from_numpy
@@ -92,10 +93,10 @@ def test_training_bitwise_identical_in_process_local_ray_and_two_node_ray(setup,
 def _assemble_in_process(s, point, epoch, gram_store, engine, block_size, chunk_size):
     rid = point.run_id
     grp = store.ensure_gram(gram_store, rid, epoch, N, block_size)
+    job = runner.GramJob(s["exp"], s["data"], s["inproc"], gram_store, runner.GramSettings(engine, block_size, chunk_size))
     for bi, bj in store.upper_blocks(N, block_size):
-        runner.gram_block(s["exp"], point, s["data"], s["inproc"], gram_store, epoch, bi, bj, engine,
-                          block_size, chunk_size, 1)
-    runner.finalize_gram(grp)
+        runner.gram_block(job, point, epoch, bi, bj)
+    finalize_gram(grp)
     return store.read_gram(gram_store, rid, epoch)
 
 

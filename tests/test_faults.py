@@ -32,6 +32,7 @@ import pytest
 import yaml
 
 from tfconv import runner, store
+from tfconv.cluster.dask_spectra import finalize_gram
 from tfconv.config import load_workflow
 from tfconv.store import Results
 from tfconv.pipeline import steps
@@ -89,6 +90,8 @@ class Reference:
         self.train_seconds = time.time() - t0
         self.runs = {p.run_id: store.read_run(self.train, p.run_id) for p in self.points}
         g = self.wf.gram
+        self.settings = runner.GramSettings(g["engine"], g["block_size"], g["chunk_size"], threads=1)
+        job = runner.GramJob(self.exp, self.data, self.train, self.gram, self.settings)
         self.grams = {}
         self.blocks_per_gram = len(store.upper_blocks(12, g["block_size"]))
         t0 = time.time()
@@ -97,9 +100,8 @@ class Reference:
             for e in self.runs[rid]["attrs"]["checkpoint_epochs"]:
                 grp = store.ensure_gram(self.gram, rid, e, 12, g["block_size"])
                 for bi, bj in store.upper_blocks(12, g["block_size"]):
-                    runner.gram_block(self.exp, p, self.data, self.train, self.gram, e, bi, bj, g["engine"],
-                                      g["block_size"], g["chunk_size"], 1)
-                runner.finalize_gram(grp)
+                    runner.gram_block(job, p, e, bi, bj)
+                finalize_gram(grp)
                 self.grams[(rid, e)] = store.read_gram(self.gram, rid, e)
         self.gram_seconds = time.time() - t0
         torch.set_num_threads(threads)
@@ -448,8 +450,8 @@ def test_dask_worker_killed_mid_assembly_is_retried(reference, tmp_path, monkeyp
     from tfconv.cluster.dask_gram import assemble_grams
 
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-    gram = tmp_path / "gram" / f"{EXP}.zarr"
-    g = reference.wf.gram
+    gram = Results(tmp_path).gram(EXP)
+    job = runner.GramJob(reference.exp, reference.data, reference.train, str(gram), reference.settings)
     with dask_external(n_workers=2) as address, distributed.Client(address, timeout=30) as client:
         pid_of = client.run(os.getpid)  # worker address -> worker process id
         pids_before = set(pid_of.values())
@@ -465,9 +467,7 @@ def test_dask_worker_killed_mid_assembly_is_retried(reference, tmp_path, monkeyp
         killer = Killer(busy_worker, poll=0.1)
         killer.start()
         try:
-            info = assemble_grams(reference.exp, reference.points, reference.data, reference.train,
-                                  str(gram), client, engine=g["engine"], block_size=g["block_size"],
-                                  chunk_size=g["chunk_size"], retries=3, threads=1, log=lambda m: None)
+            info = assemble_grams(job, reference.points, client, retries=3, log=lambda m: None)
         finally:
             killer.stop.set()
             killer.join(10)

@@ -82,7 +82,7 @@ def test_dask_external_workers_assemble_gram_equal_to_direct(small):
     import torch
     from distributed import Client, get_task_stream
 
-    from tfconv import store
+    from tfconv import runner, store
     from tfconv.cluster.dask_gram import assemble_grams
     from tfconv.core.ntk import ntk_matrix, params_from_numpy
 
@@ -95,9 +95,10 @@ def test_dask_external_workers_assemble_gram_equal_to_direct(small):
         with Client(address, timeout=30) as client:
             workers = set(client.scheduler_info(n_workers=-1)["workers"])
             with get_task_stream(client) as ts:
-                info = assemble_grams(exp, points, small["data"], small["ref"], gram, client,
-                                      engine=gcfg["engine"], block_size=gcfg["block_size"],
-                                      chunk_size=gcfg["chunk_size"], retries=0, threads=wf.threads_per_run)
+                job = runner.GramJob(exp, small["data"], small["ref"], gram,
+                                     runner.GramSettings(gcfg["engine"], gcfg["block_size"], gcfg["chunk_size"],
+                                                         threads=wf.threads_per_run))
+                info = assemble_grams(job, points, client, retries=0)
     seconds = time.time() - t0
     used = {t["worker"] for t in ts.data if str(t["key"]).startswith("gram-")}
     print(f"dask external: {info['blocks_computed']} blocks in {seconds:.1f}s on workers {sorted(used)}")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tfconv import runner, store
+from tfconv import store
 from tfconv.cluster import dask_spectra as DS
 from tfconv.core import spectra as S
 from tfconv.core.model import ModelSpec, init_params
@@ -181,8 +181,9 @@ def test_workflow_finalisation_stores_iterative_extremes(client, tmp_path):
     n = 1200
     K = ntk_like(n, 2400, seed=6)
     g = write_gram(gs, "big", K, 128)
-    ev = runner.finalize_gram(g, {"who": "test"}, client=client, dense_max=1000, tile=384, certificate_rtol=1e-3,
-                              slq_vectors=4, slq_steps=10)
+    ev = DS.finalize_gram(g, {"who": "test"}, client=client,
+                          settings=DS.SpectrumSettings(dense_max=1000, tile=384, certificate_rtol=1e-3, slq_vectors=4,
+                                                       slq_steps=10))
     assert store.gram_complete(gs, "big", 0)
     sp = store.read_spectrum(gs, "big", 0)
     dense = np.linalg.eigvalsh(K)
@@ -208,7 +209,7 @@ def test_workflow_finalisation_stores_iterative_extremes(client, tmp_path):
         store.read_gram(gs, "big", 0)
     # below dense_max the same call stores every eigenvalue, with residuals of the extremes
     g2 = write_gram(gs, "small", K[:300, :300], 128)
-    ev2 = runner.finalize_gram(g2, None, client=None, dense_max=1000)
+    ev2 = DS.finalize_gram(g2, None, client=None, settings=DS.SpectrumSettings(dense_max=1000))
     K2, ev2r = store.read_gram(gs, "small", 0)
     np.testing.assert_array_equal(ev2, ev2r)
     np.testing.assert_array_equal(ev2, np.linalg.eigvalsh(K[:300, :300]))
@@ -217,7 +218,7 @@ def test_workflow_finalisation_stores_iterative_extremes(client, tmp_path):
     # above dense_max without a client: a clear error
     g3 = write_gram(gs, "noclient", K[:400, :400], 128)
     with pytest.raises(ValueError, match="spectrum_dense_max"):
-        runner.finalize_gram(g3, None, client=None, dense_max=100)
+        DS.finalize_gram(g3, None, client=None, settings=DS.SpectrumSettings(dense_max=100))
 
 
 def test_interlacing_on_nested_subsets_of_the_stored_ntk_values(client, tmp_path):
@@ -234,7 +235,7 @@ def test_interlacing_on_nested_subsets_of_the_stored_ntk_values(client, tmp_path
     vals = {}
     for m in (300, 600, 900):
         g = write_gram(gs, f"n{m}", K[:m, :m], 100)
-        runner.finalize_gram(g, None, client=client, dense_max=200, tile=300)
+        DS.finalize_gram(g, None, client=client, settings=DS.SpectrumSettings(dense_max=200, tile=300))
         vals[m] = store.read_spectrum(gs, f"n{m}", 0)["records"]
     for small, big in ((300, 600), (600, 900), (300, 900)):
         a, b = vals[small], vals[big]
@@ -290,7 +291,7 @@ def test_dense_gram_stores_its_eigenvalues_only_and_old_stores_still_read(tmp_pa
         return store.check_gram(gs, rid, 0)
 
     g = write_gram(gs, "new", K, 128)
-    runner.finalize_gram(g, None, client=None, dense_max=1000)
+    DS.finalize_gram(g, None, client=None, settings=DS.SpectrumSettings(dense_max=1000))
     p = store.gram_path(gs, "new", 0)
     assert g.attrs["spectrum_arrays"] == ["eigenvalues"] and not (p / "extremes").exists()
     assert "extremes_digest" not in g.attrs
@@ -301,7 +302,7 @@ def test_dense_gram_stores_its_eigenvalues_only_and_old_stores_still_read(tmp_pa
     np.testing.assert_allclose(sp["eigenvalues"], ev, rtol=0, atol=100 * EPS * ev[-1])
     # the layout of before: extremes and eigenvalues both, spectrum_arrays naming both
     g2 = write_gram(gs, "old", K, 128)
-    runner.finalize_gram(g2, None, client=None, dense_max=1000)
+    DS.finalize_gram(g2, None, client=None, settings=DS.SpectrumSettings(dense_max=1000))
     ext = np.asarray([sp["lambda_min"], sp["lambda_max"]])
     g2.create_array("extremes", data=ext, dimension_names=["extreme"])
     g2.attrs["extremes_digest"] = store.block_digest(ext)

@@ -14,6 +14,7 @@ import yaml
 
 from inputs import repack_run, trained_results, unpack_run  # noqa: E402 (tests/ is on sys.path)
 from tfconv import cli, runner, store
+from tfconv.cluster.dask_spectra import finalize_gram
 from tfconv.store import Results
 from timeouts import hard_timeout  # noqa: E402
 
@@ -36,13 +37,14 @@ def results(tmp_path_factory):
     # as the workflow records it: relative to the folder the workflow runs in
     zarr.open_group(str(res.train("grid")), mode="a").attrs["dataset_store"] = "results/data/synth.zarr"
     threads = torch.get_num_threads()
+    job = runner.GramJob(exp, str(res.data("synth")), str(res.train("grid")), str(res.gram("grid")),
+                         runner.GramSettings("structured", block_size=5, chunk_size=5, threads=1))
     for p in points:
         for e in (0, 5):
             grp = store.ensure_gram(str(res.gram("grid")), p.run_id, e, 12, 5)
             for bi, bj in store.upper_blocks(12, 5):
-                runner.gram_block(exp, p, str(res.data("synth")), str(res.train("grid")), str(res.gram("grid")),
-                                  e, bi, bj, "structured", 5, 5, 1)
-            runner.finalize_gram(grp)
+                runner.gram_block(job, p, e, bi, bj)
+            finalize_gram(grp)
     torch.set_num_threads(threads)
     store.write_json_atomic(res.train_manifest("grid"), {"experiment": "grid"})
     store.write_json_atomic(res.gram_manifest("grid"), {"experiment": "grid"})

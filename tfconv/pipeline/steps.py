@@ -117,6 +117,7 @@ def train_grid(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
 def assemble_gram(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
     """Assemble every Gram of experiment `name` with Dask into Zarr (resuming), then the manifest."""
     from ..cluster.dask_gram import assemble_grams, dask_client
+    from ..runner import GramJob, GramSettings
 
     exp = wf.experiment(name)
     res = wf.results
@@ -127,23 +128,25 @@ def assemble_gram(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
     store.check_train_store(res.train(name), digest, exp.train.to_dict(), required=True)
     gcfg = wf.gram
     store.check_gram_store(gram_store, gcfg["block_size"])
+    job = GramJob(exp, str(res.data(exp.dataset.name)), str(res.train(name)), str(gram_store),
+                  GramSettings(engine=gcfg["engine"], block_size=int(gcfg["block_size"]),
+                               chunk_size=int(gcfg["chunk_size"]), threads=int(wf.threads_per_run)),
+                  expected_hash=digest)
     with dask_client(wf.dask, log=log, threads=threads) as client:
-        info = assemble_grams(
-            exp, exp.points, str(res.data(exp.dataset.name)), str(res.train(name)), str(gram_store), client,
-            engine=gcfg["engine"], block_size=gcfg["block_size"], chunk_size=gcfg["chunk_size"],
-            retries=wf.dask["retries"], threads=wf.threads_per_run, provenance=provenance(None, experiment=name),
-            log=log, expected_hash=digest, spectrum=spectrum_options(gcfg),
-        )
+        info = assemble_grams(job, exp.points, client, spectrum=spectrum_settings(gcfg),
+                              provenance=provenance(None, experiment=name), log=log, retries=wf.dask["retries"])
     info.update(experiment=name, store=str(gram_store), engine=gcfg["engine"], block_size=gcfg["block_size"])
     store.write_json_atomic(res.gram_manifest(name), info)
     return info
 
 
-def spectrum_options(gcfg) -> Dict[str, Any]:
-    """The ``gram.spectrum_*`` settings as options of `tfconv.runner.finalize_gram`."""
-    return {"dense_max": int(gcfg["spectrum_dense_max"]), "tol": float(gcfg["spectrum_tolerance"]),
-            "certificate_rtol": float(gcfg["spectrum_certificate_rtol"]),
-            "slq_vectors": int(gcfg["spectrum_slq_vectors"]), "slq_steps": int(gcfg["spectrum_slq_steps"])}
+def spectrum_settings(gcfg):
+    """The ``gram.spectrum_*`` settings as a `tfconv.cluster.dask_spectra.SpectrumSettings`."""
+    from ..cluster.dask_spectra import SpectrumSettings
+
+    return SpectrumSettings(dense_max=int(gcfg["spectrum_dense_max"]), tol=float(gcfg["spectrum_tolerance"]),
+                            certificate_rtol=float(gcfg["spectrum_certificate_rtol"]),
+                            slq_vectors=int(gcfg["spectrum_slq_vectors"]), slq_steps=int(gcfg["spectrum_slq_steps"]))
 
 
 def aggregate(wf: Workflow, name: str) -> None:

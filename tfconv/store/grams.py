@@ -10,9 +10,9 @@ point, run_id, epoch, provenance, ``spectrum`` (per extreme value: value, method
 shift_invert, iterations, residual |Kv - lambda v|, shift, Cholesky certificate [lo, hi]),
 ``spectrum_arrays`` (what the finalisation wrote) and ``complete``.  A block task writes only its own
 chunks (K[I, J] and the mirror K[J, I]) and then its own ``blocks_done`` element; ``complete`` and the
-spectrum (computed by the caller, `tfconv.runner.finalize_gram`) are written by one finalising step
-after every block is done, so an interrupted assembly resumes block by block.  Readers that need
-only the statistics (`gram_statistics_stored`) read K panel by panel, never whole;
+spectrum (computed by the caller, `tfconv.cluster.dask_spectra.finalize_gram`) are written by one
+finalising step after every block is done, so an interrupted assembly resumes block by block.  Readers
+that need only the statistics (`gram_statistics_stored`) read K panel by panel, never whole;
 `check_gram` (what `tfconv verify` asks of a Gram) reads it block by block.
 """
 from __future__ import annotations
