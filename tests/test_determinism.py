@@ -67,7 +67,7 @@ def _assert_bitwise(store_a, store_b, points, where):
 @hard_timeout(240)
 def test_training_bitwise_identical_in_process_local_ray_and_two_node_ray(setup, tmp_path, monkeypatch):
     from clusters import ray_two_nodes
-    from tfconv.cluster.ray_grid import run_grid
+    from tfconv.cluster.ray_grid import GridJob, run_grid
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     # auth off in this process: Ray fixes its auth mode once per process, and this session's other Ray
@@ -76,15 +76,15 @@ def test_training_bitwise_identical_in_process_local_ray_and_two_node_ray(setup,
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     s = setup
     local = str(tmp_path / "local-ray.zarr")
-    res = run_grid(s["exp"], s["points"], s["data"], local, address=None, num_cpus=2, threads_per_run=1,
+    res = run_grid(GridJob(s["exp"], s["data"], local, threads_per_run=1), s["points"], address=None, num_cpus=2,
                    log=lambda m: None)
     assert len(res) == len(s["points"]) and all(not r.get("skipped") for r in res)
     _assert_bitwise(s["inproc"], local, s["points"], "local Ray vs in-process")
 
     two = str(tmp_path / "two-node-ray.zarr")
     with ray_two_nodes(tmp_path / "ray-logs") as address:
-        res = run_grid(s["exp"], s["points"], s["data"], two, address=address, num_cpus=1,
-                       threads_per_run=1, log=lambda m: None)
+        res = run_grid(GridJob(s["exp"], s["data"], two, threads_per_run=1), s["points"], address=address,
+                       num_cpus=1, log=lambda m: None)
     nodes = {r.get("node_id") for r in res}
     assert len(nodes) == 2, f"the two-node cluster ran the grid on {len(nodes)} node(s)"
     _assert_bitwise(s["inproc"], two, s["points"], "two-node Ray vs in-process")

@@ -402,15 +402,15 @@ _ray_worker_training.seen = {}
 
 
 def _train_with_worker_kill(reference, tmp, points, max_retries):
-    from tfconv.cluster.ray_grid import run_grid
+    from tfconv.cluster.ray_grid import GridJob, RayTasks, run_grid
 
     train = Results(tmp).train(EXP)
     _ray_worker_training.seen.clear()
     killer = Killer(_ray_worker_training)
     killer.start()
     try:
-        results = run_grid(reference.exp, points, reference.data, str(train), address=None, num_cpus=2,
-                           max_retries=max_retries, threads_per_run=1, log=lambda m: None)
+        results = run_grid(GridJob(reference.exp, reference.data, str(train), threads_per_run=1), points,
+                           address=None, num_cpus=2, tasks=RayTasks(max_retries=max_retries), log=lambda m: None)
     finally:
         killer.stop.set()
         killer.join(10)

@@ -54,15 +54,15 @@ def small(tmp_path_factory):
 def test_ray_two_nodes_train_grid_equals_in_process(small, tmp_path):
     import ray
 
-    from tfconv.cluster.ray_grid import run_grid
+    from tfconv.cluster.ray_grid import GridJob, RayTasks, run_grid
 
     wf, exp, points = small["wf"], small["exp"], small["points"]
     out = str(small["dir"] / "train_ray.zarr")
     t0 = time.time()
     with ray_two_nodes(tmp_path) as address:
-        results = run_grid(exp, points, small["data"], out, address=address, num_cpus=1,
-                           cpus_per_task=1, gpus_per_task=0, max_retries=0,
-                           threads_per_run=wf.threads_per_run)
+        results = run_grid(GridJob(exp, small["data"], out, threads_per_run=wf.threads_per_run), points,
+                           address=address, num_cpus=1,
+                           tasks=RayTasks(cpus_per_task=1, gpus_per_task=0, max_retries=0))
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         try:
             cluster_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}

@@ -136,7 +136,7 @@ _RAY_JOB = r'''
 import json, os, re, sys, time
 import psutil, yaml
 from tfconv import store
-from tfconv.cluster.ray_grid import run_grid
+from tfconv.cluster.ray_grid import GridJob, RayTasks, run_grid
 from tfconv.cluster.ray_slurm import allocation_nodes, default_temp_dir, ray_in_slurm_allocation, slurm_node_addresses
 from tfconv.config import load_workflow
 from tfconv.pipeline.steps import make_dataset, train_grid
@@ -196,8 +196,8 @@ try:
         out["fail_address"] = address
         out["fail_pids_during"] = [p.pid for p in psutil.process_iter(["cmdline"])
                                    if root in " ".join(p.info["cmdline"] or ())]
-        run_grid(exp, exp.points, os.path.join(work, "missing.zarr"), os.path.join(work, "fail.zarr"),
-                 address=address, max_retries=0)
+        run_grid(GridJob(exp, os.path.join(work, "missing.zarr"), os.path.join(work, "fail.zarr")), exp.points,
+                 address=address, tasks=RayTasks(max_retries=0))
     out["raised"] = None
 except Exception as exc:  # noqa: BLE001
     out["raised"] = re.sub(r"\x1b\[[0-9;]*m", "", type(exc).__name__ + ": " + str(exc).splitlines()[0])[:200]

@@ -60,7 +60,7 @@ def make_dataset(wf: Workflow, name: str) -> str:
 
 def train_grid(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
     """Train every grid point of experiment `name` on Ray (resuming), then write the manifest last."""
-    from ..cluster.ray_grid import run_grid
+    from ..cluster.ray_grid import GridJob, RayTasks, run_grid
     from ..cluster.ray_slurm import ray_cluster_address
 
     exp = wf.experiment(name)
@@ -88,9 +88,10 @@ def train_grid(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
     # ray.slurm_allocation inside a SLURM job: a Ray cluster over the job's nodes, stopped on exit
     with ray_cluster_address(rc, needed=bool(todo), log=log) as address:
         results = run_grid(
-            exp, todo, str(data_store), str(train_store), address=address, num_cpus=max(1, int(threads)),
-            cpus_per_task=rc["cpus_per_task"], gpus_per_task=rc["gpus_per_task"], max_retries=rc["max_retries"],
-            threads_per_run=wf.threads_per_run, log=log, vectorise=rc["vectorise"], expected_hash=digest,
+            GridJob(exp, str(data_store), str(train_store), threads_per_run=wf.threads_per_run, expected_hash=digest),
+            todo, address=address, num_cpus=max(1, int(threads)), log=log,
+            tasks=RayTasks(cpus_per_task=rc["cpus_per_task"], gpus_per_task=rc["gpus_per_task"],
+                           max_retries=rc["max_retries"], vectorise=rc["vectorise"]),
         )
     runs = {}
     for p in points:
