@@ -443,7 +443,8 @@ def gram_spectrum(group_path: str, client=None, settings: Optional[SpectrumSetti
 
 
 def finalize_gram(gram_group, provenance: Optional[Dict[str, Any]] = None, client=None,
-                  settings: Optional[SpectrumSettings] = None, log: Optional[Callable[[str], None]] = None) -> np.ndarray:
+                  settings: Optional[SpectrumSettings] = None,
+                  log: Optional[Callable[[str], None]] = None) -> np.ndarray:
     """Once every block of a Gram is done: its spectrum (`gram_spectrum`), then the store publishes it
     as complete (`tfconv.store.finalize_gram`).
 
