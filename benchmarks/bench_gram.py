@@ -235,14 +235,15 @@ def workflow_gram(cfg: dict) -> dict:
     exp, point, data_store, train_store = gram_stores(wd, N, cfg["width"], SCALING, INIT, DTYPE)
     blocks = store.upper_blocks(N, B)
     busy, times = [], []
+    settings = runner.GramSettings(block_size=B, chunk_size=ENGINE_CHUNK, threads=THREADS)
     for rep in range(cfg["repeats"]):
         gs = wd / f"gram{rep}.zarr"
         store.ensure_gram(gs, point.run_id, 0, N, B)
+        job = runner.GramJob(exp, str(data_store), str(train_store), str(gs), settings)
         wait_for_quiet(busy)
         t = time.perf_counter()
         for bi, bj in blocks:
-            runner.gram_block(exp, point, str(data_store), str(train_store), str(gs), 0, bi, bj,
-                              block_size=B, chunk_size=ENGINE_CHUNK, threads=THREADS)
+            runner.gram_block(job, point, 0, bi, bj)
         times.append(time.perf_counter() - t)
     K = np.asarray(store.open_gram(gs, point.run_id, 0, mode="r")["K"][:min(NT_BLOCK, N), :min(NT_BLOCK, N)])
     shutil.rmtree(wd, ignore_errors=True)

@@ -65,6 +65,7 @@ def gram_stores(wd: Path, n: int, width: int, scaling: str = "inv_sqrt", init: s
     data_store, train_store)."""
     from tfconv import ModelSpec, make_synthetic, store
     from tfconv.config import DatasetSpec, Experiment
+    from tfconv.core.model import init_params
     from tfconv.core.train import TrainConfig, train_gd
 
     ds = make_synthetic(n, 8, 32, seed=0)
@@ -81,7 +82,7 @@ def gram_stores(wd: Path, n: int, width: int, scaling: str = "inv_sqrt", init: s
     res = train_gd(spec, ds.X[:2], ds.y[:2], 0, TrainConfig(epochs=1, checkpoint_epochs=(0,)))
     train_store = wd / "train.zarr"
     store.ensure_train_store(train_store)
-    store.write_run(train_store, point.run_id, point.as_dict(), res)
+    store.write_run(train_store, point.run_id, point.as_dict(), res, initial=init_params(res.spec, res.seed))
     return exp, point, data_store, train_store
 
 
@@ -91,6 +92,7 @@ def bench_gram20k(n: int = 20000, width: int = 256, block_size: int = 1000, n_wo
     from distributed import Client, LocalCluster
 
     from tfconv.cluster.dask_gram import assemble_grams
+    from tfconv.runner import GramJob, GramSettings
 
     wd = Path(workdir or tempfile.mkdtemp(prefix="tfconv-gram20k-"))
     exp, point, data_store, train_store = gram_stores(wd, n, width)
@@ -98,8 +100,9 @@ def bench_gram20k(n: int = 20000, width: int = 256, block_size: int = 1000, n_wo
     t0 = time.time()
     with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, memory_limit=memory_limit,
                       dashboard_address=None) as cluster, Client(cluster) as client:
-        info = assemble_grams(exp, [point], str(data_store), str(train_store), str(gram_store), client,
-                              block_size=block_size, chunk_size=250, log=lambda m: print(m, flush=True))
+        job = GramJob(exp, str(data_store), str(train_store), str(gram_store),
+                      GramSettings(block_size=block_size, chunk_size=250))
+        info = assemble_grams(job, [point], client, log=lambda m: print(m, flush=True))
         peaks = client.run(lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0)
     wall = time.time() - t0
     out = {"n": n, "width": width, "block_size": block_size, "blocks": info["blocks_computed"],

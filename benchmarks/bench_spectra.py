@@ -183,7 +183,7 @@ def run_one(args, n: int) -> dict:
     from distributed import Client, LocalCluster
 
     from tfconv import store
-    from tfconv.cluster.dask_spectra import gram_spectrum
+    from tfconv.cluster.dask_spectra import SpectrumSettings, gram_spectrum
 
     gs = os.path.join(args.out, f"gram-{n}.zarr")
     shutil.rmtree(gs, ignore_errors=True)
@@ -227,8 +227,9 @@ def run_one(args, n: int) -> dict:
         reset_vmhwm()
         state["client"] = client
         t0 = time.perf_counter()
-        rec = gram_spectrum(str(store.gram_path(gs, "synthetic", 0)), client, dense_max=0, tol=args.tol,
-                            certificate_rtol=args.certificate_rtol, tile=args.tile or None, log=log)
+        settings = SpectrumSettings(dense_max=0, tol=args.tol, certificate_rtol=args.certificate_rtol,
+                                    tile=args.tile or None)
+        rec = gram_spectrum(str(store.gram_path(gs, "synthetic", 0)), client, settings, log=log)
         out["seconds_spectra"] = time.perf_counter() - t0
         out["peak_spectra_mb"] = {"driver": vmhwm_mb(), "scheduler": client.run_on_scheduler(vmhwm_mb),
                                   "workers": client.run(vmhwm_mb),

@@ -12,6 +12,7 @@ from tfconv.config import DatasetSpec, Experiment, run_id
 from tfconv.core.ntk import gram_eigenvalues, gram_statistics, ntk_matrix, params_from_numpy
 from tfconv.core.train import TrainConfig, train_gd
 from tfconv.data import make_synthetic
+from tfconv.core.spectra import spectral_densities
 from tfconv.store.aggregate import build_aggregate
 
 D_S, D = 4, 8
@@ -113,7 +114,8 @@ def _build_tiny():
         rid = p.run_id
         runs[rid] = _record(r, spec, data.X, data.y, exp.checkpoint_epochs)
         _grams(r, spec, data.X, rid, grams, spectra)
-    clean = build_aggregate(exp, runs, grams, data.meta, spectra=_density(spectra, lambda rid: "dense"))
+    clean = build_aggregate(exp, runs, grams, data.meta,
+                            densities=spectral_densities(_density(spectra, lambda rid: "dense")))
 
     runs_b, grams_b = dict(runs), dict(grams)
     # broken: K_0's density from SLQ at width 32, none at width 8 (an iterative Gram without SLQ vectors)
@@ -131,7 +133,7 @@ def _build_tiny():
     del runs_b[gone]
     grams_b = {k: v for k, v in grams_b.items() if k[0] != gone}
     broken = build_aggregate(_exp(exp.to_dict()["grid"], name="tiny_broken"), runs_b, grams_b, data.meta,
-                             spectra=spectra_b)
+                             densities=spectral_densities(spectra_b))
 
     big = make_synthetic(12, d_s=D_S, d=D, seed=0, token_norm=1.0)
     exp_n = _exp({"n_samples": [4, 8, 12], "width": [8, 16], "scaling": ["inv_sqrt"], "init": ["lecun"],

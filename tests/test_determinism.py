@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tfconv import runner, store
+from tfconv.cluster.dask_spectra import finalize_gram
 from tfconv.config import load_workflow
 from tfconv.pipeline import steps
 from tfconv.core.ntk import ntk_matrix, params_from_numpy
@@ -66,7 +67,7 @@ def _assert_bitwise(store_a, store_b, points, where):
 @hard_timeout(240)
 def test_training_bitwise_identical_in_process_local_ray_and_two_node_ray(setup, tmp_path, monkeypatch):
     from clusters import ray_two_nodes
-    from tfconv.cluster.ray_grid import run_grid
+    from tfconv.cluster.ray_grid import GridJob, run_grid
 
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     # auth off in this process: Ray fixes its auth mode once per process, and this session's other Ray
@@ -75,15 +76,15 @@ def test_training_bitwise_identical_in_process_local_ray_and_two_node_ray(setup,
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     s = setup
     local = str(tmp_path / "local-ray.zarr")
-    res = run_grid(s["exp"], s["points"], s["data"], local, address=None, num_cpus=2, threads_per_run=1,
+    res = run_grid(GridJob(s["exp"], s["data"], local, threads_per_run=1), s["points"], address=None, num_cpus=2,
                    log=lambda m: None)
     assert len(res) == len(s["points"]) and all(not r.get("skipped") for r in res)
     _assert_bitwise(s["inproc"], local, s["points"], "local Ray vs in-process")
 
     two = str(tmp_path / "two-node-ray.zarr")
     with ray_two_nodes(tmp_path / "ray-logs") as address:
-        res = run_grid(s["exp"], s["points"], s["data"], two, address=address, num_cpus=1,
-                       threads_per_run=1, log=lambda m: None)
+        res = run_grid(GridJob(s["exp"], s["data"], two, threads_per_run=1), s["points"], address=address,
+                       num_cpus=1, log=lambda m: None)
     nodes = {r.get("node_id") for r in res}
     assert len(nodes) == 2, f"the two-node cluster ran the grid on {len(nodes)} node(s)"
     _assert_bitwise(s["inproc"], two, s["points"], "two-node Ray vs in-process")
@@ -92,10 +93,10 @@ def test_training_bitwise_identical_in_process_local_ray_and_two_node_ray(setup,
 def _assemble_in_process(s, point, epoch, gram_store, engine, block_size, chunk_size):
     rid = point.run_id
     grp = store.ensure_gram(gram_store, rid, epoch, N, block_size)
+    job = runner.GramJob(s["exp"], s["data"], s["inproc"], gram_store, runner.GramSettings(engine, block_size, chunk_size))
     for bi, bj in store.upper_blocks(N, block_size):
-        runner.gram_block(s["exp"], point, s["data"], s["inproc"], gram_store, epoch, bi, bj, engine,
-                          block_size, chunk_size, 1)
-    runner.finalize_gram(grp)
+        runner.gram_block(job, point, epoch, bi, bj)
+    finalize_gram(grp)
     return store.read_gram(gram_store, rid, epoch)
 
 
@@ -107,7 +108,7 @@ def test_gram_same_within_tolerance_for_any_block_size(setup, tmp_path):
     try:
         for point in s["points"][-1:]:
             rid = point.run_id
-            run = store.read_run(s["inproc"], rid)
+            run = runner.load_run(s["inproc"], rid)  # with the re-derived epoch-0 checkpoint
             spec = point.spec(ds)
             spec64 = spec.__class__(**{**spec.to_dict(), "dtype": "float64"})
             for epoch in (0, 150):

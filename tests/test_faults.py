@@ -32,7 +32,9 @@ import pytest
 import yaml
 
 from tfconv import runner, store
+from tfconv.cluster.dask_spectra import finalize_gram
 from tfconv.config import load_workflow
+from tfconv.store import Results
 from tfconv.pipeline import steps
 from timeouts import hard_timeout  # noqa: E402 (tests/ is on sys.path)
 
@@ -88,6 +90,8 @@ class Reference:
         self.train_seconds = time.time() - t0
         self.runs = {p.run_id: store.read_run(self.train, p.run_id) for p in self.points}
         g = self.wf.gram
+        self.settings = runner.GramSettings(g["engine"], g["block_size"], g["chunk_size"], threads=1)
+        job = runner.GramJob(self.exp, self.data, self.train, self.gram, self.settings)
         self.grams = {}
         self.blocks_per_gram = len(store.upper_blocks(12, g["block_size"]))
         t0 = time.time()
@@ -96,9 +100,8 @@ class Reference:
             for e in self.runs[rid]["attrs"]["checkpoint_epochs"]:
                 grp = store.ensure_gram(self.gram, rid, e, 12, g["block_size"])
                 for bi, bj in store.upper_blocks(12, g["block_size"]):
-                    runner.gram_block(self.exp, p, self.data, self.train, self.gram, e, bi, bj, g["engine"],
-                                      g["block_size"], g["chunk_size"], 1)
-                runner.finalize_gram(grp)
+                    runner.gram_block(job, p, e, bi, bj)
+                finalize_gram(grp)
                 self.grams[(rid, e)] = store.read_gram(self.gram, rid, e)
         self.gram_seconds = time.time() - t0
         torch.set_num_threads(threads)
@@ -135,19 +138,20 @@ def check_store_state(res: Path, ref: Reference) -> dict:
     import zarr
 
     out = {"runs_complete": 0, "grams_complete": 0, "blocks_done": 0}
-    ds_path = res / "data" / "synth.zarr"
+    results = Results(res)
+    ds_path = results.data("synth")
     if ds_path.exists():
         ds = store.read_dataset(ds_path, verify=True)  # a published dataset store is always complete
         assert ds.X.tobytes() == store.read_dataset(ref.data).X.tobytes()
-    ts = res / "train" / f"{EXP}.zarr"
+    ts = results.train(EXP)
     for rid in store.list_runs(ts):  # staging files of killed writers are never listed nor read
         assert store.run_complete(ts, rid), f"run file {store.run_path(ts, rid)} is published but not complete"
         assert_run_equal(store.read_run(ts, rid), ref.runs[rid], rid)
         out["runs_complete"] += 1
-    gs = res / "gram" / f"{EXP}.zarr"
+    gs = results.gram(EXP)
     for (rid, e), (K_ref, ev_ref) in ref.grams.items():
         p = store.gram_path(gs, rid, e)
-        if not (p / "blocks_done" / "zarr.json").exists():
+        if not store.exists(p / "blocks_done"):
             assert not store.gram_complete(gs, rid, e)
             continue
         g = zarr.open_group(str(p), mode="r")
@@ -163,9 +167,9 @@ def check_store_state(res: Path, ref: Reference) -> dict:
             K2, ev = store.read_gram(gs, rid, e)
             assert K2.tobytes() == K_ref.tobytes() and ev.tobytes() == ev_ref.tobytes(), f"{rid} e{e}"
             out["grams_complete"] += 1
-    if (res / "train" / f"{EXP}.json").exists():
+    if results.train_manifest(EXP).exists():
         assert out["runs_complete"] == len(ref.points), "train manifest written before every run was complete"
-    if (res / "gram" / f"{EXP}.json").exists():
+    if results.gram_manifest(EXP).exists():
         assert out["grams_complete"] == len(ref.grams), "gram manifest written before every Gram was complete"
     return out
 
@@ -239,12 +243,12 @@ def run_to_end(wd: Path, cfg: Path, args, timeout: float, log_name: str):
 
 
 def _complete_runs(res: Path) -> int:
-    ts = res / "train" / f"{EXP}.zarr"
+    ts = Results(res).train(EXP)
     return sum(store.run_complete(ts, rid) for rid in store.list_runs(ts))
 
 
 def _blocks_done(res: Path) -> int:
-    return sum(1 for _ in (res / "gram" / f"{EXP}.zarr").glob("*/epoch=*/blocks_done/c/*/*"))
+    return sum(1 for _ in Results(res).gram(EXP).glob("*/epoch=*/blocks_done/c/*/*"))
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +280,7 @@ def interrupted(tmp_path_factory, reference):
                                           during_gram, 300, "run2-killed-in-gram")
     assert record["kill2"], f"Gram assembly finished before it could be killed:\n{log2[-3000:]}"
     record["state2"] = check_store_state(res, reference)
-    record["gram_manifest_after_kill2"] = (res / "gram" / f"{EXP}.json").exists()
+    record["gram_manifest_after_kill2"] = Results(res).gram_manifest(EXP).exists()
     rc_unlock, _ = run_to_end(wd, cfg, ["--unlock"], 120, "unlock2")
     assert rc_unlock == 0
     rc, log3 = run_to_end(wd, cfg, ["--cores", "2", "--rerun-incomplete"], 400, "run3-to-the-end")
@@ -295,9 +299,10 @@ def test_sigkill_in_training_then_rerun_loses_nothing(interrupted, reference):
     assert 2 <= rec["state1"]["runs_complete"] < len(reference.points)
     assert rec["state1"]["grams_complete"] == 0
     # the rerun trained only what was missing
-    manifest = json.loads((wd / "results" / "train" / f"{EXP}.json").read_text())
+    res = Results(wd / "results")
+    manifest = json.loads(res.train_manifest(EXP).read_text())
     assert manifest["n_runs"] == len(reference.points)
-    log = (wd / "results" / "logs" / "train_grid" / f"{EXP}.log").read_text()
+    log = res.log("train_grid", EXP).read_text()
     assert f"{rec['state1']['runs_complete']} already complete" in log
 
 
@@ -308,7 +313,7 @@ def test_sigkill_in_gram_assembly_then_rerun_loses_nothing(interrupted, referenc
     assert 8 <= rec["state2"]["blocks_done"] < reference.total_blocks
     assert rec["state2"]["grams_complete"] == 0  # finalised (eigenvalues, complete) only after all blocks
     assert not rec["gram_manifest_after_kill2"]
-    log = (wd / "results" / "logs" / "assemble_gram" / f"{EXP}.log").read_text()
+    log = Results(wd / "results").log("assemble_gram", EXP).read_text()
     assert "already done" in log
 
 
@@ -319,7 +324,7 @@ def test_rerun_after_kills_is_identical_to_uninterrupted(interrupted, reference)
     st = rec["state3"]  # compares every curve, checkpoint (bitwise) and Gram, eigenvalues (exactly)
     assert st == {"runs_complete": len(reference.points), "grams_complete": len(reference.grams),
                   "blocks_done": reference.total_blocks}
-    assert ": OK (checked " in (res / "verify.txt").read_text()
+    assert ": OK (checked " in Results(res).verify_report.read_text()
     proc = subprocess.run([str(BIN / "tfconv"), "verify", str(res)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
@@ -329,9 +334,9 @@ def test_diverged_runs_recorded_shown_and_grid_continues(interrupted, reference)
     import xarray as xr
 
     wd, _ = interrupted
-    res = wd / "results"
+    res = Results(wd / "results")
     diverged = {rid for rid, r in reference.runs.items() if r["attrs"]["status"] == "diverged"}
-    manifest = json.loads((res / "train" / f"{EXP}.json").read_text())
+    manifest = json.loads(res.train_manifest(EXP).read_text())
     assert manifest["n_diverged"] == len(diverged) > 0
     assert {rid for rid, r in manifest["runs"].items() if r["status"] == "diverged"} == diverged
     assert all(manifest["runs"][rid]["diverged_epoch"] > 0 for rid in diverged)
@@ -339,13 +344,13 @@ def test_diverged_runs_recorded_shown_and_grid_continues(interrupted, reference)
     for rid, r in reference.runs.items():
         if rid not in diverged:
             assert np.all(np.isfinite(r["curves"]["loss"])) and r["attrs"]["checkpoint_epochs"] == [0, 300, 600]
-    xds = xr.open_zarr(res / "aggregate" / f"{EXP}.zarr").load()
+    xds = xr.open_zarr(res.aggregate(EXP)).load()
     assert int((xds["status"] == "diverged").sum()) == len(diverged)
-    fig_csv = (res / "figures" / EXP / "loss_per_width.csv").read_text()
+    fig_csv = res.figure(EXP, "loss_per_width", "csv").read_text()
     assert "diverged_run" in fig_csv  # drawn dashed with an x, listed as such in the figure's numbers
-    finding = (res / "figures" / EXP / "loss_per_width.finding.txt").read_text()
+    finding = res.figure(EXP, "loss_per_width", "finding").read_text()
     assert "run(s) diverged (excluded from fits)" in finding
-    claims = (res / "tables" / "claims.csv").read_text()
+    claims = res.claims.read_text()
     assert "diverged" in claims
 
 
@@ -397,15 +402,15 @@ _ray_worker_training.seen = {}
 
 
 def _train_with_worker_kill(reference, tmp, points, max_retries):
-    from tfconv.cluster.ray_grid import run_grid
+    from tfconv.cluster.ray_grid import GridJob, RayTasks, run_grid
 
-    train = tmp / "train" / f"{EXP}.zarr"
+    train = Results(tmp).train(EXP)
     _ray_worker_training.seen.clear()
     killer = Killer(_ray_worker_training)
     killer.start()
     try:
-        results = run_grid(reference.exp, points, reference.data, str(train), address=None, num_cpus=2,
-                           max_retries=max_retries, threads_per_run=1, log=lambda m: None)
+        results = run_grid(GridJob(reference.exp, reference.data, str(train), threads_per_run=1), points,
+                           address=None, num_cpus=2, tasks=RayTasks(max_retries=max_retries), log=lambda m: None)
     finally:
         killer.stop.set()
         killer.join(10)
@@ -445,8 +450,8 @@ def test_dask_worker_killed_mid_assembly_is_retried(reference, tmp_path, monkeyp
     from tfconv.cluster.dask_gram import assemble_grams
 
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
-    gram = tmp_path / "gram" / f"{EXP}.zarr"
-    g = reference.wf.gram
+    gram = Results(tmp_path).gram(EXP)
+    job = runner.GramJob(reference.exp, reference.data, reference.train, str(gram), reference.settings)
     with dask_external(n_workers=2) as address, distributed.Client(address, timeout=30) as client:
         pid_of = client.run(os.getpid)  # worker address -> worker process id
         pids_before = set(pid_of.values())
@@ -462,9 +467,7 @@ def test_dask_worker_killed_mid_assembly_is_retried(reference, tmp_path, monkeyp
         killer = Killer(busy_worker, poll=0.1)
         killer.start()
         try:
-            info = assemble_grams(reference.exp, reference.points, reference.data, reference.train,
-                                  str(gram), client, engine=g["engine"], block_size=g["block_size"],
-                                  chunk_size=g["chunk_size"], retries=3, threads=1, log=lambda m: None)
+            info = assemble_grams(job, reference.points, client, retries=3, log=lambda m: None)
         finally:
             killer.stop.set()
             killer.join(10)

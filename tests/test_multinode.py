@@ -54,15 +54,15 @@ def small(tmp_path_factory):
 def test_ray_two_nodes_train_grid_equals_in_process(small, tmp_path):
     import ray
 
-    from tfconv.cluster.ray_grid import run_grid
+    from tfconv.cluster.ray_grid import GridJob, RayTasks, run_grid
 
     wf, exp, points = small["wf"], small["exp"], small["points"]
     out = str(small["dir"] / "train_ray.zarr")
     t0 = time.time()
     with ray_two_nodes(tmp_path) as address:
-        results = run_grid(exp, points, small["data"], out, address=address, num_cpus=1,
-                           cpus_per_task=1, gpus_per_task=0, max_retries=0,
-                           threads_per_run=wf.threads_per_run)
+        results = run_grid(GridJob(exp, small["data"], out, threads_per_run=wf.threads_per_run), points,
+                           address=address, num_cpus=1,
+                           tasks=RayTasks(cpus_per_task=1, gpus_per_task=0, max_retries=0))
         ray.init(address=address, logging_level="ERROR", log_to_driver=False)
         try:
             cluster_nodes = {n["NodeID"] for n in ray.nodes() if n["Alive"]}
@@ -82,7 +82,7 @@ def test_dask_external_workers_assemble_gram_equal_to_direct(small):
     import torch
     from distributed import Client, get_task_stream
 
-    from tfconv import store
+    from tfconv import runner, store
     from tfconv.cluster.dask_gram import assemble_grams
     from tfconv.core.ntk import ntk_matrix, params_from_numpy
 
@@ -95,9 +95,10 @@ def test_dask_external_workers_assemble_gram_equal_to_direct(small):
         with Client(address, timeout=30) as client:
             workers = set(client.scheduler_info(n_workers=-1)["workers"])
             with get_task_stream(client) as ts:
-                info = assemble_grams(exp, points, small["data"], small["ref"], gram, client,
-                                      engine=gcfg["engine"], block_size=gcfg["block_size"],
-                                      chunk_size=gcfg["chunk_size"], retries=0, threads=wf.threads_per_run)
+                job = runner.GramJob(exp, small["data"], small["ref"], gram,
+                                     runner.GramSettings(gcfg["engine"], gcfg["block_size"], gcfg["chunk_size"],
+                                                         threads=wf.threads_per_run))
+                info = assemble_grams(job, points, client, retries=0)
     seconds = time.time() - t0
     used = {t["worker"] for t in ts.data if str(t["key"]).startswith("gram-")}
     print(f"dask external: {info['blocks_computed']} blocks in {seconds:.1f}s on workers {sorted(used)}")
@@ -105,7 +106,7 @@ def test_dask_external_workers_assemble_gram_equal_to_direct(small):
     assert info["grams"] == len(points) * len(exp.gram_epochs)
     for p in points:
         rid = p.run_id
-        run = store.read_run(small["ref"], rid)
+        run = runner.load_run(small["ref"], rid)  # every checkpoint, the re-derived initialisation too
         spec = p.spec(ds)
         for epoch, arrays in run["checkpoints"].items():
             K, ev = store.read_gram(gram, rid, epoch)

@@ -176,7 +176,7 @@ _ALLOCATION_JOB = r'''
 import json, os, re, subprocess, sys, time
 import psutil
 from tfconv import store
-from tfconv.cluster.ray_grid import run_grid
+from tfconv.cluster.ray_grid import GridJob, RayTasks, run_grid
 from tfconv.cluster.ray_slurm import default_temp_dir, ray_in_slurm_allocation
 import yaml
 from tfconv.config import load_workflow
@@ -220,8 +220,8 @@ try:
         out["address_fail"] = address
         out["pids_during"] = mentioning(root2)
         out["steps_during"] = steps()
-        run_grid(exp, exp.points, os.path.join(work, "missing.zarr"),
-                 os.path.join(work, "fail.zarr"), address=address, max_retries=0)
+        run_grid(GridJob(exp, os.path.join(work, "missing.zarr"), os.path.join(work, "fail.zarr")), exp.points,
+                 address=address, tasks=RayTasks(max_retries=0))
     out["raised"] = None
 except Exception as exc:  # noqa: BLE001
     out["raised"] = re.sub(r"\x1b\[[0-9;]*m", "", type(exc).__name__ + ": " + str(exc).splitlines()[0])[:200]

@@ -136,7 +136,7 @@ _RAY_JOB = r'''
 import json, os, re, sys, time
 import psutil, yaml
 from tfconv import store
-from tfconv.cluster.ray_grid import run_grid
+from tfconv.cluster.ray_grid import GridJob, RayTasks, run_grid
 from tfconv.cluster.ray_slurm import default_temp_dir, ray_in_slurm_allocation
 from tfconv.cluster.slurm import allocation_nodes, slurm_node_addresses
 from tfconv.config import load_workflow
@@ -197,8 +197,8 @@ try:
         out["fail_address"] = address
         out["fail_pids_during"] = [p.pid for p in psutil.process_iter(["cmdline"])
                                    if root in " ".join(p.info["cmdline"] or ())]
-        run_grid(exp, exp.points, os.path.join(work, "missing.zarr"), os.path.join(work, "fail.zarr"),
-                 address=address, max_retries=0)
+        run_grid(GridJob(exp, os.path.join(work, "missing.zarr"), os.path.join(work, "fail.zarr")), exp.points,
+                 address=address, tasks=RayTasks(max_retries=0))
     out["raised"] = None
 except Exception as exc:  # noqa: BLE001
     out["raised"] = re.sub(r"\x1b\[[0-9;]*m", "", type(exc).__name__ + ": " + str(exc).splitlines()[0])[:200]
@@ -395,7 +395,7 @@ def dask_run(nodes, ray_job, tmp_path_factory):
     import dask
     from distributed import Client, get_task_stream
 
-    from tfconv import store
+    from tfconv import runner, store
     from tfconv.cluster.dask_gram import assemble_grams, dask_client
 
     work = tmp_path_factory.mktemp("dask2n")
@@ -403,15 +403,18 @@ def dask_run(nodes, ray_job, tmp_path_factory):
     exp = wf.experiment(EXP)
     points, gcfg = exp.points, wf.gram
     data, train = str(wf.results.data(exp.dataset.name)), str(wf.results.train(EXP))
-    kw = {"engine": gcfg["engine"], "block_size": gcfg["block_size"], "chunk_size": gcfg["chunk_size"],
-          "retries": 3, "threads": 1}
+    settings = runner.GramSettings(gcfg["engine"], gcfg["block_size"], gcfg["chunk_size"], threads=1)
+
+    def job(gram_store):
+        return runner.GramJob(exp, data, train, str(gram_store), settings)
+
     out = {"work": work, "points": points, "exp": exp}
 
     # the single-node reference: one worker thread in this process
     t0 = time.time()
     with dask.config.set({"distributed.scheduler.allowed-failures": 3}), \
             Client(processes=False, n_workers=1, threads_per_worker=1, dashboard_address=None) as c:
-        assemble_grams(exp, points, data, train, str(work / "ref.zarr"), c, **kw)
+        assemble_grams(job(work / "ref.zarr"), points, c, retries=3)
     out["ref_seconds"] = time.time() - t0
 
     cfg = {"n_workers": 2, "retries": 3, "jobqueue": {
@@ -428,7 +431,7 @@ def dask_run(nodes, ray_job, tmp_path_factory):
         # undisturbed, both nodes
         t1 = time.time()
         with get_task_stream(client) as ts:
-            out["info_a"] = assemble_grams(exp, points, data, train, str(work / "gram_a.zarr"), client, **kw)
+            out["info_a"] = assemble_grams(job(work / "gram_a.zarr"), points, client, retries=3)
         out["seconds_a"] = time.time() - t1
         out["blocks_by_worker_a"] = _blocks_by_worker(ts.data)
 
@@ -455,7 +458,7 @@ def dask_run(nodes, ray_job, tmp_path_factory):
         t1 = time.time()
         try:
             with get_task_stream(client) as ts:
-                out["info_b"] = assemble_grams(exp, points, data, train, gram_b, client, **kw)
+                out["info_b"] = assemble_grams(job(gram_b), points, client, retries=3)
         finally:
             stop.set()
             th.join(10)

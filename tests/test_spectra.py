@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from tfconv import runner, store
+from tfconv import store
 from tfconv.cluster import dask_spectra as DS
 from tfconv.core import spectra as S
 from tfconv.core.model import ModelSpec, init_params
@@ -116,6 +116,26 @@ def test_slq_density_matches_the_spectrum():
     assert np.abs(np.cumsum(S.density_histogram(nodes, w, edges)) - np.cumsum(hist_true)).max() <= 0.08
 
 
+
+def test_spectral_densities_on_common_log_bins():
+    """The aggregate's spectral_density_K0 is computed here (the store only places it on the grid):
+    one set of log-spaced edges over every Gram with a density, a histogram per Gram from its
+    eigenvalues (dense) or SLQ nodes (slq), none for a Gram that stored neither."""
+    K = ntk_like(200, 400, seed=9)
+    ev = np.linalg.eigvalsh(K)
+    nodes, w = S.slq_density(K.__matmul__, 200, n_vectors=4, steps=20, seed=0)
+    spectra = {"a": {"lambda_min": ev[0], "lambda_max": ev[-1], "eigenvalues": ev, "slq": None},
+               "b": {"lambda_min": ev[0], "lambda_max": 2 * ev[-1], "eigenvalues": None, "slq": (nodes, w)},
+               "c": {"lambda_min": ev[0], "lambda_max": 3 * ev[-1], "eigenvalues": None, "slq": None}}
+    d = S.spectral_densities(spectra, bins=12)
+    assert d.edges.size == 13 and d.edges[0] == pytest.approx(ev[0]) and d.edges[-1] == pytest.approx(2 * ev[-1])
+    np.testing.assert_allclose(np.diff(np.log(d.edges)), np.log(d.edges[1] / d.edges[0]), rtol=1e-12)
+    assert d.methods == {"a": "dense", "b": "slq"} and sorted(d.values) == ["a", "b"]
+    np.testing.assert_array_equal(d.values["a"], S.density_histogram(ev, np.full(200, 1 / 200), d.edges))
+    assert all(v.sum() == pytest.approx(1.0) for v in d.values.values())
+    assert S.spectral_densities({"c": spectra["c"]}) is None and S.spectral_densities({}) is None
+
+
 # ------------------------------------------------------------------------------------------------
 # Dask over Zarr
 # ------------------------------------------------------------------------------------------------
@@ -161,8 +181,9 @@ def test_workflow_finalisation_stores_iterative_extremes(client, tmp_path):
     n = 1200
     K = ntk_like(n, 2400, seed=6)
     g = write_gram(gs, "big", K, 128)
-    ev = runner.finalize_gram(g, {"who": "test"}, client=client, dense_max=1000, tile=384, certificate_rtol=1e-3,
-                              slq_vectors=4, slq_steps=10)
+    ev = DS.finalize_gram(g, {"who": "test"}, client=client,
+                          settings=DS.SpectrumSettings(dense_max=1000, tile=384, certificate_rtol=1e-3, slq_vectors=4,
+                                                       slq_steps=10))
     assert store.gram_complete(gs, "big", 0)
     sp = store.read_spectrum(gs, "big", 0)
     dense = np.linalg.eigvalsh(K)
@@ -188,7 +209,7 @@ def test_workflow_finalisation_stores_iterative_extremes(client, tmp_path):
         store.read_gram(gs, "big", 0)
     # below dense_max the same call stores every eigenvalue, with residuals of the extremes
     g2 = write_gram(gs, "small", K[:300, :300], 128)
-    ev2 = runner.finalize_gram(g2, None, client=None, dense_max=1000)
+    ev2 = DS.finalize_gram(g2, None, client=None, settings=DS.SpectrumSettings(dense_max=1000))
     K2, ev2r = store.read_gram(gs, "small", 0)
     np.testing.assert_array_equal(ev2, ev2r)
     np.testing.assert_array_equal(ev2, np.linalg.eigvalsh(K[:300, :300]))
@@ -197,7 +218,7 @@ def test_workflow_finalisation_stores_iterative_extremes(client, tmp_path):
     # above dense_max without a client: a clear error
     g3 = write_gram(gs, "noclient", K[:400, :400], 128)
     with pytest.raises(ValueError, match="spectrum_dense_max"):
-        runner.finalize_gram(g3, None, client=None, dense_max=100)
+        DS.finalize_gram(g3, None, client=None, settings=DS.SpectrumSettings(dense_max=100))
 
 
 def test_interlacing_on_nested_subsets_of_the_stored_ntk_values(client, tmp_path):
@@ -214,7 +235,7 @@ def test_interlacing_on_nested_subsets_of_the_stored_ntk_values(client, tmp_path
     vals = {}
     for m in (300, 600, 900):
         g = write_gram(gs, f"n{m}", K[:m, :m], 100)
-        runner.finalize_gram(g, None, client=client, dense_max=200, tile=300)
+        DS.finalize_gram(g, None, client=client, settings=DS.SpectrumSettings(dense_max=200, tile=300))
         vals[m] = store.read_spectrum(gs, f"n{m}", 0)["records"]
     for small, big in ((300, 600), (600, 900), (300, 900)):
         a, b = vals[small], vals[big]
@@ -229,8 +250,6 @@ def test_interlacing_on_nested_subsets_of_the_stored_ntk_values(client, tmp_path
 
 
 def test_extremes_only_gram_is_complete_verified_and_damage_is_found(tmp_path):
-    from tfconv.pipeline import verify
-
     gs = tmp_path / "gram.zarr"
     K = ntk_like(200, 400, seed=7)
     ev = np.linalg.eigvalsh(K)
@@ -241,9 +260,7 @@ def test_extremes_only_gram_is_complete_verified_and_damage_is_found(tmp_path):
     assert store.gram_complete(gs, "r", 0) and g.attrs["spectrum_arrays"] == ["extremes"]
 
     def problems():
-        rep = verify._Report()
-        verify._check_gram(gs, "e", "r", 0, rep)
-        return rep.problems
+        return store.check_gram(gs, "r", 0)
 
     assert problems() == []
     import zarr
@@ -253,7 +270,7 @@ def test_extremes_only_gram_is_complete_verified_and_damage_is_found(tmp_path):
     assert any("do not match their recorded digest" in p for p in problems())
     bad = np.asarray([np.diag(K).min() * 2, ev[-1]])  # lambda_min above a diagonal entry: impossible
     ext[...] = bad
-    g.attrs["extremes_digest"] = store._zarr.block_digest(bad)
+    g.attrs["extremes_digest"] = store.block_digest(bad)
     assert any("contradict diag K" in p for p in problems())
     import shutil
 
@@ -266,19 +283,15 @@ def test_extremes_only_gram_is_complete_verified_and_damage_is_found(tmp_path):
 def test_dense_gram_stores_its_eigenvalues_only_and_old_stores_still_read(tmp_path):
     """A dense Gram's extremes are the ends of its eigenvalues: no `extremes` array (two files fewer);
     a store finalised before this (both arrays) still reads, is complete and verifies."""
-    from tfconv.pipeline import verify
-
     gs = tmp_path / "gram.zarr"
     K = ntk_like(100, 200, seed=8)
     ev = np.linalg.eigvalsh(K)
 
     def problems(rid):
-        rep = verify._Report()
-        verify._check_gram(gs, "e", rid, 0, rep)
-        return rep.problems
+        return store.check_gram(gs, rid, 0)
 
     g = write_gram(gs, "new", K, 128)
-    runner.finalize_gram(g, None, client=None, dense_max=1000)
+    DS.finalize_gram(g, None, client=None, settings=DS.SpectrumSettings(dense_max=1000))
     p = store.gram_path(gs, "new", 0)
     assert g.attrs["spectrum_arrays"] == ["eigenvalues"] and not (p / "extremes").exists()
     assert "extremes_digest" not in g.attrs
@@ -289,10 +302,10 @@ def test_dense_gram_stores_its_eigenvalues_only_and_old_stores_still_read(tmp_pa
     np.testing.assert_allclose(sp["eigenvalues"], ev, rtol=0, atol=100 * EPS * ev[-1])
     # the layout of before: extremes and eigenvalues both, spectrum_arrays naming both
     g2 = write_gram(gs, "old", K, 128)
-    runner.finalize_gram(g2, None, client=None, dense_max=1000)
+    DS.finalize_gram(g2, None, client=None, settings=DS.SpectrumSettings(dense_max=1000))
     ext = np.asarray([sp["lambda_min"], sp["lambda_max"]])
-    store._zarr.write_array(g2, "extremes", ext, ["extreme"])
-    g2.attrs["extremes_digest"] = store._zarr.block_digest(ext)
+    g2.create_array("extremes", data=ext, dimension_names=["extreme"])
+    g2.attrs["extremes_digest"] = store.block_digest(ext)
     g2.attrs["spectrum_arrays"] = ["extremes", "eigenvalues"]
     assert store.gram_complete(gs, "old", 0) and problems("old") == []
     sp2 = store.read_spectrum(gs, "old", 0)

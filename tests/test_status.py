@@ -23,7 +23,8 @@ from tfconv.cli import main as cli_main
 from tfconv.config import load_workflow
 from tfconv.pipeline import steps
 from tfconv.pipeline.logs import log, task_log
-from tfconv.pipeline.status import STALE_SECONDS, StatusError, apply_filters, grid_status, parse_where
+from tfconv.pipeline.grid_status import STALE_SECONDS, StatusError, apply_filters, grid_status, parse_where
+from tfconv.store import Results
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -74,7 +75,7 @@ def test_done_diverged_missing_with_the_run_numbers(partial):
     root, cfg = partial
     pts = by_id(grid_status(root))
     assert [p.state for p in pts.values()] == ["done", "done", "diverged", "missing"]
-    st = root / "train" / "grid.zarr"
+    st = Results(root).train("grid")
     for rid, p in pts.items():
         if p.state == "missing":
             assert p.loss is None and p.note == ""
@@ -100,7 +101,7 @@ def test_a_failed_train_grid_marks_the_untrained_points_failed(partial, tmp_path
     root, cfg = partial
     copy = copy_results(root, tmp_path / "results")
     wf = load_workflow(dict(cfg, results=str(copy)))
-    x = copy / "data" / "synth.zarr" / "X" / "c" / "0" / "0" / "0"
+    x = Results(copy).data("synth") / "X" / "c" / "0" / "0" / "0"  # a chunk of the array X
     x.write_bytes(x.read_bytes()[:-1] + bytes([x.read_bytes()[-1] ^ 0xFF]))  # damage the data store
     with pytest.raises(Exception) as err, task_log(str(wf.results.log("train_grid", "grid"))):
         steps.train_grid(wf, "grid")

@@ -18,6 +18,7 @@ from tfconv import store
 from tfconv.config import ConfigError, Workflow, load_workflow
 from tfconv.data import content_hash
 from tfconv.pipeline import steps
+from tfconv.store import Results
 from timeouts import hard_timeout  # noqa: E402
 
 
@@ -51,14 +52,16 @@ def _wf(good, tmp_path, cfg=None) -> Workflow:
     return load_workflow(dict(copy.deepcopy(cfg or good["cfg"]), results=str(tmp_path / "results")))
 
 
-def _copy(src: Path, tmp_path: Path, rel: str) -> Path:
-    dst = tmp_path / "results" / rel
+def _copy(src: Path, tmp_path: Path, stage: str) -> Path:
+    """Copy good's store of `stage` (data: the dataset synth, train: the experiment grid) into tmp_path/results."""
+    res = Results(tmp_path / "results")
+    dst = res.data("synth") if stage == "data" else res.train("grid")
     shutil.copytree(src, dst)
     return dst
 
 
 def _copy_data(good, tmp_path) -> Path:
-    return _copy(good["data"], tmp_path, "data/synth.zarr")
+    return _copy(good["data"], tmp_path, "data")
 
 
 def _rewrite_arrays(path: Path, update_hash: bool, **arrays):
@@ -88,11 +91,11 @@ def _mutate_data(kind):
         if kind == "missing":
             shutil.rmtree(d)
         elif kind == "unreadable":
-            (d / "zarr.json").write_text("{ not json")
+            store.metadata_file(d).write_text("{ not json")
         elif kind == "incomplete":
-            meta = json.loads((d / "zarr.json").read_text())
+            meta = json.loads(store.metadata_file(d).read_text())
             meta["attributes"].pop("complete")
-            (d / "zarr.json").write_text(json.dumps(meta))
+            store.metadata_file(d).write_text(json.dumps(meta))
         elif kind == "hash":
             _rewrite_arrays(d, update_hash=False, X=X * 1.0001)
         elif kind == "nan":
@@ -138,19 +141,19 @@ def case_step_size_changed(good, tmp_path):
     cfg = copy.deepcopy(good["cfg"])
     _exp(cfg)["train"]["step_size"] = 0.5
     _copy_data(good, tmp_path)
-    _copy(good["train"], tmp_path, "train/grid.zarr")
+    _copy(good["train"], tmp_path, "train")
     return _train(good, tmp_path, cfg)
 
 
 def case_other_dataset(good, tmp_path):
     _other_data(good, tmp_path)
-    _copy(good["train"], tmp_path, "train/grid.zarr")
+    _copy(good["train"], tmp_path, "train")
     return _train(good, tmp_path)
 
 
 def case_other_dataset_gram(good, tmp_path):
     _other_data(good, tmp_path)
-    _copy(good["train"], tmp_path, "train/grid.zarr")
+    _copy(good["train"], tmp_path, "train")
     return _gram(good, tmp_path)
 
 
@@ -161,7 +164,7 @@ def case_gram_before_training(good, tmp_path):
 
 def case_gram_block_size_changed(good, tmp_path):
     _copy_data(good, tmp_path)
-    _copy(good["train"], tmp_path, "train/grid.zarr")
+    _copy(good["train"], tmp_path, "train")
     wf = _wf(good, tmp_path)
     store.ensure_gram(str(wf.results.gram("grid")), good["points"][0].run_id, 0, 12, 3)  # started with blocks of 3
     return _gram(good, tmp_path)
@@ -234,6 +237,6 @@ def test_bad_step_input_is_rejected_before_any_cluster_starts(case, good, tmp_pa
     msg = str(err.value)
     for s in expected:
         assert s in msg, f"{name}: {s!r} not in the message:\n{msg}"
-    res = tmp_path / "results"
-    assert not (res / "train" / "grid.json").exists() and not (res / "gram" / "grid.json").exists()
+    res = Results(tmp_path / "results")
+    assert not res.train_manifest("grid").exists() and not res.gram_manifest("grid").exists()
     assert time.time() - t0 < 30, f"{name}: rejected only after {time.time() - t0:.0f}s"

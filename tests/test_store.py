@@ -33,7 +33,7 @@ def test_results_layout_is_spelled_in_one_place():
 
 def test_dataset_store_round_trip_and_refusals(tmp_path):
     ds = make_synthetic(6, d_s=3, d=4, seed=2)
-    path = tmp_path / "data" / "s.zarr"
+    path = Results(tmp_path).data("s")
     digest = store.write_dataset(path, ds, {"who": "test"})
     assert digest == content_hash(ds.X, ds.y)
     assert not list(path.parent.glob(".staging-*")), "a staging folder was left behind"
@@ -48,9 +48,9 @@ def test_dataset_store_round_trip_and_refusals(tmp_path):
         store.read_dataset(path)
     assert store.read_dataset(path, verify=False).X[0, 0, 0] == 9.0
     # without its completion mark a store is refused
-    meta = json.loads((path / "zarr.json").read_text())
+    meta = json.loads(store.metadata_file(path).read_text())
     meta["attributes"].pop("complete")
-    (path / "zarr.json").write_text(json.dumps(meta))
+    store.metadata_file(path).write_text(json.dumps(meta))
     with pytest.raises(store.StoreError, match="is incomplete"):
         store.read_dataset(path)
 
@@ -77,7 +77,8 @@ def test_run_store_round_trip_staging_and_settings_check(tmp_path):
     store.write_run(train, p.run_id, p.as_dict(), result, {"dataset_sha256": "abc"})
     assert store.run_complete(train, p.run_id) and store.list_runs(train) == [p.run_id]
     # one file per run: the run directory holds exactly <rid>.zip, no folder, no staging leftover
-    assert sorted(f.name for f in store.runs_dir(train).iterdir()) == [f"{p.run_id}.zip", "zarr.json"]
+    assert sorted(f.name for f in store.runs_dir(train).iterdir()) == sorted(
+        [f"{p.run_id}.zip", store.metadata_file(store.runs_dir(train)).name])
     assert store.run_path(train, p.run_id).is_file()
     assert store.run_attrs(train, p.run_id)["status"] == "complete"
     run = store.read_run(train, p.run_id)
@@ -117,6 +118,7 @@ def test_gram_store_blocks_mirror_and_publication(tmp_path):
     assert store.gram_complete(gs, "run", 0)
     K2, ev2 = store.read_gram(gs, "run", 0)
     assert np.array_equal(K2, K) and np.array_equal(ev2, ev)
+    assert store.check_gram(gs, "run", 0) == []  # its content checks (tfconv verify) find nothing
     with pytest.raises(store.StoreError, match="existing Gram has shape"):
         store.ensure_gram(gs, "run", 0, n, 2)
 
@@ -130,7 +132,7 @@ def test_aggregate_is_written_atomically_and_reopens(tmp_path):
     xds = build_aggregate(exp, runs, {(rid, 0): {"lambda_min": 1.0, "lambda_max": 2.0, "kernel_trace": 3.0,
                                                   "kernel_change": 0.0}}, {"kind": "synthetic"}, {"p": 1})
     assert dict(xds.sizes) == {"width": 1, "seed": 1, "epoch": 4, "checkpoint_epoch": 2}
-    path = tmp_path / "aggregate" / "e.zarr"
+    path = Results(tmp_path).aggregate("e")
     write_aggregate(path, xds)
     assert not list(path.parent.glob(".staging-*"))
     back = open_aggregate(path)
@@ -162,7 +164,7 @@ def test_aggregate_opens_with_plain_xarray_without_warnings(tmp_path):
     exp = _experiment()
     rid = exp.points[0].run_id
     runs = {rid: {"status": "complete", "diverged_epoch": -1, "curves": {"loss": np.array([1.0, 0.5, 0.25, 0.125])}}}
-    path = tmp_path / "aggregate" / "e.zarr"
+    path = Results(tmp_path).aggregate("e")
     write_aggregate(path, build_aggregate(exp, runs, {}, {"kind": "synthetic", "n_samples": 5},
                                           {"git_revision": "abc", "versions": {"torch": "2.13"}}))
     (path / ".snakemake_timestamp").write_text("")
@@ -173,3 +175,45 @@ def test_aggregate_opens_with_plain_xarray_without_warnings(tmp_path):
     for name in ("loss", "kernel_change", "eta", "status"):
         assert {"long_name", "units", "description"} <= set(ds[name].attrs), name
     assert ds.attrs["provenance"]["versions"]["torch"] == "2.13" and ds.attrs["dataset"]["n_samples"] == 5
+
+
+def test_public_store_queries_and_locating_a_store(tmp_path):
+    """Code outside tfconv.store asks these (never Zarr's metadata files): exists, attrs, modified_ns;
+    and Results.locate names the results folder, stage and name of a store path."""
+    r = Results(tmp_path)
+    path = r.data("s")
+    assert not store.exists(path) and store.attrs(path) == {}
+    store.write_dataset(path, make_synthetic(4, d_s=2, d=3, seed=1))
+    assert store.exists(path) and store.attrs(path)["complete"] is True and store.marked_complete(path)
+    assert store.modified_ns(path) == store.metadata_file(path).stat().st_mtime_ns
+    root, stage, name = Results.locate(r.train("grid"))
+    assert (root.root, stage, name) == (r.root, "train", "grid")
+    assert Results.locate(tmp_path / "elsewhere.zarr") is None and Results.locate(r.claims) is None
+
+
+def test_the_store_never_initialises_a_model_the_caller_passes_the_initialisation_in(tmp_path):
+    """write_run stores an epoch-0 checkpoint equal to the initialisation it is given as its seed only;
+    read_run re-derives it with the function it is given (tfconv.runner.initial_checkpoint) and
+    leaves it out without one; check_run finds nothing wrong with the run."""
+    from tfconv import runner
+    from tfconv.core.model import init_params
+
+    exp = _experiment()
+    ds = make_synthetic(5, d_s=2, d=3, seed=0)
+    p = exp.points[0]
+    result = train_gd(p.spec(ds), ds.X, ds.y, p.seed, exp.train.config(0.5))
+    train = tmp_path / "train.zarr"
+    store.ensure_train_store(train, {"points": [p.as_dict()]})
+    store.write_run(train, p.run_id, p.as_dict(), result, initial=init_params(result.spec, result.seed))
+    assert store.run_attrs(train, p.run_id)["checkpoint0_is_init"] is True
+    assert sorted(store.read_run(train, p.run_id)["checkpoints"]) == [3]
+    for run in (store.read_run(train, p.run_id, init=runner.initial_checkpoint), runner.load_run(train, p.run_id)):
+        assert sorted(run["checkpoints"]) == [0, 3]
+        assert sorted(run["checkpoints"][0]) == sorted(result.checkpoints[0])
+        for name, w in result.checkpoints[0].items():
+            assert run["checkpoints"][0][name].tobytes() == np.asarray(w).tobytes()
+    run, problems = store.check_run(train, p.run_id, checkpoint_epochs=[0, 3])
+    assert problems == [] and run["attrs"]["run_id"] == p.run_id
+    assert store.check_run(train, "absent") == (None, ["run absent is missing or incomplete"])
+    _, problems = store.check_run(train, p.run_id, checkpoint_epochs=[0, 2, 3])
+    assert problems == ["it lacks the declared checkpoint epoch(s) [2]"]

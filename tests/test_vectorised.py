@@ -59,7 +59,7 @@ def test_ray_grid_vectorised_matches_one_task_per_point(tmp_path, monkeypatch):
     """ray.vectorise: one Ray task per width group on a real local Ray cluster; every stored run equals
     (to float32 rounding of a different summation order) the run of one task per point."""
     from tfconv import store
-    from tfconv.cluster.ray_grid import run_grid
+    from tfconv.cluster.ray_grid import GridJob, RayTasks, run_grid
     from tfconv.config import load_workflow
 
     # auth off in this process: Ray fixes its auth mode once per process, and this session's other Ray
@@ -77,8 +77,8 @@ def test_ray_grid_vectorised_matches_one_task_per_point(tmp_path, monkeypatch):
     store.write_dataset(data, make_synthetic(8, 3, 4, seed=0))
     points = exp.points
     per_point, grouped = tmp_path / "a.zarr", tmp_path / "b.zarr"
-    res_a = run_grid(exp, points, str(data), str(per_point), num_cpus=2)
-    res_b = run_grid(exp, points, str(data), str(grouped), num_cpus=2, vectorise=True)
+    res_a = run_grid(GridJob(exp, str(data), str(per_point)), points, num_cpus=2)
+    res_b = run_grid(GridJob(exp, str(data), str(grouped)), points, num_cpus=2, tasks=RayTasks(vectorise=True))
     assert len(res_a) == len(res_b) == len(points)
     # the Ray task wrapper passes the node id into every unit of work, vectorised ones included
     for res in (res_a, res_b):

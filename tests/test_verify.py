@@ -14,6 +14,8 @@ import yaml
 
 from inputs import repack_run, trained_results, unpack_run  # noqa: E402 (tests/ is on sys.path)
 from tfconv import cli, runner, store
+from tfconv.cluster.dask_spectra import finalize_gram
+from tfconv.store import Results
 from timeouts import hard_timeout  # noqa: E402
 
 R0 = "width=4_scaling=inv_sqrt_init=lecun_seed=0"
@@ -35,13 +37,14 @@ def results(tmp_path_factory):
     # as the workflow records it: relative to the folder the workflow runs in
     zarr.open_group(str(res.train("grid")), mode="a").attrs["dataset_store"] = "results/data/synth.zarr"
     threads = torch.get_num_threads()
+    job = runner.GramJob(exp, str(res.data("synth")), str(res.train("grid")), str(res.gram("grid")),
+                         runner.GramSettings("structured", block_size=5, chunk_size=5, threads=1))
     for p in points:
         for e in (0, 5):
             grp = store.ensure_gram(str(res.gram("grid")), p.run_id, e, 12, 5)
             for bi, bj in store.upper_blocks(12, 5):
-                runner.gram_block(exp, p, str(res.data("synth")), str(res.train("grid")), str(res.gram("grid")),
-                                  e, bi, bj, "structured", 5, 5, 1)
-            runner.finalize_gram(grp)
+                runner.gram_block(job, p, e, bi, bj)
+            finalize_gram(grp)
     torch.set_num_threads(threads)
     store.write_json_atomic(res.train_manifest("grid"), {"experiment": "grid"})
     store.write_json_atomic(res.gram_manifest("grid"), {"experiment": "grid"})
@@ -59,13 +62,14 @@ def _set_attr(path: Path, key, value):
 
 
 def _damage(kind):
-    def act(res: Path):
+    def act(root: Path):
         import zarr
 
-        ts = res / "train" / "grid.zarr"
+        res = Results(root)
+        ts = res.train("grid")
         run_file, other = store.run_path(ts, R0), store.run_path(ts, R1)
-        run = res / "unpacked-run"  # the run's Zarr group, extracted to damage it, then zipped back
-        g0 = res / "gram" / "grid.zarr" / R0 / "epoch=0"
+        run = root / "unpacked-run"  # the run's Zarr group, extracted to damage it, then zipped back
+        g0 = store.gram_path(res.gram("grid"), R0, 0)
         if kind == "run-missing":
             run_file.unlink()
         elif kind == "runs-swapped":
@@ -89,9 +93,9 @@ def _damage(kind):
                 a = zarr.open_array(str(run / "ckpt" / "epoch=5" / "Wh"), mode="a")
                 a[0, 0] = float(a[0, 0]) + 1e-3
             elif kind == "other-step-size":  # a run from another config, with its digest consistent
-                attrs = json.loads((run / "zarr.json").read_text())
+                attrs = json.loads(store.metadata_file(run).read_text())
                 attrs["attributes"]["kernel"]["step"] = 0.7
-                (run / "zarr.json").write_text(json.dumps(attrs))
+                store.metadata_file(run).write_text(json.dumps(attrs))
             repack_run(run, run_file)
         elif kind == "gram-missing":
             shutil.rmtree(g0)
@@ -121,22 +125,22 @@ def _damage(kind):
             K = np.asarray(zarr.open_array(str(g0 / "K"), mode="r")[...])
             flat = np.full(ev.shape, np.trace(K) / K.shape[0])
             ev[...] = flat
-            _set_attr(g0, "eigenvalues_digest", store._zarr.block_digest(flat))
+            _set_attr(g0, "eigenvalues_digest", store.block_digest(flat))
         elif kind == "record-edited":
-            attrs = json.loads((g0 / "zarr.json").read_text())
+            attrs = json.loads(store.metadata_file(g0).read_text())
             attrs["attributes"]["spectrum"]["lambda_max"]["value"] *= 1.001
-            (g0 / "zarr.json").write_text(json.dumps(attrs))
+            store.metadata_file(g0).write_text(json.dumps(attrs))
         elif kind == "dataset-modified":
-            zarr.open_array(str(res / "data" / "synth.zarr" / "X"), mode="a")[0, 0, 0] = 0.5
+            zarr.open_array(str(res.data("synth") / "X"), mode="a")[0, 0, 0] = 0.5
         elif kind == "trained-on-other-data":
-            _set_attr(res / "train" / "grid.zarr", "dataset_sha256", "0" * 64)
+            _set_attr(res.train("grid"), "dataset_sha256", "0" * 64)
         elif kind == "dataset-missing":
-            shutil.rmtree(res / "data" / "synth.zarr")
+            shutil.rmtree(res.data("synth"))
         elif kind == "aggregate-changed":
-            a = zarr.open_array(str(res / "aggregate" / "grid.zarr" / "loss"), mode="a")
+            a = zarr.open_array(str(res.aggregate("grid") / "loss"), mode="a")
             a[0, 0, 0, 0, 1] = float(a[0, 0, 0, 0, 1]) * 1.5
         elif kind == "claims-edited":
-            p = res / "tables" / "claims.csv"
+            p = res.claims
             p.write_text(p.read_text().replace("not measurable", "consistent", 1))
 
     return act
@@ -181,21 +185,21 @@ def test_verify_detects_every_corruption_and_repair_removes_the_damaged_items(re
     for kind, expected, removed in VERIFY_CASES:
         res = tmp_path / kind / "results"
         shutil.copytree(results, res, symlinks=True)
-        (res / "verify.txt").write_text("tfconv verify: OK\n")  # a stale report from before the damage
+        Results(res).verify_report.write_text("tfconv verify: OK\n")  # a stale report from before the damage
         _damage(kind)(res)
         monkeypatch.chdir(res.parent)
         assert cli.main(["verify", str(res), "--config", cfgfile]) == 1, kind
         out = capsys.readouterr().out
         assert expected in out, f"{kind}: {expected!r} not in:\n{out}"
-        assert not (res / "verify.txt").exists(), f"{kind}: a stale verify.txt survived"
+        assert not Results(res).verify_report.exists(), f"{kind}: a stale verify.txt survived"
         assert cli.main(["verify", str(res), "--config", cfgfile, "--repair"]) == 1
         out = capsys.readouterr().out
         for item in removed:
             assert any(item in line for line in out.splitlines() if "removed" in line), f"{kind}: {item} not removed:\n{out}"
         # what was not damaged stays
-        assert (res / "data" / "synth.zarr").exists() or kind in ("dataset-modified", "dataset-missing")
+        assert Results(res).data("synth").exists() or kind in ("dataset-modified", "dataset-missing")
         if kind not in ("runs-swapped",) and "runs/" + R1 not in " ".join(removed):
-            assert store.run_path(res / "train" / "grid.zarr", R1).exists()
+            assert store.run_path(Results(res).train("grid"), R1).exists()
 
 
 def test_several_problems_are_listed_one_line_each(results, tmp_path, capsys, monkeypatch):
@@ -221,8 +225,6 @@ def test_gram_check_reads_K_block_by_block_and_still_finds_damage(tmp_path):
     contradicts trace K."""
     import tracemalloc
 
-    from tfconv.pipeline.verify import _check_gram, _Report
-
     n, b = 2000, 250
     rng = np.random.default_rng(0)
     J = rng.standard_normal((n, 40))
@@ -235,23 +237,21 @@ def test_gram_check_reads_K_block_by_block_and_still_finds_damage(tmp_path):
     del J
 
     def check():
-        rep = _Report()
-        _check_gram(gs, "e", "r0", 0, rep)
-        return rep
+        return store.check_gram(gs, "r0", 0)
 
     tracemalloc.start()
-    rep = check()
+    problems = check()
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
-    assert rep.problems == [] and rep.counts["Gram blocks"] == 36
+    assert problems == []
     assert peak < 4e6, f"verify allocated {peak / 1e6:.1f} MB at its peak for a {K.nbytes / 1e6:.0f} MB K"
     Kz = store.open_gram(gs, "r0", 0)["K"]
     Kz[0, 300] = K[0, 300] + 1.0  # inside upper block (0, 1): its digest no longer matches
-    assert "(0,1) changed" in " ".join(check().problems)
+    assert "(0,1) changed" in " ".join(check())
     Kz[0, 300] = K[0, 300]
     Kz[300, 0] = K[300, 0] + 1.0  # the mirror of block (0, 1) only
-    assert "(0,1) mirror differs" in " ".join(check().problems)
+    assert "(0,1) mirror differs" in " ".join(check())
     Kz[300, 0] = K[300, 0]
     Kz[5, 5] = K[5, 5] + 1.0  # the diagonal: the block digest and the trace both disagree
-    msg = " ".join(check().problems)
+    msg = " ".join(check())
     assert "(0,0) changed" in msg and "trace K" in msg

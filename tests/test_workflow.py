@@ -15,6 +15,7 @@ import yaml
 
 from inputs import run_member  # noqa: E402 (tests/ is on sys.path)
 from tfconv import store
+from tfconv.store import Results
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -62,11 +63,12 @@ def test_workflow_produces_every_declared_output(finished_run):
     wd, proc, seconds = finished_run
     missing = [str(p) for p in declared_targets(wd, SMALL) if not p.exists()]
     assert not missing, f"missing outputs: {missing}"
-    for png in (wd / "results" / "figures").rglob("*.png"):
+    res = Results(wd / "results")
+    for png in (p for p in declared_targets(wd, SMALL) if p.suffix == ".png"):
         assert png.stat().st_size > 5000, f"{png} looks empty"
-    assert (wd / "results" / "verify.txt").read_text().startswith("tfconv verify results: OK (checked 1 datasets, 8 runs")
+    assert res.verify_report.read_text().startswith("tfconv verify results: OK (checked 1 datasets, 8 runs")
     # progress is shown while training and assembling
-    log = (wd / "results" / "logs" / "train_grid" / "grid.log").read_text()
+    log = res.log("train_grid", "grid").read_text()
     assert "[train_grid] 8/8" in log and "eta=" in log
     print(f"workflow wall time on the small config: {seconds:.0f}s")
 
@@ -79,15 +81,15 @@ def test_second_run_is_a_noop(finished_run):
 
 def test_removing_one_point_retrains_only_that_point(finished_run):
     wd, _, _ = finished_run
-    res = wd / "results"
+    res = Results(wd / "results")
     rid = "width=8_scaling=inv_init=ntk_seed=0"
-    ts = res / "train" / "grid.zarr"
+    ts = res.train("grid")
     before = {r: run_member(store.run_path(ts, r), "loss/c/0") for r in store.list_runs(ts)}
     assert len(before) == 8
     store.run_path(ts, rid).unlink()
     # the rule reruns (as a user would after deleting a point); the driver trains only what is missing
     snakemake(wd, "--cores", "2", "--forcerun", "train_grid")
-    manifest = json.loads((res / "train" / "grid.json").read_text())
+    manifest = json.loads(res.train_manifest("grid").read_text())
     assert manifest["trained_now"] == [rid]
     after = {r: run_member(store.run_path(ts, r), "loss/c/0") for r in store.list_runs(ts)}
     assert after == before  # the retrained point is bitwise identical, the others untouched
@@ -96,7 +98,7 @@ def test_removing_one_point_retrains_only_that_point(finished_run):
 def test_gram_in_zarr_equals_direct_computation(finished_run):
     import torch
 
-    from tfconv import store
+    from tfconv import runner, store
     from tfconv.config import load_workflow
     from tfconv.core.ntk import ntk_matrix, params_from_numpy
 
@@ -106,7 +108,7 @@ def test_gram_in_zarr_equals_direct_computation(finished_run):
     ds = store.read_dataset(res.data("synth"))
     for rid, point in [("width=32_scaling=inv_sqrt_init=lecun_seed=0", dict(width=32, scaling="inv_sqrt", init="lecun", seed=0)),
                        ("width=8_scaling=inv_init=ntk_seed=0", dict(width=8, scaling="inv", init="ntk", seed=0))]:
-        run = store.read_run(res.train("grid"), rid)
+        run = runner.load_run(res.train("grid"), rid)  # every checkpoint, the re-derived initialisation too
         assert exp.point(point).run_id == rid
         spec = exp.point(point).spec(ds)
         for epoch in (0, 30):
@@ -133,7 +135,7 @@ def test_verify_cli_detects_a_missing_run(finished_run, tmp_path):
     shutil.copytree(wd / "results", copy)
     ok = subprocess.run([str(BIN / "tfconv"), "verify", str(copy)], capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    store.run_path(copy / "train" / "grid.zarr", "width=32_scaling=inv_init=lecun_seed=0").unlink()
+    store.run_path(Results(copy).train("grid"), "width=32_scaling=inv_init=lecun_seed=0").unlink()
     bad = subprocess.run([str(BIN / "tfconv"), "verify", str(copy)], capture_output=True, text=True)
     assert bad.returncode == 1
     assert "width=32_scaling=inv_init=lecun_seed=0 is missing" in bad.stdout
@@ -150,7 +152,8 @@ def test_compare_results_script_finds_a_changed_value(finished_run, tmp_path):
     shutil.copytree(wd / "results", copy)
     same = subprocess.run(script + [str(wd / "results"), str(copy)], capture_output=True, text=True)
     assert same.returncode == 0 and "IDENTICAL" in same.stdout, same.stdout + same.stderr
-    K = zarr.open_array(str(copy / "gram" / "grid.zarr" / "width=8_scaling=inv_init=ntk_seed=0" / "epoch=0" / "K"), mode="a")
+    gram = store.gram_path(Results(copy).gram("grid"), "width=8_scaling=inv_init=ntk_seed=0", 0)
+    K = zarr.open_array(str(gram / "K"), mode="a")
     K[1, 2] = float(K[1, 2]) * (1 + 1e-15) + 1e-300
     diff = subprocess.run(script + [str(wd / "results"), str(copy)], capture_output=True, text=True)
     assert diff.returncode == 1 and "epoch=0/K: values differ" in diff.stdout, diff.stdout
@@ -167,19 +170,19 @@ def test_damage_then_verify_repair_then_rerun_restores_identical_results(finishe
     wd, _, _ = finished_run
     copy = tmp_path / "wf"
     shutil.copytree(wd, copy, symlinks=True)
-    res = copy / "results"
-    (res / ".tfconv-owner.json").unlink()  # hand the copied folder to the copy's workflow (as the message says)
+    res = Results(copy / "results")
+    res.owner_file.unlink()  # hand the copied folder to the copy's workflow (as the message says)
     rid = "width=8_scaling=inv_init=ntk_seed=0"
-    K = zarr.open_array(str(res / "gram" / "grid.zarr" / rid / "epoch=0" / "K"), mode="a")
+    K = zarr.open_array(str(store.gram_path(res.gram("grid"), rid, 0) / "K"), mode="a")
     v = np.array([K[0, 0]])
     v.view(np.uint8)[0] ^= 0x01
     K[0, 0] = v[0]
     other = "width=32_scaling=inv_init=lecun_seed=0"
-    folder = unpack_run(store.run_path(res / "train" / "grid.zarr", other), tmp_path / "run")
+    folder = unpack_run(store.run_path(res.train("grid"), other), tmp_path / "run")
     loss = zarr.open_array(str(folder / "loss"), mode="a")
     loss[4] = float(loss[4]) * 0.999
-    repack_run(folder, store.run_path(res / "train" / "grid.zarr", other))
-    claims = res / "tables" / "claims.csv"
+    repack_run(folder, store.run_path(res.train("grid"), other))
+    claims = res.claims
     claims.write_text(claims.read_text().replace("not measurable", "consistent", 1))
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
     bad = subprocess.run([str(BIN / "tfconv"), "verify", "results", "--repair"], cwd=copy, capture_output=True,
@@ -188,12 +191,12 @@ def test_damage_then_verify_repair_then_rerun_restores_identical_results(finishe
     for what in (rid, other, "claims.csv"):
         assert what in bad.stdout, (what, bad.stdout)
     proc = snakemake(copy, "--cores", "2")
-    manifest = json.loads((res / "train" / "grid.json").read_text())
+    manifest = json.loads(res.train_manifest("grid").read_text())
     assert manifest["trained_now"] == [other]  # only the damaged run was trained again
     ok = subprocess.run([str(BIN / "tfconv"), "verify", "results"], cwd=copy, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + proc.stdout[-2000:]
     same = subprocess.run([str(BIN / "python"), str(ROOT / "scripts" / "compare_results.py"), str(wd / "results"),
-                           str(res)], capture_output=True, text=True)
+                           str(res.root)], capture_output=True, text=True)
     assert same.returncode == 0 and "IDENTICAL" in same.stdout, same.stdout + same.stderr
 
 
@@ -207,12 +210,12 @@ def test_real_data_experiments_end_to_end(tmp_path):
     snakemake(tmp_path, "--cores", "2", config=REALDATA)
     missing = [str(p) for p in declared_targets(tmp_path, REALDATA) if not p.exists()]
     assert not missing, f"missing outputs: {missing}"
-    res = tmp_path / "results"
-    vit = xr.open_zarr(res / "aggregate" / "vit_mnist.zarr").load()
+    res = Results(tmp_path / "results")
+    vit = xr.open_zarr(res.aggregate("vit_mnist")).load()
     acc = vit["test_accuracy"].sel(epoch=12)
     assert acc.shape == (2, 2, 2, 1) and float(acc.min()) >= 0.0 and float(acc.max()) <= 1.0
     assert np.all(np.isfinite(vit["loss"].values))
-    txt = xr.open_zarr(res / "aggregate" / "text_assumption.zarr").load()
+    txt = xr.open_zarr(res.aggregate("text_assumption")).load()
     lam = txt["lambda_min"].sel(checkpoint_epoch=0)
     assert lam.dims == ("n_samples", "width", "scaling", "init", "seed")
     assert np.all(lam.values > 0), "the NTK at init of distinct reviews must be positive definite"

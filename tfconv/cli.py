@@ -44,8 +44,8 @@ class _Version(argparse.Action):
 
 def _status(args) -> int:
     from .config import ConfigError, load_config
-    from .pipeline.status import (StatusError, apply_filters, failed_points, grid_status, parse_where, render,
-                                  render_failed, to_json)
+    from .pipeline.grid_status import (StatusError, apply_filters, failed_points, grid_status, parse_where,
+                                       render, render_failed, to_json)
 
     try:
         cfg = load_config(args.config) if args.config else None

@@ -8,6 +8,8 @@ summary).  Every unit reads its inputs from the Zarr stores, writes its results 
 and returns a small summary; work already complete in the store is skipped (idempotent), which
 makes retries after a killed worker safe.  `prepare` is the one place that turns a grid point into
 what training needs (dataset subset, ModelSpec, accuracy curves, torch threads), for every unit.
+A Gram's spectrum, computed once all its blocks are done, is not a unit of work here: the cluster
+layer finalises it (`tfconv.cluster.dask_spectra.finalize_gram`, numerics in `tfconv.core.spectra`).
 """
 from __future__ import annotations
 
@@ -16,7 +18,7 @@ import socket
 import time
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -40,7 +42,7 @@ def load_dataset_cached(path, expected_hash: Optional[str] = None):
     The content hash is verified once per job by the step's driver; a worker compares the store's
     recorded hash with the one the driver saw (`expected_hash`), which is cheap.
     """
-    ds = _dataset(str(path), os.stat(os.path.join(str(path), "zarr.json")).st_mtime_ns)
+    ds = _dataset(str(path), store.modified_ns(path))
     if expected_hash is not None and ds.meta.get("content_hash") != expected_hash:
         raise store.StoreError(f"dataset store {path} changed during the job: its hash is "
                                f"{str(ds.meta.get('content_hash'))[:16]}..., the step started with {expected_hash[:16]}...")
@@ -126,13 +128,15 @@ def init_run(exp, point, prep: Prepared, spec, log: Optional[Callable[[str], Non
 def _finish_run(exp, point, prep: Prepared, spec, ik, result, train_store, threads, node_id, **prov) -> None:
     """Add the kernel's prediction and the kernel change at the checkpoints, then publish the run."""
     from .core.kernel import kernel_changes
+    from .core.model import init_params
 
     result.curves["loss_linearised"] = ik.linearised(exp.train.epochs)
     kc = kernel_changes(spec, prep.data.X, result.checkpoints, ik.K0, exp.checkpoint_epochs)
     provn = provenance(None, experiment=exp.name, run_id=point.run_id, seed=point.seed,
                        dataset_sha256=prep.data.meta.get("content_hash"), threads=int(threads), node_id=node_id, **prov)
+    initial = init_params(result.spec, result.seed) if 0 in result.checkpoints else None
     store.write_run(train_store, point.run_id, point.as_dict(), result, provn, kernel=ik.summary(),
-                    checkpoint_curves={"kernel_change": kc})
+                    checkpoint_curves={"kernel_change": kc}, initial=initial)
 
 
 def train_point(exp, point, data_store, train_store, threads: int = 1, device: Optional[str] = None,
@@ -190,73 +194,67 @@ def train_group(exp, points: Sequence[Any], data_store, train_store, threads: in
     return summaries
 
 
+def initial_checkpoint(attrs: Mapping[str, Any]) -> Dict[str, np.ndarray]:
+    """The seeded initialisation of a stored run (its recorded ``spec`` and ``seed``), as arrays: the
+    epoch-0 checkpoint the train store does not keep (`tfconv.store.read_run`'s ``init``)."""
+    from .core.model import ModelSpec, init_params
+
+    return {k: v.numpy() for k, v in sorted(init_params(ModelSpec(**attrs["spec"]), int(attrs["seed"])).items())}
+
+
+def load_run(train_store, rid: str) -> Dict[str, Any]:
+    """A stored run (`tfconv.store.read_run`) with every checkpoint, the re-derived initialisation included."""
+    return store.read_run(train_store, rid, init=initial_checkpoint)
+
+
 @lru_cache(maxsize=4)
 def _checkpoint(train_store: str, rid: str, epoch: int):
-    run = store.read_run(train_store, rid)
+    run = load_run(train_store, rid)
     return run["attrs"], run["checkpoints"][epoch]
 
 
-def gram_block(exp, point, data_store, train_store, gram_store, epoch: int, bi: int, bj: int,
-               engine: str = "structured", block_size: int = 64, chunk_size: int = 64, threads: int = 1,
-               expected_hash: Optional[str] = None) -> Dict[str, Any]:
+@dataclass(frozen=True)
+class GramSettings:
+    """How the blocks of a Gram are computed: the NTK ``engine`` (`tfconv.core.ntk.ntk_block`),
+    ``block_size`` (rows and columns of a block: the Zarr chunk of K), ``chunk_size`` (samples per
+    engine call) and the torch ``threads`` of one block task (config ``gram`` and ``threads_per_run``)."""
+
+    engine: str = "structured"
+    block_size: int = 64
+    chunk_size: int = 64
+    threads: int = 1
+
+
+@dataclass(frozen=True)
+class GramJob:
+    """What every Gram block of one experiment shares: the experiment, its stores (the dataset, the
+    trained runs, the Gram store written), how blocks are computed, and the dataset hash the step's
+    driver verified (``expected_hash``; workers compare the store's recorded one)."""
+
+    exp: Any
+    data_store: str
+    train_store: str
+    gram_store: str
+    settings: GramSettings = GramSettings()
+    expected_hash: Optional[str] = None
+
+
+def gram_block(job: GramJob, point, epoch: int, bi: int, bj: int) -> Dict[str, Any]:
     """Compute block (bi, bj) of the NTK of one run at one checkpoint epoch and write it (idempotent)."""
     from .core.ntk import ntk_block, params_from_numpy
 
     rid = point.run_id
-    g = store.open_gram(gram_store, rid, epoch)
+    gs = job.settings
+    g = store.open_gram(job.gram_store, rid, epoch)
     if store.blocks_done(g)[bi, bj]:
         return {"run_id": rid, "epoch": epoch, "block": (bi, bj), "skipped": True}
-    prep = prepare(exp, [point], data_store, threads, None, expected_hash, accuracy=False)
+    prep = prepare(job.exp, [point], job.data_store, gs.threads, None, job.expected_hash, accuracy=False)
     ds, spec = prep.data, prep.specs[0]
-    attrs, arrays = _checkpoint(str(train_store), rid, int(epoch))
+    attrs, arrays = _checkpoint(str(job.train_store), rid, int(epoch))
     params = params_from_numpy(arrays, dtype=spec.torch_dtype)
-    ranges = store.block_ranges(ds.n_samples, block_size)
+    ranges = store.block_ranges(ds.n_samples, gs.block_size)
     (r0, r1), (c0, c1) = ranges[bi], ranges[bj]
     X_cols = None if bi == bj else ds.X[c0:c1]
-    block = ntk_block(params, spec, ds.X[r0:r1], X_cols, engine=engine, chunk_size=chunk_size)
-    store.write_block(g, bi, bj, block, block_size)
+    block = ntk_block(params, spec, ds.X[r0:r1], X_cols, engine=gs.engine, chunk_size=gs.chunk_size)
+    store.write_block(g, bi, bj, block, gs.block_size)
     return {"run_id": rid, "epoch": epoch, "block": (bi, bj), "skipped": False, "host": socket.gethostname()}
-
-
-def finalize_gram(gram_group, provenance: Optional[Dict[str, Any]] = None, client=None,
-                  dense_max: int = 4096, log: Optional[Callable[[str], None]] = None, **spectrum_options) -> np.ndarray:
-    """Once every block of a Gram is done: its spectrum, then the store publishes it as complete
-    (`tfconv.store.finalize_gram`).
-
-    N <= ``dense_max``: every eigenvalue by dense float64 ``eigvalsh`` (K read whole).  Above: K is
-    never read whole; lambda_max by Lanczos and lambda_min by shift-invert Lanczos with an
-    out-of-core Cholesky factor, both over the Zarr-stored K with Dask (``client``), plus the Cholesky
-    certificate (`tfconv.cluster.dask_spectra.gram_spectrum`; ``spectrum_options`` go there).  Every
-    value is stored with its method, iterations and residual.  Returns the eigenvalues (ascending),
-    or [lambda_min, lambda_max] when only the extremes are known.
-    """
-    from .cluster.dask_spectra import gram_spectrum
-
-    path = os.path.join(str(gram_group.store.root), gram_group.path) if gram_group.path else str(gram_group.store.root)
-    out = gram_spectrum(path, client, dense_max=dense_max, log=log or (lambda s: None), **spectrum_options)
-    spec = {k: _record(out[k]) for k in ("lambda_min", "lambda_max")}
-    spec.update(computed=out["method"], dense_max=int(dense_max), seconds=out["seconds"])
-    ev = out["eigenvalues"]
-    store.finalize_gram(gram_group, ev, provenance, spectrum=spec, slq=out.get("slq"))
-    return ev if ev is not None else np.asarray([spec["lambda_min"]["value"], spec["lambda_max"]["value"]])
-
-
-def _record(rec) -> Dict[str, Any]:
-    """An EigenRecord as JSON (NaN as null; the certificate trials kept, bulky notes dropped)."""
-    d = rec.as_dict()
-    notes = d.pop("notes", {}) or {}
-    d["certificate_trials"] = notes.get("certificate_trials")
-    d["error_bound"] = notes.get("error_bound")
-    d["rayleigh_quotient"] = notes.get("rayleigh_quotient")
-
-    def clean(v):
-        if isinstance(v, float) and not np.isfinite(v):
-            return None  # NaN: not computed; +-inf: that side of a certificate is open
-        if isinstance(v, (list, tuple)):
-            return [clean(x) for x in v]
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, np.generic):
-            return clean(v.item())
-        return v
-    return clean(d)

@@ -3,7 +3,7 @@
 One Dask task per upper-triangular block of each N x N Gram matrix (per run and checkpoint epoch);
 each task writes its own chunk-aligned region (the block and its mirror) and then its own completion
 flag, so no two writers ever share a chunk.  Blocks already done are not submitted; after all blocks
-of a matrix are done its spectrum is computed (`tfconv.runner.finalize_gram`): up to
+of a matrix are done its spectrum is computed (`tfconv.cluster.dask_spectra.finalize_gram`): up to
 ``gram.spectrum_dense_max`` rows every eigenvalue densely on one process, above it lambda_max and
 lambda_min iteratively with this client over the Zarr-stored K (`tfconv.cluster.dask_spectra`), and
 the store publishes the matrix as complete, last.
@@ -20,7 +20,8 @@ import time
 from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from .. import store
-from ..runner import finalize_gram, gram_block
+from ..runner import GramJob, gram_block
+from .dask_spectra import SpectrumSettings, finalize_gram
 
 
 @contextlib.contextmanager
@@ -81,12 +82,12 @@ def _jobqueue_binding(jq: Dict[str, Any]) -> Dict[str, Any]:
 
     Unless the config chooses itself (``interface``, ``scheduler_options.host``/``interface``,
     ``--host``/``--interface`` in ``worker_extra_args``): the scheduler listens on this machine's
-    address in the SLURM network (`ray_slurm.node_address`: the node's NodeAddr inside a job, else
+    address in the SLURM network (`slurm.node_address`: the node's NodeAddr inside a job, else
     the interface that routes to slurmctld) and its HTTP endpoint (no dashboard) on that address
     too, on a free port; each worker and its nanny listen on their node's NodeAddr, without a
     dashboard.  (dask-jobqueue's own defaults: all interfaces, dashboard on :8787.)
     """
-    from .ray_slurm import node_address
+    from .slurm import node_address
 
     if jq.get("interface"):
         return jq
@@ -124,28 +125,16 @@ def gram_jobs(exp, points: Sequence[Any], train_store: str) -> List[Tuple[Any, i
     return jobs
 
 
-def assemble_grams(
-    exp,
-    points: Sequence[Any],
-    data_store: str,
-    train_store: str,
-    gram_store: str,
-    client,
-    engine: str = "structured",
-    block_size: int = 64,
-    chunk_size: int = 64,
-    retries: int = 3,
-    threads: int = 1,
-    provenance: Optional[Mapping[str, Any]] = None,
-    log: Callable[[str], None] = print,
-    max_in_flight: int = 256,
-    expected_hash: Optional[str] = None,
-    spectrum: Optional[Mapping[str, Any]] = None,
-) -> Dict[str, Any]:
-    """Assemble (or resume) every Gram of the experiment; returns counts and timings.  ``spectrum``:
-    options of `tfconv.runner.finalize_gram` (dense_max, certificate_rtol, slq_vectors, ...)."""
+def assemble_grams(job: GramJob, points: Sequence[Any], client, spectrum: Optional[SpectrumSettings] = None,
+                   provenance: Optional[Mapping[str, Any]] = None, log: Callable[[str], None] = print,
+                   retries: int = 3, max_in_flight: int = 256) -> Dict[str, Any]:
+    """Assemble (or resume) every Gram of the experiment (``job``: its stores and how blocks are
+    computed) with the Dask ``client``, one task per block, then finalise each Gram (`finalize_gram`:
+    ``spectrum``, the spectrum settings); returns counts and timings.  ``retries``: per block task;
+    ``max_in_flight``: block tasks submitted at a time."""
     t0 = time.time()
-    jobs = gram_jobs(exp, points, train_store)
+    exp, gram_store, block_size = job.exp, job.gram_store, job.settings.block_size
+    jobs = gram_jobs(exp, points, job.train_store)
     to_finalize = []
     n_blocks_total = n_blocks_skipped = 0
     submitted: List[Tuple[Any, int, int, int]] = []
@@ -155,7 +144,8 @@ def assemble_grams(
             continue
         n = point.n_samples
         g = store.ensure_gram(gram_store, rid, epoch, n, block_size,
-                              attrs={"engine": engine, "run_id": rid, "epoch": epoch, "point": point.as_dict()})
+                              attrs={"engine": job.settings.engine, "run_id": rid, "epoch": epoch,
+                                     "point": point.as_dict()})
         done = store.blocks_done(g)
         to_finalize.append((point, epoch))
         for bi, bj in store.upper_blocks(n, block_size):
@@ -177,9 +167,7 @@ def assemble_grams(
             point, epoch, bi, bj = next(it)
         except StopIteration:
             return False
-        fut = client.submit(gram_block, exp, point, str(data_store), str(train_store), str(gram_store),
-                            int(epoch), int(bi), int(bj), engine, int(block_size), int(chunk_size), int(threads),
-                            expected_hash, retries=retries, pure=False,
+        fut = client.submit(gram_block, job, point, int(epoch), int(bi), int(bj), retries=retries, pure=False,
                             key=f"gram-{point.run_id}-e{epoch}-b{bi}-{bj}")
         ac.add(fut)
         return True
@@ -202,7 +190,7 @@ def assemble_grams(
     t_spec = time.time()
     for point, epoch in to_finalize:  # the spectra go to the store, not the log
         g = store.ensure_gram(gram_store, point.run_id, epoch, point.n_samples, block_size)
-        ev = finalize_gram(g, provenance, client=client, log=log, **dict(spectrum or {}))
+        ev = finalize_gram(g, provenance, client=client, settings=spectrum, log=log)
         lams.append((float(ev[0]), float(ev[-1])))
     if lams:
         lo, hi = min(a for a, _ in lams), max(b for _, b in lams)

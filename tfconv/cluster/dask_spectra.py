@@ -13,12 +13,17 @@
 * `ZarrGramOperator`: the scipy LinearOperator of K (counts its products).
 * `gram_spectrum`: the records of `tfconv.core.spectra` for one stored Gram: dense ``eigvalsh`` up to
   ``dense_max`` rows, else Lanczos (lambda_max), shift-invert Lanczos with the out-of-core factor
-  (lambda_min), the Cholesky certificate and, if asked, a stochastic-Lanczos-quadrature density.
+  (lambda_min), the Cholesky certificate and, if asked, a stochastic-Lanczos-quadrature density
+  (`SpectrumSettings`).
+* `finalize_gram`: once every block of a Gram is done, its spectrum as records, then the store
+  publishes it (`tfconv.store.finalize_gram`): what `tfconv.cluster.dask_gram` calls per Gram.
 """
 from __future__ import annotations
 
 import math
+import os
 import time
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple
@@ -46,10 +51,10 @@ def _array(path: str, stamp: int):
 def _open(path: str, mode: str = "r"):
     """A Zarr array; read-only handles are cached per process, keyed by the metadata's mtime (a
     factor re-created at the same path is reopened)."""
-    import os
-
     if mode == "r":
-        return _array(path, os.stat(os.path.join(path, "zarr.json")).st_mtime_ns)
+        from ..store import modified_ns
+
+        return _array(path, modified_ns(path))
     import zarr
 
     return zarr.open_array(path, mode=mode)
@@ -298,32 +303,47 @@ class ZarrGramOperator:
     __call__ = matvec
 
 
-def gram_spectrum(
-    group_path: str,
-    client=None,
-    dense_max: int = 4096,
-    tol: float = 1e-10,
-    maxiter: int = 300,
-    certificate_rtol: float = 0.0,
-    tile: Optional[int] = None,
-    slq_vectors: int = 0,
-    slq_steps: int = 30,
-    keep_factor: bool = False,
-    panel_bytes: int = 128 << 20,
-    log: Callable[[str], None] = lambda s: None,
-) -> Dict[str, Any]:
+@dataclass(frozen=True)
+class SpectrumSettings:
+    """How a Gram's spectrum is computed (config ``gram.spectrum_*``).
+
+    ``dense_max``: up to this many rows every eigenvalue by dense ``eigvalsh`` (K read whole), above
+    it the iterative path; ``tol`` and ``maxiter``: the Lanczos iterations' relative residual target
+    and limit; ``certificate_rtol``: the Cholesky certificate tried at lambda_min (1 -/+ rtol), 0 for
+    none; ``slq_vectors`` / ``slq_steps``: a stochastic-Lanczos-quadrature density (0 vectors: none);
+    out of core: the Cholesky ``tile`` (rows; None: `default_tile`), ``keep_factor`` (keep the factor
+    next to K) and ``panel_bytes`` (the slab a matrix-vector task reads at once)."""
+
+    dense_max: int = 4096
+    tol: float = 1e-10
+    maxiter: int = 300
+    certificate_rtol: float = 0.0
+    slq_vectors: int = 0
+    slq_steps: int = 30
+    tile: Optional[int] = None
+    keep_factor: bool = False
+    panel_bytes: int = 128 << 20
+
+
+def gram_spectrum(group_path: str, client=None, settings: Optional[SpectrumSettings] = None,
+                  log: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
     """Extreme eigenvalues of the Gram stored in the Zarr group at ``group_path`` (arrays K, ...).
 
     n <= dense_max: K is read whole and decomposed densely (`tfconv.core.spectra.dense_extremes`;
     the full spectrum is returned as ``eigenvalues``).  Above: the iterative path with ``client``,
     K read panel by panel; the factor lives in ``<group>/cholesky`` (removed afterwards unless
-    ``keep_factor``).  Returns {"lambda_min": EigenRecord, "lambda_max": EigenRecord, "eigenvalues"
-    (dense only), "slq": (nodes, weights) or None, "seconds": {...}, "method": "dense"|"iterative"}.
+    ``keep_factor``).  ``settings``: `SpectrumSettings` (its defaults without).  Returns
+    {"lambda_min": EigenRecord, "lambda_max": EigenRecord, "eigenvalues" (dense only), "slq":
+    (nodes, weights) or None, "seconds": {...}, "method": "dense"|"iterative"}.
     """
     import shutil
 
     from .. import store
 
+    st = settings or SpectrumSettings()
+    dense_max, tol, maxiter, certificate_rtol = st.dense_max, st.tol, st.maxiter, st.certificate_rtol
+    tile, slq_vectors, slq_steps, keep_factor, panel_bytes = (st.tile, st.slq_vectors, st.slq_steps, st.keep_factor,
+                                                              st.panel_bytes)
     g = Path(group_path)
     k_path = str(g / "K")
     n = int(_open(k_path).shape[0])
@@ -415,3 +435,54 @@ def gram_spectrum(
     rmax.notes["seconds_products"] = op.seconds
     return {"lambda_min": rmin, "lambda_max": rmax, "eigenvalues": None, "slq": slq, "method": "iterative",
             "seconds": secs, "products": op.products, "solves": fac.solves}
+
+
+# ----------------------------------------------------------------------------------------------
+# Finalisation: the spectrum of an assembled Gram, then its publication
+# ----------------------------------------------------------------------------------------------
+
+
+def finalize_gram(gram_group, provenance: Optional[Dict[str, Any]] = None, client=None,
+                  settings: Optional[SpectrumSettings] = None,
+                  log: Optional[Callable[[str], None]] = None) -> np.ndarray:
+    """Once every block of a Gram is done: its spectrum (`gram_spectrum`), then the store publishes it
+    as complete (`tfconv.store.finalize_gram`).
+
+    N <= ``settings.dense_max``: every eigenvalue by dense float64 ``eigvalsh`` (K read whole).
+    Above: K is never read whole; lambda_max by Lanczos and lambda_min by shift-invert Lanczos with
+    an out-of-core Cholesky factor, both over the Zarr-stored K with Dask (``client``), plus the
+    Cholesky certificate.  Every value is stored with its method, iterations and residual.  Returns
+    the eigenvalues (ascending), or [lambda_min, lambda_max] when only the extremes are known.
+    """
+    from .. import store
+
+    st = settings or SpectrumSettings()
+    path = os.path.join(str(gram_group.store.root), gram_group.path) if gram_group.path else str(gram_group.store.root)
+    out = gram_spectrum(path, client, st, log=log or (lambda s: None))
+    spec = {k: spectrum_record(out[k]) for k in ("lambda_min", "lambda_max")}
+    spec.update(computed=out["method"], dense_max=int(st.dense_max), seconds=out["seconds"])
+    ev = out["eigenvalues"]
+    store.finalize_gram(gram_group, ev, provenance, spectrum=spec, slq=out.get("slq"))
+    return ev if ev is not None else np.asarray([spec["lambda_min"]["value"], spec["lambda_max"]["value"]])
+
+
+def spectrum_record(rec: S.EigenRecord) -> Dict[str, Any]:
+    """An EigenRecord as the store keeps it (JSON: NaN as null; the certificate trials kept, bulky
+    notes dropped)."""
+    d = rec.as_dict()
+    notes = d.pop("notes", {}) or {}
+    d["certificate_trials"] = notes.get("certificate_trials")
+    d["error_bound"] = notes.get("error_bound")
+    d["rayleigh_quotient"] = notes.get("rayleigh_quotient")
+
+    def clean(v):
+        if isinstance(v, float) and not np.isfinite(v):
+            return None  # NaN: not computed; +-inf: that side of a certificate is open
+        if isinstance(v, (list, tuple)):
+            return [clean(x) for x in v]
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, np.generic):
+            return clean(v.item())
+        return v
+    return clean(d)

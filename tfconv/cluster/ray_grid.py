@@ -19,6 +19,7 @@ import contextlib
 import os
 import sys
 import time
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from .. import runner
@@ -148,16 +149,39 @@ def _task_context():
     return node, device
 
 
-def train_point_task(exp, point, data_store, train_store, threads, expected_hash):
-    node, device = _task_context()
-    return runner.train_point(exp, point, data_store, train_store, threads, device=device, node_id=node,
-                              expected_hash=expected_hash)
+@dataclass(frozen=True)
+class GridJob:
+    """What every training task of one experiment shares: the experiment, its dataset and train stores,
+    the torch threads of one run, and the dataset hash the step's driver verified (``expected_hash``)."""
+
+    exp: Any
+    data_store: str
+    train_store: str
+    threads_per_run: int = 1
+    expected_hash: Optional[str] = None
 
 
-def train_group_task(exp, points, data_store, train_store, threads, expected_hash):
+@dataclass(frozen=True)
+class RayTasks:
+    """How training tasks are scheduled on Ray (config ``ray``): the CPUs and GPUs one task holds, how
+    often a task whose worker died is retried, and whether runs of one width share a vectorised task."""
+
+    cpus_per_task: float = 1
+    gpus_per_task: float = 0
+    max_retries: int = 3
+    vectorise: bool = False
+
+
+def train_point_task(job: GridJob, point):
     node, device = _task_context()
-    return runner.train_group(exp, points, data_store, train_store, threads, device=device, node_id=node,
-                              expected_hash=expected_hash)
+    return runner.train_point(job.exp, point, job.data_store, job.train_store, job.threads_per_run, device=device,
+                              node_id=node, expected_hash=job.expected_hash)
+
+
+def train_group_task(job: GridJob, points):
+    node, device = _task_context()
+    return runner.train_group(job.exp, points, job.data_store, job.train_store, job.threads_per_run, device=device,
+                              node_id=node, expected_hash=job.expected_hash)
 
 
 def point_cost(exp, point) -> float:
@@ -177,45 +201,37 @@ def vectorised_groups(points: Sequence[Any]) -> Dict[tuple, List[Any]]:
     return groups
 
 
-def run_grid(
-    exp,
-    points: Sequence[Any],
-    data_store: str,
-    train_store: str,
-    address: Optional[str] = None,
-    num_cpus: int = 1,
-    cpus_per_task: float = 1,
-    gpus_per_task: float = 0,
-    max_retries: int = 3,
-    threads_per_run: int = 1,
-    log: Callable[[str], None] = print,
-    shutdown: bool = True,
-    vectorise: bool = False,
-    expected_hash: Optional[str] = None,
-) -> List[Dict[str, Any]]:
-    """Train `points` (the grid points left to train) on Ray; returns one summary per point."""
+def run_grid(job: GridJob, points: Sequence[Any], address: Optional[str] = None, num_cpus: int = 1,
+             tasks: RayTasks = RayTasks(), log: Callable[[str], None] = print,
+             shutdown: bool = True) -> List[Dict[str, Any]]:
+    """Train `points` (the grid points left to train) of ``job`` on Ray (joined at ``address``, else a
+    local cluster of ``num_cpus`` CPUs), ``tasks`` scheduled so; returns one summary per point."""
     import ray
 
     if not points:
         return []
+    exp = job.exp
     info = connect(address, num_cpus, log=log)
     try:
-        if gpus_per_task > 0 and info["gpus"] < gpus_per_task:
+        if tasks.gpus_per_task > 0 and info["gpus"] < tasks.gpus_per_task:
             raise RuntimeError(
-                f"ray.gpus_per_task is {gpus_per_task:g} but the Ray cluster has {info['gpus']:g} GPUs: the tasks "
-                "could never be scheduled. Set ray.gpus_per_task: 0 to train on CPUs, or join a cluster with GPUs."
+                f"ray.gpus_per_task is {tasks.gpus_per_task:g} but the Ray cluster has {info['gpus']:g} GPUs: the "
+                "tasks could never be scheduled. Set ray.gpus_per_task: 0 to train on CPUs, or join a cluster with "
+                "GPUs."
             )
-        opts = dict(num_cpus=cpus_per_task, num_gpus=gpus_per_task, max_retries=max_retries, retry_exceptions=False)
-        args = (str(data_store), str(train_store), int(threads_per_run), expected_hash)
-        if vectorise:
+        opts = dict(num_cpus=tasks.cpus_per_task, num_gpus=tasks.gpus_per_task, max_retries=tasks.max_retries,
+                    retry_exceptions=False)
+        job = replace(job, data_store=str(job.data_store), train_store=str(job.train_store),
+                      threads_per_run=int(job.threads_per_run))
+        if tasks.vectorise:
             # one task per (width, n_samples) group: its runs share every tensor shape
             groups = vectorised_groups(points)
             remote = ray.remote(**opts)(train_group_task)
-            pending = {remote.remote(exp, g, *args): f"{len(g)} runs of width {k[0]}" for k, g in groups.items()}
+            pending = {remote.remote(job, g): f"{len(g)} runs of width {k[0]}" for k, g in groups.items()}
             log(f"[train_grid] vectorised: {len(groups)} task(s) for {len(points)} runs")
         else:
             remote = ray.remote(**opts)(train_point_task)
-            pending = {remote.remote(exp, p, *args): p.run_id for p in points}
+            pending = {remote.remote(job, p): p.run_id for p in points}
         t0 = time.time()
         results: List[Dict[str, Any]] = []
         cost = {p.run_id: point_cost(exp, p) for p in points}

@@ -44,7 +44,6 @@ from typing import Any, Callable, Dict, Iterator, List, Mapping, Optional
 
 from .slurm import (allocation_nodes, env_int, in_slurm_allocation, slurm_node_addresses, slurmctld_address,
                     step_ids)
-from .slurm import node_address  # noqa: F401  (re-exported: dask_gram imports it from here)
 
 __all__ = ["default_temp_dir", "ray_in_slurm_allocation", "ray_cluster_address"]
 

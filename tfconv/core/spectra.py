@@ -17,13 +17,15 @@ Every value comes as an `EigenRecord`: value, method, iterations (products with 
 L L^T that the iteration used), residual ``|K v - value v|_2`` of its unit Ritz vector (computed with
 one extra product; for a symmetric K some eigenvalue lies within ``residual`` of ``value``).
 `slq_density` gives the spectral density by stochastic Lanczos quadrature for the spectrum figure
-above the dense size.  The out-of-core products and factorisations over a Zarr-stored K live in
-`tfconv.cluster.dask_spectra`; everything here takes callables and small dense arrays.
+above the dense size; `spectral_densities` puts the stored densities of several Grams on common
+log-spaced bins (the aggregate's ``spectral_density_K0``).  The out-of-core products and
+factorisations over a Zarr-stored K live in `tfconv.cluster.dask_spectra`; everything here takes
+callables and small dense arrays.
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -354,3 +356,70 @@ def density_histogram(nodes: np.ndarray, weights: np.ndarray, edges: np.ndarray)
     """Fraction of eigenvalues per bin of ``edges`` (SLQ nodes/weights, or eigenvalues with equal weights)."""
     h, _ = np.histogram(np.clip(nodes, edges[0], edges[-1]), bins=edges, weights=weights)
     return h / max(float(np.sum(weights)), 1e-300)
+
+
+# ----------------------------------------------------------------------------------------------
+# Spectral densities of several Grams on common bins (the aggregate's spectral_density_K0)
+# ----------------------------------------------------------------------------------------------
+
+#: Bins of the spectral density of K_0 (log-spaced over [min lambda_min, max lambda_max] of the experiment).
+DENSITY_BINS = 30
+
+
+def density_source(sp: Mapping) -> Optional[Tuple[str, np.ndarray, np.ndarray]]:
+    """(method, nodes, weights) of the spectral density a published Gram stored (``sp`` as
+    `tfconv.store.read_spectrum` gives it): its eigenvalues with equal weights (dense), its SLQ nodes
+    and weights (iterative, when asked), else None."""
+    if sp.get("eigenvalues") is not None:
+        ev = np.asarray(sp["eigenvalues"], dtype=float)
+        return "dense", ev, np.full(ev.shape, 1.0 / max(ev.size, 1))
+    if sp.get("slq") is not None:
+        nodes, weights = sp["slq"]
+        return "slq", np.asarray(nodes, dtype=float), np.asarray(weights, dtype=float)
+    return None
+
+
+def density_edges(spectra: Mapping[str, Mapping], bins: int = DENSITY_BINS) -> Optional[np.ndarray]:
+    """Log-spaced bin edges over [min lambda_min, max lambda_max] of the Grams with a density (a
+    lambda_min <= 0, a singular K_0, is replaced by the smallest positive eigenvalue or node, at
+    least 1e-12 lambda_max: what lies below falls in the first bin)."""
+    src = [(sp, density_source(sp)) for sp in spectra.values()]
+    src = [(sp, d) for sp, d in src if d is not None]
+    if not src:
+        return None
+    hi = max(float(sp["lambda_max"]) for sp, _ in src)
+    pos = [float(sp["lambda_min"]) if float(sp["lambda_min"]) > 0 else
+           float(np.min(d[1][d[1] > 0], initial=np.inf)) for sp, d in src]
+    lo = max(min(pos), 1e-12 * hi)
+    if not (np.isfinite(lo) and np.isfinite(hi) and hi > 0):
+        return None
+    if hi <= lo:
+        lo, hi = lo / 1.01, hi * 1.01
+    return np.geomspace(lo, hi, bins + 1)
+
+
+@dataclass(frozen=True)
+class SpectralDensities:
+    """Spectral densities of several Grams on common bins: ``edges`` (bins + 1, log-spaced) and per
+    key (a run id) the fraction of the eigenvalues per bin and the method it came from ("dense":
+    the stored eigenvalues, "slq": the stored quadrature nodes and weights)."""
+
+    edges: np.ndarray
+    values: Dict[str, np.ndarray]
+    methods: Dict[str, str]
+
+
+def spectral_densities(spectra: Mapping[str, Mapping], bins: int = DENSITY_BINS) -> Optional[SpectralDensities]:
+    """The spectral density of every Gram in ``spectra`` (key -> `tfconv.store.read_spectrum`) that
+    stored eigenvalues or an SLQ density, on common log-spaced bins (`density_edges`,
+    `density_histogram`); None when none did."""
+    edges = density_edges(spectra, bins)
+    if edges is None:
+        return None
+    values, methods = {}, {}
+    for key, sp in spectra.items():
+        src = density_source(sp)
+        if src is not None:
+            methods[key] = src[0]
+            values[key] = density_histogram(src[1], src[2], edges)
+    return SpectralDensities(edges, values, methods)

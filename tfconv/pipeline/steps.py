@@ -60,7 +60,7 @@ def make_dataset(wf: Workflow, name: str) -> str:
 
 def train_grid(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
     """Train every grid point of experiment `name` on Ray (resuming), then write the manifest last."""
-    from ..cluster.ray_grid import run_grid
+    from ..cluster.ray_grid import GridJob, RayTasks, run_grid
     from ..cluster.ray_slurm import ray_cluster_address
 
     exp = wf.experiment(name)
@@ -88,9 +88,10 @@ def train_grid(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
     # ray.slurm_allocation inside a SLURM job: a Ray cluster over the job's nodes, stopped on exit
     with ray_cluster_address(rc, needed=bool(todo), log=log) as address:
         results = run_grid(
-            exp, todo, str(data_store), str(train_store), address=address, num_cpus=max(1, int(threads)),
-            cpus_per_task=rc["cpus_per_task"], gpus_per_task=rc["gpus_per_task"], max_retries=rc["max_retries"],
-            threads_per_run=wf.threads_per_run, log=log, vectorise=rc["vectorise"], expected_hash=digest,
+            GridJob(exp, str(data_store), str(train_store), threads_per_run=wf.threads_per_run, expected_hash=digest),
+            todo, address=address, num_cpus=max(1, int(threads)), log=log,
+            tasks=RayTasks(cpus_per_task=rc["cpus_per_task"], gpus_per_task=rc["gpus_per_task"],
+                           max_retries=rc["max_retries"], vectorise=rc["vectorise"]),
         )
     runs = {}
     for p in points:
@@ -117,6 +118,7 @@ def train_grid(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
 def assemble_gram(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
     """Assemble every Gram of experiment `name` with Dask into Zarr (resuming), then the manifest."""
     from ..cluster.dask_gram import assemble_grams, dask_client
+    from ..runner import GramJob, GramSettings
 
     exp = wf.experiment(name)
     res = wf.results
@@ -127,28 +129,31 @@ def assemble_gram(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
     store.check_train_store(res.train(name), digest, exp.train.to_dict(), required=True)
     gcfg = wf.gram
     store.check_gram_store(gram_store, gcfg["block_size"])
+    job = GramJob(exp, str(res.data(exp.dataset.name)), str(res.train(name)), str(gram_store),
+                  GramSettings(engine=gcfg["engine"], block_size=int(gcfg["block_size"]),
+                               chunk_size=int(gcfg["chunk_size"]), threads=int(wf.threads_per_run)),
+                  expected_hash=digest)
     with dask_client(wf.dask, log=log, threads=threads) as client:
-        info = assemble_grams(
-            exp, exp.points, str(res.data(exp.dataset.name)), str(res.train(name)), str(gram_store), client,
-            engine=gcfg["engine"], block_size=gcfg["block_size"], chunk_size=gcfg["chunk_size"],
-            retries=wf.dask["retries"], threads=wf.threads_per_run, provenance=provenance(None, experiment=name),
-            log=log, expected_hash=digest, spectrum=spectrum_options(gcfg),
-        )
+        info = assemble_grams(job, exp.points, client, spectrum=spectrum_settings(gcfg),
+                              provenance=provenance(None, experiment=name), log=log, retries=wf.dask["retries"])
     info.update(experiment=name, store=str(gram_store), engine=gcfg["engine"], block_size=gcfg["block_size"])
     store.write_json_atomic(res.gram_manifest(name), info)
     return info
 
 
-def spectrum_options(gcfg) -> Dict[str, Any]:
-    """The ``gram.spectrum_*`` settings as options of `tfconv.runner.finalize_gram`."""
-    return {"dense_max": int(gcfg["spectrum_dense_max"]), "tol": float(gcfg["spectrum_tolerance"]),
-            "certificate_rtol": float(gcfg["spectrum_certificate_rtol"]),
-            "slq_vectors": int(gcfg["spectrum_slq_vectors"]), "slq_steps": int(gcfg["spectrum_slq_steps"])}
+def spectrum_settings(gcfg):
+    """The ``gram.spectrum_*`` settings as a `tfconv.cluster.dask_spectra.SpectrumSettings`."""
+    from ..cluster.dask_spectra import SpectrumSettings
+
+    return SpectrumSettings(dense_max=int(gcfg["spectrum_dense_max"]), tol=float(gcfg["spectrum_tolerance"]),
+                            certificate_rtol=float(gcfg["spectrum_certificate_rtol"]),
+                            slq_vectors=int(gcfg["spectrum_slq_vectors"]), slq_steps=int(gcfg["spectrum_slq_steps"]))
 
 
 def aggregate(wf: Workflow, name: str) -> None:
     """Gather runs and Gram statistics of experiment `name` into one xarray dataset in Zarr."""
-    from ..registry import get_analysis
+    from ..core.spectra import spectral_densities
+    from ..analyses import get_analysis
     from ..store.aggregate import build_aggregate, write_aggregate
 
     exp = wf.experiment(name)
@@ -169,7 +174,8 @@ def aggregate(wf: Workflow, name: str) -> None:
                 ref = 0
                 spectra[rid] = store.read_spectrum(gram_store, rid, 0)  # K_0's eigenvalues or SLQ density
             grams[(rid, e)] = store.gram_statistics_stored(gram_store, rid, e, ref)
-    xds = build_aggregate(exp, runs, grams, dict(data.meta), provenance(wf.config, experiment=name), spectra)
+    xds = build_aggregate(exp, runs, grams, dict(data.meta), provenance(wf.config, experiment=name),
+                          densities=spectral_densities(spectra))
     for analysis in exp.analyses:  # extra variables an analysis declares it needs
         hook = get_analysis(analysis).aggregate_vars
         for var, (dims, values, attrs) in (hook(data, exp) if hook else {}).items():

@@ -25,9 +25,10 @@ def closing_summary(wf, seconds: float) -> str:
     res = wf.results
     lines = [f"tfconv: done in {seconds / 60:.1f} min. Results in {res.root}/:"]
     n_fig = sum(1 for e, a in wf.figure_targets() if res.figure(e, a, "png").exists())
-    lines.append(f"  figures   {res.root}/figures/<experiment>/<analysis>.{{png,pdf,csv}}  ({n_fig} figures)")
+    figures = res.figure("<experiment>", "<analysis>", "png").with_suffix(".{png,pdf,csv}")
+    lines.append(f"  figures   {figures}  ({n_fig} figures)")
     lines.append(f"  tables    {res.claims}, {res.slopes}")
-    lines.append(f"  data      xarray.open_zarr('{res.root}/aggregate/<experiment>.zarr')  (one per experiment)")
+    lines.append(f"  data      xarray.open_zarr('{res.aggregate('<experiment>')}')  (one per experiment)")
     if res.claims.exists():
         import pandas as pd
 

@@ -16,6 +16,10 @@ What is checked (one line per problem, each naming the item; the report says wha
 * aggregates: open, their digest matches, and each run's loss in the aggregate equals the run's;
 * tables: claims.csv and slopes.csv match the digests the tables step recorded.
 
+The content checks of one run and one Gram belong to their store modules (`tfconv.store.check_run`,
+`tfconv.store.check_gram`); here: the walk over the results folder, what needs the config or the model
+(a run's settings, its epoch-0 checkpoint), the report and the repair.
+
 With ``repair`` every damaged item is removed together with the manifest that vouches for it (a run
 and its experiment's train manifest, a Gram and the gram manifest, an aggregate, the tables), so the
 next `snakemake` run recomputes exactly those items (the stores resume from what is intact); the
@@ -35,6 +39,7 @@ import numpy as np
 from .. import store
 from ..config import run_id
 from ..store import Results
+from ..store.layout import store_name
 
 #: models above this many parameters are not re-initialised to check their epoch-0 checkpoint
 MAX_REINIT_PARAMS = 2_000_000
@@ -111,7 +116,7 @@ def _check_runs(res: Results, exp_name: str, ts: Path, wf, ds_hashes, rep: _Repo
     if not points:
         rep.bad(f"{ts}: no declared grid points in its attributes", ("train", exp_name))
         return runs
-    ds_name = Path(str(a.get("dataset_store", ""))).name[: -len(".zarr")]
+    ds_name = store_name(str(a.get("dataset_store", "")))
     declared = a.get("dataset_sha256")
     if ds_name in ds_hashes and declared and declared != ds_hashes[ds_name]:
         rep.bad(f"{ts}: trained on dataset sha256 {declared[:16]}..., but {res.data(ds_name)} now has "
@@ -119,46 +124,21 @@ def _check_runs(res: Results, exp_name: str, ts: Path, wf, ds_hashes, rep: _Repo
     elif ds_name and ds_name not in ds_hashes and not res.data(ds_name).exists():
         rep.bad(f"{ts}: its dataset store {res.data(ds_name)} was not found", ("train", exp_name))
     exp = wf.experiments.get(exp_name) if wf is not None else None
+    actual = ds_hashes.get(ds_name, declared)  # the dataset as it is, else what the store declares
     for p in points:
         rid = run_id(p)
-        folder = store.run_path(ts, rid)
         rep.count("runs")
-        if folder.is_symlink():
-            rep.bad(f"{ts}: run {rid} is a symbolic link to {folder.resolve()}, not a run file", ("run", exp_name, rid))
-            continue
-        if not store.run_complete(ts, rid):
-            rep.bad(f"{ts}: run {rid} is missing or incomplete", ("run", exp_name, rid))
-            continue
-        try:
-            run = store.read_run(ts, rid)
-        except Exception as exc:  # noqa: BLE001 - a run marked complete that cannot be read
-            rep.bad(f"{ts}: run {rid} is marked complete but cannot be read: {exc}", ("run", exp_name, rid))
+        run, why = store.check_run(ts, rid, run_id_of=run_id, dataset_sha256=actual,
+                                   checkpoint_epochs=a.get("checkpoint_epochs", []))
+        if run is None:
+            rep.bad(f"{ts}: {why[0]}", ("run", exp_name, rid))
             continue
         ra = run["attrs"]
-        why = []
-        if ra.get("run_id") != rid or run_id(ra.get("point", {})) != rid:
-            why.append(f"its folder, recorded run id ({ra.get('run_id')}) and grid point ({run_id(ra.get('point', {}))}) disagree")
-        digest = ra.get("content_sha256")
-        if digest and store.runs.run_digest(store.runs.run_arrays(run)) != digest:
-            why.append("its arrays no longer match the digest recorded when it was written (curves or checkpoints changed)")
-        h = (ra.get("provenance") or {}).get("dataset_sha256")
-        actual = ds_hashes.get(ds_name, declared)  # the dataset as it is, else what the store declares
-        if actual and h and h != actual:
-            why.append(f"it was trained on dataset {h[:16]}..., the dataset is {actual[:16]}...")
         if exp is not None:
             pt = exp.point(p) if set(p) == set(exp.axes) else None
             diff = _settings_problems(exp, pt, ra) if pt is not None else []
             if diff:
                 why.append("it was trained with " + ", ".join(diff))
-        upto = {"diverged": ra["diverged_epoch"], "kernel_only": 1}.get(ra["status"])
-        for name in ("loss", "weight_change", "attention_deviation_mean"):
-            v = run["curves"][name][:upto]
-            if not np.all(np.isfinite(v)):
-                why.append(f"curve {name} has {int(np.sum(~np.isfinite(v)))} NaN/inf values where none may be")
-        if ra["status"] not in ("diverged", "kernel_only"):
-            missing = sorted(set(int(x) for x in a.get("checkpoint_epochs", [])) - set(int(x) for x in ra["checkpoint_epochs"]))
-            if missing:
-                why.append(f"it lacks the declared checkpoint epoch(s) {missing}")
         bad_init = _check_init(ra, run)
         if bad_init:
             why.append(bad_init)
@@ -167,75 +147,6 @@ def _check_runs(res: Results, exp_name: str, ts: Path, wf, ds_hashes, rep: _Repo
         else:
             runs[rid] = run
     return runs
-
-
-def _check_gram(gs: Path, exp_name: str, rid: str, e: int, rep: _Report) -> None:
-    g = store.open_gram(gs, rid, e, mode="r")
-    block_size = int(g.attrs.get("block_size", 0))
-    digests = np.asarray(g["blocks_done"][...])
-    Kz = g["K"]  # read block by block (one Zarr chunk each), never whole: memory O(block_size^2)
-    n = Kz.shape[0]
-    ranges = store.block_ranges(n, block_size)
-    why = []
-    bad_blocks = []
-    diag = np.full(n, np.nan)
-    nonfinite = 0
-    for bi, bj in store.upper_blocks(n, block_size):
-        rep.count("Gram blocks")
-        (r0, r1), (c0, c1) = ranges[bi], ranges[bj]
-        blk = np.asarray(Kz[r0:r1, c0:c1])
-        mirror = blk.T if bi == bj else np.asarray(Kz[c0:c1, r0:r1])
-        nonfinite += int(np.sum(~np.isfinite(blk))) + (0 if bi == bj else int(np.sum(~np.isfinite(mirror))))
-        if bi == bj:
-            diag[r0:r1] = np.diag(blk)
-        if digests[bi, bj] == 0:
-            bad_blocks.append((bi, bj, "not done"))
-        elif digests[bi, bj] != 1 and store._zarr.block_digest(blk) != digests[bi, bj]:
-            bad_blocks.append((bi, bj, "changed"))
-        elif bi != bj and not np.array_equal(mirror, blk.T):
-            bad_blocks.append((bi, bj, "mirror differs"))
-    if bad_blocks:
-        why.append(f"{len(bad_blocks)} block(s) damaged: " + ", ".join(f"({a},{b}) {w}" for a, b, w in bad_blocks[:5]))
-    finite = nonfinite == 0
-    if not finite:
-        why.append(f"{nonfinite} non-finite entries")
-    trace = float(diag.sum())
-    ext = None  # [lambda_min, lambda_max]: the extremes array (iterative path), else the eigenvalues' ends
-    if "extremes" in g:
-        ext = np.asarray(g["extremes"][...])
-        rec = g.attrs.get("extremes_digest")
-        if rec is not None and store._zarr.block_digest(ext) != rec:
-            why.append("its extreme eigenvalues do not match their recorded digest")
-            ext = None
-        elif ext.shape != (2,) or not np.all(np.isfinite(ext)):
-            why.append(f"extreme eigenvalues of shape {ext.shape} or non-finite")
-            ext = None
-    if "eigenvalues" in g or "extremes" not in g:  # dense Grams (and stores from before the extremes)
-        ev = np.asarray(g["eigenvalues"][...])
-        rec = g.attrs.get("eigenvalues_digest")
-        if rec is not None and store._zarr.block_digest(ev) != rec:
-            why.append("its eigenvalues do not match their recorded digest")
-        elif ev.shape != (n,) or not np.all(np.isfinite(ev)):
-            why.append(f"eigenvalues of shape {ev.shape} or non-finite")
-        else:
-            if finite and abs(ev.sum() - trace) > 1e-8 * max(abs(trace), 1e-300):
-                why.append(f"its eigenvalues sum to {ev.sum():.6g} but trace K is {trace:.6g}")
-            if ext is None and "extremes" not in g:
-                ext = np.asarray([ev[0], ev[-1]])
-    if ext is not None:
-        if finite:
-            d = diag  # Rayleigh quotients of unit vectors: lambda_min <= K_ii <= lambda_max
-            slack = 1e-8 * max(abs(float(ext[1])), 1e-300)
-            if not (ext[0] <= d.min() + slack and d.max() <= ext[1] + slack and ext[1] <= trace + slack):
-                why.append(f"its extreme eigenvalues [{ext[0]:.6g}, {ext[1]:.6g}] contradict diag K in "
-                           f"[{d.min():.6g}, {d.max():.6g}] or trace K {trace:.6g}")
-        recs = g.attrs.get("spectrum") or {}  # the records name the same values as the arrays
-        for i, k in enumerate(("lambda_min", "lambda_max")):
-            v = (recs.get(k) or {}).get("value")
-            if v is not None and float(v) != float(ext[i]):
-                why.append(f"its spectrum record {k} = {float(v):.17g} differs from the stored {float(ext[i]):.17g}")
-    if why:
-        rep.bad(f"{gs}: Gram of {rid} at epoch {e}: " + "; ".join(why), ("gram", exp_name, rid, e))
 
 
 def _check_aggregate(res: Results, name: str, runs: Dict[str, dict], rep: _Report) -> None:
@@ -286,10 +197,11 @@ def verify_path(results, wf=None) -> Tuple[List[str], Set[Tuple], Dict[str, int]
     rep = _Report()
     if not root.exists():
         return [f"{root}: does not exist"], set(), {}
-    single = root.name.endswith(".zarr") and root.parent.name == "train"
-    res = Results(root.parent.parent if single else root)
+    located = Results.locate(root)
+    single = located is not None and located[1] == "train"  # one train store
+    res = located[0] if single else Results(root)
     ds_hashes = _check_datasets(res, rep)
-    names = [root.name[: -len(".zarr")]] if single else res.stores("train")
+    names = [located[2]] if single else res.stores("train")
     if not names:
         rep.problems.append(f"{root}: no training stores found (expected train/<experiment>.zarr)")
     for name in names:
@@ -305,10 +217,16 @@ def verify_path(results, wf=None) -> Tuple[List[str], Set[Tuple], Dict[str, int]
                         rep.bad(f"{gs}: Gram of {rid} at epoch {e} is missing or incomplete", ("gram", name, rid, e))
                         continue
                     try:
-                        _check_gram(gs, name, rid, e, rep)
+                        why = store.check_gram(gs, rid, e)
                     except Exception as exc:  # noqa: BLE001 - marked complete but unreadable
                         rep.bad(f"{gs}: Gram of {rid} at epoch {e} is marked complete but cannot be read: {exc}",
                                 ("gram", name, rid, e))
+                        continue
+                    ga = store.attrs(store.gram_path(gs, rid, e))  # what check_gram read: every upper block
+                    n, block_size = int(ga.get("n", 0)), max(1, int(ga.get("block_size", 1)))
+                    rep.count("Gram blocks", len(store.upper_blocks(n, block_size)))
+                    if why:
+                        rep.bad(f"{gs}: Gram of {rid} at epoch {e}: " + "; ".join(why), ("gram", name, rid, e))
         if not single and res.aggregate(name).exists():
             _check_aggregate(res, name, runs, rep)
     if not single:

@@ -3,23 +3,27 @@
 `Results` owns every path; one module owns each format: `datasets` (``data/<dataset>.zarr``),
 `runs` (``train/<experiment>.zarr``, one zip per run), `grams` (``gram/<experiment>.zarr``) and `aggregate`
 (``aggregate/<experiment>.zarr``, one xarray dataset per experiment).  `_zarr` holds the atomic
-write helpers they share.  Everything is re-exported here: ``from tfconv import store``.
+write helpers they share; it is private: code outside the store asks these public functions
+(`exists`, `attrs`, `marked_complete`, `modified_ns`, `metadata_file`, `block_digest`) and never reads
+Zarr's metadata files itself.  Everything is re-exported here: ``from tfconv import store``.
 """
-from ._zarr import StoreError, clean_staging, group_attrs, json_safe, marked_complete, write_json_atomic
+from ._zarr import (StoreError, attrs, block_digest, clean_staging, exists, group_attrs, json_safe, marked_complete,
+                    metadata_file, modified_ns, write_json_atomic)
 from .datasets import DATASET_ARRAYS, dataset_hash, read_dataset, write_dataset
-from .grams import (assembled_matrix, block_ranges, blocks_done, check_gram_store, ensure_gram, finalize_gram,
-                    gram_complete, gram_path, gram_statistics_stored, open_gram, read_gram, read_spectrum,
-                    upper_blocks, write_block)
+from .grams import (assembled_matrix, block_ranges, blocks_done, check_gram, check_gram_store, ensure_gram,
+                    finalize_gram, gram_complete, gram_path, gram_statistics_stored, open_gram, read_gram,
+                    read_spectrum, upper_blocks, write_block)
 from .layout import Results
-from .runs import (check_train_store, ensure_train_store, list_runs, read_curves, read_run, run_attrs, run_complete,
-                   run_path, runs_dir, write_run)
+from .runs import (check_run, check_train_store, ensure_train_store, list_runs, read_curves, read_run, run_attrs,
+                   run_complete, run_path, runs_dir, write_run)
 
 __all__ = [
-    "StoreError", "Results", "clean_staging", "group_attrs", "json_safe", "marked_complete", "write_json_atomic",
+    "StoreError", "Results", "attrs", "block_digest", "clean_staging", "exists", "group_attrs", "json_safe",
+    "marked_complete", "metadata_file", "modified_ns", "write_json_atomic",
     "DATASET_ARRAYS", "dataset_hash", "read_dataset", "write_dataset",
-    "assembled_matrix", "block_ranges", "blocks_done", "check_gram_store", "ensure_gram", "finalize_gram",
+    "assembled_matrix", "block_ranges", "blocks_done", "check_gram", "check_gram_store", "ensure_gram", "finalize_gram",
     "gram_complete", "gram_path", "gram_statistics_stored", "open_gram", "read_gram", "read_spectrum",
     "upper_blocks", "write_block",
-    "check_train_store", "ensure_train_store", "list_runs", "read_curves", "read_run", "run_attrs", "run_complete",
-    "run_path", "runs_dir", "write_run",
+    "check_run", "check_train_store", "ensure_train_store", "list_runs", "read_curves", "read_run", "run_attrs",
+    "run_complete", "run_path", "runs_dir", "write_run",
 ]

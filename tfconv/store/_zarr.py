@@ -91,13 +91,33 @@ def block_digest(block: np.ndarray) -> int:
     return (int.from_bytes(h[:8], "little") >> 2) | 1
 
 
+def metadata_file(path) -> Path:
+    """The file that holds the metadata (and attributes) of the Zarr group or array at `path`."""
+    return Path(path) / "zarr.json"
+
+
+def exists(path) -> bool:
+    """Whether a Zarr group or array is at `path` (its metadata is written).  For the stores published
+    by one rename (datasets, aggregates) this means published, whole."""
+    return metadata_file(path).exists()
+
+
+def modified_ns(path) -> int:
+    """When the metadata of the Zarr node at `path` last changed (ns): a cache key that changes when
+    the node is re-created in place."""
+    return os.stat(metadata_file(path)).st_mtime_ns
+
+
 def group_attrs(path) -> Dict[str, Any]:
     """Attributes of a Zarr group read from its metadata file ({} when absent or unreadable)."""
-    f = Path(path) / "zarr.json"
     try:
-        return dict(json.loads(f.read_text()).get("attributes", {}))
+        return dict(json.loads(metadata_file(path).read_text()).get("attributes", {}))
     except (OSError, ValueError):
         return {}
+
+
+#: The attributes of the Zarr group or array at a path (`group_attrs`): ``store.attrs(path)``.
+attrs = group_attrs
 
 
 def marked_complete(group_dir) -> bool:

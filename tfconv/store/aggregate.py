@@ -40,8 +40,6 @@ CURVE_VARS = ("loss", "loss_linearised", "weight_change", "attention_deviation_m
 GRAM_VARS = ("lambda_min", "lambda_max", "kernel_trace")
 CHECKPOINT_VARS = GRAM_VARS + ("kernel_change",)
 RUN_VARS = ("eta", "step_limit")
-#: bins of the spectral density of K_0 (log-spaced over [min lambda_min, max lambda_max] of the experiment)
-DENSITY_BINS = 30
 
 #: name -> (long_name, units, description) of every variable an aggregate may hold (one definition).
 VARIABLES: Dict[str, Tuple[str, str, str]] = {
@@ -87,7 +85,7 @@ def build_aggregate(
     grams: Optional[Mapping[Tuple[str, int], Mapping[str, float]]] = None,
     dataset_meta: Optional[Mapping[str, Any]] = None,
     provenance: Optional[Mapping[str, Any]] = None,
-    spectra: Optional[Mapping[str, Mapping[str, Any]]] = None,
+    densities=None,
 ):
     """Assemble the xarray.Dataset of one experiment.
 
@@ -98,7 +96,8 @@ def build_aggregate(
     grams: (run_id, checkpoint_epoch) -> {"lambda_min", "lambda_max", "kernel_trace"} (Gram store)
     lambda_min / lambda_max at checkpoint 0 come from the Gram store when it has them, else from the
     run's own K_0 (the same matrix, computed in the run).
-    spectra: run_id -> `tfconv.store.read_spectrum` of its K_0 Gram (for the spectral density).
+    densities: the spectral densities of the runs' K_0 (`tfconv.core.spectra.spectral_densities` of
+    their `tfconv.store.read_spectrum`, keyed by run_id): placed on the grid, not computed here.
     """
     import xarray as xr
 
@@ -155,7 +154,7 @@ def build_aggregate(
     data_vars.update({k: (axes, v) for k, v in rvars.items()})
     data_vars["status"] = (axes, status.astype(str))
     data_vars["diverged_epoch"] = (axes, div_epoch)
-    dens = spectral_densities(exp, spectra or {}, shape)
+    dens = _place_densities(exp, densities, shape)
     if dens is not None:
         values, method, low, high = dens
         data_vars["spectral_density_K0"] = (axes + ["spectrum_bin"], values)
@@ -183,56 +182,21 @@ def build_aggregate(
     return ds
 
 
-def density_source(sp: Mapping[str, Any]) -> Optional[Tuple[str, np.ndarray, np.ndarray]]:
-    """(method, nodes, weights) of the spectral density a published Gram stored: its eigenvalues with
-    equal weights (dense), its SLQ nodes and weights (iterative, when asked), else None."""
-    if sp.get("eigenvalues") is not None:
-        ev = np.asarray(sp["eigenvalues"], dtype=float)
-        return "dense", ev, np.full(ev.shape, 1.0 / max(ev.size, 1))
-    if sp.get("slq") is not None:
-        nodes, weights = sp["slq"]
-        return "slq", np.asarray(nodes, dtype=float), np.asarray(weights, dtype=float)
-    return None
-
-
-def density_edges(spectra: Mapping[str, Mapping[str, Any]], bins: int = DENSITY_BINS) -> Optional[np.ndarray]:
-    """Log-spaced bin edges over [min lambda_min, max lambda_max] of the Grams with a density (a
-    lambda_min <= 0, a singular K_0, is replaced by the smallest positive eigenvalue or node, at
-    least 1e-12 lambda_max: what lies below falls in the first bin)."""
-    src = [(sp, density_source(sp)) for sp in spectra.values()]
-    src = [(sp, d) for sp, d in src if d is not None]
-    if not src:
+def _place_densities(exp, densities, shape: Tuple[int, ...]):
+    """(density (shape + (bins,)), method (shape), bin low edges, bin high edges): the densities
+    (`tfconv.core.spectra.SpectralDensities`, computed by the caller) placed on the grid, NaN and
+    "none" where a run has none; None without densities."""
+    if densities is None:
         return None
-    hi = max(float(sp["lambda_max"]) for sp, _ in src)
-    pos = [float(sp["lambda_min"]) if float(sp["lambda_min"]) > 0 else
-           float(np.min(d[1][d[1] > 0], initial=np.inf)) for sp, d in src]
-    lo = max(min(pos), 1e-12 * hi)
-    if not (np.isfinite(lo) and np.isfinite(hi) and hi > 0):
-        return None
-    if hi <= lo:
-        lo, hi = lo / 1.01, hi * 1.01
-    return np.geomspace(lo, hi, bins + 1)
-
-
-def spectral_densities(exp, spectra: Mapping[str, Mapping[str, Any]], shape: Tuple[int, ...]):
-    """(density (shape + (bins,)), method (shape), bin low edges, bin high edges) of every run's K_0 on
-    common log-spaced bins (`tfconv.core.spectra.density_histogram`), or None when no K_0 Gram stored
-    eigenvalues or an SLQ density."""
-    from ..core.spectra import density_histogram
-
-    edges = density_edges(spectra)
-    if edges is None:
-        return None
+    edges = np.asarray(densities.edges)
     axes = exp.axes
     values = np.full(shape + (edges.size - 1,), np.nan)
     method = np.full(shape, "none", dtype=object)
     for index in np.ndindex(*shape):
         rid = exp.point({a: exp.grid[a][i] for a, i in zip(axes, index)}).run_id
-        src = density_source(spectra[rid]) if rid in spectra else None
-        if src is None:
-            continue
-        method[index] = src[0]
-        values[index] = density_histogram(src[1], src[2], edges)
+        if rid in densities.values:
+            method[index] = densities.methods[rid]
+            values[index] = densities.values[rid]
     return values, method.astype(str), edges[:-1], edges[1:]
 
 

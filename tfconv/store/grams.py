@@ -10,9 +10,10 @@ point, run_id, epoch, provenance, ``spectrum`` (per extreme value: value, method
 shift_invert, iterations, residual |Kv - lambda v|, shift, Cholesky certificate [lo, hi]),
 ``spectrum_arrays`` (what the finalisation wrote) and ``complete``.  A block task writes only its own
 chunks (K[I, J] and the mirror K[J, I]) and then its own ``blocks_done`` element; ``complete`` and the
-spectrum (computed by the caller, `tfconv.runner.finalize_gram`) are written by one finalising step
-after every block is done, so an interrupted assembly resumes block by block.  Readers that need
-only the statistics (`gram_statistics_stored`) read K panel by panel, never whole.
+spectrum (computed by the caller, `tfconv.cluster.dask_spectra.finalize_gram`) are written by one
+finalising step after every block is done, so an interrupted assembly resumes block by block.  Readers
+that need only the statistics (`gram_statistics_stored`) read K panel by panel, never whole;
+`check_gram` (what `tfconv verify` asks of a Gram) reads it block by block.
 """
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from typing import List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from ._zarr import StoreError, block_digest, group_attrs, json_safe, write_array, zarr_module
+from ._zarr import StoreError, block_digest, exists, group_attrs, json_safe, write_array, zarr_module
 
 def gram_path(gram_store, rid: str, epoch: int) -> Path:
     return Path(gram_store) / rid / f"epoch={epoch}"
@@ -50,7 +51,7 @@ def ensure_gram(gram_store, rid: str, epoch: int, n: int, block_size: int, attrs
     zarr = zarr_module()
     p = gram_path(gram_store, rid, epoch)
     nb = len(block_ranges(n, block_size))
-    if (p / "K" / "zarr.json").exists() and (p / "blocks_done" / "zarr.json").exists():
+    if exists(p / "K") and exists(p / "blocks_done"):
         g = zarr.open_group(str(p), mode="a")
         if g.attrs.get("complete") and not all(a in g for a in _spectrum_arrays(g.attrs)):
             g.attrs["complete"] = False  # published but damaged: its spectrum is recomputed
@@ -61,7 +62,7 @@ def ensure_gram(gram_store, rid: str, epoch: int, n: int, block_size: int, attrs
             )
         return g
     for parent in (Path(gram_store), Path(gram_store) / rid):
-        if not (parent / "zarr.json").exists():
+        if not exists(parent):
             zarr.open_group(str(parent), mode="a")
     g = zarr.open_group(str(p), mode="a")
     zarr.create_array(store=g.store, name=f"{g.path}/K" if g.path else "K", shape=(n, n), chunks=(block_size, block_size),
@@ -119,7 +120,7 @@ def gram_complete(gram_store, rid: str, epoch: int) -> bool:
     p = gram_path(gram_store, rid, epoch)
     attrs = group_attrs(p)
     return bool(attrs.get("complete")) and all(
-        (p / a / "zarr.json").exists() for a in ["K", "blocks_done"] + _spectrum_arrays(attrs))
+        exists(p / a) for a in ["K", "blocks_done"] + _spectrum_arrays(attrs))
 
 
 def assembled_matrix(gram_group) -> np.ndarray:
@@ -170,6 +171,78 @@ def finalize_gram(gram_group, eigenvalues: Optional[np.ndarray] = None, provenan
     if provenance:
         gram_group.attrs["provenance"] = json_safe(dict(provenance))
     gram_group.attrs["complete"] = True
+
+
+def check_gram(gram_store, rid: str, epoch: int) -> List[str]:
+    """What is wrong with the content of one published Gram ([] when nothing): every block's digest
+    (recorded by its writer) recomputed from K, the mirror blocks equal, K finite; the eigenvalues
+    (or extremes) match their digests, the eigenvalues sum to trace K, the extremes agree with diag K
+    and trace K and with the ``spectrum`` records.  K is read block by block (one Zarr chunk each),
+    never whole: memory O(block_size^2)."""
+    g = open_gram(gram_store, rid, epoch, mode="r")
+    block_size = int(g.attrs.get("block_size", 0))
+    digests = np.asarray(g["blocks_done"][...])
+    Kz = g["K"]
+    n = Kz.shape[0]
+    ranges = block_ranges(n, block_size)
+    why = []
+    bad_blocks = []
+    diag = np.full(n, np.nan)
+    nonfinite = 0
+    for bi, bj in upper_blocks(n, block_size):
+        (r0, r1), (c0, c1) = ranges[bi], ranges[bj]
+        blk = np.asarray(Kz[r0:r1, c0:c1])
+        mirror = blk.T if bi == bj else np.asarray(Kz[c0:c1, r0:r1])
+        nonfinite += int(np.sum(~np.isfinite(blk))) + (0 if bi == bj else int(np.sum(~np.isfinite(mirror))))
+        if bi == bj:
+            diag[r0:r1] = np.diag(blk)
+        if digests[bi, bj] == 0:
+            bad_blocks.append((bi, bj, "not done"))
+        elif digests[bi, bj] != 1 and block_digest(blk) != digests[bi, bj]:
+            bad_blocks.append((bi, bj, "changed"))
+        elif bi != bj and not np.array_equal(mirror, blk.T):
+            bad_blocks.append((bi, bj, "mirror differs"))
+    if bad_blocks:
+        why.append(f"{len(bad_blocks)} block(s) damaged: " + ", ".join(f"({a},{b}) {w}" for a, b, w in bad_blocks[:5]))
+    finite = nonfinite == 0
+    if not finite:
+        why.append(f"{nonfinite} non-finite entries")
+    trace = float(diag.sum())
+    ext = None  # [lambda_min, lambda_max]: the extremes array (iterative path), else the eigenvalues' ends
+    if "extremes" in g:
+        ext = np.asarray(g["extremes"][...])
+        rec = g.attrs.get("extremes_digest")
+        if rec is not None and block_digest(ext) != rec:
+            why.append("its extreme eigenvalues do not match their recorded digest")
+            ext = None
+        elif ext.shape != (2,) or not np.all(np.isfinite(ext)):
+            why.append(f"extreme eigenvalues of shape {ext.shape} or non-finite")
+            ext = None
+    if "eigenvalues" in g or "extremes" not in g:  # dense Grams (and stores from before the extremes)
+        ev = np.asarray(g["eigenvalues"][...])
+        rec = g.attrs.get("eigenvalues_digest")
+        if rec is not None and block_digest(ev) != rec:
+            why.append("its eigenvalues do not match their recorded digest")
+        elif ev.shape != (n,) or not np.all(np.isfinite(ev)):
+            why.append(f"eigenvalues of shape {ev.shape} or non-finite")
+        else:
+            if finite and abs(ev.sum() - trace) > 1e-8 * max(abs(trace), 1e-300):
+                why.append(f"its eigenvalues sum to {ev.sum():.6g} but trace K is {trace:.6g}")
+            if ext is None and "extremes" not in g:
+                ext = np.asarray([ev[0], ev[-1]])
+    if ext is not None:
+        if finite:
+            d = diag  # Rayleigh quotients of unit vectors: lambda_min <= K_ii <= lambda_max
+            slack = 1e-8 * max(abs(float(ext[1])), 1e-300)
+            if not (ext[0] <= d.min() + slack and d.max() <= ext[1] + slack and ext[1] <= trace + slack):
+                why.append(f"its extreme eigenvalues [{ext[0]:.6g}, {ext[1]:.6g}] contradict diag K in "
+                           f"[{d.min():.6g}, {d.max():.6g}] or trace K {trace:.6g}")
+        recs = g.attrs.get("spectrum") or {}  # the records name the same values as the arrays
+        for i, k in enumerate(("lambda_min", "lambda_max")):
+            v = (recs.get(k) or {}).get("value")
+            if v is not None and float(v) != float(ext[i]):
+                why.append(f"its spectrum record {k} = {float(v):.17g} differs from the stored {float(ext[i]):.17g}")
+    return why
 
 
 def _open_complete(gram_store, rid: str, epoch: int):

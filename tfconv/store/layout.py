@@ -18,9 +18,13 @@ with wildcard placeholders (``Results(root).data("{dataset}")``), so a path is s
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Union
+from typing import Optional, Tuple, Union
 
 PathLike = Union[str, Path]
+
+#: The stages that hold one Zarr store per dataset or experiment, and the suffix of a store's folder.
+STAGES = ("data", "train", "gram", "aggregate")
+STORE_SUFFIX = ".zarr"
 
 #: The files of one figure: kind -> suffix after the analysis name.
 FIGURE_FILES = {"png": ".png", "pdf": ".pdf", "csv": ".csv", "slopes": ".slopes.csv", "finding": ".finding.txt"}
@@ -37,26 +41,30 @@ class Results:
 
     # --- stores -------------------------------------------------------------------------------------
     def data(self, dataset: str) -> Path:
-        return self.root / "data" / f"{dataset}.zarr"
+        return self.root / "data" / f"{dataset}{STORE_SUFFIX}"
 
     def train(self, experiment: str) -> Path:
-        return self.root / "train" / f"{experiment}.zarr"
+        return self.root / "train" / f"{experiment}{STORE_SUFFIX}"
 
     def train_manifest(self, experiment: str) -> Path:
         return self.root / "train" / f"{experiment}.json"
 
     def gram(self, experiment: str) -> Path:
-        return self.root / "gram" / f"{experiment}.zarr"
+        return self.root / "gram" / f"{experiment}{STORE_SUFFIX}"
 
     def gram_manifest(self, experiment: str) -> Path:
         return self.root / "gram" / f"{experiment}.json"
 
     def aggregate(self, experiment: str) -> Path:
-        return self.root / "aggregate" / f"{experiment}.zarr"
+        return self.root / "aggregate" / f"{experiment}{STORE_SUFFIX}"
 
     # --- figures, tables, reports ----------------------------------------------------------------------
+    def figure_dir(self, experiment: str) -> Path:
+        """The folder of an experiment's figures."""
+        return self.root / "figures" / experiment
+
     def figure(self, experiment: str, analysis: str, kind: str = "png") -> Path:
-        return self.root / "figures" / experiment / f"{analysis}{FIGURE_FILES[kind]}"
+        return self.figure_dir(experiment) / f"{analysis}{FIGURE_FILES[kind]}"
 
     @property
     def claims(self) -> Path:
@@ -126,4 +134,18 @@ class Results:
     def stores(self, stage: str):
         """Names of the stores of one stage present on disk (``data``, ``train``, ``gram``, ``aggregate``)."""
         d = self.root / stage
-        return sorted(p.name[: -len(".zarr")] for p in d.glob("*.zarr")) if d.is_dir() else []
+        return sorted(store_name(p) for p in d.glob(f"*{STORE_SUFFIX}")) if d.is_dir() else []
+
+    @classmethod
+    def locate(cls, path: PathLike) -> Optional[Tuple["Results", str, str]]:
+        """(its results folder, stage, name) for the path of a store laid out here
+        (``<root>/<stage>/<name>.zarr``, stage one of `STAGES`), else None."""
+        p = Path(path)
+        if not p.name.endswith(STORE_SUFFIX) or p.parent.name not in STAGES:
+            return None
+        return cls(p.parent.parent), p.parent.name, store_name(p)
+
+
+def store_name(path: PathLike) -> str:
+    """The name of a store from its path: ``.../data/<name>.zarr`` -> ``<name>`` (the dataset or experiment)."""
+    return Path(path).name[: -len(STORE_SUFFIX)]

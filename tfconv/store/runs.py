@@ -5,8 +5,9 @@ readable with ``zarr.storage.ZipStore``), so that a grid of thousands of runs do
 thousands of small files on a cluster file system.
 
 Per run: curves over dim ``epoch`` (loss, weight_change, weight_change_<W>, attention_deviation_*,
-extra curves such as train_accuracy), checkpoints ``ckpt/epoch=<e>/<W>`` (the epoch-0 checkpoint is
-the seeded initialisation: not stored but re-derived on reading, ``checkpoint0_is_init``); attributes point, run_id,
+extra curves such as train_accuracy), checkpoints ``ckpt/epoch=<e>/<W>`` (an epoch-0 checkpoint equal to
+the seeded initialisation that the writer passes in is not stored: the reader re-derives it with the
+function it passes in, ``checkpoint0_is_init``; the store never calls the model); attributes point, run_id,
 status, diverged_epoch, spec, train, seed, wall_seconds, curves, checkpoint_epochs, provenance and
 ``complete`` (last).  Each run is written into a staging folder, zipped into a staging file and
 renamed into place (``os.replace``): a reader sees a whole run or none.  The
@@ -15,7 +16,7 @@ store's own attributes declare the experiment's grid points, dataset hash and Gr
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -24,10 +25,15 @@ import os
 import shutil
 import zipfile
 
-from ._zarr import (StoreError, clean_staging, group_attrs, json_safe, staging_dir, write_array,
+from ..core.status import STATUS_DIVERGED, STATUS_KERNEL_ONLY
+from ._zarr import (StoreError, clean_staging, exists, group_attrs, json_safe, staging_dir, write_array,
                     zarr_module)
 
 RUN_SUFFIX = ".zip"
+
+#: Given a run's attributes (its ``spec`` and ``seed``), its seeded initial parameters (name -> array):
+#: how a reader re-derives an epoch-0 checkpoint that the store did not keep.
+InitParams = Callable[[Mapping[str, Any]], Mapping[str, Any]]
 
 
 def runs_dir(train_store) -> Path:
@@ -64,7 +70,7 @@ def ensure_train_store(train_store, attrs: Optional[Mapping] = None) -> None:
     root = zarr.open_group(str(p), mode="a")
     if attrs:
         root.attrs.update(json_safe(dict(attrs)))
-    if not (runs_dir(p) / "zarr.json").exists():
+    if not exists(runs_dir(p)):
         zarr.open_group(str(p), mode="a").require_group("runs")
     clean_staging(runs_dir(p))
 
@@ -82,7 +88,7 @@ def check_train_store(train_store, dataset_sha256: str, train_settings: Optional
     (a fixed number or '<c>limit'), compared with the step each run recorded.
     """
     p = Path(train_store)
-    if not (p / "zarr.json").exists():
+    if not exists(p):
         if required:
             raise StoreError(f"train store {p} does not exist; run the `train_grid` step first")
         return
@@ -117,13 +123,16 @@ def run_complete(train_store, rid: str) -> bool:
 
 
 def write_run(train_store, rid: str, point: Mapping, result, provenance: Optional[Mapping] = None,
-              kernel: Optional[Mapping] = None, checkpoint_curves: Optional[Mapping[str, np.ndarray]] = None) -> None:
+              kernel: Optional[Mapping] = None, checkpoint_curves: Optional[Mapping[str, np.ndarray]] = None,
+              initial: Optional[Mapping[str, Any]] = None) -> None:
     """Write one finished run (a `tfconv.core.train.RunResult`) atomically as runs/<rid>.zip.
 
     `kernel`: the run's kernel scalars (`tfconv.core.kernel.InitKernel.summary`: lambda_min0,
     lambda_max0, step_limit, eta, step, step_exceeds_limit), kept in the attribute ``kernel``;
     `checkpoint_curves`: arrays over the run's sorted checkpoint epochs (dim ``checkpoint_epoch``),
-    e.g. ``kernel_change``."""
+    e.g. ``kernel_change``; `initial`: the seeded initialisation of the run's spec and seed
+    (name -> tensor or array, computed by the caller): an epoch-0 checkpoint equal to it byte for
+    byte is not stored but re-derived on reading (``checkpoint0_is_init``; `read_run`'s ``init``)."""
     zarr = zarr_module()
     final = run_path(train_store, rid)
     staging = staging_dir(final)
@@ -144,12 +153,10 @@ def write_run(train_store, rid: str, point: Mapping, result, provenance: Optiona
         write_array(g, k, arrays[k], ["checkpoint_epoch"])
     ck = g.require_group("ckpt")
     init_stored = True
-    if 0 in result.checkpoints:  # the seeded initialisation is re-derived on reading, not stored
-        from ..core.model import init_params
-
-        ref = init_params(result.spec, result.seed)
+    if 0 in result.checkpoints and initial is not None:  # the seeded initialisation is re-derived on reading
+        ref = initial
         init_stored = not (set(ref) == set(result.checkpoints[0]) and all(
-            np.asarray(result.checkpoints[0][k]).tobytes() == ref[k].numpy().tobytes() for k in ref))
+            np.asarray(result.checkpoints[0][k]).tobytes() == _numpy(ref[k]).tobytes() for k in ref))
     for e, params in sorted(result.checkpoints.items()):
         if e == 0 and not init_stored:
             continue
@@ -195,15 +202,20 @@ def run_arrays(run: Mapping[str, Any]) -> Dict[str, np.ndarray]:
     return out
 
 
-def read_run(train_store, rid: str) -> Dict[str, Any]:
+def read_run(train_store, rid: str, init: Optional[InitParams] = None) -> Dict[str, Any]:
     """A stored run: {"attrs", "curves": {name: array over epoch}, "checkpoint_curves": {name: array over
-    the sorted checkpoint epochs}, "checkpoints": {epoch: {W: array}}}."""
+    the sorted checkpoint epochs}, "checkpoints": {epoch: {W: array}}}.
+
+    A run whose epoch-0 checkpoint is its seeded initialisation did not store it
+    (``attrs["checkpoint0_is_init"]``): ``init(attrs)`` re-derives it (the model's initialisation of
+    the recorded spec and seed, `tfconv.runner.initial_checkpoint`); without ``init`` that
+    checkpoint is left out of "checkpoints"."""
     zarr = zarr_module()
     if not run_complete(train_store, rid):
         raise StoreError(f"run {rid} is missing or incomplete in {train_store}")
     zs = zarr.storage.ZipStore(run_path(train_store, rid), mode="r")
     try:
-        return _read_group(zarr.open_group(store=zs, mode="r"))
+        return _read_group(zarr.open_group(store=zs, mode="r"), init)
     finally:
         zs.close()
 
@@ -222,15 +234,64 @@ def read_curves(train_store, rid: str, names) -> Dict[str, np.ndarray]:
         zs.close()
 
 
-def _read_group(g) -> Dict[str, Any]:
+def check_run(train_store, rid: str, run_id_of: Optional[Callable[[Mapping[str, Any]], str]] = None,
+              dataset_sha256: Optional[str] = None, checkpoint_epochs: Sequence[int] = (),
+              init: Optional[InitParams] = None) -> Tuple[Optional[Dict[str, Any]], List[str]]:
+    """The content checks of one stored run: (the run as `read_run` gives it, problems).
+
+    When the run cannot be read (absent, incomplete, a symbolic link, unreadable) the run is None
+    and the one problem is a sentence naming it; otherwise the problems are reasons ([] when none):
+    its file name, recorded run id and grid point (``run_id_of(point)``, the config's run id) agree;
+    every array matches the digest recorded when it was written; it was trained on the dataset
+    ``dataset_sha256``; loss, weight change and attention deviation are finite where they must be
+    (up to a divergence); it holds every declared checkpoint epoch (``checkpoint_epochs``).
+    ``init`` as for `read_run`.
+    """
+    path = run_path(train_store, rid)
+    if path.is_symlink():
+        return None, [f"run {rid} is a symbolic link to {path.resolve()}, not a run file"]
+    if not run_complete(train_store, rid):
+        return None, [f"run {rid} is missing or incomplete"]
+    try:
+        run = read_run(train_store, rid, init=init)
+    except Exception as exc:  # noqa: BLE001 - a run marked complete that cannot be read
+        return None, [f"run {rid} is marked complete but cannot be read: {exc}"]
+    ra = run["attrs"]
+    why = []
+    point_id = run_id_of(ra.get("point", {})) if run_id_of is not None else rid
+    if ra.get("run_id") != rid or point_id != rid:
+        why.append(f"its folder, recorded run id ({ra.get('run_id')}) and grid point ({point_id}) disagree")
+    digest = ra.get("content_sha256")
+    if digest and run_digest(run_arrays(run)) != digest:
+        why.append("its arrays no longer match the digest recorded when it was written (curves or checkpoints changed)")
+    h = (ra.get("provenance") or {}).get("dataset_sha256")
+    if dataset_sha256 and h and h != dataset_sha256:
+        why.append(f"it was trained on dataset {h[:16]}..., the dataset is {dataset_sha256[:16]}...")
+    upto = {STATUS_DIVERGED: ra["diverged_epoch"], STATUS_KERNEL_ONLY: 1}.get(ra["status"])
+    for name in ("loss", "weight_change", "attention_deviation_mean"):
+        v = run["curves"][name][:upto]
+        if not np.all(np.isfinite(v)):
+            why.append(f"curve {name} has {int(np.sum(~np.isfinite(v)))} NaN/inf values where none may be")
+    if ra["status"] not in (STATUS_DIVERGED, STATUS_KERNEL_ONLY):
+        missing = sorted(set(int(x) for x in checkpoint_epochs) - set(int(x) for x in ra["checkpoint_epochs"]))
+        if missing:
+            why.append(f"it lacks the declared checkpoint epoch(s) {missing}")
+    return run, why
+
+
+def _numpy(x) -> np.ndarray:
+    """A tensor or an array as a numpy array (without importing torch)."""
+    return x.numpy() if hasattr(x, "numpy") else np.asarray(x)
+
+
+def _read_group(g, init: Optional[InitParams] = None) -> Dict[str, Any]:
     attrs = dict(g.attrs)
     curves = {k: np.asarray(g[k][...]) for k in attrs["curves"]}
     ckpts = {}
     for e in attrs["checkpoint_epochs"]:
         if int(e) == 0 and attrs.get("checkpoint0_is_init"):
-            from ..core.model import ModelSpec, init_params
-
-            ckpts[0] = {k: v.numpy() for k, v in sorted(init_params(ModelSpec(**attrs["spec"]), int(attrs["seed"])).items())}
+            if init is not None:
+                ckpts[0] = {k: _numpy(v) for k, v in sorted(init(attrs).items())}
             continue
         eg = g[f"ckpt/epoch={e}"]
         # sorted: zarr lists a group's arrays in no fixed order, and the order of the parameters is

@@ -32,7 +32,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence
 
 from ..config.experiment import GRID_AXES, run_id
 from ..core.status import STATUS_DIVERGED, STATUS_KERNEL_ONLY
-from ..store.layout import Results
+from .. import store
+from ..store.layout import FIGURE_FILES, Results
 
 STATES = ("done", "diverged", "running", "failed", "missing")
 #: a train_grid log silent for longer than this, without an error or a manifest, is taken as killed
@@ -114,35 +115,33 @@ def _stages(res: Results, name: str, analyses: Optional[Sequence[str]], gram: Op
         gram = res.gram(name).exists() or res.gram_manifest(name).exists()
     if gram:
         st["gram"] = "yes" if res.gram_manifest(name).exists() else "no"
-    st["aggregate"] = "yes" if (res.aggregate(name) / "zarr.json").exists() else "no"
+    st["aggregate"] = "yes" if store.exists(res.aggregate(name)) else "no"
     if analyses is not None:
         st["figures"] = f"{sum(res.figure(name, a, 'png').exists() for a in analyses)}/{len(analyses)}"
     else:
-        d = res.root / "figures" / name
-        st["figures"] = str(len(list(d.glob("*.png")))) if d.is_dir() else "0"
+        d = res.figure_dir(name)
+        st["figures"] = str(len(list(d.glob("*" + FIGURE_FILES["png"])))) if d.is_dir() else "0"
     return st
 
 
 def _declared_points(res: Results, name: str) -> List[Dict[str, Any]]:
-    from ..store._zarr import group_attrs
-
     p = res.train(name)
-    if not (p / "zarr.json").exists():
+    if not store.exists(p):
         return []
-    return [dict(pt) for pt in (group_attrs(p).get("points") or [])]
+    return [dict(pt) for pt in (store.attrs(p).get("points") or [])]
 
 
 def _point_status(res: Results, name: str, point: Mapping[str, Any], attempt: tuple) -> PointStatus:
     from ..store.runs import read_curves, run_attrs, run_complete
 
     rid = run_id(point)
-    store = res.train(name)
+    train_store = res.train(name)
     ps = PointStatus(experiment=name, run_id=rid, point=dict(point), state="missing")
-    if run_complete(store, rid):
-        a = run_attrs(store, rid)
+    if run_complete(train_store, rid):
+        a = run_attrs(train_store, rid)
         status = a.get("status")
         ps.state = "diverged" if status == STATUS_DIVERGED else "done"
-        curves = read_curves(store, rid, ["loss", "kernel_change"])
+        curves = read_curves(train_store, rid, ["loss", "kernel_change"])
         loss = curves.get("loss")
         if loss is not None:
             import numpy as np
