@@ -1,5 +1,5 @@
-"""Tiny real aggregates shared by the analysis and figure tests (tests/test_analysis.py,
-tests/test_plots.py): real `train_gd` runs and exact NTK Grams (N = 8, widths 8/16/32, 30 epochs,
+"""Tiny real aggregates shared by the analysis and figure tests (tests/analyses/test_stats.py,
+tests/analyses/test_figures.py): real `train_gd` runs and exact NTK Grams (N = 8, widths 8/16/32, 30 epochs,
 float64), built once per process (`tiny_aggregates` is cached).
 """
 from __future__ import annotations

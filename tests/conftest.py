@@ -3,8 +3,8 @@
 The helper modules beside the tests (`aggregates`, `inputs`, `clusters`, `timeouts`) are imported by
 name: tests/ is put on sys.path here, so that also holds under ``--import-mode=importlib``.
 
-`small_workflow_run`: one complete run of the workflow on tests/data/config_small.yaml (real Ray,
-Dask and Zarr), made once per test session and shared by tests/test_workflow.py, test_report.py and
+`small_workflow_run`: one complete run of the workflow on tests/configs/config_small.yaml (real Ray,
+Dask and Zarr), made once per test session and shared by tests/workflow/test_workflow.py, test_report.py and
 test_status.py, so CI pays for it once.  Tests that change it put it back as they found it
 (test_workflow's retrain test leaves the same runs, bitwise).
 """
@@ -18,9 +18,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent  # the repository
 BIN = Path(sys.executable).parent
-SMALL = ROOT / "tests" / "data" / "config_small.yaml"
+SMALL = ROOT / "tests" / "configs" / "config_small.yaml"
 if str(ROOT / "tests") not in sys.path:
     sys.path.insert(0, str(ROOT / "tests"))
 

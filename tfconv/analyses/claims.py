@@ -8,7 +8,7 @@ tests gets one "not measurable" row saying which analysis would.  Columns (`COLU
 experiment, test, value, ci_low, ci_high, threshold, verdict ("consistent" / "refuted" / "not
 measurable") and reason (why, for every verdict; for "not measurable", what is missing).
 
-The tests (docs/analyses.md says how each can fail; tests/test_claims.py feeds each a constructed
+The tests (docs/analyses.md says how each can fail; tests/analyses/test_claims.py feeds each a constructed
 case where the claim is false and one where it is true):
 
 1. Width of order N^2 suffices (experiments with n_samples >= 3 values and width; lecun/inv_sqrt,

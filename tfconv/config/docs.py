@@ -59,7 +59,7 @@ def render() -> str:
            "The config is validated when the Snakefile is parsed and by every task, before any work starts;",
            "`tfconv validate FILE` prints a config with every default filled in.", "",
            "Files: `config.yaml` (the embedded default, 2 cores), `paper.yaml` (paper scale, for clusters),",
-           "`../tests/data/config_small.yaml` (the tests' tiny grid).", "",
+           "`../tests/configs/config_small.yaml` (the tests' tiny grid).", "",
            "## Top level", "", "| key | type | default | description |", "|---|---|---|---|"]
     top = {k: v for k, v in schema["properties"].items() if k not in ("datasets", "experiments")}
     out += list(_rows(top, "", defs=schema["$defs"]))

@@ -17,16 +17,16 @@ from inputs import run_member  # noqa: E402 (tests/ is on sys.path)
 from tfconv import store
 from tfconv.store import Results
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-SMALL = ROOT / "tests" / "data" / "config_small.yaml"
+SMALL = ROOT / "tests" / "configs" / "config_small.yaml"
 
 pytestmark = pytest.mark.slow
 
 
 def snakemake(workdir: Path, *args: str, config: Path = SMALL, timeout: int = 600, check: bool = True):
     # auth off for the Ray clusters of these subprocesses (set here, not in the README's or CI's
-    # command); the default token mode is tested in tests/test_local_servers.py
+    # command); the default token mode is tested in tests/cluster/test_loopback.py
     env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
     env.pop("RAY_ADDRESS", None)
     cmd = ["timeout", "-k", "10", str(timeout), str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"),
@@ -55,7 +55,7 @@ def declared_targets(workdir: Path, config: Path):
 @pytest.fixture(scope="module")
 def finished_run(small_workflow_run):
     """One complete run of the workflow on the small config (tests/conftest.py: made once per session,
-    shared with tests/test_report.py and tests/test_status.py)."""
+    shared with tests/workflow/test_report.py and tests/pipeline/test_grid_status.py)."""
     return small_workflow_run
 
 
@@ -200,7 +200,7 @@ def test_damage_then_verify_repair_then_rerun_restores_identical_results(finishe
     assert same.returncode == 0 and "IDENTICAL" in same.stdout, same.stdout + same.stderr
 
 
-REALDATA = ROOT / "tests" / "data" / "config_realdata.yaml"
+REALDATA = ROOT / "tests" / "configs" / "config_realdata.yaml"
 
 
 def test_real_data_experiments_end_to_end(tmp_path):
@@ -222,7 +222,7 @@ def test_real_data_experiments_end_to_end(tmp_path):
     assert "data_kernel_lambda_min" in txt and txt["data_kernel_lambda_min"].dims == ("n_samples",)
 
 
-ITERATIVE = ROOT / "tests" / "data" / "config_iterative.yaml"
+ITERATIVE = ROOT / "tests" / "configs" / "config_iterative.yaml"
 
 
 def test_iterative_spectra_end_to_end(tmp_path, capsys, monkeypatch):

@@ -1,5 +1,5 @@
 """Tests of tfconv.analyses (stats, claims): analytic cases and tiny real aggregates
-(`tests/aggregates.py`, shared with tests/test_plots.py)."""
+(`tests/aggregates.py`, shared with tests/analyses/test_figures.py)."""
 from __future__ import annotations
 
 import numpy as np

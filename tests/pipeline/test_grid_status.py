@@ -26,11 +26,11 @@ from tfconv.pipeline.logs import log, task_log
 from tfconv.pipeline.grid_status import STALE_SECONDS, StatusError, apply_filters, grid_status, parse_where
 from tfconv.store import Results
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-SMALL = ROOT / "tests" / "data" / "config_small.yaml"
+SMALL = ROOT / "tests" / "configs" / "config_small.yaml"
 
-# width 8 converges, width 32 with step 2 diverges within a few epochs (as in tests/test_faults.py)
+# width 8 converges, width 32 with step 2 diverges within a few epochs (as in tests/workflow/test_faults.py)
 PARTIAL = {
     "results": "results",
     "datasets": {"synth": {"kind": "synthetic", "n_samples": 12, "d_s": 4, "d": 8}},

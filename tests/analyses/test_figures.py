@@ -125,7 +125,7 @@ def test_report_captions_render(tmp_path):
     from tfconv.analyses.captions import figure_caption_values, tables_caption_values
     from tfconv.config import load_workflow
 
-    root = pathlib.Path(__file__).resolve().parent.parent / "workflow" / "report"
+    root = pathlib.Path(__file__).resolve().parents[2] / "workflow" / "report"
     configs = [
         {"datasets": {"d": {"kind": "synthetic", "n_samples": 100, "d_s": 8, "d": 32, "token_norm": 1.0}},
          "experiments": {"e": {"dataset": "d", "grid": {"width": [16, 64], "n_samples": [10, 20]}}}},

@@ -47,8 +47,8 @@ from clusters import (
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
-SMALL = ROOT / "tests" / "data" / "config_small.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ROOT / "tests" / "configs" / "config_small.yaml"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
             "DEADLINE", "PREEMPTED"}
 EXP = "grid"

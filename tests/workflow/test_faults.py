@@ -12,7 +12,7 @@
   the rest of the grid.
 
 The uninterrupted reference is computed in-process with the same functions the Ray and Dask tasks
-run (tests/test_determinism.py shows in-process and Ray training are bitwise identical).
+run (tests/cluster/test_determinism.py shows in-process and Ray training are bitwise identical).
 """
 from __future__ import annotations
 
@@ -40,7 +40,7 @@ from timeouts import hard_timeout  # noqa: E402 (tests/ is on sys.path)
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 
 # 16 runs on 12 samples; width 8 mostly converges (about 0.7 s of training each), width 32 diverges
@@ -180,7 +180,7 @@ def check_store_state(res: Path, ref: Reference) -> dict:
 
 def _env():
     # auth off for the Ray clusters of these subprocesses (set here, not in the README's or CI's
-    # command); the default token mode is tested in tests/test_local_servers.py
+    # command); the default token mode is tested in tests/cluster/test_loopback.py
     env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1", RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     env.pop("DASK_SCHEDULER_ADDRESS", None)
@@ -424,7 +424,7 @@ def test_ray_worker_killed_mid_grid_is_retried(reference, tmp_path, monkeypatch)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     # auth off in this process: Ray fixes its auth mode once per process, and this session's other Ray
     # tests join `ray start` clusters started with RAY_AUTH_MODE=disabled (tests/clusters.py); the
-    # default token mode is checked in a process of its own (tests/test_local_servers.py).
+    # default token mode is checked in a process of its own (tests/cluster/test_loopback.py).
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     points = [p for p in reference.points if p["width"] == 8][:6]  # the slow (converging) points
     # without retries the same fault fails the grid: surviving it below is the retries' doing

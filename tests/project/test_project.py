@@ -12,7 +12,7 @@ from packaging.utils import canonicalize_name
 from tfconv.cli import main as cli_main
 from tfconv.config import ConfigError, load_config
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def normalize(spec: str) -> tuple:
@@ -114,7 +114,7 @@ def test_constraints_pin_torch():
     assert str(torch_reqs[0].specifier) == "==2.13.0"
 
 
-CONFIGS = [p for p in ("config/config.yaml", "config/paper.yaml", "tests/data/config_small.yaml")
+CONFIGS = [p for p in ("config/config.yaml", "config/paper.yaml", "tests/configs/config_small.yaml")
            if (ROOT / p).is_file()]
 
 

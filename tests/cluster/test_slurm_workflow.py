@@ -12,7 +12,7 @@ Outside CI the tests skip when there is none; with ``CI=true`` they fail instead
 * ``test_ray_in_slurm_allocation``: an sbatch job runs the grid through
   ``tfconv.pipeline.steps.train_grid`` with ``ray: {slurm_allocation: true}``, i.e. through
   ``tfconv.cluster.ray_slurm.ray_in_slurm_allocation`` (srun'd ``ray start --head --block``; a
-  one-node job, so the cluster is the head alone -- tests/test_slurm_multinode.py runs the same on
+  one-node job, so the cluster is the head alone -- tests/cluster/test_slurm_nodes.py runs the same on
   two nodes), then a grid that raises inside a second
   allocation cluster; after each, no process of that Ray cluster and no srun step of it remain.
 
@@ -37,9 +37,9 @@ from clusters import job_info, record, require_slurm as _require_slurm, slurm_no
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-SMALL = ROOT / "tests" / "data" / "config_small.yaml"
+SMALL = ROOT / "tests" / "configs" / "config_small.yaml"
 PROFILE = ROOT / "workflow" / "profiles" / "slurm"
 TERMINAL = {"COMPLETED", "FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
             "DEADLINE", "PREEMPTED"}
@@ -52,7 +52,7 @@ def require_slurm():
 
 def _env() -> dict:
     # auth off for the Ray clusters of these subprocesses (set here, not in the README's or CI's
-    # command); the default token mode is tested in tests/test_local_servers.py
+    # command); the default token mode is tested in tests/cluster/test_loopback.py
     env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
     for k in ("RAY_ADDRESS", "DASK_SCHEDULER_ADDRESS"):
         env.pop(k, None)  # the jobs must start their own clusters (sbatch passes --export=ALL)

@@ -64,7 +64,7 @@ def test_ray_grid_vectorised_matches_one_task_per_point(tmp_path, monkeypatch):
 
     # auth off in this process: Ray fixes its auth mode once per process, and this session's other Ray
     # tests join `ray start` clusters started with RAY_AUTH_MODE=disabled (tests/clusters.py); the
-    # default token mode is checked in a process of its own (tests/test_local_servers.py).
+    # default token mode is checked in a process of its own (tests/cluster/test_loopback.py).
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     wf = load_workflow({

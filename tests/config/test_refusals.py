@@ -1,7 +1,9 @@
-"""Bad config input refused at parse time, before any cluster starts (issue 17): YAML that is a bomb,
-has duplicate keys, is binary or a folder; resources of rules that do not exist; integers written as
-floats; memory strings, addresses and dask-jobqueue keys that mean nothing; runs and Gram matrices
-that cannot fit the memory budget (with the size estimate that is printed before work)."""
+"""What the configuration refuses, at parse time, before any cluster starts, with a message naming the
+key (or file) and what is allowed: unknown or misspelt keys and values, numbers out of range or written
+as floats, memory strings, addresses and dask-jobqueue keys that mean nothing, resources of rules that
+do not exist; YAML files that are missing, empty, not a mapping, a bomb, with duplicate keys, binary or a
+folder; runs and Gram matrices that cannot fit the memory budget (with the size estimate printed before
+work) -- through `load_config`, `tfconv validate` and `snakemake -n` alike."""
 from __future__ import annotations
 
 import copy
@@ -14,14 +16,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from inputs import BASE, _exp, _set  # noqa: E402 (tests/ is on sys.path)
+from inputs import BASE, _drop, _exp, _set  # noqa: E402 (tests/ is on sys.path)
 from timeouts import hard_timeout  # noqa: E402
 
 from tfconv import cli
 from tfconv.config import ConfigError, load_config
 from tfconv.config.yaml_io import read_yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
+_FILE = Path(__file__).resolve()  # a regular file: nothing can be written "under" it
 BIN = Path(sys.executable).parent
 
 
@@ -118,9 +121,30 @@ def test_binary_file_and_folder_are_refused_by_name(tmp_path, capsys):
         read_yaml(folder)
 
 
-@hard_timeout(150)
-def test_snakemake_refuses_bombs_and_duplicate_keys_before_planning(tmp_path):
-    """Snakemake parses --configfile with its own loader first; common.smk reads it again with ours."""
+def test_bad_config_files(tmp_path, capsys):
+    cases = {
+        "missing.yaml": (None, "does not exist"),
+        "empty.yaml": ("", "is empty; it needs at least `datasets` and `experiments`"),
+        "syntax.yaml": ("datasets: {synth: [kind: synthetic\n", "is not valid YAML"),
+        "list.yaml": ("- a\n- b\n", "must be a mapping"),
+        "typo.yaml": (yaml.safe_dump({**BASE, "gram": {"block_size": 5, "chunk_size": 6}}), "gram.chunk_size"),
+    }
+    for fname, (text, expected) in cases.items():
+        path = tmp_path / fname
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(ConfigError) as err:
+            load_config(path)
+        assert expected in str(err.value) and (fname in str(err.value) or expected in str(err.value)), str(err.value)
+        assert cli.main(["validate", str(path)]) == 2
+        assert expected in capsys.readouterr().err
+
+
+@hard_timeout(180)
+def test_snakemake_dry_run_refuses_bad_configfiles_before_planning(tmp_path):
+    """`snakemake -n` with a bad --configfile exits non-zero with our message before planning a job (Snakemake
+    parses the file with its own loader first; common.smk reads it again with ours), and a valid one prints
+    the size estimate once."""
     files = {
         "bomb": (_yaml(BASE) + "dask:\n  jobqueue:\n" + billion_laughs("    "), "aliases expand to more than 10,000"),
         "duplicate": (_yaml(BASE).replace("  block_size: 5\n", "  block_size: 5\n  block_size: 7\n"),
@@ -129,11 +153,22 @@ def test_snakemake_refuses_bombs_and_duplicate_keys_before_planning(tmp_path):
                       "unknown key resources.'train_gird' (did you mean 'train_grid'?)"),
         "valid": (_yaml(BASE), "[size] grid: 8 runs; 656 parameters per run at width 16"),  # the estimate, once
     }
+    for name, (mutate, msg) in {
+        "misspelt-init": (_set("experiments", "grid", "grid", "init", ["lecunn"]), "'lecunn' is not allowed (did you mean 'lecun'?)"),
+        "checkpoint": (_set("experiments", "grid", "train", "checkpoint_epochs", [0, 31]), "epoch 31 is beyond the budget epochs=30"),
+        "results-under-file": (_set("results", "a-file/results"), "is a file, not a folder"),
+        "mnist-folder": (_set("datasets", "m", {"kind": "mnist", "source": "idx", "path": "/nonexistent/mnist"}),
+                         "datasets.m.path: folder '/nonexistent/mnist' does not exist"),
+    }.items():
+        cfg = copy.deepcopy(BASE)
+        mutate(cfg)
+        files[name] = (_yaml(cfg), msg)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     procs = {}
     for name, (text, _) in files.items():
         wd = tmp_path / name
         wd.mkdir()
+        (wd / "a-file").write_text("x")
         (wd / "config.yaml").write_text(text)
         cmd = ["timeout", "-k", "5", "60", str(BIN / "snakemake"), "-s", str(ROOT / "Snakefile"), "--directory", str(wd),
                "--configfile", str(wd / "config.yaml"), "-n", "--cores", "1"]
@@ -152,6 +187,83 @@ def test_snakemake_refuses_bombs_and_duplicate_keys_before_planning(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # values checked for type and meaning at parse time
 # ------------------------------------------------------------------------------------------------
+
+# (id, mutation of BASE, substrings the message must contain: the key and what is allowed)
+CONFIG_CASES = [
+    ("unknown-top-key", _set("resluts", "out"), ["unknown key 'resluts'", "did you mean 'results'", "allowed keys here"]),
+    ("unknown-train-key", _set("experiments", "grid", "train", "epoch", 5),
+     ["experiments.grid.train.'epoch'", "did you mean 'epochs'"]),
+    ("unknown-dataset-key", _set("datasets", "synth", "n_sample", 5), ["datasets.synth.'n_sample'", "did you mean 'n_samples'"]),
+    ("misspelt-init", _set("experiments", "grid", "grid", "init", ["lecunn"]),
+     ["experiments.grid.grid.init.0", "'lecunn' is not allowed", "did you mean 'lecun'", "allowed: lecun, he, ntk"]),
+    ("misspelt-scaling", _set("experiments", "grid", "grid", "scaling", ["inv_sqr"]),
+     ["experiments.grid.grid.scaling.0", "did you mean 'inv_sqrt'", "allowed: inv_sqrt, inv or a positive number"]),
+    ("negative-scaling", _set("experiments", "grid", "grid", "scaling", [-0.5]),
+     ["experiments.grid.grid.scaling.0", "-0.5 is not allowed", "inv_sqrt, inv or a positive number"]),
+    ("misspelt-engine", _set("gram", "engine", "structurd"), ["gram.engine", "did you mean 'structured'", "allowed: structured, exact"]),
+    ("misspelt-kind", _set("datasets", "synth", "kind", "synthetc"), ["datasets.synth.kind", "allowed: synthetic, mnist, text"]),
+    ("misspelt-analysis", _set("experiments", "grid", "analyses", ["figure_9"]), ["experiments.grid.analyses.0", "did you mean 'figure9'"]),
+    ("zero-width", _set("experiments", "grid", "grid", "width", [0, 8]), ["experiments.grid.grid.width.0", "must be >= 1"]),
+    ("zero-step", _set("experiments", "grid", "train", "step_size", 0), ["experiments.grid.train.step_size", "must be > 0"]),
+    ("negative-step", _set("experiments", "grid", "train", "step_size", -1.0), ["experiments.grid.train.step_size", "must be > 0"]),
+    ("nan-step", _set("experiments", "grid", "train", "step_size", float("nan")),
+     ["experiments.grid.train.step_size", "NaN and infinite numbers are not allowed"]),
+    ("inf-step", _set("experiments", "grid", "train", "step_size", float("inf")), ["experiments.grid.train.step_size", "finite"]),
+    ("zero-epochs", _set("experiments", "grid", "train", "epochs", 0), ["experiments.grid.train.epochs", "must be >= 1"]),
+    ("float-epochs", _set("experiments", "grid", "train", "epochs", 2.5), ["experiments.grid.train.epochs", "expected integer"]),
+    ("empty-width", _set("experiments", "grid", "grid", "width", []), ["experiments.grid.grid.width", "needs at least 1"]),
+    ("empty-seed", _set("experiments", "grid", "grid", "seed", []), ["experiments.grid.grid.seed", "needs at least 1"]),
+    ("no-width", _drop("experiments", "grid", "grid", "width"), ["experiments.grid.grid", "'width' is a required property"]),
+    ("duplicate-width", _set("experiments", "grid", "grid", "width", [8, 8]), ["experiments.grid.grid.width", "non-unique"]),
+    ("width-not-list", _set("experiments", "grid", "grid", "width", "8"), ["experiments.grid.grid.width", "expected array"]),
+    ("checkpoint-beyond-budget", _set("experiments", "grid", "train", "checkpoint_epochs", [0, 31]),
+     ["experiments.grid.train.checkpoint_epochs", "epoch 31 is beyond the budget epochs=30", "allowed 0..30"]),
+    ("negative-checkpoint", _set("experiments", "grid", "train", "checkpoint_epochs", [-1]),
+     ["experiments.grid.train.checkpoint_epochs.0", "must be >= 0"]),
+    ("fixed-step-with-cross-entropy-limit", lambda c: _exp(c)["train"].update(loss="cross_entropy", step_size="0.5limit"),
+     ["experiments.grid.train.step_size", "'0.5limit' is a fraction of the stability limit", "give a fixed step"]),
+    ("step-fraction-too-large", _set("experiments", "grid", "train", "step_size", "2.5limit"),
+     ["experiments.grid.train.step_size", "0 < c < 2"]),
+    ("grid-step-not-a-step", _set("experiments", "grid", "grid", "step_size", ["half"]),
+     ["experiments.grid.grid.step_size.0"]),
+    ("chunk-larger-than-block", _set("gram", "chunk_size", 8), ["gram.chunk_size", "exceeds gram.block_size=5", "allowed 1..5"]),
+    ("zero-block", _set("gram", "block_size", 0), ["gram.block_size", "must be >= 1"]),
+    ("block-too-fine", lambda c: (c["gram"].update(block_size=1, chunk_size=1), c["datasets"]["synth"].update(n_samples=2000)),
+     ["gram.block_size", "2000 x 2000 Gram of experiments.grid", "at most 100,000", "use a block_size of at least 5"]),
+    ("unknown-dataset", _set("experiments", "grid", "dataset", "synt"), ["experiments.grid.dataset", "did you mean 'synth'", "defined datasets: synth"]),
+    ("n-samples-beyond-dataset", _set("experiments", "grid", "grid", "n_samples", [6, 13]),
+     ["experiments.grid.grid.n_samples", "13 exceeds the 12 samples of dataset 'synth'"]),
+    ("no-datasets", _set("datasets", {}), ["datasets", "non-empty"]),
+    ("no-experiments", _drop("experiments"), ["'experiments' is a required property"]),
+    ("analysis-needs-two-inits", _set("experiments", "grid", "analyses", ["init_comparison", "scaling_comparison"]),
+     []),  # valid: the grid has 2 inits and 2 scalings (guards against over-eager checks)
+    ("analysis-needs-more-widths", _set("experiments", "grid", "grid", "width", [8]),
+     []),  # valid: loss_per_width and figure9 need one width
+    ("analysis-axis-missing", _set("experiments", "grid", "analyses", ["overparam_exponent"]),
+     ["experiments.grid.analyses", "'overparam_exponent' needs at least 2 values of grid.n_samples"]),
+    ("mnist-analysis-on-synthetic", _set("experiments", "grid", "analyses", ["mnist_accuracy"]),
+     ["'mnist_accuracy' needs a dataset of kind mnist"]),
+    ("divergence-factor", _set("experiments", "grid", "train", "divergence_factor", 1.0), ["divergence_factor", "must be > 1"]),
+    ("mnist-idx-no-path", _set("datasets", "m", {"kind": "mnist", "source": "idx"}),
+     ["datasets.m.path", "source 'idx' needs the folder"]),
+    ("mnist-idx-missing-folder", _set("datasets", "m", {"kind": "mnist", "source": "idx", "path": "/nonexistent/mnist"}),
+     ["datasets.m.path", "'/nonexistent/mnist' does not exist", "MNIST/raw"]),
+    ("imdb-missing-folder", _set("datasets", "t", {"kind": "text", "source": "imdb", "path": "/nonexistent/aclImdb"}),
+     ["datasets.t.path", "'/nonexistent/aclImdb' does not exist", "aclImdb"]),
+    ("mnist-bad-patch", _set("datasets", "m", {"kind": "mnist", "patch_size": 5}), ["datasets.m.patch_size", "allowed: 1, 2, 4, 7, 14, 28"]),
+    ("experiment-name", lambda c: c["experiments"].update({"my exp": copy.deepcopy(_exp(c))}),
+     ["experiments.my exp", "may only contain letters, digits"]),
+    ("dataset-name", _set("datasets", "syn/th", {"kind": "synthetic"}), ["datasets.syn/th", "may only contain"]),
+    ("empty-results", _set("results", ""), ["results", "empty"]),
+    ("results-under-a-file", _set("results", str(_FILE / "results")), ["results", "is a file, not a folder"]),
+    ("zero-threads", _set("threads_per_run", 0), ["threads_per_run", "must be >= 1"]),
+    ("resource-typo", _set("resources", {"train_grid": {"thread": 2}}), ["resources.train_grid.'thread'", "did you mean 'threads'"]),
+    ("ray-retries", _set("ray", {"max_retries": -1}), ["ray.max_retries", "must be >= 0"]),
+    ("dask-workers", _set("dask", {"n_workers": 0}), ["dask.n_workers", "must be >= 1"]),
+    ("confidence", _set("analysis", {"confidence": 1.5}), ["analysis.confidence"]),
+]
+
+
 
 # (id, mutation of BASE, substrings of the message)
 VALUE_CASES = [
@@ -196,18 +308,27 @@ VALID = [
 ]
 
 
-@pytest.mark.parametrize("case", VALUE_CASES, ids=[c[0] for c in VALUE_CASES])
-def test_bad_values_are_refused_at_parse_time(case, tmp_path, monkeypatch):
+@pytest.mark.parametrize("case", CONFIG_CASES + VALUE_CASES, ids=[c[0] for c in CONFIG_CASES + VALUE_CASES])
+def test_bad_value_is_refused_with_the_key_and_what_is_allowed(case, tmp_path, monkeypatch):
     name, mutate, expected = case
-    monkeypatch.chdir(tmp_path)
+    monkeypatch.chdir(tmp_path)  # the relative `results` folder is checked here
     cfg = copy.deepcopy(BASE)
     mutate(cfg)
+    t0 = time.time()
+    if not expected:
+        load_config(cfg)  # control cases: valid
+        return
     with pytest.raises(ConfigError) as err:
         load_config(cfg)
     msg = str(err.value)
     for s in expected:
         assert s in msg, f"{name}: {s!r} not in the message:\n{msg}"
-    for extra in VALID:  # the valid forms of the same keys pass
+    assert time.time() - t0 < 5
+
+
+def test_valid_forms_of_the_same_keys_pass(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for extra in VALID:
         load_config({**copy.deepcopy(BASE), **copy.deepcopy(extra)})
 
 

@@ -1,6 +1,6 @@
 """`tfconv verify` checks content, not only structure: each corruption of a finished results folder is
 detected (one line naming the item, exit status 1) and `--repair` removes exactly the damaged items
-and the manifests that vouch for them.  (tests/test_workflow.py shows that the next workflow run then
+and the manifests that vouch for them.  (tests/workflow/test_workflow.py shows that the next workflow run then
 recomputes them to results equal to an undisturbed run.)"""
 from __future__ import annotations
 

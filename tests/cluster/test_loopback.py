@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 from timeouts import hard_timeout
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def is_loopback(ip: str) -> bool:

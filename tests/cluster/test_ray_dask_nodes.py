@@ -20,8 +20,8 @@ from clusters import assert_runs_bitwise_equal, dask_external, ray_two_nodes
 
 pytestmark = pytest.mark.slow
 
-ROOT = Path(__file__).resolve().parent.parent
-SMALL = ROOT / "tests" / "data" / "config_small.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ROOT / "tests" / "configs" / "config_small.yaml"
 EXP = "grid"
 
 

@@ -21,8 +21,8 @@ import yaml
 
 from tfconv.pipeline.report_tables import VERDICT_STYLE, claims_html, round_sig, slopes_html, tidy_slopes
 
-ROOT = Path(__file__).resolve().parent.parent
-SMALL = ROOT / "tests" / "data" / "config_small.yaml"
+ROOT = Path(__file__).resolve().parents[2]
+SMALL = ROOT / "tests" / "configs" / "config_small.yaml"
 
 
 IN_CI = os.environ.get("CI", "").lower() == "true"

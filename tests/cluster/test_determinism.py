@@ -72,7 +72,7 @@ def test_training_bitwise_identical_in_process_local_ray_and_two_node_ray(setup,
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     # auth off in this process: Ray fixes its auth mode once per process, and this session's other Ray
     # tests join `ray start` clusters started with RAY_AUTH_MODE=disabled (tests/clusters.py); the
-    # default token mode is checked in a process of its own (tests/test_local_servers.py).
+    # default token mode is checked in a process of its own (tests/cluster/test_loopback.py).
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     s = setup
     local = str(tmp_path / "local-ray.zarr")
