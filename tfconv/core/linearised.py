@@ -6,7 +6,7 @@ eta), with K_0 the empirical NTK at initialisation (`tfconv.core.ntk`).  Numpy o
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Tuple
 
 import numpy as np
 
@@ -59,15 +59,18 @@ def stable_step_size(lambda_max, n_samples, loss: str = "mean"):
 # ---------------------------------------------------------------------------------------------
 
 _LIMIT_SUFFIX = "limit"
+_COMMON_SUFFIX = "common"
 
 
 def parse_step(step) -> Tuple[str, float]:
-    """A step specification as ("fixed", eta) or ("limit", c).
+    """A step specification as ("fixed", eta), ("limit", c) or ("common", c).
 
     A positive number is a fixed step size eta (the paper's Algorithm 1).  A string ``"<c>limit"``
     (e.g. ``"0.5limit"``) is the fraction c of the stability limit of the linearised dynamics,
     eta = c * stable_step_size(lambda_max(K_0), N, loss), computed per run from its K_0; 0 < c < 1
-    keeps every mode stable (c = 1 is the edge)."""
+    keeps every mode stable (c = 1 is the edge).  ``"<c>common"`` is c times the smallest stability
+    limit among the experiment's settings compared at the run's width and seed (its scalings and
+    inits): one step for all of them, stable for each (the framing of a common step)."""
     if isinstance(step, bool):
         raise ValueError(f"step size {step!r}: give a positive number or a string like '0.5limit'")
     if isinstance(step, (int, float, np.integer, np.floating)):
@@ -75,29 +78,50 @@ def parse_step(step) -> Tuple[str, float]:
             raise ValueError(f"step size {step!r} must be a positive finite number")
         return "fixed", float(step)
     s = str(step).strip()
-    if s.endswith(_LIMIT_SUFFIX):
-        try:
-            c = float(s[: -len(_LIMIT_SUFFIX)])
-        except ValueError:
-            c = float("nan")
-        if np.isfinite(c) and 0 < c < 2:
-            return "limit", c
-    raise ValueError(f"step size {step!r}: give a positive number (a fixed step) or '<c>limit' with 0 < c < 2, "
-                     "e.g. '0.5limit' (half the stability limit 2N/lambda_max(K_0) of each run)")
+    for suffix in (_LIMIT_SUFFIX, _COMMON_SUFFIX):
+        if s.endswith(suffix):
+            try:
+                c = float(s[: -len(suffix)])
+            except ValueError:
+                c = float("nan")
+            if np.isfinite(c) and 0 < c < 2:
+                return suffix, c
+    raise ValueError(f"step size {step!r}: give a positive number (a fixed step), '<c>limit' or '<c>common' with "
+                     "0 < c < 2, e.g. '0.5limit' (half the stability limit 2N/lambda_max(K_0) of each run) or "
+                     "'0.5common' (half the smallest limit among the settings compared)")
 
 
 def format_step(step) -> str:
-    """The label of a step specification in figures: 'eta = 0.05' or 'eta = 0.5 x limit'."""
+    """The label of a step specification in figures: 'eta = 0.05', 'eta = 0.5 x limit' or
+    'eta = 0.5 x common limit'."""
     kind, v = parse_step(step)
-    return f"eta = {v:g}" if kind == "fixed" else f"eta = {v:g} x limit"
+    return {"fixed": f"eta = {v:g}", "limit": f"eta = {v:g} x limit"}.get(kind, f"eta = {v:g} x common limit")
 
 
-def resolve_step(step, lambda_max: float, n_samples: int, loss: str) -> Tuple[float, float]:
-    """(eta, limit): the step size of one run and its stability limit 2N/lambda_max (mean loss)."""
+def step_framing(step) -> str:
+    """Which framing a step specification puts a comparison in: "common step" (a fixed number, or
+    '<c>common': every setting compared gets the same step) or "own limit" ('<c>limit': each setting at
+    c times its own stability limit)."""
+    return "own limit" if parse_step(step)[0] == "limit" else "common step"
+
+
+def resolve_step(step, lambda_max: float, n_samples: int, loss: str,
+                 common_lambda_max: Optional[float] = None) -> Tuple[float, float]:
+    """(eta, limit): the step size of one run and its stability limit 2N/lambda_max (mean loss).
+
+    A '<c>common' step needs `common_lambda_max`, the largest lambda_max(K_0) among the settings
+    compared (the smallest limit); its eta is c times that setting's limit."""
     kind, v = parse_step(step)
     limit = float(stable_step_size(lambda_max, n_samples, loss))
     if kind == "fixed":
         return v, limit
+    if kind == "common":
+        if common_lambda_max is None:
+            raise ValueError(f"step size '{step}' needs the K_0 of every setting compared (common_lambda_max)")
+        common = float(stable_step_size(max(float(common_lambda_max), float(lambda_max)), n_samples, loss))
+        if not np.isfinite(common):
+            raise ValueError(f"step size '{step}' needs a stability limit, which is not defined for the '{loss}' loss")
+        return v * common, limit
     if not np.isfinite(limit):
         raise ValueError(f"step size '{step}' needs the stability limit of K_0, which is not defined for the "
                          f"'{loss}' loss or a kernel with lambda_max = {lambda_max:g}; give a fixed step instead")
