@@ -1,47 +1,45 @@
-"""The claims table: each of the paper's five claims (science.md section 3) tested in numbers, with
-tests that can fail.
+"""The claims table: each of the paper's five claims (docs/science.md section 3) tested in numbers, each
+test first asking whether this experiment can tell the claim from its negation (its *power*).
 
-`evaluate_claims(aggregates, claims_of, settings)` returns one row per (claim, test, experiment
-that tests it).  An experiment tests the claims of the analyses it lists (`Analysis.claims` in the
-registry), so an experiment that cannot test a claim has no row for it; a claim that no experiment
-tests gets one "not measurable" row saying which analysis would.  Columns (`COLUMNS`): claim,
-experiment, test, value, ci_low, ci_high, threshold, verdict ("consistent" / "refuted" / "not
-measurable") and reason (why, for every verdict; for "not measurable", what is missing).
+`evaluate_claims(aggregates, claims_of, settings, controls)` returns one row per (claim, test,
+experiment that tests it); `synthesis(table)` one sentence per claim.  Columns (`COLUMNS`): claim,
+statement, experiment, role ("test", or "control": an experiment that by design should show no
+difference; never counted as a test of the claim), test, framing, value, ci_low, ci_high, threshold,
+verdict, power (what the test could detect on this data, or what it would need), reason, summary (the
+phrase the synthesis quotes).
 
-The tests (docs/analyses.md says how each can fail; tests/analyses/test_claims.py feeds each a constructed
-case where the claim is false and one where it is true):
+Verdicts: "consistent" and "refuted" only where the test could have come out the other way on this
+data; "no material difference" where a comparison's interval lies within the stated minimum effect
+(``analysis.min_effect``); otherwise "not measurable" with what would make it measurable.  No verdict
+depends on where the epoch budget ends, on a run left out without a word, or on a fallback width.
 
-1. Width of order N^2 suffices (experiments with n_samples >= 3 values and width; lecun/inv_sqrt,
-   else he).  (a) *direct sufficiency*: for every N with N^2 within the width grid, every seed at the
-   smallest width >= N^2 must end complete with loss_E / loss_0 <= ``loss_target``; seeds whose own
-   linearised prediction does not reach the target within the budget are not scored (the budget,
-   not the width, would be at fault).  Refuted by one failing scored seed.  (b) the exponent of the
-   smallest kernel-stable width (max_t |K_t - K_0|/|K_0| <= ``kernel_stability`` for the median
-   seed; independent of the epoch budget) in N: refuted when ci_low > 2 (the requirement grows faster
-   than N^2), consistent when ci_high < 2, not measurable when the interval holds 2, with fewer than 3
-   uncensored N or when N spans fewer than ``min_n_decades`` decades.  (c) the same exponent for
-   every loss target in ``loss_targets`` (budget-dependent; shows how the exponent moves).
-2. Linear convergence governed by lambda_min(K_0) (LeCun/He under inv_sqrt, at sufficient widths:
-   widths whose median seed is kernel-stable).  (a) every complete run satisfies
-   L_t <= L_0 (1 - c eta lambda_min(K_0)/N)^(2t) (1 + ``bound_tolerance``) at every epoch (c =
-   ``bound_constant``): refuted by one violating run.  (b) every run's late-window rate has a lower
-   confidence limit above 0 (or the loss reached float precision): refuted by one run whose rate
-   interval lies at or below 0; not measurable when a run's interval straddles 0 and none is below.
-3. LeCun/He faster than NTK (init ntk and lecun/he; inv_sqrt).  For every step setting of the
-   experiment (a common fixed step, the paper's Algorithm 1; or each run at its own fraction of its
-   stability limit): the paired ratio of late-window rates rate(A)/rate(ntk) at the largest width
-   with >= 2 pairs of complete runs.  Consistent when ratio > ``faster_ratio`` and ci_low > 1, refuted
-   when ci_high < 1, not measurable otherwise.
-4. inv_sqrt faster than inv at large width (both scalings; lecun): (a) the measured paired ratio
-   rate(inv_sqrt)/rate(inv) at the largest trained width, (b) the ratio of the linearised
-   predictions at the largest width (kernel-only widths included); the same rule as claim 3.
-5. Under tau0 = width^-1 attention tends to uniform and the NTK is stable (scaling inv, >= 2 widths;
-   lecun).  (a) the width slope of the mean attention deviation at the end of training: consistent
-   when ci_high < 0, refuted when ci_low > 0.  (b) the final NTK change: consistent when its width
-   slope has ci_high < 0 and the median seed at the widest width is at or below
-   ``kernel_change_threshold``; refuted when the slope has ci_low > 0 or the level at the widest
-   width exceeds the threshold while the slope is not negative; not measurable otherwise.
-Every fit and ratio leaves out diverged, missing and kernel-only runs (kernel-only runs count in 4b).
+Rates are `stats.range_rate` (the mean geometric rate over L/L_0 from ``rate_range[0]`` down to the
+float floor; a run that reaches the floor counts as converged, one that never enters the range is
+counted, and decides a comparison only against one that did); the kernel's predictions are computed
+from K_0's modes at any number of epochs (`stats.predicted_rates`).
+
+1. Width of order N^2 suffices (LeCun, else He; inv_sqrt).  (a) every seed at every width of the ladder
+   >= max(c N^2, the kernel-stable width of N) converges (c = ``sufficiency_constant``): reaches the
+   float floor, or still decreases at its end at >= ``min_rate_fraction`` of its own lambda_min(K_0)
+   rate; refuted only by a persistent failure (divergence, or a tail decreasing slower than that with
+   confidence); transient spikes are reported.  (b) the exponent of the smallest sufficient width
+   (kernel-stable; converging) in N, every N a bracket on the ladder (censored N are bounds): refuted
+   when every power law through the brackets is steeper than N^2, consistent when every one is flatter.
+2. Linear convergence governed by lambda_min(K_0) (LeCun/He, inv_sqrt, at kernel-stable widths).
+   (a) L_t <= L_0 (1 - c eta lambda_min/N)^(2t) at every epoch, scored only for runs whose bound reaches
+   ``power_level`` within their budget (else: the epochs it needs); a plateau above that level, a
+   sublinear curve or a stall violates it.  (b) the measured rate against the slowest mode's rate
+   -2 log(1 - eta lambda_min/N), within a factor ``rate_factor``, scored where the kernel's own
+   prediction is governed by lambda_min over the rate range (else: the level below which it would be).
+3. LeCun/He faster than NTK; 4. inv_sqrt faster than inv.  For every framing (a common step: a fixed
+   step or '<c>common'; each setting at c times its own limit: '<c>limit'), the paired rate ratio of the
+   trained runs at the largest trained width, and the kernel's prediction from K_0 in both framings at
+   the largest width; the ratio at every width in the reason (the trend).  Consistent when the interval
+   lies above 1 + min_effect, refuted below 1 / (1 + min_effect), no material difference inside.
+5. Under tau0 = d_m^-1 attention tends to uniform and the NTK is stable, against tau0 = d_m^-1/2.
+   (a) the width slope of the attention deviation after training under inv, against inv_sqrt's, scored
+   where training moves attention; (b) the final NTK change under inv: slope and level, with the width
+   at which the level would reach ``kernel_change_threshold``; (c) its level against inv_sqrt's.
 """
 from __future__ import annotations
 
@@ -50,6 +48,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 import numpy as np
 
 from ..config import analysis_settings
+from ..core.linearised import asymptotic_onset, bound_epochs, parse_step, predicted_rate, step_framing
 from ..registry import all_analyses, get_analysis
 from . import stats
 
@@ -60,24 +59,39 @@ CLAIMS = {
     4: "tau0 = d_m^-1/2 converges faster than tau0 = d_m^-1 at large width",
     5: "under tau0 = d_m^-1 attention tends to uniform and the NTK is stable",
 }
-COLUMNS = ["claim", "experiment", "test", "value", "ci_low", "ci_high", "threshold", "verdict", "reason"]
-CONSISTENT, REFUTED, NOT_MEASURABLE = "consistent", "refuted", "not measurable"
+COLUMNS = ["claim", "experiment", "role", "test", "framing", "value", "ci_low", "ci_high", "threshold", "verdict",
+           "power", "reason", "summary"]
+CONSISTENT, REFUTED, NO_DIFFERENCE, NOT_MEASURABLE = "consistent", "refuted", "no material difference", "not measurable"
+VERDICTS = (CONSISTENT, REFUTED, NO_DIFFERENCE, NOT_MEASURABLE)
+ROLE_TEST, ROLE_CONTROL = "test", "control"
+
+#: how a comparison's outcome (`stats.compare_rates`) reads as a verdict on "A is faster than B"
+_OUTCOME_VERDICT = {stats.FASTER: CONSISTENT, stats.SLOWER: REFUTED, stats.NO_DIFFERENCE: NO_DIFFERENCE,
+                    stats.UNDECIDED: NOT_MEASURABLE}
+
+
+def analyses_testing(claim: int) -> List[str]:
+    """The analyses whose experiments test `claim` (the registry's `Analysis.claims`)."""
+
+    return [a.name for a in all_analyses() if claim in a.claims]
 
 
 def _row(claim: int, experiment: str, test: str, value=np.nan, ci_low=np.nan, ci_high=np.nan, threshold: str = "",
-         verdict: str = NOT_MEASURABLE, reason: str = "") -> Dict[str, Any]:
-    return dict(claim=claim, experiment=experiment, test=test, value=float(value), ci_low=float(ci_low),
-                ci_high=float(ci_high), threshold=threshold, verdict=verdict, reason=reason)
+         verdict: str = NOT_MEASURABLE, reason: str = "", power: str = "", framing: str = "", summary: str = "",
+         role: str = ROLE_TEST) -> Dict[str, Any]:
+    return dict(claim=claim, experiment=experiment, role=role, test=test, framing=framing, value=float(value),
+                ci_low=float(ci_low), ci_high=float(ci_high), threshold=threshold, verdict=verdict, power=power,
+                reason=reason, summary=summary)
 
 
-def _fmt(x) -> str:
-    return "nan" if x is None or not np.isfinite(x) else f"{x:.3g}"
+def _fmt(x, digits: int = 3) -> str:
+    if x is None or not np.isfinite(x):
+        return "inf" if x is not None and np.isinf(x) and x > 0 else "n/a"
+    return f"{x:.{digits}g}"
 
 
-def _largest_n(ds):
-    if "n_samples" in ds.dims:
-        return ds.sel(n_samples=max(stats.axis_values(ds, "n_samples")))
-    return ds
+def _epochs(x) -> str:
+    return "never" if not np.isfinite(x) else f"{int(round(x)):,}"
 
 
 def _theory_group(ds) -> tuple:
@@ -94,248 +108,544 @@ def _at_step(ds, step):
     return ds if step is None else ds.sel(step_size=step)
 
 
+def _step_of(ds, step):
+    """The step specification of a step_size coordinate (stored as text) or of the experiment."""
+    s = step if step is not None else ds.attrs.get("step", "?")
+    try:
+        return float(s)
+    except (TypeError, ValueError):
+        return s
+
+
 def _step_label(ds, step) -> str:
-    return f"step {step}" if step is not None else f"step {ds.attrs.get('step', '?')}"
+    s = _step_of(ds, step)
+    try:
+        kind, c = parse_step(s)
+    except (ValueError, TypeError):
+        return f"step {s}"
+    return {"fixed": f"step {c:g}", "limit": f"{c:g} x own limit"}.get(kind, f"{c:g} x common limit")
+
+
+def _framing_of(ds, step) -> str:
+    try:
+        return step_framing(_step_of(ds, step))
+    except (ValueError, TypeError):
+        return ""
+
+
+def _n_values(ds) -> List[Any]:
+    return stats.axis_values(ds, "n_samples") or [None]
+
+
+def _at_n(ds, n):
+    return ds if n is None else ds.sel(n_samples=n)
+
+
+def _N(ds, n) -> float:
+    return float(n) if n is not None else stats.n_samples_of(ds)
+
+
+def _trained_widths(sub) -> List[Any]:
+    return [w for w in stats.axis_values(sub, "width")
+            if (stats.run_status(sub.sel(width=w)) == stats.STATUS_COMPLETE).any()
+            or (stats.run_status(sub.sel(width=w)) == stats.STATUS_DIVERGED).any()]
+
+
+def _kernel_stable(sub, settings) -> Dict[Any, bool]:
+    """Per width of `sub` (one group, one N): does the median seed stay in the kernel regime
+    (max_t |K_t - K_0|/|K_0| <= kernel_stability)?  Diverged seeds count as unstable."""
+    kc = stats.kernel_change_max(sub)
+    out = {}
+    for w in stats.axis_values(sub, "width"):
+        st = stats.run_status(sub.sel(width=w)).ravel()
+        present = (st == stats.STATUS_COMPLETE) | (st == stats.STATUS_DIVERGED)
+        if not present.any():
+            continue
+        v = np.asarray(kc.sel(width=w).values, dtype=float).ravel()[present]
+        ok = np.where(st[present] == stats.STATUS_DIVERGED, False, np.isfinite(v) & (v <= settings["kernel_stability"]))
+        out[w] = bool(ok.mean() >= settings["success_fraction"])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+# One run: does it converge (in the theorem's sense, without a budget or a target)?
+# ---------------------------------------------------------------------------------------------
+
+CONVERGED, CONVERGING, FAILING, UNDETERMINED = "converged", "converging", "failing", "undetermined"
+
+
+def classify_run(loss, status: str, slowest: float, settings) -> Dict[str, Any]:
+    """How one run ends, independently of a target: "converged" (reached the float floor),
+    "converging" (its tail still decreases geometrically at >= min_rate_fraction of its own
+    lambda_min(K_0) rate, with confidence), "failing" (diverged, or a tail decreasing slower than that
+    with confidence: a plateau, a rise), "undetermined" (the tail's interval holds the threshold).
+    A transient spike (a jump above ``spike_factor`` times the running minimum) is reported as such."""
+    loss = np.asarray(loss, dtype=float)
+    ep, height = stats.spike(loss, settings["spike_factor"])
+    base = dict(spike_epoch=ep, spike_height=height, tail=np.nan, tail_low=np.nan, tail_high=np.nan,
+                min_ratio=float(np.nanmin(loss) / loss[0]) if np.isfinite(loss[0]) and loss[0] > 0 else np.nan)
+    if status == stats.STATUS_DIVERGED:
+        return dict(base, state=FAILING, why="diverged")
+    tr = stats.tail_trend(loss, confidence=settings["confidence"])
+    if tr["floor_reached"]:
+        return dict(base, state=CONVERGED, why="reached the float floor")
+    need = settings["min_rate_fraction"] * slowest if np.isfinite(slowest) and slowest > 0 else 0.0
+    base.update(tail=tr["rate"], tail_low=tr["ci_low"], tail_high=tr["ci_high"])
+    if not np.isfinite(tr["rate"]):
+        return dict(base, state=UNDETERMINED, why="no tail to fit")
+    if tr["ci_low"] > need:
+        return dict(base, state=CONVERGING, why=f"tail rate {_fmt(tr['rate'])} > {_fmt(need)}")
+    if tr["ci_high"] < need:
+        return dict(base, state=FAILING, why=f"tail rate {_fmt(tr['rate'])} [{_fmt(tr['ci_low'])}, "
+                                              f"{_fmt(tr['ci_high'])}] below {_fmt(need)} (stalls)")
+    return dict(base, state=UNDETERMINED, why=f"tail rate interval [{_fmt(tr['ci_low'])}, {_fmt(tr['ci_high'])}] "
+                                              f"holds {_fmt(need)}")
+
+
+def _slowest(r, N, loss_kind) -> float:
+    """lambda_min(K_0)'s rate -2 log(1 - eta lambda_min/N) of one run (NaN without K_0)."""
+    lmin = float(stats.epoch0_kernel(r, "lambda_min").values)
+    eta = float(r["eta"].values) if "eta" in r else np.nan
+    return float(predicted_rate(lmin, eta, N, loss_kind)) if np.isfinite(lmin) and np.isfinite(eta) else np.nan
+
+
+def _run_states(sub, N, settings) -> List[Dict[str, Any]]:
+    """classify_run for every present seed of `sub` (one width)."""
+    loss_kind = str(sub.attrs.get("loss", "mean"))
+    out = []
+    for seed in stats.axis_values(sub, "seed"):
+        r = sub.sel(seed=seed)
+        st = str(r["status"].values)
+        if st not in (stats.STATUS_COMPLETE, stats.STATUS_DIVERGED):
+            continue
+        c = classify_run(r["loss"].values, st, _slowest(r, N, loss_kind), settings)
+        c["seed"] = seed
+        out.append(c)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
 # Claim 1
 # ---------------------------------------------------------------------------------------------
 
-def _exponent_verdict(fit, settings) -> tuple:
-    if not np.isfinite(fit["slope"]) or fit["n"] < 3:
-        return NOT_MEASURABLE, f"{fit['n']} n_samples with a sufficient width (3 needed), {fit['n_censored']} censored"
-    if fit["decades"] < float(settings["min_n_decades"]):
-        return NOT_MEASURABLE, (f"n_samples spans {fit['decades']:.2f} decades (< {settings['min_n_decades']:g}): "
-                                "too short to fit an exponent")
-    censored = f"; {fit['n_censored']} n_samples censored (no sufficient width on the ladder)" if fit["n_censored"] else ""
-    if fit["ci_low"] > 2.0:
-        return REFUTED, f"the required width grows faster than N^2 (interval above 2){censored}"
-    if fit["ci_high"] < 2.0:
-        return CONSISTENT, f"the required width grows slower than N^2 (interval below 2){censored}"
-    return NOT_MEASURABLE, f"the interval holds 2: more n_samples or seeds are needed to decide{censored}"
+def _ladder_step(widths) -> float:
+    w = np.sort(np.asarray(widths, dtype=float))
+    return float(np.median(w[1:] / w[:-1])) if w.size > 1 else 2.0
+
+
+def _brackets(ladder, good: Mapping[Any, bool], monotone: bool) -> tuple:
+    """(lower, upper) bracket of the smallest sufficient width on the ladder: upper = the smallest rung
+    that suffices (with ``monotone``: from which every larger rung suffices too), lower = the rung below
+    (0 when it is the first rung); (largest rung, inf) when none does."""
+    ws = [w for w in ladder if w in good]
+    found = None
+    for i, w in enumerate(ws):
+        if good[w] and (not monotone or all(good[v] for v in ws[i:])):
+            found = i
+            break
+    if found is None:
+        return (float(ws[-1]) if ws else np.nan), np.inf
+    return (float(ws[found - 1]) if found > 0 else 0.0), float(ws[found])
 
 
 def claim1(name: str, ds, settings) -> List[Dict[str, Any]]:
-    if not ({"n_samples", "width"} <= set(ds.dims)) or ds.sizes["n_samples"] < 3:
-        return [_row(1, name, "needs", reason="the experiment needs an n_samples axis with >= 3 values and a width axis")]
+    if not ({"n_samples", "width"} <= set(ds.dims)) or ds.sizes["n_samples"] < 2:
+        return [_row(1, name, "needs", reason="the experiment needs an n_samples axis with >= 2 values and a width axis",
+                     power="needs n_samples values and a width ladder")]
     sc, ini = _theory_group(ds)
     rows = []
     for step in _steps(ds):
-        sub = _at_step(ds, step).sel(scaling=[sc], init=[ini])
-        grp = f"{ini}/{sc}" + (f", step {step}" if step is not None else "")
-        rows.append(_direct_sufficiency(name, sub, settings, grp))
-        table = stats.smallest_sufficient_width(sub, "kernel", success_fraction=settings["success_fraction"],
-                                                kernel_stability=settings["kernel_stability"])
-        fit = stats.overparam_exponent(table, settings["confidence"])
-        verdict, why = _exponent_verdict(fit, settings)
-        rows.append(_row(1, name, f"(b) exponent of the smallest kernel-stable width in N ({grp}; max_t "
-                                  f"|K_t-K_0|/|K_0| <= {settings['kernel_stability']:g} for the median seed)",
-                         fit["slope"], fit["ci_low"], fit["ci_high"], "refuted if ci_low > 2; consistent if ci_high < 2",
-                         verdict, why))
-        for target in settings["loss_targets"]:
-            table = stats.smallest_sufficient_width(sub, "loss", target, settings["success_fraction"])
-            fit = stats.overparam_exponent(table, settings["confidence"])
-            verdict, why = _exponent_verdict(fit, settings)
-            rows.append(_row(1, name, f"(c) exponent of the smallest width reaching loss_E/loss_0 <= {target:g} ({grp})",
-                             fit["slope"], fit["ci_low"], fit["ci_high"],
-                             "refuted if ci_low > 2; consistent if ci_high < 2", verdict,
-                             why + "; depends on the epoch budget"))
+        sub = _at_step(ds, step).sel(scaling=sc, init=ini)
+        grp = f"{ini}/{sc}, {_step_label(ds, step)}"
+        ladder = sorted(stats.axis_values(sub, "width"))
+        per_n = []
+        for n in stats.axis_values(sub, "n_samples"):
+            s = sub.sel(n_samples=n)
+            stable = _kernel_stable(s, settings)
+            states = {w: _run_states(s.sel(width=w), float(n), settings) for w in ladder}
+            conv = {w: bool(v) and all(x["state"] in (CONVERGED, CONVERGING) for x in v) for w, v in states.items() if v}
+            per_n.append(dict(n=n, stable=stable, states=states, conv=conv))
+        rows.append(_sufficiency(name, per_n, ladder, settings, grp))
+        rows.append(_exponent_row(name, per_n, ladder, "kernel", f"kernel-stable: median seed max_t |K_t-K_0|/|K_0| <= "
+                                                                 f"{settings['kernel_stability']:g}", settings, grp))
     return rows
 
 
-def _direct_sufficiency(name, sub, settings, grp) -> Dict[str, Any]:
-    target = float(settings["loss_target"])
-    test = f"(a) every seed at width >= N^2 reaches loss_E/loss_0 <= {target:g} ({grp})"
-    thr = "refuted by one failing seed whose linearised prediction reaches the target"
-    widths = sorted(stats.axis_values(sub, "width"))
-    scored = ok = 0
-    untestable, failures = [], []
-    for n in stats.axis_values(sub, "n_samples"):
-        need = [w for w in widths if w >= n * n]
-        if not need:
+def _sufficiency(name, per_n, ladder, settings, grp) -> Dict[str, Any]:
+    c = float(settings["sufficiency_constant"])
+    test = f"(a) every seed converges at every width >= max({c:g} N^2, kernel-stable width) ({grp})"
+    thr = "refuted by one persistent failure (divergence, or a tail slower than its lambda_min rate allows)"
+    scored, failures, undetermined, spikes, untestable, cmin = [], [], [], [], [], []
+    for p in per_n:
+        n = p["n"]
+        lo, hi = _brackets(ladder, p["stable"], monotone=False)
+        if not np.isfinite(hi):
+            untestable.append(f"N={n}: no kernel-stable width up to {ladder[-1]}")
             continue
-        s = sub.sel(n_samples=n, width=need[0])
-        st = stats.run_status(s).ravel()
-        loss = s["loss"].transpose(..., "epoch").values.reshape(st.size, -1)
-        lin = (s["loss_linearised"].transpose(..., "epoch").values.reshape(st.size, -1)
-               if "loss_linearised" in s else np.full_like(loss, np.nan))
-        for k in range(st.size):
-            if st[k] == stats.STATUS_MISSING:
-                continue
-            if not (np.isfinite(lin[k, -1]) and lin[k, -1] <= target * lin[k, 0]):
-                untestable.append(f"N={n}")
-                continue
-            scored += 1
-            good = st[k] == stats.STATUS_COMPLETE and loss[k, -1] <= target * loss[k, 0]
-            ok += good
-            if not good:
-                failures.append(f"N={n} width {need[0]} seed {k} ({st[k]}, loss ratio {_fmt(loss[k, -1] / loss[k, 0])})")
-    if scored == 0:
-        why = ("no n_samples has N^2 within the width grid" if not untestable else
-               f"the linearised prediction does not reach the target within the budget for {sorted(set(untestable))}: "
-               "raise train.epochs")
-        return _row(1, name, test, threshold=thr, reason=why)
-    frac = ok / scored
-    lo, hi = stats.proportion_interval(ok, scored, settings["confidence"])
+        need = max(c * float(n) ** 2, hi)
+        widths = [w for w in ladder if w >= need]
+        if not widths:
+            untestable.append(f"N={n} needs widths >= {_fmt(need)}")
+            continue
+        for w in widths:
+            for x in p["states"][w]:
+                lab = f"N={n} width {w} seed {x['seed']}"
+                scored.append(lab)
+                if x["state"] == FAILING:
+                    failures.append(f"{lab} ({x['why']})")
+                elif x["state"] == UNDETERMINED:
+                    undetermined.append(f"{lab} ({x['why']})")
+                if x["spike_epoch"] >= 0 and x["state"] != FAILING:
+                    spikes.append(f"{lab} at epoch {x['spike_epoch']} (x{_fmt(x['spike_height'], 2)}), then {x['state']}")
+        lo_c, hi_c = _brackets(ladder, p["conv"], monotone=True)
+        if np.isfinite(hi_c):
+            cmin.append(f"N={n}: from width {hi_c:g} = {_fmt(hi_c / float(n) ** 2, 2)} N^2")
+    where = f"{len(scored)} runs at N = {sorted({s.split()[0][2:] for s in scored}, key=float)}" if scored else ""
+    power = (f"a run that diverges or stalls would refute it: {where}" if scored else "no N has a width >= max(c N^2, "
+             "kernel-stable width) on the ladder") + (f"; not testable: {'; '.join(untestable)}" if untestable else "")
+    cnote = ("; every seed converges " + "; ".join(cmin)) if cmin else ""
+    snote = ("; transient spikes: " + "; ".join(spikes[:3])) if spikes else ""
+    if not scored:
+        return _row(1, name, test, threshold=thr, power=power, reason="nothing to score" + cnote,
+                    summary="not testable on this ladder")
+    ok = len(scored) - len(failures) - len(undetermined)
+    lo, hi = stats.proportion_interval(ok, len(scored), settings["confidence"])
     if failures:
-        return _row(1, name, test, frac, lo, hi, thr, REFUTED, f"{len(failures)} of {scored} seeds fail: " + "; ".join(failures[:4]))
-    skipped = f"; {len(untestable)} seed(s) not scored (budget too short for their linearised prediction)" if untestable else ""
-    return _row(1, name, test, frac, lo, hi, thr, CONSISTENT, f"all {scored} seeds at width >= N^2 converge{skipped}")
+        return _row(1, name, test, ok / len(scored), lo, hi, thr, REFUTED,
+                    f"{len(failures)} of {len(scored)} runs fail persistently: " + "; ".join(failures[:4]) + snote,
+                    power, summary=f"{len(failures)} of {len(scored)} runs at widths >= max({c:g} N^2, kernel-stable width) "
+                                   "fail to converge")
+    if undetermined:
+        return _row(1, name, test, ok / len(scored), lo, hi, thr, NOT_MEASURABLE,
+                    f"{len(undetermined)} of {len(scored)} runs end undecided (needs a longer budget): "
+                    + "; ".join(undetermined[:3]) + cnote + snote, power,
+                    summary=f"{len(undetermined)} runs end undecided")
+    return _row(1, name, test, 1.0, lo, hi, thr, CONSISTENT,
+                f"all {len(scored)} runs converge" + cnote + snote, power,
+                summary=f"every seed converges at widths >= max({c:g} N^2, kernel-stable width) ({where})")
+
+
+def _exponent_row(name, per_n, ladder, crit, label, settings, grp) -> Dict[str, Any]:
+    test = f"(b) exponent of the smallest width that suffices in N ({label}; {grp})"
+    thr = "refuted if every power law through the brackets is steeper than N^2; consistent if every one is flatter"
+    ns, lower, upper = [], [], []
+    for p in per_n:
+        good = p["stable"] if crit == "kernel" else p["conv"]
+        if not good:
+            continue
+        lo, hi = _brackets(ladder, good, monotone=(crit == "converging"))
+        ns.append(float(p["n"]))
+        lower.append(lo)
+        upper.append(hi)
+    fit = stats.exponent_brackets(ns, lower, upper) if ns else dict(feasible=False, n=0, decades=0.0)
+    slack = ""
+    if ns and not fit["feasible"]:
+        step = _ladder_step(ladder)
+        fit = stats.exponent_brackets(ns, lower, upper, slack=step)
+        slack = f" (every bracket widened by one rung, x{step:.3g}: no power law passes through the exact brackets)"
+    brackets = "; ".join(f"N={n:g}: ({lo:g}, {hi:g}]" for n, lo, hi in zip(ns, lower, upper))
+    power = (f"{len(ns)} N over {fit['decades']:.2f} decades, ladder {ladder[0]}..{ladder[-1]} "
+             f"(x{_ladder_step(ladder):.3g} per rung): brackets {brackets}")
+    finite = sum(1 for lo, hi in zip(lower, upper) if lo > 0 or np.isfinite(hi))
+    if len(ns) < 3 or finite < 3:
+        return _row(1, name, test, threshold=thr, power=power, reason=f"{len(ns)} N with a bracket (3 needed)",
+                    summary="too few N")
+    if fit["decades"] < float(settings["min_n_decades"]):
+        return _row(1, name, test, fit["slope"], threshold=thr, power=power,
+                    reason=f"n_samples spans {fit['decades']:.2f} decades (< {settings['min_n_decades']:g})",
+                    summary="N spans too little")
+    if not fit["feasible"]:
+        return _row(1, name, test, fit["slope"], threshold=thr, power=power,
+                    reason="no power law passes through every bracket, even one rung wider: the requirement is not a "
+                           "power law on this ladder", summary="not a power law")
+    lo, hi = fit["b_min"], fit["b_max"]
+    cens = f"; {fit['n_low']} N below the ladder, {fit['n_high']} above it (bounds)" if fit["n_low"] or fit["n_high"] else ""
+    what = f"exponents [{_fmt(lo)}, {_fmt(hi)}] pass through every bracket{slack}{cens}"
+    if lo > 2.0:
+        return _row(1, name, test, fit["slope"], lo, hi, thr, REFUTED, f"{what}: steeper than N^2", power,
+                    summary=f"the {crit} width grows faster than N^2 (exponent >= {_fmt(lo)})")
+    if hi < 2.0:
+        return _row(1, name, test, fit["slope"], lo, hi, thr, CONSISTENT, f"{what}: flatter than N^2", power,
+                    summary=f"the {crit} width grows as N^{_fmt(fit['slope'], 2)} (at most N^{_fmt(hi, 2)})")
+    return _row(1, name, test, fit["slope"], lo, hi, thr, NOT_MEASURABLE,
+                f"{what}, which holds 2: needs more N or a finer ladder", power,
+                summary=f"the {crit} width's exponent is not pinned down ([{_fmt(lo)}, {_fmt(hi)}])")
 
 
 # ---------------------------------------------------------------------------------------------
 # Claim 2
 # ---------------------------------------------------------------------------------------------
 
-def sufficient_widths(sub, settings) -> List[Any]:
-    """Widths of `sub` (one group) whose median seed stays in the kernel regime."""
-    ok = stats.run_succeeds(sub, "kernel", kernel_stability=settings["kernel_stability"])
-    out = []
-    for w in stats.axis_values(sub, "width"):
-        st = stats.run_status(sub.sel(width=w)).ravel()
-        present = (st != stats.STATUS_MISSING) & (st != stats.STATUS_KERNEL_ONLY)
-        if present.sum() and np.asarray(ok.sel(width=w).values).ravel()[present].mean() >= settings["success_fraction"]:
-            out.append(w)
-    return out
-
-
 def claim2(name: str, ds, settings) -> List[Dict[str, Any]]:
     inits = [i for i in ("lecun", "he") if i in stats.axis_values(ds, "init")]
     if not inits or "inv_sqrt" not in stats.axis_values(ds, "scaling"):
-        return [_row(2, name, "needs", reason="the experiment needs LeCun or He runs under scaling inv_sqrt")]
-    ds = _largest_n(ds)
+        return [_row(2, name, "needs", reason="the experiment needs LeCun or He runs under scaling inv_sqrt",
+                     power="no runs in the theory's setting")]
     loss_kind = str(ds.attrs.get("loss", "mean"))
     if loss_kind == "cross_entropy":
-        return [_row(2, name, "needs", reason="the linear-rate theory is for the squared loss; this experiment uses cross-entropy")]
-    N = stats.n_samples_of(ds)
+        return [_row(2, name, "needs", reason="the linear-rate theory is for the squared loss; this experiment uses "
+                                              "cross-entropy", power="squared loss needed")]
     rows = []
+    E = stats.budget_epochs(ds)
+    c = float(settings["bound_constant"])
+    level = float(settings["power_level"])
     for step in _steps(ds):
-        bound_runs, rate_runs = [], []
-        widths_used = set()
+        runs = []  # (label, width, N, record of the run)
         for ini in inits:
-            sub = _at_step(ds, step).sel(scaling="inv_sqrt", init=ini)
-            good = sufficient_widths(sub, settings)
-            widths_used.update(good)
-            for w in good:
-                s = sub.sel(width=w)
-                rs = stats.rates(s, settings)
-                for seed in stats.axis_values(s, "seed"):
-                    r = s.sel(seed=seed)
-                    if str(r["status"].values) not in (stats.STATUS_COMPLETE, stats.STATUS_DIVERGED):
-                        continue
-                    loss = np.asarray(r["loss"].values, dtype=float)
-                    eta = float(r["eta"].values) if "eta" in r else np.nan
-                    lmin = float(stats.epoch0_kernel(r, "lambda_min").values)
-                    bound = stats.geometric_bound(loss[0], eta, lmin, loss.size - 1, N, loss_kind, settings["bound_constant"])
-                    holds, at = stats.bound_holds(loss, bound, settings["bound_tolerance"])
-                    label = f"{ini} width {w} seed {seed}"
-                    bound_runs.append((holds, label, at))
-                    rr = rs.sel(seed=seed)
-                    rate_runs.append((float(rr["ci_low"]), float(rr["ci_high"]), bool(rr["floor_reached"]), label))
-        grp = "/".join(inits) + " inv_sqrt" + (f", step {step}" if step is not None else "")
-        if not bound_runs:
+            for n in _n_values(ds):
+                sub = _at_n(_at_step(ds, step), n).sel(scaling="inv_sqrt", init=ini)
+                N = _N(ds, n)
+                stable = _kernel_stable(sub, settings)
+                for w in [w for w, ok in stable.items() if ok]:
+                    s = sub.sel(width=w)
+                    pred = stats.predicted_rates(s, settings)
+                    meas = stats.rates(s, settings)
+                    for seed in stats.axis_values(s, "seed"):
+                        r = s.sel(seed=seed)
+                        st = str(r["status"].values)
+                        if st not in (stats.STATUS_COMPLETE, stats.STATUS_DIVERGED):
+                            continue
+                        runs.append(dict(label=f"{ini} " + (f"N={n} " if n is not None else "") + f"width {w} seed {seed}",
+                                         width=w, N=N, r=r, status=st, pred=pred.sel(seed=seed), meas=meas.sel(seed=seed),
+                                         lmin=float(stats.epoch0_kernel(r, "lambda_min").values),
+                                         eta=float(r["eta"].values) if "eta" in r else np.nan))
+        grp = "/".join(inits) + " inv_sqrt, " + _step_label(ds, step)
+        framing = _framing_of(ds, step)
+        if not runs:
             why = ("no width keeps the kernel regime (median seed max_t |K_t-K_0|/|K_0| <= "
                    f"{settings['kernel_stability']:g}): the widths are too narrow for the theory")
-            rows.append(_row(2, name, f"(a) geometric bound ({grp})", reason=why))
-            rows.append(_row(2, name, f"(b) late-window rate > 0 ({grp})", reason=why))
+            for t in ("(a) geometric bound", "(b) rate governed by lambda_min(K_0)"):
+                rows.append(_row(2, name, f"{t} ({grp})", reason=why, power="needs kernel-stable widths", framing=framing,
+                                 summary="no kernel-stable width"))
             continue
-        where = f"widths {sorted(widths_used)}"
-        k = sum(h for h, _, _ in bound_runs)
-        lo, hi = stats.proportion_interval(k, len(bound_runs), settings["confidence"])
-        bad = [f"{lab} (epoch {at})" for h, lab, at in bound_runs if not h]
-        c = settings["bound_constant"]
-        rows.append(_row(2, name, f"(a) L_t <= L_0 (1 - {c:g} eta lambda_min(K_0)/N)^(2t) at every epoch ({grp}; {where})",
-                         k / len(bound_runs), lo, hi, "refuted by one violating run",
-                         REFUTED if bad else CONSISTENT,
-                         (f"{len(bad)} of {len(bound_runs)} runs violate it: " + "; ".join(bad[:4])) if bad
-                         else f"all {len(bound_runs)} runs satisfy it"))
-        pos = [r for r in rate_runs if r[2] or (np.isfinite(r[0]) and r[0] > 0)]
-        neg = [r for r in rate_runs if not r[2] and np.isfinite(r[1]) and r[1] <= 0]
-        unsure = [r for r in rate_runs if r not in pos and r not in neg]
-        lows = [r[0] for r in rate_runs if np.isfinite(r[0])]
-        value = min(lows) if lows else np.nan
-        verdict = REFUTED if neg else (CONSISTENT if not unsure else NOT_MEASURABLE)
-        why = (f"{len(neg)} run(s) do not decrease: " + "; ".join(r[3] for r in neg[:4])) if neg else (
-            f"all {len(rate_runs)} runs decrease geometrically ({sum(r[2] for r in rate_runs)} reached float precision)"
-            if not unsure else f"{len(unsure)} run(s) have no or a zero-straddling rate interval: "
-            + "; ".join(r[3] for r in unsure[:4]))
-        rows.append(_row(2, name, f"(b) late-window rate has ci_low > 0 in every run ({grp}; {where}; value: the "
-                                  "smallest ci_low)", value, np.nan, np.nan, "refuted by one run with ci_high <= 0",
-                         verdict, why))
+        rows.append(_bound_row(name, runs, E, c, level, loss_kind, settings, grp, framing))
+        rows.append(_lambda_row(name, runs, loss_kind, settings, grp, framing))
     return rows
 
 
+def _where(runs) -> str:
+    ws = sorted({x["width"] for x in runs})
+    ns = sorted({x["N"] for x in runs})
+    return f"widths {ws}" + (f", N = {[int(n) for n in ns]}" if len(ns) > 1 else "")
+
+
+def _bound_row(name, runs, E, c, level, loss_kind, settings, grp, framing) -> Dict[str, Any]:
+    test = f"(a) L_t <= L_0 (1 - {c:g} eta lambda_min(K_0)/N)^(2t) at every epoch ({grp})"
+    thr = f"scored where the bound reaches {level:g} L_0 within the budget; refuted by one violating run"
+    powered, unpowered, bad = [], [], []
+    for x in runs:
+        T = bound_epochs(x["eta"], x["lmin"], x["N"], loss_kind, c, level)
+        if np.isfinite(T) and T <= E:
+            powered.append(x)
+            loss = np.asarray(x["r"]["loss"].values, dtype=float)
+            bound = stats.geometric_bound(loss[0], x["eta"], x["lmin"], loss.size - 1, x["N"], loss_kind, c)
+            holds, at = stats.bound_holds(loss, bound, settings["bound_tolerance"])
+            if not holds:
+                bad.append(f"{x['label']} (epoch {at})")
+        else:
+            reach = float(np.exp(2.0 * E * np.log1p(-c * x["eta"] * x["lmin"] / x["N"]))) if loss_kind == "mean" and \
+                np.isfinite(x["lmin"]) and 0 < c * x["eta"] * x["lmin"] / x["N"] < 1 else np.nan
+            unpowered.append((x, T, reach))
+    need = max((T for _, T, _ in unpowered), default=np.nan)
+    un = ""
+    if unpowered:
+        worst = max(unpowered, key=lambda u: u[1] if np.isfinite(u[1]) else np.inf)
+        un = (f"{len(unpowered)} of {len(runs)} runs not scored: the bound reaches only {_fmt(worst[2])} L_0 in {E} "
+              f"epochs at width {worst[0]['width']}; needs >= {_epochs(need)} epochs")
+    if not powered:
+        return _row(2, name, test, threshold=thr, power=un, framing=framing,
+                    reason=f"the bound cannot bite within the budget at {_where(runs)}",
+                    summary=f"the bound is not measurable at {_where(runs)} (needs >= {_epochs(need)} epochs)")
+    k = len(powered) - len(bad)
+    lo, hi = stats.proportion_interval(k, len(powered), settings["confidence"])
+    power = (f"{len(powered)} runs at {_where(powered)} whose bound reaches {level:g} L_0 within {E} epochs: a plateau "
+             f"above it, a sublinear or a stalled curve would violate it" + (f"; {un}" if un else ""))
+    if bad:
+        return _row(2, name, test, k / len(powered), lo, hi, thr, REFUTED,
+                    f"{len(bad)} of {len(powered)} runs violate it: " + "; ".join(bad[:4]), power, framing,
+                    summary=f"{len(bad)} of {len(powered)} runs converge slower than the lambda_min bound")
+    return _row(2, name, test, 1.0, lo, hi, thr, CONSISTENT, f"all {len(powered)} scored runs stay below it", power, framing,
+                summary=f"every scored run stays below the lambda_min bound ({_where(powered)})")
+
+
+def _lambda_row(name, runs, loss_kind, settings, grp, framing) -> Dict[str, Any]:
+    f = float(settings["rate_factor"])
+    tol = float(settings["asymptotic_tolerance"])
+    rr = settings["rate_range"]
+    test = (f"(b) measured rate over L/L_0 in [{rr[1]:g}, {rr[0]:g}] against lambda_min(K_0)'s rate "
+            f"-2 log(1 - eta lambda_min/N) ({grp})")
+    thr = f"consistent if the ratio's interval lies within [1/{f:g}, {f:g}]; refuted if it lies outside"
+    if not all(np.isfinite(float(x["pred"]["slowest"])) for x in runs):
+        return _row(2, name, test, threshold=thr, framing=framing, power="needs K_0's modes per run",
+                    reason="the aggregate has no K_0 modes (k0_eigenvalues, k0_projection): rerun the experiment",
+                    summary="needs K_0's modes")
+    governed = [x for x in runs if float(x["pred"]["lambda_share"]) <= 1.0 + tol]
+    not_gov = [x for x in runs if x not in governed]
+    note = ""
+    if not_gov:
+        x = max(not_gov, key=lambda x: float(x["pred"]["lambda_share"]) if np.isfinite(x["pred"]["lambda_share"]) else np.inf)
+        lam = np.asarray(x["r"]["k0_eigenvalues"].values, dtype=float)
+        proj = np.asarray(x["r"]["k0_projection"].values, dtype=float)
+        t_on, l_on = asymptotic_onset(lam, proj, x["eta"], x["N"], loss_kind, tol)
+        note = (f"{len(not_gov)} of {len(runs)} runs not scored: over this range the kernel's own prediction decays at "
+                f"{_fmt(float(x['pred']['lambda_share']))} x its lambda_min rate ({x['label']}); lambda_min governs it only "
+                f"below L/L_0 = {_fmt(l_on)} (epoch {_epochs(t_on)})")
+    vals, short, labels = [], [], []
+    for x in governed:
+        m = x["meas"]
+        if str(m["kind"].values) in ("measured", "floor") and float(m["rate"]) > 0:
+            vals.append(np.log(float(m["rate"]) / float(x["pred"]["slowest"])))
+            labels.append(x["label"])
+        else:
+            short.append(x["label"])
+    power = (f"{len(governed)} runs at {_where(governed)} where lambda_min governs the kernel's prediction over the range"
+             if governed else "no run where lambda_min governs the kernel's prediction over the range")
+    power += f"; {note}" if note else ""
+    if short:
+        power += f"; {len(short)} runs did not enter the range (L/L_0 <= {rr[0]:g}) in their budget: {', '.join(short[:3])}"
+    if len(vals) < 2:
+        return _row(2, name, test, threshold=thr, power=power, framing=framing,
+                    reason=f"{len(vals)} scored run(s) with a measured rate (2 needed)",
+                    summary="whether lambda_min governs the rate is not measurable here")
+    v = np.asarray(vals)
+    res = stats.paired_ratio(np.exp(v), np.ones_like(v), settings["confidence"])
+    lo, hi = res["ci_low"], res["ci_high"]
+    what = f"measured / lambda_min rate {_fmt(res['ratio'])} [{_fmt(lo)}, {_fmt(hi)}] over {len(v)} runs"
+    if lo >= 1.0 / f and hi <= f:
+        return _row(2, name, test, res["ratio"], lo, hi, thr, CONSISTENT, what, power, framing,
+                    summary=f"the measured rate is {_fmt(res['ratio'], 2)} x lambda_min(K_0)'s rate")
+    if lo > f or hi < 1.0 / f:
+        return _row(2, name, test, res["ratio"], lo, hi, thr, REFUTED, what + f": beyond a factor {f:g}", power, framing,
+                    summary=f"the measured rate is {_fmt(res['ratio'], 2)} x lambda_min(K_0)'s rate, beyond a factor {f:g}")
+    return _row(2, name, test, res["ratio"], lo, hi, thr, NOT_MEASURABLE, what + f": the interval reaches across {f:g}",
+                power, framing, summary=f"the measured rate is {_fmt(res['ratio'], 2)} x lambda_min(K_0)'s rate (undecided)")
+
+
 # ---------------------------------------------------------------------------------------------
-# Claims 3 and 4: one rate faster than another
+# Claims 3 and 4: one setting converges faster than another
 # ---------------------------------------------------------------------------------------------
 
-def _faster(claim: int, name: str, test: str, res: Mapping[str, float], settings, context: str) -> Dict[str, Any]:
-    thr = f"consistent if ratio > {settings['faster_ratio']:g} and ci_low > 1; refuted if ci_high < 1"
-    if res["n"] < 2 or not np.isfinite(res["ci_low"]):
-        return _row(claim, name, test, res["ratio"], threshold=thr,
-                    reason=f"{res['n']} seed pair(s) with both rates (2 needed for an interval); {context}")
-    if res["ratio"] > settings["faster_ratio"] and res["ci_low"] > 1.0:
-        return _row(claim, name, test, res["ratio"], res["ci_low"], res["ci_high"], thr, CONSISTENT, context)
-    if res["ci_high"] < 1.0:
-        return _row(claim, name, test, res["ratio"], res["ci_low"], res["ci_high"], thr, REFUTED,
-                    "significantly slower; " + context)
-    return _row(claim, name, test, res["ratio"], res["ci_low"], res["ci_high"], thr, NOT_MEASURABLE,
-                "the interval holds 1 (no significant difference); " + context)
+def _records(rs, **sel) -> List[Dict[str, Any]]:
+    """`rates` records (one per seed) of one setting at one width, as `stats.compare_rates` reads them."""
+    s = rs.sel(**sel)
+    return [dict(kind=str(k), rate=float(r), t_enter=float(t), budget=float(b))
+            for k, r, t, b in zip(np.atleast_1d(s["kind"].values), np.atleast_1d(s["rate"].values),
+                                  np.atleast_1d(s["t_enter"].values), np.atleast_1d(s["budget"].values))]
 
 
-def _step_context(s, w) -> str:
-    if "eta" not in s or "step_limit" not in s:
-        return ""
-    ratio = (s["eta"] / s["step_limit"]).sel(width=w).values
-    return f"eta / limit {_fmt(np.nanmin(ratio))}..{_fmt(np.nanmax(ratio))}"
+def _pred_records(ps, **sel) -> List[Dict[str, Any]]:
+    s = ps.sel(**sel)
+    return [dict(kind="measured" if np.isfinite(r) else ("short" if np.isfinite(t) or np.isinf(t) else "invalid"),
+                 rate=float(r), t_enter=float(t) if np.isfinite(t) else np.inf, budget=1e12)
+            for r, t in zip(np.atleast_1d(s["rate"].values), np.atleast_1d(s["t1"].values))]
 
 
-def claim3(name: str, ds, settings) -> List[Dict[str, Any]]:
+def _trend(per_width) -> str:
+    return "; ".join(f"width {w}: {_fmt(res['ratio'])}" + (f" [{_fmt(res['ci_low'])}, {_fmt(res['ci_high'])}]"
+                                                            if np.isfinite(res["ci_low"]) else "")
+                     for w, res in per_width)
+
+
+def _comparison_row(claim, name, test, res, per_width, w, settings, role, framing, power_extra, what) -> Dict[str, Any]:
+    m = float(settings["min_effect"])
+    thr = (f"consistent if the interval lies above {1 + m:g}; refuted if below {1 / (1 + m):.3g}; no material difference "
+           f"if inside")
+    counts = (f"at width {w}: {res['n_values']} seed pair(s) with both rates, {res['n_a'] + res['n_b']} decided by "
+              f"one run entering the range, {res['n_undecided']} undecided, {res['n_excluded']} not trained")
+    power = f"{counts}{'; ' + power_extra if power_extra else ''}"
+    verdict = _OUTCOME_VERDICT[res["outcome"]]
+    reason = (res["note"] + "; " if res["note"] else "") + "ratio by width: " + _trend(per_width)
+    if role == ROLE_CONTROL:
+        reason = "control (expected: no material difference): " + reason
+    ratio = (_fmt(res["ratio"], 3) + "x" if np.isfinite(res["ratio"]) else
+             (f">= {_fmt(res['bound'], 3)}x" if res["outcome"] == stats.FASTER else
+              f"<= {_fmt(res['bound'], 3)}x" if res["outcome"] == stats.SLOWER else "n/a"))
+    word = {CONSISTENT: "faster", REFUTED: "slower", NO_DIFFERENCE: "no material difference",
+            NOT_MEASURABLE: "undecided"}[verdict]
+    summary = f"{what} {word} ({ratio} at width {w}, {framing or 'as run'})"
+    return _row(claim, name, test, res["ratio"], res["ci_low"], res["ci_high"], thr, verdict, reason, power, framing,
+                summary, role)
+
+
+def _compare(claim, name, ds, axis, a, b, settings, role) -> List[Dict[str, Any]]:
+    """Rows comparing setting `a` with `b` along `axis` (init or scaling): measured per step setting at
+    the largest trained width; predicted from K_0 in both framings at the largest width."""
+    conf, m = settings["confidence"], settings["min_effect"]
+    rows = []
+    for step in _steps(ds):
+        sub = _at_step(ds, step)
+        rs = stats.rates(sub, settings)
+        trained = [w for w in stats.axis_values(sub, "width")
+                   if any((stats.run_status(sub.sel({axis: v, "width": w})) != stats.STATUS_KERNEL_ONLY).any()
+                          for v in (a, b))]
+        framing = _framing_of(ds, step)
+        test = f"measured rate ratio {a}/{b} ({_step_label(ds, step)})"
+        if not trained:
+            rows.append(_row(claim, name, test, reason="no trained width", power="needs trained runs", framing=framing,
+                             role=role, summary=f"{a} vs {b}: no trained width at {_step_label(ds, step)}"))
+            continue
+        per_width = [(w, stats.compare_rates(list(zip(_records(rs, **{axis: a, "width": w}),
+                                                       _records(rs, **{axis: b, "width": w}))), conf, m))
+                     for w in trained]
+        w, res = per_width[-1]
+        eta = ""
+        if "eta" in sub and "step_limit" in sub:
+            r = (sub["eta"] / sub["step_limit"]).sel(width=w)
+            eta = f"eta / own limit: {a} {_fmt(float(r.sel({axis: a}).median()))}, {b} {_fmt(float(r.sel({axis: b}).median()))}"
+        if res["n_undecided"] and "k0_eigenvalues" in sub:
+            t1 = stats.predicted_rates(sub.sel(width=[w]), settings)["t1"]
+            need = {v: float(np.nanmedian(t1.sel({axis: v}).values)) if np.isfinite(t1.sel({axis: v}).values).any() else np.inf
+                    for v in (a, b)}
+            eta += (f"; the kernel predicts L/L_0 = {settings['rate_range'][0]:g} at epoch {_epochs(need[a])} ({a}) and "
+                    f"{_epochs(need[b])} ({b}): undecided pairs need that budget")
+        rows.append(_comparison_row(claim, name, test + f" at width {w}", res, per_width, w, settings, role, framing, eta,
+                                    f"{a} vs {b}, measured:"))
+    # the kernel's prediction from K_0, in both framings, at every width (kernel-only included)
+    base = _at_step(ds, _steps(ds)[0])
+    if "k0_eigenvalues" not in base:
+        rows.append(_row(claim, name, f"linearised rate ratio {a}/{b} from K_0", role=role,
+                         reason="the aggregate has no K_0 modes (k0_eigenvalues): rerun the experiment",
+                         power="needs K_0's modes", summary="needs K_0's modes"))
+        return rows
+    c = stats.step_fraction(ds)
+    for framing in ("common", "own"):
+        eta = stats.framing_steps(base, framing, axis, c)
+        ps = stats.predicted_rates(base, settings, eta)
+        widths = stats.axis_values(base, "width")
+        per_width = [(w, stats.compare_rates(list(zip(_pred_records(ps, **{axis: a, "width": w}),
+                                                      _pred_records(ps, **{axis: b, "width": w}))), conf, m))
+                     for w in widths]
+        w, res = per_width[-1]
+        label = "common step" if framing == "common" else "own limit"
+        test = f"linearised rate ratio {a}/{b} from K_0 at width {w} ({c:g} x {'common' if framing == 'common' else 'own'} limit)"
+        rows.append(_comparison_row(claim, name, test, res, per_width, w, settings, role, label,
+                                    "the kernel's prediction: budget-free, every width", f"{a} vs {b}, predicted:"))
+    return rows
+
+
+def claim3(name: str, ds, settings, role: str = ROLE_TEST) -> List[Dict[str, Any]]:
     inits = stats.axis_values(ds, "init")
     if "ntk" not in inits or not ({"lecun", "he"} & set(inits)):
-        return [_row(3, name, "needs", reason="the experiment needs init ntk and lecun or he")]
+        return [_row(3, name, "needs", reason="the experiment needs init ntk and lecun or he",
+                     power="needs both inits", role=role)]
     sc = stats.preferred(stats.axis_values(ds, "scaling"), "inv_sqrt")
-    ds = _largest_n(ds)
     rows = []
-    for step in _steps(ds):
-        sub = _at_step(ds, step).sel(scaling=sc)
-        rate = stats.rates(sub, settings)["rate"]
+    for n in _n_values(ds)[-1:]:
+        sub = _at_n(ds, n).sel(scaling=sc)
         for a in ("lecun", "he"):
-            if a not in inits:
-                continue
-            w, res = stats.ratio_at_largest_width(rate.sel(init=a), rate.sel(init="ntk"), settings["confidence"],
-                                                  stats.axis_values(sub, "width"))
-            ctx = (f"width {w}, {_step_label(sub, step)}; {a}: {_step_context(sub.sel(init=a), w)}, "
-                   f"ntk: {_step_context(sub.sel(init='ntk'), w)}")
-            rows.append(_faster(3, name, f"late-window rate ratio {a}/ntk ({sc}, {_step_label(sub, step)})", res,
-                                settings, ctx))
+            if a in inits:
+                rows.extend(_compare(3, name, sub, "init", a, "ntk", settings, role))
     return rows
 
 
-def claim4(name: str, ds, settings) -> List[Dict[str, Any]]:
+def claim4(name: str, ds, settings, role: str = ROLE_TEST) -> List[Dict[str, Any]]:
     if not ({"inv_sqrt", "inv"} <= set(stats.axis_values(ds, "scaling"))):
-        return [_row(4, name, "needs", reason="the experiment needs scalings inv_sqrt and inv")]
+        return [_row(4, name, "needs", reason="the experiment needs scalings inv_sqrt and inv", power="needs both scalings",
+                     role=role)]
     ini = stats.preferred(stats.axis_values(ds, "init"), "lecun", "he")
-    ds = _largest_n(ds)
     rows = []
-    for step in _steps(ds):
-        sub = _at_step(ds, step).sel(init=ini)
-        meas = stats.rates(sub, settings)["rate"]
-        trained = [w for w in stats.axis_values(sub, "width")
-                   if (stats.run_status(sub.sel(width=w)) == stats.STATUS_COMPLETE).any()]
-        if trained:
-            w, res = stats.ratio_at_largest_width(meas.sel(scaling="inv_sqrt"), meas.sel(scaling="inv"),
-                                                  settings["confidence"], trained)
-            rows.append(_faster(4, name, f"(a) measured rate ratio inv_sqrt/inv at the largest trained width ({ini}, "
-                                         f"{_step_label(sub, step)})", res, settings, f"width {w}"))
-        pred = stats.rates(sub, settings, "loss_linearised")["rate"]
-        wmax = max(stats.axis_values(sub, "width"))
-        res = stats.paired_ratio(pred.sel(scaling="inv_sqrt", width=wmax).values, pred.sel(scaling="inv", width=wmax).values,
-                                 settings["confidence"])
-        rows.append(_faster(4, name, f"(b) linearised-prediction rate ratio inv_sqrt/inv at width {wmax} ({ini}, "
-                                     f"{_step_label(sub, step)})", res, settings,
-                            f"width {wmax}; from K_0 and the initial residual (no training needed)"))
+    for n in _n_values(ds)[-1:]:
+        rows.extend(_compare(4, name, _at_n(ds, n).sel(init=ini), "scaling", "inv_sqrt", "inv", settings, role))
     return rows
 
 
@@ -351,80 +661,170 @@ def _slope_over_width(sub, values, confidence):
     return stats.fit_loglog(x[ok], y[ok], confidence)
 
 
-def claim5(name: str, ds, settings) -> List[Dict[str, Any]]:
+def _ci(f) -> str:
+    return f"{_fmt(f['slope'])} [{_fmt(f['ci_low'])}, {_fmt(f['ci_high'])}]"
+
+
+def claim5(name: str, ds, settings, role: str = ROLE_TEST) -> List[Dict[str, Any]]:
     if "inv" not in stats.axis_values(ds, "scaling") or len(stats.axis_values(ds, "width")) < 2:
-        return [_row(5, name, "needs", reason="the experiment needs scaling inv and >= 2 widths")]
+        return [_row(5, name, "needs", reason="the experiment needs scaling inv and >= 2 widths", role=role,
+                     power="needs scaling inv and a width axis")]
     ini = stats.preferred(stats.axis_values(ds, "init"), "lecun", "he")
-    ds = _largest_n(ds)
+    has_sq = "inv_sqrt" in stats.axis_values(ds, "scaling")
+    conf, m, thr_k = settings["confidence"], float(settings["min_effect"]), float(settings["kernel_change_threshold"])
     rows = []
-    for step in _steps(ds):
-        sub = _at_step(ds, step).sel(scaling="inv", init=ini)
-        trained = [w for w in stats.axis_values(sub, "width") if (stats.run_status(sub.sel(width=w)) == stats.STATUS_COMPLETE).any()]
-        sub = sub.sel(width=trained)
-        lab = f"inv, {ini}, {_step_label(sub, step)}"
-        f = _slope_over_width(sub, stats.final_value(sub, "attention_deviation_mean"), settings["confidence"])
-        test = f"(a) width slope of the attention deviation at the end of training ({lab})"
-        thr = "consistent if ci_high < 0; refuted if ci_low > 0"
-        if not np.isfinite(f["slope"]):
-            rows.append(_row(5, name, test, threshold=thr, reason="needs >= 3 complete runs over >= 2 trained widths"))
-        else:
-            v = CONSISTENT if f["ci_high"] < 0 else REFUTED if f["ci_low"] > 0 else NOT_MEASURABLE
-            rows.append(_row(5, name, test, f["slope"], f["ci_low"], f["ci_high"], thr, v,
-                             f"{f['n']} runs over widths {trained}" + ("" if v != NOT_MEASURABLE else "; the interval holds 0")))
-        kc = stats.final_value(sub, "kernel_change", "checkpoint_epoch")
-        test = f"(b) final NTK change |K_E-K_0|/|K_0|: width slope and level at the widest width ({lab})"
-        thr = f"consistent if slope ci_high < 0 and level <= {settings['kernel_change_threshold']:g}"
-        ck = [int(e) for e in sub["checkpoint_epoch"].values] if "checkpoint_epoch" in sub.dims else []
-        if not ck or max(ck) == 0:
-            rows.append(_row(5, name, test, threshold=thr, reason="needs a checkpoint epoch after 0"))
-            continue
-        f = _slope_over_width(sub, kc, settings["confidence"])
-        wmax = max(trained) if trained else None
-        level = float(np.nanmedian(kc.sel(width=wmax).values)) if wmax is not None else np.nan
-        if not np.isfinite(f["slope"]) or not np.isfinite(level):
-            rows.append(_row(5, name, test, level, threshold=thr, reason="needs >= 3 complete runs with a kernel change"))
-            continue
-        thr_v = settings["kernel_change_threshold"]
-        if f["ci_high"] < 0 and level <= thr_v:
-            v, why = CONSISTENT, f"slope {_fmt(f['slope'])} [{_fmt(f['ci_low'])}, {_fmt(f['ci_high'])}], level {_fmt(level)} at width {wmax}"
-        elif f["ci_low"] > 0 or (level > thr_v and f["ci_high"] >= 0):
-            v, why = REFUTED, (f"slope {_fmt(f['slope'])} [{_fmt(f['ci_low'])}, {_fmt(f['ci_high'])}] is not negative"
-                               + (f" and the level {_fmt(level)} at width {wmax} exceeds {thr_v:g}" if level > thr_v else ""))
-        else:
-            v, why = NOT_MEASURABLE, (f"slope {_fmt(f['slope'])} [{_fmt(f['ci_low'])}, {_fmt(f['ci_high'])}], level "
-                                      f"{_fmt(level)} at width {wmax}: decreasing but not yet at {thr_v:g}, or not significantly decreasing")
-        rows.append(_row(5, name, test, level, np.nan, np.nan, thr, v, why))
+    for n in _n_values(ds)[-1:]:
+        for step in _steps(ds):
+            base = _at_step(_at_n(ds, n), step)
+            inv = base.sel(scaling="inv", init=ini)
+            widths = _trained_widths(inv)
+            framing = _framing_of(ds, step)
+            lab = f"{ini}, {_step_label(ds, step)}"
+            if len(widths) < 2:
+                rows.append(_row(5, name, f"(a)-(c) under inv ({lab})", reason="needs >= 2 trained widths", role=role,
+                                 power="needs trained widths", framing=framing, summary="too few trained widths"))
+                continue
+            inv = inv.sel(width=widths)
+            sq = base.sel(scaling="inv_sqrt", init=ini, width=widths) if has_sq else None
+            rows.append(_attention_row(name, inv, sq, widths, lab, conf, m, role, framing))
+            rows.extend(_kernel_rows(name, inv, sq, widths, lab, conf, m, thr_k, role, framing))
     return rows
 
 
-TESTS: Dict[int, Callable[[str, Any, Mapping[str, Any]], List[Dict[str, Any]]]] = {
-    1: claim1, 2: claim2, 3: claim3, 4: claim4, 5: claim5,
-}
+def _moved(sub) -> float:
+    """Median over complete runs of |dev_E - dev_0| / dev_0: how much training moved attention."""
+    d0 = sub["attention_deviation_mean"].isel(epoch=0, drop=True)
+    dE = stats.final_value(sub, "attention_deviation_mean")
+    rel = (abs(dE - d0) / d0).where(sub["status"] == stats.STATUS_COMPLETE)
+    v = np.asarray(rel.values, dtype=float)
+    return float(np.nanmedian(v)) if np.isfinite(v).any() else np.nan
+
+
+def _attention_row(name, inv, sq, widths, lab, conf, m, role, framing) -> Dict[str, Any]:
+    test = f"(a) width slope of the attention deviation after training, inv against inv_sqrt ({lab})"
+    thr = "consistent if inv's slope is negative and below inv_sqrt's interval; refuted if inv's slope is >= 0"
+    moved = {w: max(_moved(inv.sel(width=w)), _moved(sq.sel(width=w)) if sq is not None else np.nan) for w in widths}
+    most = max((v for v in moved.values() if np.isfinite(v)), default=np.nan)
+    power = (f"training moves attention by up to {_fmt(most)} of its initial deviation (median run; "
+             f"{m:g} needed for the after-training slope to differ from the algebra at init)")
+    f_inv = _slope_over_width(inv, stats.final_value(inv, "attention_deviation_mean"), conf)
+    f_sq = _slope_over_width(sq, stats.final_value(sq, "attention_deviation_mean"), conf) if sq is not None else None
+    f0 = _slope_over_width(inv, inv["attention_deviation_mean"].isel(epoch=0, drop=True), conf)
+    ctx = f"inv {_ci(f_inv)}" + (f", inv_sqrt {_ci(f_sq)}" if f_sq is not None else "") + f"; at init inv {_ci(f0)}"
+    if not (np.isfinite(most) and most >= m):
+        return _row(5, name, test, f_inv["slope"], f_inv["ci_low"], f_inv["ci_high"], thr, NOT_MEASURABLE,
+                    f"training does not move attention measurably here, so the after-training slope repeats the algebra "
+                    f"at init ({ctx}): needs a setting where attention moves (larger step, O(1) logits, longer training)",
+                    power, framing, summary="attention barely moves in training: not measurable", role=role)
+    if not np.isfinite(f_inv["slope"]):
+        return _row(5, name, test, threshold=thr, reason="needs >= 3 complete runs over >= 2 widths", power=power,
+                    framing=framing, role=role, summary="too few runs")
+    separated = f_sq is None or (np.isfinite(f_sq["ci_low"]) and f_inv["ci_high"] < f_sq["ci_low"])
+    if f_inv["ci_high"] < 0 and separated:
+        return _row(5, name, test, f_inv["slope"], f_inv["ci_low"], f_inv["ci_high"], thr, CONSISTENT, ctx, power,
+                    framing, summary=f"attention tends to uniform under inv after training (slope {_fmt(f_inv['slope'], 2)})",
+                    role=role)
+    if f_inv["ci_low"] >= 0:
+        return _row(5, name, test, f_inv["slope"], f_inv["ci_low"], f_inv["ci_high"], thr, REFUTED, ctx, power, framing,
+                    summary="attention does not approach uniform with width under inv", role=role)
+    return _row(5, name, test, f_inv["slope"], f_inv["ci_low"], f_inv["ci_high"], thr, NOT_MEASURABLE,
+                ctx + ": not separated from inv_sqrt or not significantly negative", power, framing,
+                summary="attention's trend under inv is not separated from inv_sqrt's", role=role)
+
+
+def _kernel_rows(name, inv, sq, widths, lab, conf, m, thr_k, role, framing) -> List[Dict[str, Any]]:
+    rows = []
+    if "checkpoint_epoch" not in inv.dims or not bool((inv["checkpoint_epoch"] > 0).any()):
+        return [_row(5, name, f"(b) final NTK change under inv ({lab})", reason="needs a checkpoint epoch after 0",
+                     power="needs checkpoints", framing=framing, role=role, summary="no kernel checkpoints")]
+    kc_inv = stats.final_kernel_change(inv)
+    f = _slope_over_width(inv, kc_inv, conf)
+    wmax = widths[-1]
+    level = float(np.nanmedian(kc_inv.sel(width=wmax).values)) if np.isfinite(kc_inv.sel(width=wmax).values).any() else np.nan
+    test = f"(b) final NTK change |K_E-K_0|/|K_0| under inv: width slope, level at width {wmax} ({lab})"
+    thr = f"consistent if the slope is negative and the level <= {thr_k:g}; refuted if the slope is >= 0"
+    power = f"{len(widths)} trained widths {widths}"
+    if not np.isfinite(f["slope"]) or not np.isfinite(level):
+        rows.append(_row(5, name, test, level, threshold=thr, reason="needs >= 3 complete runs with a kernel change",
+                         power=power, framing=framing, role=role, summary="no kernel change measured"))
+    else:
+        ctx = f"slope {_ci(f)}, level {_fmt(level)} at width {wmax}"
+        if f["ci_high"] < 0 and level <= thr_k:
+            rows.append(_row(5, name, test, level, f["ci_low"], f["ci_high"], thr, CONSISTENT, ctx, power, framing,
+                             summary=f"the NTK change falls with width to {_fmt(level, 2)} at width {wmax}", role=role))
+        elif f["ci_high"] < 0:
+            w_star = wmax * (thr_k / level) ** (1.0 / f["slope"])
+            rows.append(_row(5, name, test, level, f["ci_low"], f["ci_high"], thr, NOT_MEASURABLE,
+                             f"{ctx}: falling, but above {thr_k:g}; at this slope it reaches {thr_k:g} near width {_fmt(w_star)}",
+                             power + f"; needs widths up to ~{_fmt(w_star)}", framing,
+                             summary=f"the NTK change falls with width (slope {_fmt(f['slope'], 2)}) but reaches {thr_k:g} "
+                                     f"only near width {_fmt(w_star, 2)}", role=role))
+        elif f["ci_low"] >= 0:
+            rows.append(_row(5, name, test, level, f["ci_low"], f["ci_high"], thr, REFUTED, ctx + ": not falling with width",
+                             power, framing, summary="the NTK change does not fall with width under inv", role=role))
+        else:
+            rows.append(_row(5, name, test, level, f["ci_low"], f["ci_high"], thr, NOT_MEASURABLE,
+                             ctx + ": the slope's interval holds 0", power, framing,
+                             summary="the NTK change's trend with width is not significant", role=role))
+    if sq is None:
+        return rows
+    kc_sq = stats.final_kernel_change(sq)
+    a = np.asarray(kc_inv.sel(width=wmax).values, dtype=float).ravel()
+    b = np.asarray(kc_sq.sel(width=wmax).values, dtype=float).ravel()
+    res = stats.compare_rates([(dict(kind="measured", rate=y, t_enter=0, budget=1), dict(kind="measured", rate=x, t_enter=0,
+                                                                                      budget=1))
+                               for x, y in zip(a, b) if np.isfinite(x) and np.isfinite(y) and x > 0 and y > 0], conf, m)
+    # res compares inv_sqrt's change (A) with inv's (B): the claim expects inv's kernel to move less
+    test = f"(c) final NTK change inv_sqrt/inv at width {wmax} ({lab})"
+    thr = (f"consistent if inv's kernel moves materially less (ratio above {1 + m:g}); refuted if it moves materially "
+           f"more (below {1 / (1 + m):.3g}); no material difference inside")
+    verdict = _OUTCOME_VERDICT[res["outcome"]]
+    word = {CONSISTENT: "moves less under inv", REFUTED: "moves more under inv than under inv_sqrt",
+            NO_DIFFERENCE: "moves as much under inv as under inv_sqrt", NOT_MEASURABLE: "undecided"}[verdict]
+    rows.append(_row(5, name, test, res["ratio"], res["ci_low"], res["ci_high"], thr, verdict,
+                     f"median change inv {_fmt(float(np.nanmedian(a)))}, inv_sqrt {_fmt(float(np.nanmedian(b)))}"
+                     + (f"; {res['note']}" if res["note"] else ""),
+                     f"{res['n_values']} seed pairs at width {wmax}", framing,
+                     summary=f"the NTK {word} (inv_sqrt/inv {_fmt(res['ratio'], 3)} at width {wmax})", role=role))
+    return rows
+
+
+TESTS: Dict[int, Callable[..., List[Dict[str, Any]]]] = {1: claim1, 2: claim2, 3: claim3, 4: claim4, 5: claim5}
+_ROLE_AWARE = (3, 4, 5)
 
 
 def evaluate_claims(aggregates: Mapping[str, Any], claims_of: Mapping[str, Iterable[int]],
-                    analysis_cfg: Optional[Mapping[str, Any]] = None):
-    """The claims table (pandas.DataFrame, columns `COLUMNS`).
+                    analysis_cfg: Optional[Mapping[str, Any]] = None,
+                    controls: Optional[Mapping[str, str]] = None):
+    """The claims table (pandas.DataFrame, columns "claim", "statement" and `COLUMNS`).
 
     aggregates: experiment name -> aggregate Dataset; claims_of: experiment name -> the claims its
-    analyses test (`claims_tested`)."""
+    analyses test (`claims_tested`); controls: experiment name -> why it is a control (its rows get
+    role "control": expected no material difference, never a test of the claim)."""
     import pandas as pd
 
     settings = analysis_settings(analysis_cfg)
+    controls = dict(controls or {})
     rows: List[Dict[str, Any]] = []
     for k in sorted(CLAIMS):
         tested = [name for name in aggregates if k in set(claims_of.get(name, ()))]
         for name in tested:
             ds = stats.complete_axes(aggregates[name])
-            new = TESTS[k](name, ds, settings)
-            n_div = int((stats.run_status(ds) == stats.STATUS_DIVERGED).sum())
-            if n_div:  # say so in every row of the experiment: the fits and ratios left them out
-                note = f"{n_div} of {stats.run_status(ds).size} run(s) diverged (excluded)"
+            role = ROLE_CONTROL if name in controls else ROLE_TEST
+            new = TESTS[k](name, ds, settings, role) if k in _ROLE_AWARE else TESTS[k](name, ds, settings)
+            if role == ROLE_CONTROL:
+                for r in new:
+                    r["role"] = ROLE_CONTROL
+            st = stats.run_status(ds)
+            n_div = int((st == stats.STATUS_DIVERGED).sum())
+            if n_div:  # say so in every row of the experiment
+                note = f"{n_div} of {st.size} run(s) diverged (counted where a test scores them)"
                 for r in new:
                     r["reason"] = f"{r['reason']}; {note}" if r["reason"] else note
             rows.extend(new)
         if not tested:
-            rows.append(_row(k, "", "-", reason=_untested(k)))
+            rows.append(_row(k, "", "-", reason=f"no experiment lists an analysis that tests it ({', '.join(analyses_testing(k))})",
+                             power="not run", summary="not tested by any experiment"))
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.insert(1, "statement", df["claim"].map(CLAIMS))
     return df
@@ -432,19 +832,55 @@ def evaluate_claims(aggregates: Mapping[str, Any], claims_of: Mapping[str, Itera
 
 def claims_tested(analyses: Sequence[str]) -> List[int]:
     """The claims tested by an experiment that lists `analyses` (from the registry)."""
+
     return sorted({c for a in analyses for c in get_analysis(a).claims})
 
 
-def analyses_testing(claim: int) -> List[str]:
-    """The analyses whose experiments test `claim`, in the registry's order (`Analysis.claims`: the
-    one place that links an analysis to the claims it tests)."""
-    return [a.name for a in all_analyses() if claim in a.claims]
+# ---------------------------------------------------------------------------------------------
+# The synthesis: one sentence per claim
+# ---------------------------------------------------------------------------------------------
 
+def synthesis(table) -> List[Dict[str, Any]]:
+    """One sentence per claim that a reviewer can quote, generated from the rows: the overall verdict
+    ("holds", "fails", "holds in part", "no material difference", "not measurable"), where it holds or
+    fails (the rows' summaries, with experiment and framing), what is not measurable and why, and how
+    the controls came out.  Returns [dict(claim, verdict, sentence, counts)]."""
+    out = []
+    for k in sorted(CLAIMS):
+        rows = table[table["claim"] == k]
+        tests = rows[rows["role"] == ROLE_TEST]
+        ctrl = rows[rows["role"] == ROLE_CONTROL]
+        counts = {v: int((tests["verdict"] == v).sum()) for v in VERDICTS}
+        if counts[CONSISTENT] and counts[REFUTED]:
+            overall = "holds in part"
+        elif counts[CONSISTENT]:
+            overall = "holds"
+        elif counts[REFUTED]:
+            overall = "fails"
+        elif counts[NO_DIFFERENCE]:
+            overall = "no material difference"
+        else:
+            overall = "not measurable"
 
-def _untested(claim: int) -> str:
-    """Why a claim has no row of its own: no experiment lists an analysis that tests it (the first
-    such analysis of the registry is named)."""
-    names = analyses_testing(claim)
-    if not names:
-        return "no analysis of the registry tests it"
-    return f"no experiment lists the analysis '{names[0]}', which tests it"
+        def parts(verdict, limit=3):
+            sel = tests[tests["verdict"] == verdict]
+            ps = [f"{r.summary} [{r.experiment}]" for r in sel.itertuples() if r.summary]
+            return ps[:limit] + ([f"{len(ps) - limit} more"] if len(ps) > limit else [])
+
+        bits = []
+        for verdict, word in ((CONSISTENT, "holds"), (REFUTED, "fails"), (NO_DIFFERENCE, "no material difference")):
+            p = parts(verdict)
+            if p:
+                bits.append(f"{word}: " + "; ".join(p))
+        nm = tests[tests["verdict"] == NOT_MEASURABLE]
+        if len(nm):
+            bits.append("not measurable: " + "; ".join(f"{r.summary} [{r.experiment}]" for r in nm.itertuples()
+                                                        if r.summary)[:400])
+        for r in ctrl.itertuples():
+            expected = r.verdict == NO_DIFFERENCE
+            bits.append(f"control {r.experiment} ({r.framing or 'as run'}): {r.verdict}"
+                        + (", as expected" if expected else ", not as expected: look at this control"))
+        sentence = f"Claim {k} ({CLAIMS[k]}): {overall.upper()}" + (". " + ". ".join(b[0].upper() + b[1:] for b in bits)
+                                                                     if bits else "") + "."
+        out.append(dict(claim=k, verdict=overall, sentence=sentence, counts=counts))
+    return out

@@ -35,11 +35,11 @@ from scipy import stats as scipy_stats
 
 from ..config.experiment import AXIS_DEFAULTS, GRID_AXES
 from ..config import analysis_settings
-from ..core.linearised import geometric_bound, predicted_rate, stable_step_size  # noqa: F401 (re-exported)
+from ..core.linearised import FLOAT_FLOOR, geometric_bound, predicted_rate, stable_step_size  # noqa: F401 (re-exported)
 from ..core.status import STATUS_COMPLETE, STATUS_DIVERGED, STATUS_KERNEL_ONLY, STATUS_MISSING  # noqa: F401 (re-exported)
 
-#: float32 residuals of O(1) outputs stall near 1e-7, i.e. a loss ratio near 1e-14; fits stop at 1e-10.
-RATE_FLOOR = 1e-10
+#: float32 residuals of O(1) outputs stall near 1e-7, i.e. a loss ratio near 1e-14; rates stop at 1e-10.
+RATE_FLOOR = FLOAT_FLOOR
 
 
 # ---------------------------------------------------------------------------------------------
@@ -87,37 +87,117 @@ def fit_loglog(x, y, confidence: float = 0.95) -> Dict[str, float]:
     return fit_linear(np.log(x[ok]), np.log(y[ok]), confidence)
 
 
-def linear_rate(loss_curve, window: Sequence[float] = (0.5, 1.0), floor: Optional[float] = RATE_FLOOR,
-                diverged: bool = False, confidence: float = 0.95) -> Dict[str, float]:
-    """Late-window geometric rate of one loss curve: rate = -d log(loss) / d epoch, with its interval.
+def range_rate(loss_curve, rate_range: Sequence[float] = (1e-2, FLOAT_FLOOR), diverged: bool = False) -> Dict[str, Any]:
+    """The rate of one loss curve over the range of L/L_0 from ``rate_range[0]`` down to ``rate_range[1]``.
 
-    The fit uses epochs round(window[0] E) .. round(window[1] E) of the curve (epochs 0..E), stopped
-    before the first epoch whose loss is <= ``floor * loss_0``.  Returns dict(rate, ci_low, ci_high,
-    r2, n, start, stop, floor_reached): ``floor_reached`` is True when the loss hit the floor before
-    the window had 3 points (the run converged to machine precision: no rate is fitted).  NaN rate
-    for a diverged run, a non-finite curve, or fewer than 3 points otherwise.
+    rate = log(L_t1 / L_t2) / (t2 - t1): the mean geometric rate per epoch between t1, the first epoch
+    with L/L_0 <= rate_range[0], and t2, the first later epoch with L/L_0 <= rate_range[1] (the float
+    floor) or, when the floor is not reached, the last epoch of the curve.  It depends on the curve's
+    shape, not on where the budget ends (unless the budget ends inside the range: ``decades`` says how
+    much of the range was covered).  Returns dict(rate, kind, t1, t2, decades, min_ratio, t_enter):
+
+    * kind "measured": the range was entered and t2 > t1 (rate may be <= 0 for a run that stalls or rises);
+      "floor" when t2 is a floor hit (the run converged to float precision: never missing);
+    * "short": the curve never reached rate_range[0] (or reached it at its last epoch): no rate;
+      ``t_enter`` is inf and ``min_ratio`` says how far it got (the budget, or the run, was too slow);
+    * "diverged" / "invalid" (non-finite L_0): no rate.
     """
+    hi, lo = float(rate_range[0]), float(rate_range[1])
+    if not 0.0 < lo < hi <= 1.0:
+        raise ValueError(f"rate_range must satisfy 0 < floor < start <= 1, got {tuple(rate_range)}")
     loss = np.asarray(loss_curve, dtype=float).ravel()
-    E = loss.size - 1
-    lo, hi = float(window[0]), float(window[1])
-    if not 0.0 <= lo < hi <= 1.0:
-        raise ValueError(f"linear_rate: window must satisfy 0 <= start < end <= 1, got {tuple(window)}")
-    start, stop = int(round(lo * E)), int(round(hi * E)) + 1
-    out = dict(rate=np.nan, ci_low=np.nan, ci_high=np.nan, r2=np.nan, n=0, start=start, stop=start,
-               floor_reached=False)
-    if diverged or E < 2 or not np.all(np.isfinite(loss)) or not loss[0] > 0:
+    out = dict(rate=np.nan, kind="invalid", t1=-1, t2=-1, decades=0.0, min_ratio=np.nan, t_enter=np.inf)
+    if diverged:
+        out["kind"] = "diverged"
         return out
-    cut = np.nonzero(loss <= (floor or 0.0) * loss[0])[0] if floor else np.nonzero(loss <= 0)[0]
-    if cut.size:
-        stop = min(stop, int(cut[0]))
-    out["stop"] = max(start, stop)
-    if stop - start < 3:
-        out["n"] = max(0, stop - start)
-        out["floor_reached"] = bool(cut.size and cut[0] < start + 3)
+    if loss.size == 0 or not (np.isfinite(loss[0]) and loss[0] > 0):
         return out
-    t = np.arange(start, stop, dtype=float)
-    fit = fit_linear(t, np.log(loss[start:stop]), confidence)
-    out.update(rate=-fit["slope"], ci_low=-fit["ci_high"], ci_high=-fit["ci_low"], r2=fit["r2"], n=fit["n"])
+    fin = np.nonzero(np.isfinite(loss))[0]
+    last = int(fin[-1])
+    ratio = loss[: last + 1] / loss[0]
+    with np.errstate(invalid="ignore"):
+        out["min_ratio"] = float(np.nanmin(ratio))
+        entered = np.nonzero(ratio <= hi)[0]
+    if entered.size == 0:
+        out["kind"] = "short"
+        return out
+    t1 = int(entered[0])
+    out["t_enter"] = float(t1)
+    with np.errstate(invalid="ignore"):
+        hit = np.nonzero(ratio[t1:] <= lo)[0]
+    t2 = t1 + int(hit[0]) if hit.size else last
+    if t2 <= t1:
+        out.update(kind="short", t1=t1)
+        return out
+    L1, L2 = loss[t1], max(loss[t2], np.finfo(float).tiny)
+    out.update(rate=float(np.log(L1 / L2) / (t2 - t1)), kind="floor" if hit.size else "measured", t1=t1, t2=t2,
+               decades=float(np.log10(L1 / L2)))
+    return out
+
+
+def tail_trend(loss_curve, fraction: float = 0.2, min_points: int = 10, floor: float = FLOAT_FLOOR,
+               confidence: float = 0.95) -> Dict[str, Any]:
+    """Whether a run still decreases at the end of its curve: the least-squares rate -d log L / dt over
+    the last ``fraction`` of its finite epochs above the floor (at least ``min_points``), with the t
+    interval.  dict(rate, ci_low, ci_high, n, start, stop, floor_reached): a curve that reached
+    ``floor * L_0`` has converged (floor_reached, no fit needed)."""
+    loss = np.asarray(loss_curve, dtype=float).ravel()
+    out = dict(rate=np.nan, ci_low=np.nan, ci_high=np.nan, n=0, start=-1, stop=-1, floor_reached=False)
+    if loss.size == 0 or not (np.isfinite(loss[0]) and loss[0] > 0):
+        return out
+    fin = np.nonzero(np.isfinite(loss))[0]
+    last = int(fin[-1])
+    with np.errstate(invalid="ignore"):
+        hit = np.nonzero(loss[: last + 1] <= floor * loss[0])[0]
+    if hit.size:
+        out["floor_reached"] = True
+        return out
+    n = max(int(min_points), int(round(fraction * (last + 1))))
+    start = max(0, last + 1 - n)
+    t = np.arange(start, last + 1, dtype=float)
+    fit = fit_linear(t, np.log(loss[start:last + 1]), confidence)
+    out.update(rate=-fit["slope"], ci_low=-fit["ci_high"], ci_high=-fit["ci_low"], n=fit["n"], start=start, stop=last)
+    return out
+
+
+def spike(loss_curve, factor: float = 10.0) -> Tuple[int, float]:
+    """(epoch, height) of the first transient jump of the loss to more than ``factor`` times its running
+    minimum (height = L_t / min_{s<t} L_s), or (-1, 1.0) when the curve never jumps."""
+    loss = np.asarray(loss_curve, dtype=float).ravel()
+    fin = np.isfinite(loss)
+    if fin.sum() < 2:
+        return -1, 1.0
+    L = loss[: int(np.nonzero(fin)[0][-1]) + 1]
+    runmin = np.minimum.accumulate(np.where(np.isfinite(L), L, np.inf))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        h = L[1:] / runmin[:-1]
+    jump = np.nonzero(h > factor)[0]
+    if not jump.size:
+        return -1, 1.0
+    return int(jump[0] + 1), float(np.nanmax(h))
+
+
+def predicted_range_rate(eigenvalues, projection, step_size: float, n_samples: float, loss: str = "mean",
+                         rate_range: Sequence[float] = (1e-2, FLOAT_FLOOR)) -> Dict[str, Any]:
+    """`range_rate` of the linearised loss computed from K_0's modes (any number of epochs: it does not
+    depend on a budget), with the slowest mode's rate and how many epochs the range needs.
+    dict(rate, t1, t2, slowest, lambda_share = rate / slowest)."""
+    from ..core.linearised import epochs_to_level, mode_loss, slowest_mode_rate
+
+    out = dict(rate=np.nan, t1=np.nan, t2=np.nan, slowest=np.nan, lambda_share=np.nan)
+    lam = np.asarray(eigenvalues, dtype=float)
+    if not (np.isfinite(step_size) and np.isfinite(lam).any()):
+        return out
+    out["slowest"] = slowest_mode_rate(eigenvalues, projection, step_size, n_samples, loss)
+    t1 = epochs_to_level(eigenvalues, projection, step_size, n_samples, loss, rate_range[0])
+    t2 = epochs_to_level(eigenvalues, projection, step_size, n_samples, loss, rate_range[1])
+    out.update(t1=t1, t2=t2)
+    if not (np.isfinite(t1) and np.isfinite(t2)) or t2 <= t1:
+        return out
+    L1, L2 = mode_loss(eigenvalues, projection, step_size, n_samples, loss, np.asarray([t1, t2]))
+    out["rate"] = float(np.log(L1 / L2) / (t2 - t1))
+    if np.isfinite(out["slowest"]) and out["slowest"] > 0:
+        out["lambda_share"] = out["rate"] / out["slowest"]
     return out
 
 
@@ -207,6 +287,132 @@ def ratio_at_largest_width(rate_a, rate_b, confidence: float = 0.95,
     return best or (max(widths), paired_ratio([], [], confidence))
 
 
+#: The outcomes of `compare_rates`: A materially faster / slower than B, no material difference, or
+#: not decidable on these runs.
+FASTER, SLOWER, NO_DIFFERENCE, UNDECIDED = "faster", "slower", "no material difference", "undecided"
+
+_ENTERED = ("measured", "floor")
+
+
+def pair_outcome(a: Mapping[str, Any], b: Mapping[str, Any]) -> Tuple[str, float]:
+    """How one seed pair compares two runs' `range_rate` records (with ``budget``: the epochs each had).
+
+    ("value", log(rate_a / rate_b)) when both entered the range with a positive rate;
+    ("a", log bound) when only A entered it (B did not within its budget, diverged or stalls): A is
+    faster, and A entered the range at least budget_b / t_enter_a times earlier, so the log of that is
+    a lower bound on the effect; ("b", log bound) the mirror case; ("undecided", nan) when neither
+    entered it; ("excluded", nan) when a run is missing or kernel-only."""
+    ka, kb = str(a["kind"]), str(b["kind"])
+    if ka in ("missing", "kernel_only", "invalid") or kb in ("missing", "kernel_only", "invalid"):
+        return "excluded", np.nan
+    ea = ka in _ENTERED and float(a["rate"]) > 0
+    eb = kb in _ENTERED and float(b["rate"]) > 0
+    if ea and eb:
+        return "value", float(np.log(float(a["rate"]) / float(b["rate"])))
+    if ea and not eb:
+        return "a", float(np.log(max(float(b.get("budget", np.nan)), 1.0) / max(float(a["t_enter"]), 1.0)))
+    if eb and not ea:
+        return "b", float(np.log(max(float(a.get("budget", np.nan)), 1.0) / max(float(b["t_enter"]), 1.0)))
+    return "undecided", np.nan
+
+
+def compare_rates(pairs: Sequence[Tuple[Mapping[str, Any], Mapping[str, Any]]], confidence: float,
+                  min_effect: float) -> Dict[str, Any]:
+    """Whether A is materially faster than B over seed pairs of `range_rate` records.
+
+    The effect is the paired rate ratio (geometric mean over seeds, t interval of the mean log ratio);
+    a difference smaller than ``min_effect`` (relative) is no material difference.  Outcomes:
+    FASTER when the interval lies above 1 + min_effect; SLOWER when it lies below 1 / (1 + min_effect);
+    NO_DIFFERENCE when it lies inside [1 / (1 + min_effect), 1 + min_effect]; UNDECIDED otherwise.
+    Pairs where only one run entered the range (`pair_outcome`) are decided by that (their bound on the
+    effect must exceed the margin) and must agree with the interval; with fewer than 2 pairs with
+    values, an outcome needs every decidable pair (>= 2) to agree.  Nothing is dropped silently: the
+    counts (n_values, n_a, n_b, n_undecided, n_excluded) say what each pair contributed."""
+    m = float(np.log1p(min_effect))
+    kinds = [pair_outcome(a, b) for a, b in pairs]
+    vals = np.array([v for k, v in kinds if k == "value"])
+    a_b = [v for k, v in kinds if k == "a"]
+    b_b = [v for k, v in kinds if k == "b"]
+    out = dict(ratio=np.nan, ci_low=np.nan, ci_high=np.nan, n_values=int(vals.size), n_a=len(a_b), n_b=len(b_b),
+               n_undecided=sum(k == "undecided" for k, _ in kinds), n_excluded=sum(k == "excluded" for k, _ in kinds),
+               outcome=UNDECIDED, note="", bound=np.nan)
+    if vals.size:
+        out["ratio"] = float(np.exp(vals.mean()))
+    if vals.size >= 2:
+        half = float(scipy_stats.t.ppf(0.5 + confidence / 2.0, vals.size - 1)) * float(vals.std(ddof=1)) / math.sqrt(vals.size)
+        lo, hi = vals.mean() - half, vals.mean() + half
+        out.update(ci_low=float(np.exp(lo)), ci_high=float(np.exp(hi)))
+        if lo > m:
+            out["outcome"] = FASTER
+        elif hi < -m:
+            out["outcome"] = SLOWER
+        elif lo >= -m and hi <= m:
+            out["outcome"] = NO_DIFFERENCE
+        else:
+            out["note"] = "the interval reaches across the margin"
+        conflict = (out["outcome"] in (SLOWER, NO_DIFFERENCE) and any(v > m for v in a_b)) or \
+                   (out["outcome"] in (FASTER, NO_DIFFERENCE) and any(v > m for v in b_b))
+        if conflict:
+            out.update(outcome=UNDECIDED, note="pairs where only one run entered the range disagree with the interval")
+        return out
+    decidable = vals.size + len(a_b) + len(b_b)
+    if decidable < 2:
+        out["note"] = f"{decidable} decidable seed pair(s) (2 needed)"
+        return out
+    if all(v > m for v in vals) and all(v > m for v in a_b) and not b_b:
+        out["outcome"] = FASTER
+    elif all(v < -m for v in vals) and all(v > m for v in b_b) and not a_b:
+        out["outcome"] = SLOWER
+    else:
+        out["note"] = "the decidable pairs do not agree beyond the margin"
+    if out["outcome"] != UNDECIDED:
+        out["note"] = "decided by runs that entered the range against runs that did not"
+        logs = list(vals) + (a_b if out["outcome"] == FASTER else [-v for v in b_b])
+        out["bound"] = float(np.exp(min(logs))) if out["outcome"] == FASTER else float(np.exp(max(logs)))
+    return out
+
+
+def exponent_brackets(n_samples, lower, upper, slack: float = 1.0) -> Dict[str, Any]:
+    """The exponents b of every power law width = e^a N^b that passes through each N's bracket
+    lower < width <= upper (a ladder brackets the smallest sufficient width between the previous rung and
+    the one found; lower = 0 when the first rung already suffices, upper = inf when none does: censored
+    N are bounds, not dropped).  Linear programs on log axes give [b_min, b_max]; ``slope`` is the
+    least-squares slope through the geometric midpoints of the finite brackets.  ``feasible`` is False
+    when no single power law passes through every bracket; ``slack`` >= 1 widens every bracket by that
+    factor on both sides (one rung of the ladder absorbs the seed-to-seed jitter of a discrete ladder)."""
+    from scipy.optimize import linprog
+
+    x = np.log(np.asarray(n_samples, dtype=float))
+    lo = np.asarray(lower, dtype=float)
+    hi = np.asarray(upper, dtype=float)
+    out = dict(slope=np.nan, b_min=np.nan, b_max=np.nan, feasible=False, n=int(x.size), slack=float(slack),
+               n_low=int((lo <= 0).sum()), n_high=int(np.isinf(hi).sum()),
+               decades=float((x.max() - x.min()) / np.log(10)) if x.size else 0.0)
+    both = (lo > 0) & np.isfinite(hi)
+    if both.sum() >= 2:
+        out["slope"] = fit_linear(x[both], 0.5 * (np.log(lo[both]) + np.log(hi[both])))["slope"]
+    A_ub, b_ub = [], []
+    for xi, l, h in zip(x, lo, hi):
+        if np.isfinite(h):  # a + b x <= log h
+            A_ub.append([1.0, xi])
+            b_ub.append(np.log(h * slack))
+        if l > 0:  # a + b x >= log l  (ladder rungs are discrete: >= is the closure of >)
+            A_ub.append([-1.0, -xi])
+            b_ub.append(-np.log(l / slack))
+    if not A_ub:
+        return out
+    res = []
+    for sign in (1.0, -1.0):
+        r = linprog([0.0, sign], A_ub=np.asarray(A_ub), b_ub=np.asarray(b_ub), bounds=[(None, None), (-50, 50)],
+                    method="highs")
+        res.append(r)
+    if not all(r.status == 0 for r in res):
+        out["feasible"] = not any(r.status == 2 for r in res)
+        return out
+    out.update(b_min=float(res[0].x[1]), b_max=float(res[1].x[1]), feasible=True)
+    return out
+
+
 def proportion_interval(k: int, n: int, confidence: float = 0.95) -> Tuple[float, float]:
     """Clopper-Pearson (exact binomial) interval of a proportion k/n; NaN when n = 0."""
     if n <= 0:
@@ -263,18 +469,40 @@ def epoch0_kernel(ds, var: str):
 
 
 def final_value(ds, var: str, dim: str = "epoch"):
-    """``var`` at the last entry of ``dim`` (the budget's end; NaN for diverged and missing runs)."""
+    """``var`` at the last finite entry of ``dim`` per run: the budget's end, or the epoch a run stopped
+    at the float floor (NaN for diverged and missing runs, and where ``var`` was never recorded)."""
     if var not in ds or ds.sizes.get(dim, 0) == 0:
         return _nan_like_runs(ds)
-    return ds[var].isel({dim: -1}, drop=True)
+    v = ds[var]
+    ok = np.isfinite(v)
+    n = ds.sizes[dim]
+    idx = (ok * np.arange(n)).max(dim)  # the last finite index (0 when none)
+    last = v.isel({dim: idx.astype(int)}, drop=True)
+    out = last.where(ok.any(dim))
+    if "status" in ds:
+        out = out.where(ds["status"] != STATUS_DIVERGED)
+    return out
 
 
 def kernel_change_max(ds):
-    """max over the checkpoint epochs of |K_t - K_0|_F / |K_0|_F per run (NaN when never measured)."""
+    """max over the checkpoint epochs after 0 of |K_t - K_0|_F / |K_0|_F per run (NaN when never
+    measured after initialisation: kernel-only runs, or only K_0 stored)."""
     if "kernel_change" not in ds or ds.sizes.get("checkpoint_epoch", 0) == 0:
         return _nan_like_runs(ds)
-    kc = ds["kernel_change"]
+    kc = ds["kernel_change"].where(ds["checkpoint_epoch"] > 0)
     return kc.where(np.isfinite(kc)).max("checkpoint_epoch", skipna=True)
+
+
+def final_kernel_change(ds):
+    """|K_t - K_0|_F / |K_0|_F at the last checkpoint after 0 where it was measured, per run (a run
+    stopped at the float floor keeps its parameters at the stop, so its later checkpoints hold them)."""
+    if "kernel_change" not in ds or ds.sizes.get("checkpoint_epoch", 0) == 0:
+        return _nan_like_runs(ds)
+    kc = ds["kernel_change"].where(ds["checkpoint_epoch"] > 0)
+    ok = np.isfinite(kc)
+    idx = (ok * np.arange(ds.sizes["checkpoint_epoch"])).max("checkpoint_epoch")
+    out = kc.isel(checkpoint_epoch=idx.astype(int), drop=True).where(ok.any("checkpoint_epoch"))
+    return out.where(ds["status"] != STATUS_DIVERGED) if "status" in ds else out
 
 
 def attr_dict(ds, key: str) -> Dict[str, Any]:
@@ -306,38 +534,112 @@ def run_status(ds) -> np.ndarray:
     return np.asarray(ds["status"].values).astype(str)
 
 
+def budget_epochs(ds) -> int:
+    """The epoch budget of an experiment's runs (the last epoch of its curves)."""
+    return int(ds.sizes.get("epoch", 1)) - 1
+
+
 def rates(ds, settings: Mapping[str, Any], var: str = "loss"):
-    """Late-window rate of `var` ("loss" measured, "loss_linearised" predicted) per run, as an
-    xarray.Dataset over the run axes with rate, ci_low, ci_high, r2 and floor_reached; NaN for
-    diverged, missing and (measured) kernel-only runs.  The one place figures and claims get rates.
-    ``settings``: complete analysis settings (`tfconv.config.loader.analysis_settings`)."""
+    """`range_rate` of `var` ("loss" measured, "loss_linearised" the stored linearised curve) per run,
+    as an xarray.Dataset over the run axes: rate, kind (measured / floor / short / diverged / missing /
+    kernel_only), t_enter (first epoch at or below rate_range[0]; inf when never), decades and budget.
+    The one place figures and claims get measured rates; `predicted_rates` gives the budget-free
+    linearised ones from K_0's modes."""
     import xarray as xr
 
-    window = settings["rate_window"]
-    floor = settings.get("rate_floor", RATE_FLOOR)  # not a config setting: a caller's override of the float floor
-    conf = float(settings["confidence"])
+    rr = tuple(settings["rate_range"])
     axes = list(ds["status"].dims)
     shape = tuple(ds.sizes[a] for a in axes)
-    fields = ("rate", "ci_low", "ci_high", "r2")
-    out = {k: np.full(shape, np.nan) for k in fields}
-    reached = np.zeros(shape, dtype=bool)
-    if var in ds:
-        curves = ds[var].transpose(*axes, "epoch").values
-        st = np.asarray(ds["status"].transpose(*axes).values).astype(str)
-        for idx in np.ndindex(*shape):
-            if var == "loss" and st[idx] != STATUS_COMPLETE:
-                continue
-            if st[idx] == STATUS_MISSING:
-                continue
-            r = linear_rate(curves[idx], window, floor, diverged=(st[idx] == STATUS_DIVERGED and var == "loss"),
-                            confidence=conf)
-            for k in fields:
-                out[k][idx] = r[k]
-            reached[idx] = r["floor_reached"]
+    out = {k: np.full(shape, np.nan) for k in ("rate", "t_enter", "decades")}
+    kind = np.full(shape, "missing", dtype=object)
+    E = budget_epochs(ds)
+    st = np.asarray(ds["status"].transpose(*axes).values).astype(str)
+    curves = ds[var].transpose(*axes, "epoch").values if var in ds else None
+    for idx in np.ndindex(*shape):
+        if st[idx] == STATUS_MISSING:
+            continue
+        if st[idx] == STATUS_KERNEL_ONLY and var == "loss":
+            kind[idx] = STATUS_KERNEL_ONLY
+            continue
+        if curves is None:
+            continue
+        r = range_rate(curves[idx], rr, diverged=(st[idx] == STATUS_DIVERGED and var == "loss"))
+        kind[idx] = r["kind"]
+        out["rate"][idx], out["t_enter"][idx], out["decades"][idx] = r["rate"], r["t_enter"], r["decades"]
     coords = {a: ds[a].values for a in axes}
     data = {k: (axes, v) for k, v in out.items()}
-    data["floor_reached"] = (axes, reached)
+    data["kind"] = (axes, kind.astype(str))
+    data["budget"] = (axes, np.full(shape, float(E)))
     return xr.Dataset(data, coords=coords)
+
+
+def step_fraction(ds, default: float = 0.5) -> float:
+    """The fraction c of the stability limit the experiment's "<c>limit" / "<c>common" steps use (the
+    first such setting), else `default`: the c both framings of a comparison are computed at."""
+    from ..core.linearised import parse_step
+
+    for v in axis_values(ds, "step_size") or [ds.attrs.get("step")]:
+        try:
+            kind, c = parse_step(v)
+        except (ValueError, TypeError):
+            continue
+        if kind in ("limit", "common"):
+            return float(c)
+    return float(default)
+
+
+def framing_steps(ds, framing: str, over: str, c: float):
+    """Each run's step eta under a framing of a comparison across the axis `over` (scaling or init):
+    "own": c x its own stability limit; "common": c x the smallest limit over `over` at the same width,
+    seed and n_samples (one step for every setting compared: the slowest setting's stable step sets it);
+    "run": the step the run trained with."""
+    if framing == "run":
+        return ds["eta"]
+    limit = ds["step_limit"]
+    if framing == "own":
+        return c * limit
+    if framing == "common":
+        return c * limit.min(over, skipna=True)
+    raise ValueError(f"framing must be 'own', 'common' or 'run', got {framing!r}")
+
+
+def predicted_rates(ds, settings: Mapping[str, Any], eta=None):
+    """`predicted_range_rate` per run from K_0's modes (aggregate variables k0_eigenvalues and
+    k0_projection over the dim `mode`) at step `eta` (a DataArray over the run axes; default each run's
+    own eta): rate, t1, t2 (epochs the linearised model needs to enter and to cross the range), slowest
+    (the slowest mode's rate: lambda_min's) and lambda_share = rate / slowest.  Without modes in the
+    aggregate every value is NaN (older stores): callers say so."""
+    import xarray as xr
+
+    rr = tuple(settings["rate_range"])
+    axes = list(ds["status"].dims)
+    shape = tuple(ds.sizes[a] for a in axes)
+    fields = ("rate", "t1", "t2", "slowest", "lambda_share")
+    out = {k: np.full(shape, np.nan) for k in fields}
+    if "k0_eigenvalues" in ds and "k0_projection" in ds:
+        eta = ds["eta"] if eta is None else eta
+        lam = ds["k0_eigenvalues"].transpose(*axes, "mode").values
+        proj = ds["k0_projection"].transpose(*axes, "mode").values
+        etas = (eta.broadcast_like(ds["status"]).transpose(*axes).values if hasattr(eta, "dims")
+                else np.full(shape, float(eta)))
+        loss_kind = str(ds.attrs.get("loss", "mean"))
+        st = np.asarray(ds["status"].transpose(*axes).values).astype(str)
+        Ns = _n_per_run(ds, axes)
+        for idx in np.ndindex(*shape):
+            if st[idx] == "missing" or not np.isfinite(etas[idx]):
+                continue
+            r = predicted_range_rate(lam[idx], proj[idx], float(etas[idx]), float(Ns[idx]), loss_kind, rr)
+            for k in fields:
+                out[k][idx] = r[k]
+    return xr.Dataset({k: (axes, v) for k, v in out.items()}, coords={a: ds[a].values for a in axes})
+
+
+def _n_per_run(ds, axes) -> np.ndarray:
+    shape = tuple(ds.sizes[a] for a in axes)
+    if "n_samples" in axes:
+        n = np.asarray(ds["n_samples"].values, dtype=float)
+        return np.broadcast_to(n.reshape([-1 if a == "n_samples" else 1 for a in axes]), shape)
+    return np.full(shape, n_samples_of(ds))
 
 
 def run_table(ds, settings: Optional[Mapping[str, Any]] = None):

@@ -13,6 +13,10 @@ Epoch t's record is taken at theta_t, *before* the t-th update; there are epochs
 
 A run whose loss becomes non-finite or exceeds ``divergence_factor * loss_0`` stops: its status is
 ``"diverged"``, the epoch is recorded and later records are NaN.  It never raises to the caller.
+With ``stop_ratio`` set (the workflow uses `tfconv.core.linearised.FLOAT_FLOOR`), a run whose loss
+reaches ``stop_ratio * loss_0`` has converged to float precision and stops there: its status stays
+``"complete"``, ``stop_epoch`` records the epoch, later records are NaN and the checkpoints after it
+hold the parameters at the stop (gradient descent no longer moves them measurably).
 Determinism: same spec, data, seed and thread count give bitwise identical records.
 """
 from __future__ import annotations
@@ -38,6 +42,7 @@ class TrainConfig:
     loss: str = "mean"
     checkpoint_epochs: Sequence[int] = (0,)
     divergence_factor: float = 1e6
+    stop_ratio: Optional[float] = None
 
     def __post_init__(self):
         if not (isinstance(self.step_size, (int, float)) and self.step_size > 0 and math.isfinite(self.step_size)):
@@ -53,6 +58,8 @@ class TrainConfig:
                 )
         if not self.divergence_factor > 1:
             raise ValueError(f"TrainConfig.divergence_factor must be > 1, got {self.divergence_factor!r}")
+        if self.stop_ratio is not None and not 0 < self.stop_ratio < 1:
+            raise ValueError(f"TrainConfig.stop_ratio must be in (0, 1) or None, got {self.stop_ratio!r}")
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -75,6 +82,7 @@ class RunResult:
     attention_deviation_max: np.ndarray
     checkpoints: Dict[int, Dict[str, np.ndarray]]
     diverged_epoch: int = -1
+    stop_epoch: int = -1  # epoch at which the loss reached stop_ratio * loss_0 (-1: trained the whole budget)
     wall_seconds: float = 0.0
     curves: Dict[str, np.ndarray] = field(default_factory=dict)  # optional extra curves (e.g. accuracy)
 
@@ -137,7 +145,7 @@ def train_gd(
     ckpt_epochs = set(int(e) for e in train.checkpoint_epochs)
     checkpoints: Dict[int, Dict[str, np.ndarray]] = {}
     extra: Dict[str, np.ndarray] = {}
-    status, diverged_epoch = STATUS_COMPLETE, -1
+    status, diverged_epoch, stop_epoch = STATUS_COMPLETE, -1, -1
     loss0 = None
 
     for epoch in range(E + 1):
@@ -168,6 +176,13 @@ def train_gd(
             break
         if epoch == E:
             break
+        if train.stop_ratio is not None and lval <= train.stop_ratio * loss0:
+            stop_epoch = epoch
+            frozen = {k: v.detach().cpu().numpy().copy() for k, v in theta.items()}
+            for e in ckpt_epochs:
+                if e > epoch:
+                    checkpoints[e] = frozen
+            break
         grads = torch.autograd.grad(L, [theta[k] for k in names])
         with torch.no_grad():
             for k, g in zip(names, grads):
@@ -176,6 +191,6 @@ def train_gd(
     return RunResult(
         spec=spec, train=train, seed=int(seed), status=status, loss=loss_rec, weight_change=wc,
         weight_change_per=wc_per, attention_deviation_mean=dev_mean, attention_deviation_max=dev_max,
-        checkpoints=checkpoints, diverged_epoch=diverged_epoch,
+        checkpoints=checkpoints, diverged_epoch=diverged_epoch, stop_epoch=stop_epoch,
         wall_seconds=time.perf_counter() - t_start, curves=extra,
     )

@@ -1,6 +1,6 @@
 """Vectorised full-batch GD: R runs of the same width (different seeds, inits, tau0) in one computation.
 
-Same loss, records and divergence rule as `tfconv.core.train.train_gd` (see its docstring); the runs are
+Same loss, records, divergence rule and stop at ``stop_ratio`` as `tfconv.core.train.train_gd` (see its docstring); the runs are
 stacked along a leading axis and one batched forward/backward serves them all (einsum over the run
 axis), so small
 models pay one Python/dispatch overhead per epoch instead of R.  A run that diverges is frozen (its
@@ -90,6 +90,7 @@ def train_gd_vectorised(specs: Sequence[ModelSpec], X, y, seeds: Sequence[int], 
     etas = torch.tensor(list(step_sizes) if step_sizes is not None else [train.step_size] * R, dtype=dt, device=device)
     extra: List[Dict[str, np.ndarray]] = [dict() for _ in range(R)]
     diverged_epoch = np.full(R, -1)
+    stop_epoch = np.full(R, -1)
     loss0 = None
     ckpt_epochs = set(int(e) for e in train.checkpoint_epochs)
     checkpoints: List[Dict[int, Dict[str, np.ndarray]]] = [dict() for _ in range(R)]
@@ -122,7 +123,18 @@ def train_gd_vectorised(specs: Sequence[ModelSpec], X, y, seeds: Sequence[int], 
                 for r in np.nonzero(act)[0]:
                     for key, val in eval_fn({k: theta[k][r].detach() for k in names}, epoch).items():
                         extra[r].setdefault(key, np.full(E + 1, np.nan))[epoch] = val
-            if epoch == E or not active.any():
+            if epoch == E:
+                break
+            if train.stop_ratio is not None:  # converged to float precision: freeze, as train_gd stops
+                done = active & (Ld <= train.stop_ratio * loss0)
+                for r in torch.nonzero(done).flatten().tolist():
+                    stop_epoch[r] = epoch
+                    frozen = {k: theta[k][r].detach().cpu().numpy().copy() for k in names}
+                    for e in ckpt_epochs:
+                        if e > epoch:
+                            checkpoints[r][e] = frozen
+                active &= ~done
+            if not active.any():
                 break
             mask = active.to(dt) * etas
             for k in names:
@@ -137,7 +149,8 @@ def train_gd_vectorised(specs: Sequence[ModelSpec], X, y, seeds: Sequence[int], 
             status=STATUS_DIVERGED if diverged_epoch[r] >= 0 else STATUS_COMPLETE,
             loss=loss_rec[r], weight_change=wc[r], weight_change_per={k: v[r] for k, v in wc_per.items()},
             attention_deviation_mean=dev_mean[r], attention_deviation_max=dev_max[r],
-            checkpoints=checkpoints[r], diverged_epoch=int(diverged_epoch[r]), wall_seconds=wall / R,
+            checkpoints=checkpoints[r], diverged_epoch=int(diverged_epoch[r]), stop_epoch=int(stop_epoch[r]),
+            wall_seconds=wall / R,
             curves=extra[r],
         ))
     return out
