@@ -7,7 +7,7 @@ the templates print them and hold no setting or default of their own.
     figure_caption_values(exp, "loss_per_width", wf.analysis)
         -> {"setting": "**Setting.** Experiment ...", "caption": <the registry's caption, filled>,
             "confidence": "95.0"}
-    tables_caption_values(wf.analysis) -> {"confidence": "95.0", "loss_target": "0.001", "faster_ratio": "1.0"}
+    tables_caption_values(wf.analysis) -> {"confidence": "95.0", "min_effect": "10", "power_level": "0.01", ...}
 """
 from __future__ import annotations
 
@@ -90,5 +90,8 @@ def figure_caption_values(exp: Experiment, analysis: str,
 def tables_caption_values(settings: Optional[Mapping[str, Any]] = None) -> Dict[str, str]:
     """What workflow/report/claims.rst and slopes.rst print: the confidence level and the thresholds."""
     s = analysis_settings(settings)
-    return {"confidence": confidence_percent(s), "loss_target": str(s["loss_target"]),
-            "faster_ratio": str(s["faster_ratio"])}
+    return {"confidence": confidence_percent(s), "min_effect": f"{100 * s['min_effect']:g}",
+            "power_level": f"{s['power_level']:g}", "rate_from": f"{s['rate_range'][0]:g}",
+            "rate_floor": f"{s['rate_range'][1]:g}", "rate_factor": f"{s['rate_factor']:g}",
+            "sufficiency_constant": f"{s['sufficiency_constant']:g}", "bound_constant": f"{s['bound_constant']:g}",
+            "kernel_change_threshold": f"{s['kernel_change_threshold']:g}"}

@@ -884,3 +884,10 @@ def synthesis(table) -> List[Dict[str, Any]]:
                                                                      if bits else "") + "."
         out.append(dict(claim=k, verdict=overall, sentence=sentence, counts=counts))
     return out
+
+
+def synthesis_markdown(sentences: Sequence[Mapping[str, Any]]) -> str:
+    """The synthesis as a Markdown list (tables/synthesis.md), one bullet per claim."""
+    lines = ["# What the claims table says, claim by claim", ""]
+    lines += [f"- {s['sentence']}" for s in sentences]
+    return "\n".join(lines) + "\n"

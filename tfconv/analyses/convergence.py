@@ -72,7 +72,7 @@ tau0 = d_m^-1/2 when the grid has them. Dotted: the loss of gradient descent on 
 initialisation, ``L_t = 1/(2N) sum_i (1 - eta lambda_i/N)^(2t) (u_i^T r_0)^2`` from each run's K_0 and
 initial residual (exact for the linearised model). A straight solid line is geometric convergence; the
 distance to the dotted line is how far the run is from the kernel regime (reported as the gap in
-decades). Rates are fitted over the window {rate_window} of the budget, on both curves alike.""",
+decades). Rates are measured over the range of L/L_0 {rate_range} (from the first value down to the float floor; tfconv.analyses.stats.range_rate), on both curves alike.""",
 ))
 
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import Any, Dict, Iterator, List, Mapping, Tuple
+from typing import Any, Dict, Iterator, List, Mapping, Optional, Tuple
 
 from .errors import ConfigError
 from .schema import grid_defaults, rule_resources
@@ -127,18 +127,23 @@ class TrainSettings:
     divergence_factor: float
     step_check: str = "warn"
     max_gd_width: Any = None
+    stop_at_floor: bool = True
 
     def config(self, step_size: float):
         """The `tfconv.core.train.TrainConfig` of one run, with its resolved step size."""
         from ..core.train import TrainConfig
 
+        from ..core.linearised import FLOAT_FLOOR
+
         return TrainConfig(step_size=float(step_size), epochs=self.epochs, loss=self.loss,
-                           checkpoint_epochs=self.checkpoint_epochs, divergence_factor=self.divergence_factor)
+                           checkpoint_epochs=self.checkpoint_epochs, divergence_factor=self.divergence_factor,
+                           stop_ratio=FLOAT_FLOOR if self.stop_at_floor else None)
 
     def to_dict(self) -> Dict[str, Any]:
         """The settings a stored run must share with the config to be reused (the step is per run)."""
         return {"epochs": self.epochs, "loss": self.loss, "checkpoint_epochs": list(self.checkpoint_epochs),
-                "divergence_factor": self.divergence_factor, "max_gd_width": self.max_gd_width}
+                "divergence_factor": self.divergence_factor, "max_gd_width": self.max_gd_width,
+                "stop_at_floor": self.stop_at_floor}
 
 
 @dataclass(frozen=True)
@@ -156,6 +161,7 @@ class Experiment:
     analyses: Tuple[str, ...]
     raw: Mapping[str, Any] = field(repr=False, compare=False)
     model: Mapping[str, Any] = field(default_factory=dict)
+    control: Optional[str] = None  # why it is a control experiment (its claims rows are controls)
 
     @property
     def axes(self) -> List[str]:
@@ -201,13 +207,14 @@ class Experiment:
             step=tr["step_size"], epochs=int(tr["epochs"]), loss=tr["loss"],
             checkpoint_epochs=tuple(sorted(int(x) for x in tr["checkpoint_epochs"])),
             divergence_factor=float(tr["divergence_factor"]), step_check=tr.get("step_check", "warn"),
-            max_gd_width=tr.get("max_gd_width"),
+            max_gd_width=tr.get("max_gd_width"), stop_at_floor=bool(tr.get("stop_at_floor", True)),
         )
         return cls(
             name=name, description=str(section.get("description", "")), dataset=dataset,
             grid={a: tuple(section["grid"][a]) for a in GRID_AXES if a in section["grid"]}, train=train,
             hidden=bool(tr["hidden"]), dtype=str(tr["dtype"]), gram=bool(section.get("gram", True)),
             analyses=tuple(section.get("analyses", ())), raw=section, model=dict(section.get("model") or {}),
+            control=section.get("control"),
         )
 
 

@@ -212,15 +212,19 @@ def tables(wf: Workflow) -> None:
     (3 significant digits, verdicts marked; `tfconv.pipeline.report_tables`)."""
     import pandas as pd
 
-    from ..analyses.claims import claims_tested, evaluate_claims
+    from ..analyses.claims import claims_tested, evaluate_claims, synthesis, synthesis_markdown
     from ..store.aggregate import open_aggregate
     from .report_tables import claims_html, confidence_of, slopes_html, tidy_slopes, write_html
 
     res = wf.results
     xdss = {name: open_aggregate(res.aggregate(name)) for name in wf.experiments}
-    claims = evaluate_claims(xdss, {n: claims_tested(e.analyses) for n, e in wf.experiments.items()}, wf.analysis)
+    claims = evaluate_claims(xdss, {n: claims_tested(e.analyses) for n, e in wf.experiments.items()}, wf.analysis,
+                             controls={n: e.control for n, e in wf.experiments.items() if e.control})
     res.claims.parent.mkdir(parents=True, exist_ok=True)
     claims.to_csv(res.claims, index=False, float_format="%.6g")
+    sentences = synthesis(claims)
+    store.write_json_atomic(res.synthesis_json, sentences)
+    store.write_text_atomic(res.synthesis, synthesis_markdown(sentences))
     slope_files = [res.figure(e, a, "slopes") for e, a in wf.figure_targets()]
     frames = [pd.read_csv(f) for f in slope_files if os.path.getsize(f) > 0]
     frames = [f for f in frames if len(f)]
@@ -231,10 +235,12 @@ def tables(wf: Workflow) -> None:
     write_html(res.slopes_html, slopes_html(slopes, confidence))
     from .verify import file_sha256
 
-    store.write_json_atomic(res.tables_manifest, {p.name: file_sha256(p) for p in (res.claims, res.slopes)})
+    store.write_json_atomic(res.tables_manifest, {p.name: file_sha256(p) for p in (res.claims, res.slopes, res.synthesis)})
     counts = claims["verdict"].value_counts().to_dict()
     log(f"[tables] {len(claims)} claim rows: " + ", ".join(f"{k} {v}" for k, v in counts.items())
-        + f"; {len(slopes)} slopes -> {res.claims.parent}/{{claims,slopes}}.{{csv,html}}")
+        + f"; {len(slopes)} slopes -> {res.claims.parent}/{{claims,slopes}}.{{csv,html}}, synthesis.md")
+    for s in sentences:
+        log(f"[tables] {s['sentence']}")
 
 
 def workflow_of(sm) -> Workflow:

@@ -8,7 +8,7 @@ write helpers they share; it is private: code outside the store asks these publi
 Zarr's metadata files itself.  Everything is re-exported here: ``from tfconv import store``.
 """
 from ._zarr import (StoreError, attrs, block_digest, clean_staging, exists, group_attrs, json_safe, marked_complete,
-                    metadata_file, modified_ns, write_json_atomic)
+                    metadata_file, modified_ns, write_json_atomic, write_text_atomic)
 from .datasets import DATASET_ARRAYS, dataset_hash, read_dataset, write_dataset
 from .grams import (assembled_matrix, block_ranges, blocks_done, check_gram, check_gram_store, ensure_gram,
                     finalize_gram, gram_complete, gram_path, gram_statistics_stored, open_gram, read_gram,
@@ -19,7 +19,7 @@ from .runs import (check_run, check_train_store, ensure_train_store, list_runs, 
 
 __all__ = [
     "StoreError", "Results", "attrs", "block_digest", "clean_staging", "exists", "group_attrs", "json_safe",
-    "marked_complete", "metadata_file", "modified_ns", "write_json_atomic",
+    "marked_complete", "metadata_file", "modified_ns", "write_json_atomic", "write_text_atomic",
     "DATASET_ARRAYS", "dataset_hash", "read_dataset", "write_dataset",
     "assembled_matrix", "block_ranges", "blocks_done", "check_gram", "check_gram_store", "ensure_gram", "finalize_gram",
     "gram_complete", "gram_path", "gram_statistics_stored", "open_gram", "read_gram", "read_spectrum",

@@ -125,9 +125,14 @@ def marked_complete(group_dir) -> bool:
     return bool(group_attrs(group_dir).get("complete"))
 
 
-def write_json_atomic(path, obj: Any) -> None:
+def write_text_atomic(path, text: str) -> None:
+    """Write a text file whole or not at all (a staging file renamed over the target)."""
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
     tmp = p.parent / f".{p.name}.{uuid.uuid4().hex[:8]}.tmp"
-    tmp.write_text(json.dumps(json_safe(obj), indent=2, sort_keys=True))
+    tmp.write_text(text)
     os.replace(tmp, p)
+
+
+def write_json_atomic(path, obj: Any) -> None:
+    write_text_atomic(path, json.dumps(json_safe(obj), indent=2, sort_keys=True))

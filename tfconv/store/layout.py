@@ -8,7 +8,7 @@
       gram/<experiment>.json                 manifest of assemble_gram
       aggregate/<experiment>.zarr            one xarray dataset       (tfconv.store.aggregate)
       figures/<experiment>/<analysis>.{png,pdf,csv,slopes.csv,finding.txt}
-      tables/{claims,slopes}.{csv,html}, tables/manifest.json
+      tables/{claims,slopes}.{csv,html}, tables/synthesis.{md,json}, tables/manifest.json
       verify.txt
       logs/<rule>/<wildcards>.log, benchmarks/<rule>/<wildcards>.tsv
 
@@ -82,6 +82,16 @@ class Results:
     @property
     def slopes_html(self) -> Path:
         return self.root / "tables" / "slopes.html"
+
+    @property
+    def synthesis(self) -> Path:
+        """One sentence per claim, generated from the claims table (`tfconv.analyses.claims.synthesis`)."""
+        return self.root / "tables" / "synthesis.md"
+
+    @property
+    def synthesis_json(self) -> Path:
+        """The same sentences with each claim's overall verdict and verdict counts, for the report."""
+        return self.root / "tables" / "synthesis.json"
 
     @property
     def tables_manifest(self) -> Path:

@@ -81,12 +81,12 @@ rule tables:
             category="Claims and slopes",
             labels={"table": "slopes", "view": "table (CSV download)"},
         ),
+        synthesis=str(RES.synthesis),
+        synthesis_json=str(RES.synthesis_json),
         manifest=str(RES.tables_manifest),
     params:
         # what the report captions (workflow/report/claims.rst, slopes.rst) print
-        confidence=TABLES_CAPTION["confidence"],
-        loss_target=TABLES_CAPTION["loss_target"],
-        faster_ratio=TABLES_CAPTION["faster_ratio"],
+        **TABLES_CAPTION,
     log:
         str(RES.log("tables")),
     benchmark:
