@@ -418,8 +418,12 @@ def claim2(name: str, ds, settings) -> List[Dict[str, Any]]:
                 rows.append(_row(2, name, f"{t} ({grp})", reason=why, power="needs kernel-stable widths", framing=framing,
                                  summary="no kernel-stable width"))
             continue
-        rows.append(_bound_row(name, runs, E, c, level, loss_kind, settings, grp, framing))
-        rows.append(_lambda_row(name, runs, loss_kind, settings, grp, framing))
+        step_text = _step_label(ds, step)
+        for r in (_bound_row(name, runs, E, c, level, loss_kind, settings, grp, framing),
+                  _lambda_row(name, runs, loss_kind, settings, grp, framing)):
+            if len(_steps(ds)) > 1 and r["summary"]:
+                r["summary"] += f" ({step_text})"
+            rows.append(r)
     return rows
 
 
@@ -824,7 +828,8 @@ def evaluate_claims(aggregates: Mapping[str, Any], claims_of: Mapping[str, Itera
             rows.extend(new)
         if not tested:
             rows.append(_row(k, "", "-", reason=f"no experiment lists an analysis that tests it ({', '.join(analyses_testing(k))})",
-                             power="not run", summary="not tested by any experiment"))
+                             power="not run", summary="no experiment of this configuration tests it (add one listing "
+                                                      f"{' or '.join(analyses_testing(k))})"))
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.insert(1, "statement", df["claim"].map(CLAIMS))
     return df
@@ -864,7 +869,7 @@ def synthesis(table) -> List[Dict[str, Any]]:
 
         def parts(verdict, limit=3):
             sel = tests[tests["verdict"] == verdict]
-            ps = [f"{r.summary} [{r.experiment}]" for r in sel.itertuples() if r.summary]
+            ps = [r.summary + (f" [{r.experiment}]" if r.experiment else "") for r in sel.itertuples() if r.summary]
             return ps[:limit] + ([f"{len(ps) - limit} more"] if len(ps) > limit else [])
 
         bits = []
@@ -874,8 +879,8 @@ def synthesis(table) -> List[Dict[str, Any]]:
                 bits.append(f"{word}: " + "; ".join(p))
         nm = tests[tests["verdict"] == NOT_MEASURABLE]
         if len(nm):
-            bits.append("not measurable: " + "; ".join(f"{r.summary} [{r.experiment}]" for r in nm.itertuples()
-                                                        if r.summary)[:400])
+            bits.append("not measurable: " + "; ".join(r.summary + (f" [{r.experiment}]" if r.experiment else "")
+                                                        for r in nm.itertuples() if r.summary))
         for r in ctrl.itertuples():
             expected = r.verdict == NO_DIFFERENCE
             bits.append(f"control {r.experiment} ({r.framing or 'as run'}): {r.verdict}"

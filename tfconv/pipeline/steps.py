@@ -164,8 +164,10 @@ def aggregate(wf: Workflow, name: str) -> None:
     for p in exp.points:
         rid = p.run_id
         r = store.read_run(train_store, rid)
-        runs[rid] = {"status": r["attrs"]["status"], "diverged_epoch": r["attrs"]["diverged_epoch"], "curves": r["curves"],
-                     "checkpoint_curves": r["checkpoint_curves"], "kernel": r["attrs"].get("kernel")}
+        runs[rid] = {"status": r["attrs"]["status"], "diverged_epoch": r["attrs"]["diverged_epoch"],
+                     "stop_epoch": r["attrs"].get("stop_epoch", -1), "curves": r["curves"],
+                     "checkpoint_curves": r["checkpoint_curves"], "mode_curves": r.get("mode_curves", {}),
+                     "kernel": r["attrs"].get("kernel")}
         ref = None  # K_0 when its Gram is published; statistics read K panel by panel, never whole
         for e in exp.gram_epochs:
             if not store.gram_complete(gram_store, rid, e):
