@@ -161,8 +161,8 @@ def tail_trend(loss_curve, fraction: float = 0.2, min_points: int = 10, floor: f
 
 
 def spike(loss_curve, factor: float = 10.0) -> Tuple[int, float]:
-    """(epoch, height) of the first transient jump of the loss to more than ``factor`` times its running
-    minimum (height = L_t / min_{s<t} L_s), or (-1, 1.0) when the curve never jumps."""
+    """(epoch, height) of the largest transient jump of the loss above its running minimum (height =
+    L_t / min_{s<t} L_s) when it exceeds ``factor``, else (-1, 1.0): the curve never jumps."""
     loss = np.asarray(loss_curve, dtype=float).ravel()
     fin = np.isfinite(loss)
     if fin.sum() < 2:
@@ -171,10 +171,10 @@ def spike(loss_curve, factor: float = 10.0) -> Tuple[int, float]:
     runmin = np.minimum.accumulate(np.where(np.isfinite(L), L, np.inf))
     with np.errstate(invalid="ignore", divide="ignore"):
         h = L[1:] / runmin[:-1]
-    jump = np.nonzero(h > factor)[0]
-    if not jump.size:
+    if not np.isfinite(h).any() or not np.nanmax(h) > factor:
         return -1, 1.0
-    return int(jump[0] + 1), float(np.nanmax(h))
+    k = int(np.nanargmax(h))
+    return k + 1, float(h[k])
 
 
 def predicted_range_rate(eigenvalues, projection, step_size: float, n_samples: float, loss: str = "mean",
@@ -643,14 +643,15 @@ def _n_per_run(ds, axes) -> np.ndarray:
 
 
 def run_table(ds, settings: Optional[Mapping[str, Any]] = None):
-    """One row per run: grid coordinates, status, loss_0, final loss, measured and predicted
-    late-window rates, K_0 stats, step, kernel and weight change, linearisation gap."""
+    """One row per run: grid coordinates, status, loss_0, final loss, the measured rate (`rates`) with its
+    kind, the kernel's predicted rate from K_0's modes (`predicted_rates`; NaN without modes), K_0 stats,
+    step, kernel and weight change, linearisation gap."""
     import pandas as pd
 
     settings = analysis_settings(settings)
     ds = complete_axes(ds)
     axes = [a for a in GRID_AXES if a in ds.dims]
-    meas, pred = rates(ds, settings), rates(ds, settings, "loss_linearised")
+    meas, pred = rates(ds, settings), predicted_rates(ds, settings)
     cols = {
         "loss": ds["loss"].transpose(*axes, "epoch").values,
         "lin": ds["loss_linearised"].transpose(*axes, "epoch").values if "loss_linearised" in ds else None,
@@ -665,14 +666,15 @@ def run_table(ds, settings: Optional[Mapping[str, Any]] = None):
     scal = {k: v.transpose(*axes).values for k, v in scal.items()}
     status = ds["status"].transpose(*axes).values
     coords = {a: axis_values(ds, a) for a in axes}
+    m_rate, m_kind = meas["rate"].transpose(*axes).values, meas["kind"].transpose(*axes).values
+    p_rate = pred["rate"].transpose(*axes).values
     rows = []
     for idx in np.ndindex(*status.shape):
         row = {a: coords[a][i] for a, i in zip(axes, idx)}
         loss = cols["loss"][idx]
-        row.update(status=str(status[idx]), loss0=float(loss[0]), loss_final=float(loss[-1]),
-                   rate=float(meas["rate"].transpose(*axes).values[idx]),
-                   rate_floor_reached=bool(meas["floor_reached"].transpose(*axes).values[idx]),
-                   rate_predicted=float(pred["rate"].transpose(*axes).values[idx]),
+        fin = loss[np.isfinite(loss)]
+        row.update(status=str(status[idx]), loss0=float(loss[0]), loss_final=float(fin[-1]) if fin.size else np.nan,
+                   rate=float(m_rate[idx]), rate_kind=str(m_kind[idx]), rate_predicted=float(p_rate[idx]),
                    linearisation_gap=linearisation_gap(loss, cols["lin"][idx]) if cols["lin"] is not None else np.nan)
         row.update({k: float(v[idx]) for k, v in scal.items()})
         rows.append(row)
