@@ -108,7 +108,7 @@ def range_rate(loss_curve, rate_range: Sequence[float] = (1e-2, FLOAT_FLOOR), di
     loss = np.asarray(loss_curve, dtype=float).ravel()
     out = dict(rate=np.nan, kind="invalid", t1=-1, t2=-1, decades=0.0, min_ratio=np.nan, t_enter=np.inf)
     if diverged:
-        out["kind"] = "diverged"
+        out["kind"] = STATUS_DIVERGED
         return out
     if loss.size == 0 or not (np.isfinite(loss[0]) and loss[0] > 0):
         return out
@@ -303,7 +303,7 @@ def pair_outcome(a: Mapping[str, Any], b: Mapping[str, Any]) -> Tuple[str, float
     a lower bound on the effect; ("b", log bound) the mirror case; ("undecided", nan) when neither
     entered it; ("excluded", nan) when a run is missing or kernel-only."""
     ka, kb = str(a["kind"]), str(b["kind"])
-    if ka in ("missing", "kernel_only", "invalid") or kb in ("missing", "kernel_only", "invalid"):
+    if ka in (STATUS_MISSING, STATUS_KERNEL_ONLY, "invalid") or kb in (STATUS_MISSING, STATUS_KERNEL_ONLY, "invalid"):
         return "excluded", np.nan
     ea = ka in _ENTERED and float(a["rate"]) > 0
     eb = kb in _ENTERED and float(b["rate"]) > 0
@@ -551,7 +551,7 @@ def rates(ds, settings: Mapping[str, Any], var: str = "loss"):
     axes = list(ds["status"].dims)
     shape = tuple(ds.sizes[a] for a in axes)
     out = {k: np.full(shape, np.nan) for k in ("rate", "t_enter", "decades")}
-    kind = np.full(shape, "missing", dtype=object)
+    kind = np.full(shape, STATUS_MISSING, dtype=object)
     E = budget_epochs(ds)
     st = np.asarray(ds["status"].transpose(*axes).values).astype(str)
     curves = ds[var].transpose(*axes, "epoch").values if var in ds else None
@@ -626,7 +626,7 @@ def predicted_rates(ds, settings: Mapping[str, Any], eta=None):
         st = np.asarray(ds["status"].transpose(*axes).values).astype(str)
         Ns = _n_per_run(ds, axes)
         for idx in np.ndindex(*shape):
-            if st[idx] == "missing" or not np.isfinite(etas[idx]):
+            if st[idx] == STATUS_MISSING or not np.isfinite(etas[idx]):
                 continue
             r = predicted_range_rate(lam[idx], proj[idx], float(etas[idx]), float(Ns[idx]), loss_kind, rr)
             for k in fields:

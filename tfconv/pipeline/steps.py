@@ -22,6 +22,7 @@ from typing import Any, Dict
 
 from .. import store
 from ..config import ConfigError, Workflow
+from ..core.status import STATUS_DIVERGED
 from ..provenance import provenance
 from .logs import log, task_log  # noqa: F401 (task_log re-exported for tasks/*.py)
 
@@ -101,7 +102,7 @@ def train_grid(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
         attrs = store.run_attrs(train_store, rid)
         runs[rid] = {"point": p.as_dict(), "status": attrs["status"], "diverged_epoch": attrs["diverged_epoch"],
                      "node_id": (attrs.get("provenance") or {}).get("node_id")}
-    n_div = sum(r["status"] == "diverged" for r in runs.values())
+    n_div = sum(r["status"] == STATUS_DIVERGED for r in runs.values())
     summary = {
         "experiment": name, "store": str(train_store), "n_runs": len(runs), "n_diverged": n_div,
         "trained_now": sorted(r["run_id"] for r in results if not r.get("skipped")),

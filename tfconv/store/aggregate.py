@@ -34,6 +34,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from ..core.model import PARAM_NAMES
+from ..core.status import STATUS_MISSING
 from ._zarr import commit, json_safe, staging_dir
 
 CURVE_VARS = ("loss", "loss_linearised", "weight_change", "attention_deviation_mean", "attention_deviation_max")
@@ -131,7 +132,7 @@ def build_aggregate(
     curves = {k: np.full(shape + (epochs + 1,), np.nan) for k in curve_names}
     cvars = {k: np.full(shape + (len(ckpts),), np.nan) for k in CHECKPOINT_VARS}
     rvars = {k: np.full(shape, np.nan) for k in RUN_VARS}
-    status = np.full(shape, "missing", dtype=object)
+    status = np.full(shape, STATUS_MISSING, dtype=object)
     div_epoch = np.full(shape, -1, dtype=np.int64)
     stop_epoch = np.full(shape, -1, dtype=np.int64)
     n_modes = max((len(v) for r in runs.values() for v in (r.get("mode_curves") or {}).values()), default=0)
