@@ -477,5 +477,6 @@ def test_synthesis_says_where_a_claim_holds_and_where_it_fails():
     s = [x for x in C.synthesis(table) if x["claim"] == 3][0]
     assert s["verdict"] == "holds in part" and "Holds: lecun vs ntk, measured: faster" in s["sentence"]
     assert "Fails: lecun vs ntk, measured: slower" in s["sentence"] and "own limit" in s["sentence"]
+    assert "a step-size effect" in s["sentence"]
     md = C.synthesis_markdown(C.synthesis(table))
     assert md.count("\n- Claim ") == 5

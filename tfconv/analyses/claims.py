@@ -881,6 +881,11 @@ def synthesis(table) -> List[Dict[str, Any]]:
         if len(nm):
             bits.append("not measurable: " + "; ".join(r.summary + (f" [{r.experiment}]" if r.experiment else "")
                                                         for r in nm.itertuples() if r.summary))
+        fr_c = set(tests[tests["verdict"] == CONSISTENT]["framing"]) - {""}
+        fr_r = set(tests[tests["verdict"] == REFUTED]["framing"]) - {""}
+        if fr_c and fr_r and not (fr_c & fr_r):
+            bits.append(f"the verdict follows the framing: it holds at the {' and '.join(sorted(fr_c))} and reverses "
+                        f"at the {' and '.join(sorted(fr_r))}: a step-size effect, not an effect of the setting alone")
         for r in ctrl.itertuples():
             expected = r.verdict == NO_DIFFERENCE
             bits.append(f"control {r.experiment} ({r.framing or 'as run'}): {r.verdict}"
