@@ -282,12 +282,26 @@ def test_claim2_refuted_by_a_sublinear_curve():
 
 
 def test_claim2_not_measurable_when_the_bound_cannot_bite_and_says_how_many_epochs():
-    rows = C.claim2("e", _claim2(lambda d, t: 0.3 + 0.7 * np.exp(-0.2 * t), spectrum=ILL), settings())
+    # the kernel barely moves (1e-5 of |K_0|_F): inside the theorem's condition, so only the budget limits the test
+    rows = C.claim2("e", _claim2(lambda d, t: 0.3 + 0.7 * np.exp(-0.2 * t), spectrum=ILL, kc=1e-5), settings())
     a = rows_of(rows, "(a)")[0]
     lam = ILL[0]
     x = 0.5 * kernel_of(lam)["eta"] * lam[0] / N
     need = int(np.ceil(np.log(1e-2) / (2 * np.log1p(-x))))  # independently: the bound at 1e-2 L_0
     assert a["verdict"] == "not measurable" and f"needs >= {need:,} epochs" in a["power"], a["power"]
+
+
+def test_claim2_bound_is_not_scored_outside_the_theorems_condition():
+    """A run whose kernel moves more than (1 - c) lambda_min(K_0) is outside what the theorem promises: a plateau
+    there is not a refutation; the row says the networks must be wider.  Inside the condition the same plateau refutes."""
+    plateau = lambda d, t: 0.3 + 0.7 * np.exp(-0.2 * t)
+    lam = WELL[0]
+    allowed = 0.5 * lam[0] / np.sqrt((lam ** 2).sum())  # (1 - c) lambda_min / |K_0|_F, computed here independently
+    out = rows_of(C.claim2("e", _claim2(plateau, kc=2.0 * allowed), settings()), "(a)")[0]
+    assert out["verdict"] == "not measurable" and "needs wider networks" in out["summary"], out
+    assert "6 of 6 runs outside the theorem's condition" in out["power"]
+    inside = rows_of(C.claim2("e", _claim2(plateau, kc=0.5 * allowed), settings()), "(a)")[0]
+    assert inside["verdict"] == "refuted", inside
 
 
 def test_claim2_refuted_when_the_rate_is_far_from_lambda_min():

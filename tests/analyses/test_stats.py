@@ -221,3 +221,12 @@ def test_claims_not_measurable_without_experiments():
     df = evaluate_claims({}, {})
     assert len(df) == 5 and (df["verdict"] == "not measurable").all()
     assert df["reason"].str.startswith("no experiment lists an analysis that tests it").all()
+
+
+def test_bound_holds_ignores_the_records_after_a_stop_at_the_float_floor_but_not_a_divergence():
+    bound = 0.9 ** np.arange(11)
+    stopped = np.r_[0.5 * bound[:6], [np.nan] * 5]  # stopped at the floor after epoch 5: NaN records
+    assert stats.bound_holds(stopped, bound) == (True, -1)
+    assert stats.bound_holds(stopped, bound, diverged=True) == (False, 6)
+    above = np.r_[0.5 * bound[:4], 2.0 * bound[4:]]
+    assert stats.bound_holds(above, bound) == (False, 4)

@@ -214,13 +214,18 @@ def linearisation_gap(loss_curve, linearised_curve, floor: float = RATE_FLOOR) -
     return float(np.max(np.abs(np.log10(L[ok]) - np.log10(P[ok]))))
 
 
-def bound_holds(loss_curve, bound_curve, tolerance: float = 1e-3, floor: float = RATE_FLOOR) -> Tuple[bool, int]:
+def bound_holds(loss_curve, bound_curve, tolerance: float = 1e-3, floor: float = RATE_FLOOR,
+                diverged: bool = False) -> Tuple[bool, int]:
     """(holds, first violating epoch or -1): L_t <= bound_t (1 + tolerance) at every epoch where the
-    loss is above ``floor * L_0``; a non-finite loss (diverged) violates it."""
+    loss is above ``floor * L_0``.  A diverged run's non-finite loss violates it; the NaN records after a
+    run stopped at the float floor do not (they are below the floor)."""
     L = np.asarray(loss_curve, dtype=float)
     B = np.asarray(bound_curve, dtype=float)
     if not np.isfinite(L[0]):
         return False, 0
+    if not diverged:
+        last = int(np.nonzero(np.isfinite(L))[0][-1])
+        L, B = L[: last + 1], B[: last + 1]
     check = np.isfinite(B) & ~(np.isfinite(L) & (L <= floor * L[0]))
     bad = np.nonzero(check & ~(np.isfinite(L) & (L <= B * (1.0 + tolerance))))[0]
     return (bad.size == 0), (int(bad[0]) if bad.size else -1)
