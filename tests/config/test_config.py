@@ -158,9 +158,9 @@ def test_axis_analysis_and_resource_defaults_come_from_the_schema():
     assert AXIS_DEFAULTS == {"scaling": "inv_sqrt", "init": "lecun", "seed": 0}
     # analysis settings are complete: every key of the schema's section, its default where not given
     props = schema["properties"]["analysis"]["properties"]
-    s = analysis_settings({"rate_window": [0.2, 1.0], "experiment": "x"})
-    assert set(s) == set(props) | {"experiment"} and s["rate_window"] == [0.2, 1.0]
-    assert all(s[k] == p["default"] for k, p in props.items() if k != "rate_window")
+    s = analysis_settings({"rate_range": [1e-9, 1e-2], "experiment": "x"})
+    assert set(s) == set(props) | {"experiment"} and s["rate_range"] == [1e-9, 1e-2]
+    assert all(s[k] == p["default"] for k, p in props.items() if k != "rate_range")
     assert load_config(copy.deepcopy(BASE))["analysis"] == analysis_settings() and analysis_settings()["confidence"] == 0.95
     # a rule's resources: resources.<rule> over resources.default over the schema's built-in values,
     # which are never written into the config (without resources the memory budget stays the machine's)
