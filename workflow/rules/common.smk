@@ -4,7 +4,6 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from tfconv.analyses import caption_for
 from tfconv.config import ConfigError, Workflow, load_config
 from tfconv.config.estimate import estimate, estimate_lines
 from tfconv.config.loader import merge_over_default
@@ -83,14 +82,6 @@ def gram_manifest(wildcards):
     if WF.experiment(wildcards.experiment).gram:
         return str(RES.gram_manifest(wildcards.experiment))
     return []
-
-
-def figure_caption(wildcards):
-    """The registry's caption of the analysis, with the analysis and training settings filled in."""
-    exp = WF.experiment(wildcards.experiment)
-    settings = dict(WF.analysis, step_size=", ".join(str(s) for s in exp.steps),
-                    checkpoint_epochs=", ".join(str(e) for e in exp.checkpoint_epochs))
-    return caption_for(wildcards.analysis, settings)
 
 
 def figure_targets(kind="png"):
