@@ -178,6 +178,111 @@ def test_visibility_check_fails_on_a_hidden_table(page, tmp_path):
     assert "no slope was fitted" in page.locator("table#slopes td.empty").inner_text()
 
 
+# --- the captions, rendered as the report renders them ------------------------------------------------
+
+
+CAPTION_CONFIGS = [
+    {"datasets": {"d": {"kind": "synthetic", "n_samples": 100, "d_s": 8, "d": 32, "token_norm": 1.0}},
+     "experiments": {"e": {"dataset": "d", "grid": {"width": [16, 64], "n_samples": [10, 20]},
+                           "control": "unit-norm tokens"}}},
+    {"datasets": {"d": {"kind": "mnist", "patch_size": 7}}, "analysis": {"confidence": 0.9},
+     "experiments": {"e": {"dataset": "d", "grid": {"width": [16], "seed": [0, 1],
+                                                    "step_size": [0.02, "0.5limit", "0.25common"]},
+                           "model": {"embed": 8, "positional": True},
+                           "train": {"epochs": 100, "loss": "sum", "hidden": False}}}},
+    {"datasets": {"d": {"kind": "text"}}, "experiments": {"e": {"dataset": "d", "grid": {"width": [16, 4096]},
+                                                               "train": {"max_gd_width": 64}}}},
+]
+
+
+def _render_rst(text: str) -> str:
+    import warnings
+
+    import docutils.core as docutils_core  # ships with snakemake
+
+    with warnings.catch_warnings():  # docutils >= 0.22 announces a keyword rename
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        return docutils_core.publish_parts(text, writer_name="html",
+                                           settings_overrides={"halt_level": 2, "report_level": 2})["body"]
+
+
+def test_captions_render_with_the_finding_first_and_readable_names(tmp_path):
+    """Every caption renders with Snakemake's jinja2 settings as valid reStructuredText (a warning
+    halts), starts with the figure's finding as the plot step wrote it (read when rendered, "nan" read
+    as n/a, markup characters kept literal), names every step setting, scaling, init and token norm in
+    words (no config token), and its job-parameter line is one short line; the templates hold no
+    setting of their own."""
+    import types
+
+    import jinja2
+
+    from tfconv.analyses import analysis_names
+    from tfconv.analyses.captions import figure_caption, tables_caption_values
+    from tfconv.config import load_workflow
+
+    root = ROOT / "workflow" / "report"
+    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
+    templates = {name: (root / f"{name}.rst").read_text() for name in ("figure", "claims", "slopes")}
+    for name, src in templates.items():  # no setting or default of their own
+        assert "snakemake.config" not in src and not re.search(r"\|\s*default|\.get\(|{%", src), name
+    finding = tmp_path / "x.finding.txt"
+    finding.write_text("lecun/inv_sqrt: rate nan [nan, nan] at width 8; |K_t - K_0|_F / |K_0|_F 0.5; *2* done_\n")
+    for cfg in CAPTION_CONFIGS:
+        wf = load_workflow(cfg)
+        exp = wf.experiment("e")
+        texts = {}
+        for name in list(analysis_names()) + ["claims", "slopes"]:
+            if name in ("claims", "slopes"):
+                params = types.SimpleNamespace(**tables_caption_values(wf.analysis))
+            else:
+                cap = figure_caption(exp, name, wf.analysis, finding_file=finding)
+                params = types.SimpleNamespace(caption=cap)
+                assert "\n" not in str(cap) and len(str(cap)) < 120, str(cap)
+            sm = types.SimpleNamespace(config={}, wildcards=types.SimpleNamespace(experiment="e", analysis=name),
+                                       params=params)
+            text = env.from_string(templates["figure" if name not in ("claims", "slopes") else name]).render(snakemake=sm)
+            body = _render_rst(text)
+            pct = "90.0%" if cfg.get("analysis") else "95.0%"
+            assert pct in text and "{" not in text, (name, text)
+            if name in ("claims", "slopes"):
+                continue
+            texts[name] = text
+            plain = " ".join(re.sub(r"<[^>]+>", " ", body).split())
+            assert plain.startswith("Finding. lecun/inv_sqrt: rate n/a at width 8; |K_t - K_0|_F / |K_0|_F 0.5; "
+                                    "*2* done_"), plain[:300]
+            assert not re.search(r"\bnan\b", plain, re.IGNORECASE), plain
+            for token in ("sqrt_d", "0.5limit", "0.25common", "inv_sqrt", "lecun", "rotten_tomatoes",
+                          "1e+06"):  # the setting paragraph (the registry's own caption text is the analysis's)
+                assert token not in cap.setting, (token, cap.setting)
+        setting = texts["loss_per_width"]
+        kind = exp.dataset.kind
+        assert {"synthetic": "rescaled to norm 1 in d = 32", "mnist": "d_s = 16 tokens of d = 49 features, 10 outputs",
+                "text": "d_s = 16 word tokens of d = 32"}[kind] in setting, setting
+        assert "tau0 = d_m^-1/2" in setting and "LeCun" in setting
+        if kind == "mnist":
+            assert ("a fixed step eta = 0.02" in setting and "each run at half its own stability limit" in setting
+                    and "a quarter of the common limit" in setting and "3 step settings" in setting), setting
+            assert "no hidden layer W_h" in setting and "sum loss" in setting and "embedding of each token to 8" in setting
+        else:
+            assert "each run at half its own stability limit" in setting and "for 400 epochs" in setting
+        if kind == "text":
+            assert "Widths above 64 (4096) are kernel only" in setting
+        if kind == "synthetic":
+            assert "Control experiment: unit-norm tokens" in setting
+        assert len(set(texts.values())) == len(texts), "identical captions for different analyses"
+
+
+def test_caption_without_a_finding_yet_renders():
+    """Before the plot step ran (the finding is not written), the caption renders without it."""
+    from tfconv.analyses.captions import figure_caption, finding_text
+    from tfconv.config import load_workflow
+
+    wf = load_workflow(CAPTION_CONFIGS[0])
+    cap = figure_caption(wf.experiment("e"), "loss_per_width", wf.analysis, finding_file="/nonexistent/x.finding.txt")
+    assert cap.finding == "" and finding_text(None) == ""
+    assert cap.setting.startswith("**Setting.**")
+
+
 # --- the report of a real run ----------------------------------------------------------------------------
 
 
