@@ -6,7 +6,7 @@ sys.path.insert(0, workflow.basedir)
 
 from tfconv.config import ConfigError, Workflow, load_config
 from tfconv.config.estimate import estimate, estimate_lines
-from tfconv.config.loader import merge_over_default
+from tfconv.config.loader import config_name, merge_over_default
 from tfconv.config.yaml_io import read_yaml
 from snakemake.exceptions import WorkflowError
 from tfconv.cluster.slurm import slurm_job_cpus  # SLURM queries only: no Ray import at parse time
@@ -25,10 +25,11 @@ try:
     for _configfile in workflow.overwrite_configfiles:
         read_yaml(_configfile)
     # A --configfile is merged over the embedded default for every section except `experiments`,
-    # which is the user's alone (README: "Your own grid").
+    # which is the user's alone; without `results:` it writes to results-<its name>/, never to the
+    # default run's folder (README: "Your own grid"; `tfconv validate` merges the same way).
     _user = dict(config)
     if workflow.overwrite_configfiles:
-        _user = merge_over_default(_user, read_yaml(DEFAULT_CONFIG))
+        _user = merge_over_default(_user, read_yaml(DEFAULT_CONFIG), name=config_name(workflow.overwrite_configfiles))
     _validated = load_config(_user)
 except (ConfigError, ValueError) as exc:
     raise WorkflowError(str(exc)) from None
