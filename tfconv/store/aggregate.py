@@ -90,6 +90,8 @@ COORDINATES: Dict[str, Tuple[str, Optional[str], str]] = {
     "seed": ("seed", None, "seed of the initialisation (the dataset has its own)"),
     "epoch": ("epoch", "1", "number of full-batch gradient-descent updates before the record"),
     "checkpoint_epoch": ("checkpoint epoch", "1", "epoch of a checkpoint: parameters saved, K_t and its statistics"),
+    "mode": ("mode index of K_0", None, "index of an eigenvalue of K_0 in ascending order (0: lambda_min); "
+             "the dimension of k0_eigenvalues and k0_projection"),
     "spectrum_bin": ("eigenvalue of K_0 (bin centre)", "1", "geometric centre of a log-spaced bin of eigenvalues of "
                      "K_0; the edges are the attribute bin_edges of spectral_density_K0"),
 }
