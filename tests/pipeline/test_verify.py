@@ -280,3 +280,24 @@ def test_a_run_stopped_at_the_float_floor_is_not_damage_but_nan_before_the_stop_
     store.write_run(str(ts), "r2", {"width": 16}, result)
     _, problems = store.check_run(str(ts), "r2", checkpoint_epochs=[0, 200])
     assert any("curve loss has 1 NaN/inf" in p for p in problems), problems
+
+
+def test_verify_reports_progress_per_store_and_quiet_silences_it(results, capsys, monkeypatch):
+    """`tfconv verify` is not silent while it works: a line for the datasets and one before and after each
+    experiment's stores (and one every few seconds inside a large store); -q leaves only the result."""
+    from tfconv.pipeline.verify import verify_path
+
+    lines = []
+    verify_path(results, progress=lines.append)
+    assert lines[0].startswith("datasets: 1 checked (")
+    assert lines[1].startswith("[1/1] grid: checking its runs, Grams"), lines
+    assert lines[-1].startswith("[1/1] grid: ") and "checked (" in lines[-1] and lines[-1].endswith(" s)"), lines
+
+    monkeypatch.chdir(results.parent)
+    cfgfile = str(results.parent / "config.yaml")
+    assert cli.main(["verify", str(results), "--config", cfgfile]) == 0
+    err = capsys.readouterr().err
+    assert "[1/1] grid: checking its runs" in err, err
+    assert cli.main(["-q", "verify", str(results), "--config", cfgfile]) == 0
+    cap = capsys.readouterr()
+    assert "[1/1]" not in cap.err and "OK (checked" in cap.out
