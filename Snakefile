@@ -32,4 +32,4 @@ rule all:
 onsuccess:
     from tfconv.pipeline.summary import closing_summary
 
-    print(closing_summary(WF, time.time() - _STARTED))
+    print(closing_summary(WF, time.time() - _STARTED, [str(f) for f in workflow.overwrite_configfiles]))

@@ -111,65 +111,6 @@ def test_unknown_analysis_is_named(tmp_path):
         make_figure("losses", clean, tmp_path / "x.png", tmp_path / "x.csv", {})
 
 
-def test_report_captions_render(tmp_path):
-    """Every caption renders with Snakemake's jinja2 settings and is valid reStructuredText; the templates
-    print only the values the rules pass in (`tfconv.analyses.captions`, built from the typed experiment)."""
-    import pathlib
-    import re
-    import types
-    import warnings
-
-    import docutils.core as docutils_core  # both ship with snakemake
-    import jinja2
-
-    from tfconv.analyses.captions import figure_caption_values, tables_caption_values
-    from tfconv.config import load_workflow
-
-    root = pathlib.Path(__file__).resolve().parents[2] / "workflow" / "report"
-    configs = [
-        {"datasets": {"d": {"kind": "synthetic", "n_samples": 100, "d_s": 8, "d": 32, "token_norm": 1.0}},
-         "experiments": {"e": {"dataset": "d", "grid": {"width": [16, 64], "n_samples": [10, 20]}}}},
-        {"datasets": {"d": {"kind": "mnist", "patch_size": 7}}, "analysis": {"confidence": 0.9},
-         "experiments": {"e": {"dataset": "d", "grid": {"width": [16], "seed": [0, 1], "step_size": [0.02, "0.5limit"]},
-                               "train": {"epochs": 100, "loss": "sum", "hidden": False}}}},
-        {"datasets": {"d": {"kind": "text"}}, "experiments": {"e": {"dataset": "d", "grid": {"width": [16]}}}},
-    ]
-    env = jinja2.Environment(trim_blocks=True, lstrip_blocks=True)
-    templates = {name: (root / f"{name}.rst").read_text() for name in ("figure", "claims", "slopes")}
-    for name, src in templates.items():  # no setting or default of their own
-        assert "snakemake.config" not in src and not re.search(r"\|\s*default|\.get\(|{%", src), name
-    # one caption for every figure, one per table
-    rendered = {}
-    for cfg in configs:
-        wf = load_workflow(cfg)
-        exp = wf.experiment("e")
-        for name in list(PLOTS) + ["claims", "slopes"]:
-            values = (figure_caption_values(exp, name, wf.analysis) if name in PLOTS
-                      else tables_caption_values(wf.analysis))
-            sm = types.SimpleNamespace(config={}, wildcards=types.SimpleNamespace(experiment="e", analysis=name),
-                                       params=types.SimpleNamespace(**values))
-            text = env.from_string(templates["figure" if name in PLOTS else name]).render(snakemake=sm)
-            with warnings.catch_warnings():  # docutils >= 0.22 announces a keyword rename
-                warnings.simplefilter("ignore", PendingDeprecationWarning)
-                docutils_core.publish_parts(text, writer_name="html",
-                                            settings_overrides={"halt_level": 2, "report_level": 2})
-            pct = "90.0%" if cfg.get("analysis") else "95.0%"
-            assert pct in text and "{" not in text, (name, text)
-            if name in PLOTS:
-                assert "step size" in text and "figure's title" in text
-                rendered.setdefault(str(cfg), {})[name] = text
-        kind = exp.dataset.kind
-        text = rendered[str(cfg)]["loss_per_width"]
-        assert {"synthetic": "normalised to norm 1.0 in d = 32", "mnist": "d_s = 16 tokens of\nd = 49 features, 10 outputs",
-                "text": "d_s = 16 word tokens of d = 32"}[kind] in text, text
-        if kind == "mnist":
-            assert "step sizes 0.02, 0.5limit" in text and "no hidden layer W_h" in text and "sum loss" in text
-        else:
-            assert "step size 0.5limit for 400 epochs" in text and "mean loss" in text
-    for cfg_key, texts in rendered.items():  # each analysis gets its own paragraph
-        assert len(set(texts.values())) == len(texts), f"identical captions for different analyses ({cfg_key})"
-
-
 @pytest.mark.parametrize("analysis", PLOTS)
 def test_every_series_drawn_has_visible_points_and_every_panel_has_data(analysis):
     """What a reader sees: every line drawn has a visible segment (or markers) of finite points and

@@ -407,10 +407,15 @@ def test_estimate_counts_parameters_and_gram_bytes(tmp_path, monkeypatch, capsys
     assert est["vit"]["gram_bytes_total"] == (10 * 10 + 20 * 20) * 8 * 2 * 2  # 2 widths, 2 checkpoints
     lines = estimate_lines(est)
     assert lines[0].startswith("[size] grid: 8 runs; ") and "Gram 1.15 kB per matrix (12 x 12), 24 matrices" in lines[0]
-    # `tfconv validate` prints the estimate (as YAML comments: the output stays a config)
+    # `tfconv validate` prints the estimate before its one OK line; with --print the merged config, the
+    # estimate as YAML comments (the output stays a config)
     path = tmp_path / "c.yaml"
     path.write_text(_yaml(BASE))
     assert cli.main(["validate", str(path)]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert any(ln.startswith("[size] grid: 8 runs; 656 parameters per run at width 16") for ln in out), out
+    assert out[-1].startswith(f"OK: {path} is valid")
+    assert cli.main(["validate", str(path), "--print"]) == 0
     out = capsys.readouterr().out
     assert "# [size] grid: 8 runs; 656 parameters per run at width 16" in out
     assert yaml.safe_load(out)["gram"]["block_size"] == 5

@@ -95,6 +95,21 @@ def test_done_diverged_missing_with_the_run_numbers(partial):
     assert [p.state for p in by_id(grid_status(root, cfg)).values()] == ["done", "done", "diverged", "missing"]
 
 
+def test_summary_is_one_line_per_experiment_and_full_lists_every_point(partial, capsys):
+    root, _ = partial
+    assert cli_main(["status", str(root)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    header = lines[0].split()
+    row = dict(zip(header, lines[2].split()))
+    assert len(lines) == 5 and lines[2].split()[0] == "grid", lines  # header, rule, one experiment, blank, total
+    assert (row["points"], row["done"], row["diverged"], row["missing"], row["failed"]) == ("4", "2", "1", "1", "0")
+    assert lines[-1].startswith("total: 4 grid points: 2 done, 1 diverged, 0 running, 0 failed, 1 missing")
+    assert cli_main(["status", str(root), "--full"]) == 0
+    full = capsys.readouterr().out
+    states = [ln.split()[4] for ln in full.splitlines() if ln.strip().split()[:1] in (["8"], ["32"])]
+    assert states == ["done", "done", "diverged", "missing"]
+
+
 @pytest.mark.slow
 def test_a_failed_train_grid_marks_the_untrained_points_failed(partial, tmp_path, capsys):
     """A real train_grid on a damaged data store: the Ray task that trains the last point fails."""
@@ -161,10 +176,17 @@ def tfconv(*args):
 def test_cli_on_the_small_workflow_run(small_workflow_run):
     wd, _, _ = small_workflow_run
     results = wd / "results"
-    out = tfconv("status", str(results))
+    summary = tfconv("status", str(results))  # the default: one line per experiment
+    assert summary.returncode == 0, summary.stderr
+    lines = summary.stdout.strip().splitlines()
+    assert lines[0].split()[:7] == ["experiment", "points", "done", "diverged", "running", "failed", "missing"]
+    assert lines[2].split()[:7] == ["grid", "8", "8", "0", "0", "0", "0"] and len(lines) == 5, lines
+    assert lines[-1].startswith("total: 8 grid points: 8 done, 0 diverged") and "--full" in lines[-1]
+    out = tfconv("status", str(results), "--full")
     assert out.returncode == 0, out.stderr
     print(out.stdout)
     assert "grid: 8 grid points: 8 done, 0 diverged, 0 running, 0 failed, 0 missing" in out.stdout
+    assert tfconv("status", str(results), "--runs").stdout == out.stdout
     assert "last train_grid: finished" in out.stdout
     header = next(ln for ln in out.stdout.splitlines() if "lambda_min(K0)" in ln).split()
     assert header[:5] == ["width", "scaling", "init", "seed", "state"]

@@ -255,3 +255,49 @@ def test_gram_check_reads_K_block_by_block_and_still_finds_damage(tmp_path):
     Kz[5, 5] = K[5, 5] + 1.0  # the diagonal: the block digest and the trace both disagree
     msg = " ".join(check())
     assert "(0,0) changed" in msg and "trace K" in msg
+
+
+def test_a_run_stopped_at_the_float_floor_is_not_damage_but_nan_before_the_stop_is(tmp_path):
+    """A run that reached `stop_ratio * loss_0` stops with NaN records after `stop_epoch` (tfconv.core.train):
+    its records up to the stop are checked, those after it are not; a NaN before the stop still is damage."""
+    from tfconv import make_synthetic
+    from tfconv.core.model import ModelSpec
+    from tfconv.core.train import TrainConfig, train_gd
+
+    data = make_synthetic(n_samples=6, d_s=4, d=8, seed=0)
+    spec = ModelSpec(width=16, d=8, d_s=4, scaling="inv_sqrt", init="lecun")
+    train = TrainConfig(step_size=0.5, epochs=200, checkpoint_epochs=(0, 200), stop_ratio=0.5)
+    result = train_gd(spec, data.X, data.y, seed=0, train=train)
+    assert 0 < result.stop_epoch < 200 and np.isnan(result.loss[-1]), "the run must stop at its floor to test this"
+    ts = tmp_path / "train.zarr"
+    store.ensure_train_store(str(ts))
+    store.write_run(str(ts), "r", {"width": 16}, result)
+    _, problems = store.check_run(str(ts), "r", checkpoint_epochs=[0, 200])
+    assert problems == []
+
+    early = result.stop_epoch - 1
+    result.loss[early] = np.nan
+    store.write_run(str(ts), "r2", {"width": 16}, result)
+    _, problems = store.check_run(str(ts), "r2", checkpoint_epochs=[0, 200])
+    assert any("curve loss has 1 NaN/inf" in p for p in problems), problems
+
+
+def test_verify_reports_progress_per_store_and_quiet_silences_it(results, capsys, monkeypatch):
+    """`tfconv verify` is not silent while it works: a line for the datasets and one before and after each
+    experiment's stores (and one every few seconds inside a large store); -q leaves only the result."""
+    from tfconv.pipeline.verify import verify_path
+
+    lines = []
+    verify_path(results, progress=lines.append)
+    assert lines[0].startswith("datasets: 1 checked (")
+    assert lines[1].startswith("[1/1] grid: checking its runs, Grams"), lines
+    assert lines[-1].startswith("[1/1] grid: ") and "checked (" in lines[-1] and lines[-1].endswith(" s)"), lines
+
+    monkeypatch.chdir(results.parent)
+    cfgfile = str(results.parent / "config.yaml")
+    assert cli.main(["verify", str(results), "--config", cfgfile]) == 0
+    err = capsys.readouterr().err
+    assert "[1/1] grid: checking its runs" in err, err
+    assert cli.main(["-q", "verify", str(results), "--config", cfgfile]) == 0
+    cap = capsys.readouterr()
+    assert "[1/1]" not in cap.err and "OK (checked" in cap.out

@@ -174,7 +174,8 @@ def test_aggregate_opens_with_plain_xarray_without_warnings(tmp_path):
     assert not caught, [str(w.message)[:120] for w in caught]
     for name in ("loss", "kernel_change", "eta", "status"):
         assert {"long_name", "units", "description"} <= set(ds[name].attrs), name
-    assert ds.attrs["provenance"]["versions"]["torch"] == "2.13" and ds.attrs["dataset"]["n_samples"] == 5
+    meta = {k: json.loads(ds.attrs[k]) for k in ("provenance", "dataset")}  # mappings as JSON strings (netCDF)
+    assert meta["provenance"]["versions"]["torch"] == "2.13" and meta["dataset"]["n_samples"] == 5
 
 
 def test_public_store_queries_and_locating_a_store(tmp_path):

@@ -249,8 +249,8 @@ def run_grid(job: GridJob, points: Sequence[Any], address: Optional[str] = None,
                     el = time.time() - t0
                     done_cost += cost.get(res["run_id"], 0.0)
                     eta = el / max(done_cost, 1e-12) * (total - done_cost)  # weighted by each point's cost
-                    log(f"[train_grid] {n}/{len(points)} {res['run_id']}: {res.get('status')}"
-                        f" loss={res.get('final_loss', float('nan')):.3e} step={res.get('step_size', float('nan')):.3g}"
+                    log(f"[train_grid] {n}/{len(points)} {res['run_id']}: " + ("kernel only" if res.get("status") == "kernel_only"
+                        else f"{res.get('status')} loss={res.get('final_loss', float('nan')):.3e}") + f" step={res.get('step_size', float('nan')):.3g}"
                         f" (limit {res.get('step_limit', float('nan')):.3g}) node={str(res.get('node_id') or '?')[:8]}"
                         f" elapsed={el:.0f}s eta={eta:.0f}s")
             if not ready:

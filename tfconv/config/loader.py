@@ -2,7 +2,8 @@
 
     load_config("config/config.yaml")     # read (yaml_io), validate, fill defaults, check: a dict
     load_workflow(path_or_dict)           # the same, typed (`Workflow`)
-    merge_over_default(user, default)     # a --configfile over the embedded default (common.smk)
+    merge_over_default(user, default, name="my")   # a --configfile over the embedded default (common.smk)
+    load_user_config("my.yaml")           # what `snakemake --configfile my.yaml` runs: merged, validated
 
 The JSON Schema ``tfconv/config/schema.yaml`` (`tfconv.config.schema`) is the one definition of
 every key, its type, allowed values and default; the list of analyses comes from the analysis
@@ -17,7 +18,7 @@ import copy
 import difflib
 import os
 from pathlib import Path
-from typing import Any, Dict, Mapping, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Sequence, Union
 
 from .checks import dotted, semantic_checks
 from .errors import ConfigError
@@ -25,8 +26,9 @@ from .experiment import Workflow
 from .schema import SCHEMA_PATH, analysis_defaults, load_schema
 from .yaml_io import read_yaml
 
-__all__ = ["SCHEMA_PATH", "analysis_settings", "load_config", "load_schema", "load_workflow",
-           "merge_over_default", "validate_config", "REPLACED_SECTIONS"]
+__all__ = ["SCHEMA_PATH", "analysis_settings", "load_config", "load_schema", "load_workflow", "load_user_config",
+           "merge_over_default", "validate_config", "REPLACED_SECTIONS", "default_config_path", "config_name",
+           "own_results_folder"]
 
 
 def _default_filling_validator():
@@ -154,11 +156,26 @@ def analysis_settings(settings: Optional[Mapping[str, Any]] = None) -> Dict[str,
 REPLACED_SECTIONS = ("experiments",)
 
 
-def merge_over_default(user: Mapping[str, Any], default: Mapping[str, Any]) -> Dict[str, Any]:
+def config_name(paths: Sequence[Union[str, os.PathLike]]) -> str:
+    """The name of a run's config files: their stems joined by "+" ("my" for my.yaml)."""
+    return "+".join(Path(p).stem for p in paths)
+
+
+def own_results_folder(default_results: str, name: str) -> str:
+    """Where a config without ``results:`` writes: ``<the default's results>-<name>`` (results-my for
+    my.yaml), never the default run's folder."""
+    return f"{default_results}-{name}"
+
+
+def merge_over_default(user: Mapping[str, Any], default: Mapping[str, Any], name: Optional[str] = None) -> Dict[str, Any]:
     """The user's config merged over the default: every section is merged key by key (nested mappings
     recursively, the user's values win), except ``experiments``, which is the user's alone; datasets
     of the default stay available (unused ones are never built).  So ``--configfile my.yaml`` with only
-    ``experiments`` and its ``datasets`` keeps the default's resources, Dask, Ray and analysis settings."""
+    ``experiments`` and its ``datasets`` keeps the default's resources, Dask, Ray and analysis settings.
+
+    A user config without ``results`` writes to its own folder, ``own_results_folder(default's, name)``
+    (`name`: the config's, `config_name`), so that it never overwrites the default run's results; with
+    no name it would share the default's folder, which is refused."""
     def merge(a, b):
         out = copy.deepcopy(dict(a))
         for k, v in b.items():
@@ -169,4 +186,38 @@ def merge_over_default(user: Mapping[str, Any], default: Mapping[str, Any]) -> D
     for k in REPLACED_SECTIONS:
         if k in user:
             merged[k] = copy.deepcopy(user[k])
+    if "results" not in user and "results" in default:
+        if not name:
+            raise ConfigError("a config merged over the default needs `results:` (a folder of its own) or a name "
+                              "for its own results folder")
+        merged["results"] = own_results_folder(str(default["results"]), name)
     return merged
+
+
+def default_config_path() -> Path:
+    """The embedded default config the workflow merges a --configfile over: config/config.yaml beside the
+    Snakefile of this checkout (else ./config/config.yaml)."""
+    for p in (Path(__file__).resolve().parents[2] / "config" / "config.yaml", Path.cwd() / "config" / "config.yaml"):
+        if p.is_file():
+            return p
+    raise ConfigError("cannot find the default config (config/config.yaml beside the Snakefile) that a --configfile is "
+                      "merged over; give it with --default PATH")
+
+
+def load_user_config(path: Union[str, os.PathLike], default: Optional[Union[str, os.PathLike]] = None) -> Dict[str, Any]:
+    """What ``snakemake --configfile PATH`` runs: the file read (`read_yaml`), merged over the default
+    config exactly as workflow/rules/common.smk merges it (`merge_over_default`, results folder
+    included), validated with defaults filled.  The default config itself is taken as it is."""
+    p = Path(path)
+    default_path = Path(default) if default is not None else default_config_path()
+    raw = read_yaml(p)
+    if raw is None:
+        raise ConfigError(f"config file {p} is empty; it needs at least `datasets` and `experiments`")
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{p}: the configuration must be a mapping of keys, got {type(raw).__name__}")
+    if p.resolve() != default_path.resolve():
+        raw = merge_over_default(raw, read_yaml(default_path), name=config_name([p]))
+    try:
+        return validate_config(raw)
+    except ConfigError as exc:
+        raise ConfigError(f"{p} (merged over {default_path}): {exc}") from None

@@ -1,7 +1,8 @@
 """`tfconv status [results]`: where every grid point of every experiment stands, read from the results folder.
 
     tables = grid_status("results", config=None)        # {experiment: ExperimentStatus}
-    print(render(tables))                              # one table per experiment
+    print(render_summary(tables))                      # one line per experiment (`tfconv status`)
+    print(render(tables))                              # one table per experiment (`tfconv status --full`)
     print(render_failed(tables))                       # the failed points and how to retry them
 
 A grid point is in one of `STATES`:
@@ -267,9 +268,31 @@ def _fmt(x: Any, kind: str = "g") -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> List[str]:
-    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(str(h)) for i, h in enumerate(header)]
-    fmt = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
-    return [fmt(header)] + [fmt(r) for r in rows]
+    from tabulate import tabulate
+
+    return tabulate([list(r) for r in rows], headers=list(header), tablefmt="simple", disable_numparse=True).splitlines()
+
+
+def render_summary(tables: Mapping[str, ExperimentStatus]) -> str:
+    """One line per experiment: its grid points by state, its stages and its last train_grid attempt;
+    then the totals (`tfconv status`; the table of every grid point is `render`, ``--full``)."""
+    if not tables:
+        return "no experiment found (no train store under the results folder; give --config to list the planned grid)"
+    rows = []
+    for name, es in tables.items():
+        c = es.counts()
+        st = es.stages
+        rows.append([name, str(len(es.points))] + [str(c[s]) for s in STATES]
+                    + [st.get("train", "-"), st.get("gram", "-"), st.get("aggregate", "-"), st.get("figures", "-"),
+                       es.attempt or "none"])
+    header = ["experiment", "points"] + list(STATES) + ["train", "gram", "aggregate", "figures", "last train_grid"]
+    total = {s: sum(es.counts()[s] for es in tables.values()) for s in STATES}
+    lines = _table(header, rows)
+    lines.append("")
+    lines.append(f"total: {sum(len(es.points) for es in tables.values())} grid points: "
+                 + ", ".join(f"{total[s]} {s}" for s in STATES)
+                 + "   (every grid point: --full; the failed ones with their errors: --failed)")
+    return "\n".join(lines)
 
 
 def render(tables: Mapping[str, ExperimentStatus]) -> str:

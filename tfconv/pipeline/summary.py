@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from typing import Tuple
+from pathlib import Path
+from typing import Sequence, Tuple
 
 
 def folder_size(root) -> Tuple[int, int]:
@@ -20,26 +21,36 @@ def folder_size(root) -> Tuple[int, int]:
     return total, files
 
 
-def closing_summary(wf, seconds: float) -> str:
-    """A few lines for the end of a successful run."""
+def closing_summary(wf, seconds: float, configfiles: Sequence[str] = ()) -> str:
+    """A few lines for the end of a successful run; `configfiles`: the run's ``--configfile`` files, so
+    that the report and status commands printed are the ones that read this run's results."""
+    from ..analyses.claims import ROLE_CONTROL, ROLE_TEST, VERDICTS
+
     res = wf.results
     lines = [f"tfconv: done in {seconds / 60:.1f} min. Results in {res.root}/:"]
     n_fig = sum(1 for e, a in wf.figure_targets() if res.figure(e, a, "png").exists())
     figures = res.figure("<experiment>", "<analysis>", "png").with_suffix(".{png,pdf,csv}")
     lines.append(f"  figures   {figures}  ({n_fig} figures)")
-    lines.append(f"  tables    {res.claims}, {res.slopes}")
+    lines.append(f"  tables    {res.claims}, {res.slopes}, {res.synthesis}")
     lines.append(f"  data      xarray.open_zarr('{res.aggregate('<experiment>')}')  (one per experiment)")
     if res.claims.exists():
         import pandas as pd
 
         claims = pd.read_csv(res.claims)
-        counts = Counter(claims["verdict"])
-        lines.append("  claims    " + ", ".join(f"{v}: {counts[v]}" for v in ("consistent", "refuted", "not measurable")))
-        for k in sorted(set(claims["claim"])):
-            sub = claims[claims["claim"] == k]
+        roles = claims["role"] if "role" in claims else pd.Series(ROLE_TEST, index=claims.index)
+        for role, label in ((ROLE_TEST, "claims   "), (ROLE_CONTROL, "controls ")):
+            sub = claims[roles == role]
+            if role == ROLE_TEST or len(sub):
+                counts = Counter(sub["verdict"])
+                lines.append(f"  {label} " + ", ".join(f"{v}: {counts[v]}" for v in VERDICTS))
+        tests = claims[roles == ROLE_TEST]
+        for k in sorted(set(tests["claim"])):
+            sub = tests[tests["claim"] == k]
             lines.append(f"    claim {k}: " + ", ".join(f"{v} {n}" for v, n in Counter(sub["verdict"]).items()))
     size, files = folder_size(res.root)
     lines.append(f"  size      {size / 1e6:.0f} MB in {files} files")
-    lines.append("  report    snakemake --report report.html  (figures, captions, the claims table)")
+    config = "".join(f" --configfile {f}" for f in configfiles)
+    report = f"{Path(configfiles[-1]).stem}.html" if configfiles else "report.html"
+    lines.append(f"  report    snakemake{config} --report {report}  (figures, captions, the claims table)")
     lines.append("  status    tfconv status " + str(res.root))
     return "\n".join(lines)

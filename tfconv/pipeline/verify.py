@@ -32,7 +32,7 @@ import json
 import shutil
 import time
 from pathlib import Path
-from typing import Dict, List, Mapping, Optional, Set, Tuple
+from typing import Callable, Dict, List, Mapping, Optional, Set, Tuple
 
 import numpy as np
 
@@ -53,11 +53,25 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
+#: seconds between two progress lines inside one store
+PROGRESS_EVERY = 5.0
+
+
 class _Report:
-    def __init__(self):
+    def __init__(self, progress: Optional[Callable[[str], None]] = None):
         self.problems: List[str] = []
         self.damaged: Set[Tuple] = set()
         self.counts: Dict[str, int] = {}
+        self.progress = progress
+        self._last = time.time()
+
+    def say(self, msg: str, every: Optional[float] = None) -> None:
+        """A progress line (at most one per `every` seconds when given)."""
+        now = time.time()
+        if self.progress is None or (every is not None and now - self._last < every):
+            return
+        self._last = now
+        self.progress(msg)
 
     def bad(self, msg: str, item: Tuple) -> None:
         self.problems.append(msg)
@@ -125,7 +139,8 @@ def _check_runs(res: Results, exp_name: str, ts: Path, wf, ds_hashes, rep: _Repo
         rep.bad(f"{ts}: its dataset store {res.data(ds_name)} was not found", ("train", exp_name))
     exp = wf.experiments.get(exp_name) if wf is not None else None
     actual = ds_hashes.get(ds_name, declared)  # the dataset as it is, else what the store declares
-    for p in points:
+    for i, p in enumerate(points):
+        rep.say(f"  {ts.name}: {i}/{len(points)} runs checked", every=PROGRESS_EVERY)
         rid = run_id(p)
         rep.count("runs")
         run, why = store.check_run(ts, rid, run_id_of=run_id, dataset_sha256=actual,
@@ -191,26 +206,34 @@ def _check_tables(res: Results, rep: _Report) -> None:
             rep.bad(f"{path}: its content differs from what the tables step wrote", ("tables",))
 
 
-def verify_path(results, wf=None) -> Tuple[List[str], Set[Tuple], Dict[str, int]]:
-    """(problems, damaged items, counts of what was checked) for a results folder (or one train store)."""
+def verify_path(results, wf=None, progress: Optional[Callable[[str], None]] = None
+                ) -> Tuple[List[str], Set[Tuple], Dict[str, int]]:
+    """(problems, damaged items, counts of what was checked) for a results folder (or one train store);
+    `progress` gets a line per store checked, and one every `PROGRESS_EVERY` seconds inside a store."""
     root = Path(results)
-    rep = _Report()
+    rep = _Report(progress)
+    t0 = time.time()
     if not root.exists():
         return [f"{root}: does not exist"], set(), {}
     located = Results.locate(root)
     single = located is not None and located[1] == "train"  # one train store
     res = located[0] if single else Results(root)
     ds_hashes = _check_datasets(res, rep)
+    rep.say(f"datasets: {len(ds_hashes)} checked ({time.time() - t0:.1f} s)")
     names = [located[2]] if single else res.stores("train")
     if not names:
         rep.problems.append(f"{root}: no training stores found (expected train/<experiment>.zarr)")
-    for name in names:
+    for k, name in enumerate(names, 1):
         ts = res.train(name)
+        t1, before = time.time(), dict(rep.counts)
+        rep.say(f"[{k}/{len(names)}] {name}: checking its runs" + (", Grams" if store.group_attrs(ts).get("gram") else "")
+                + (" and aggregate" if not single and res.aggregate(name).exists() else ""))
         runs = _check_runs(res, name, ts, wf, ds_hashes, rep)
         a = store.group_attrs(ts)
         if a.get("gram"):
             gs = res.gram(name)
-            for rid, run in runs.items():
+            for j, (rid, run) in enumerate(runs.items()):
+                rep.say(f"  {gs.name}: Grams of {j}/{len(runs)} runs checked", every=PROGRESS_EVERY)
                 for e in run["attrs"]["checkpoint_epochs"]:
                     rep.count("Grams")
                     if store.gram_path(gs, rid, e).is_symlink() or not store.gram_complete(gs, rid, e):
@@ -229,6 +252,8 @@ def verify_path(results, wf=None) -> Tuple[List[str], Set[Tuple], Dict[str, int]
                         rep.bad(f"{gs}: Gram of {rid} at epoch {e}: " + "; ".join(why), ("gram", name, rid, e))
         if not single and res.aggregate(name).exists():
             _check_aggregate(res, name, runs, rep)
+        done = ", ".join(f"{rep.counts[c] - before.get(c, 0)} {c}" for c in rep.counts if rep.counts[c] > before.get(c, 0))
+        rep.say(f"[{k}/{len(names)}] {name}: {done or 'nothing'} checked ({time.time() - t1:.1f} s)")
     if not single:
         _check_tables(res, rep)
     return rep.problems, rep.damaged, rep.counts
@@ -271,15 +296,17 @@ def repair(results, damaged: Set[Tuple], log=print) -> List[str]:
 
 
 def verify_results(cfg: Optional[Mapping] = None, results: Optional[str] = None, report_path: Optional[str] = None,
-                   repair_damage: bool = False) -> List[str]:
+                   repair_damage: bool = False, progress: Optional[Callable[[str], None]] = None) -> List[str]:
     """Verify the results folder of a config (or `results`); print what was checked and every problem;
-    write the report only when everything is fine; with `repair_damage` remove the damaged items."""
+    write the report only when everything is fine; with `repair_damage` remove the damaged items.
+    `progress` (default: `tfconv.pipeline.logs.log`) gets a line per store as it is checked."""
     from ..config import Workflow
+    from .logs import log
 
     wf = Workflow.from_config(cfg) if cfg is not None and "experiments" in cfg else None
     path = results or (wf.config["results"] if wf is not None else "results")
     t0 = time.time()
-    problems, damaged, counts = verify_path(path, wf)
+    problems, damaged, counts = verify_path(path, wf, progress=log if progress is None else progress)
     checked = ", ".join(f"{v} {k}" for k, v in counts.items()) or "nothing"
     lines = [f"tfconv verify {path}: " + ("OK" if not problems else f"{len(problems)} problem(s)")
              + f" (checked {checked} in {time.time() - t0:.1f} s)"]

@@ -22,8 +22,11 @@ vars    over (axes..., epoch):  loss, loss_linearised (the kernel's prediction),
                                 stored quadrature nodes and weights, "none")
 attrs   experiment, description, dataset (the dataset's settings and content hash), train (the GD
         settings), step (the configured step), epochs, loss, provenance (config, versions, git
-        revision, host, time), content_sha256: plain attributes (nested mappings).
-Every variable carries long_name, units and description (`VARIABLES`).
+        revision, host, time), content_sha256.  dataset, train and provenance are mappings stored as
+        JSON strings, so that every attribute is a string or a number and ``xds.to_netcdf(path)``
+        writes the aggregate (read them with `tfconv.analyses.stats.attr_dict`, or json.loads).
+Every variable carries long_name, units and description (`VARIABLES`), every coordinate long_name and
+description, and units where it has them (`COORDINATES`): CF-style attributes.
 
 Entries of runs that diverged are NaN after the divergence epoch; missing runs are all NaN.
 """
@@ -76,7 +79,28 @@ VARIABLES: Dict[str, Tuple[str, str, str]] = {
 }
 
 
+#: name -> (long_name, units or None, description) of every coordinate (CF-style; no units for a label).
+COORDINATES: Dict[str, Tuple[str, Optional[str], str]] = {
+    "n_samples": ("number of training samples N", "1", "the first N samples of the experiment's dataset"),
+    "width": ("width d_m", "1", "width of the attention and feed-forward layers"),
+    "scaling": ("softmax scaling tau0", None, "inv_sqrt: tau0 = d_m^-1/2; inv: tau0 = d_m^-1; a number: tau0 itself"),
+    "init": ("initialisation", None, "lecun, he or ntk (the variances of docs/science.md, section 2)"),
+    "step_size": ("step setting", None, "a fixed step eta (a number); '<c>limit': c times the run's own stability "
+                  "limit 2N / lambda_max(K_0); '<c>common': c times the smallest limit among the settings compared"),
+    "seed": ("seed", None, "seed of the initialisation (the dataset has its own)"),
+    "epoch": ("epoch", "1", "number of full-batch gradient-descent updates before the record"),
+    "checkpoint_epoch": ("checkpoint epoch", "1", "epoch of a checkpoint: parameters saved, K_t and its statistics"),
+    "mode": ("mode index of K_0", None, "index of an eigenvalue of K_0 in ascending order (0: lambda_min); "
+             "the dimension of k0_eigenvalues and k0_projection"),
+    "spectrum_bin": ("eigenvalue of K_0 (bin centre)", "1", "geometric centre of a log-spaced bin of eigenvalues of "
+                     "K_0; the edges are the attribute bin_edges of spectral_density_K0"),
+}
+
+
 def _describe(ds) -> None:
+    for name, (long_name, units, description) in COORDINATES.items():
+        if name in ds.coords:
+            ds[name].attrs.update(long_name=long_name, description=description, **({"units": units} if units else {}))
     for name in ds.data_vars:
         base = name
         if name.startswith("weight_change_"):
@@ -187,12 +211,12 @@ def build_aggregate(
     ds.attrs.update(
         experiment=exp.name,
         description=exp.description,
-        dataset=json_safe(dict(dataset_meta or {})),
-        train=json_safe(dict(tr)),
+        dataset=_json_attr(dataset_meta),
+        train=_json_attr(tr),
         step=str(tr["step_size"]),
         epochs=int(tr["epochs"]),
         loss=str(tr["loss"]),
-        provenance=json_safe(dict(provenance or {})),
+        provenance=_json_attr(provenance),
     )
     _describe(ds)
     if dens is not None:  # an attribute, not two more arrays (files) per aggregate
@@ -202,6 +226,13 @@ def build_aggregate(
         "cross_entropy": "-1/N sum_n <y_n, log softmax f(X_n)>",
     }[tr["loss"]]
     return ds
+
+
+def _json_attr(mapping: Optional[Mapping[str, Any]]) -> str:
+    """A mapping as an attribute every format can store (netCDF holds strings and numbers, not mappings)."""
+    import json
+
+    return json.dumps(json_safe(dict(mapping or {})), sort_keys=True)
 
 
 def _place_densities(exp, densities, shape: Tuple[int, ...]):

@@ -276,6 +276,8 @@ def check_run(train_store, rid: str, run_id_of: Optional[Callable[[Mapping[str, 
     if dataset_sha256 and h and h != dataset_sha256:
         why.append(f"it was trained on dataset {h[:16]}..., the dataset is {dataset_sha256[:16]}...")
     upto = {STATUS_DIVERGED: ra["diverged_epoch"], STATUS_KERNEL_ONLY: 1}.get(ra["status"])
+    if upto is None and int(ra.get("stop_epoch", -1)) >= 0:  # stopped at the float floor: NaN after it
+        upto = int(ra["stop_epoch"]) + 1
     for name in ("loss", "weight_change", "attention_deviation_mean"):
         v = run["curves"][name][:upto]
         if not np.all(np.isfinite(v)):

@@ -4,10 +4,9 @@ import sys
 
 sys.path.insert(0, workflow.basedir)
 
-from tfconv.analyses import caption_for
 from tfconv.config import ConfigError, Workflow, load_config
 from tfconv.config.estimate import estimate, estimate_lines
-from tfconv.config.loader import merge_over_default
+from tfconv.config.loader import config_name, merge_over_default
 from tfconv.config.yaml_io import read_yaml
 from snakemake.exceptions import WorkflowError
 from tfconv.cluster.slurm import slurm_job_cpus  # SLURM queries only: no Ray import at parse time
@@ -26,10 +25,11 @@ try:
     for _configfile in workflow.overwrite_configfiles:
         read_yaml(_configfile)
     # A --configfile is merged over the embedded default for every section except `experiments`,
-    # which is the user's alone (README: "Your own grid").
+    # which is the user's alone; without `results:` it writes to results-<its name>/, never to the
+    # default run's folder (README: "Your own grid"; `tfconv validate` merges the same way).
     _user = dict(config)
     if workflow.overwrite_configfiles:
-        _user = merge_over_default(_user, read_yaml(DEFAULT_CONFIG))
+        _user = merge_over_default(_user, read_yaml(DEFAULT_CONFIG), name=config_name(workflow.overwrite_configfiles))
     _validated = load_config(_user)
 except (ConfigError, ValueError) as exc:
     raise WorkflowError(str(exc)) from None
@@ -83,14 +83,6 @@ def gram_manifest(wildcards):
     if WF.experiment(wildcards.experiment).gram:
         return str(RES.gram_manifest(wildcards.experiment))
     return []
-
-
-def figure_caption(wildcards):
-    """The registry's caption of the analysis, with the analysis and training settings filled in."""
-    exp = WF.experiment(wildcards.experiment)
-    settings = dict(WF.analysis, step_size=", ".join(str(s) for s in exp.steps),
-                    checkpoint_epochs=", ".join(str(e) for e in exp.checkpoint_epochs))
-    return caption_for(wildcards.analysis, settings)
 
 
 def figure_targets(kind="png"):

@@ -1,19 +1,24 @@
 # Figures (PNG + PDF + the CSV of their numbers), the claims and slopes tables (CSV + HTML), verification.
-from tfconv.analyses.captions import figure_caption_values, tables_caption_values
+#
+# The report: the landing page (workflow/report/workflow.rst) prints the `landing` parameter of rule tables,
+# each figure's caption (workflow/report/figure.rst) the `caption` parameter of rule plot. Both are read from
+# the outputs when the report is made (the finding the plot step wrote, tables/synthesis.json), and neither
+# is a plain value, so they never make a finished job rerun. Categories: "Claims" (the tables) sorts before
+# "Experiment <name>" (its figures); each has one explicit subcategory, so none shows a level "Other".
+from tfconv.analyses.captions import figure_caption, tables_caption_values
+from tfconv.pipeline.report_tables import LandingPage
 
 
-def plot_caption(part):
-    """One value that workflow/report/figure.rst prints (setting, caption, confidence), built from the
-    typed experiment, the registry's caption and the analysis settings (tfconv.analyses.captions)."""
-
-    def value(wildcards):
-        return figure_caption_values(WF.experiment(wildcards.experiment), wildcards.analysis, WF.analysis)[part]
-
-    return value
+def plot_caption(wildcards):
+    """What workflow/report/figure.rst prints: finding, the analysis's caption, setting, confidence
+    (tfconv.analyses.captions.FigureCaption, built from the typed experiment)."""
+    return figure_caption(WF.experiment(wildcards.experiment), wildcards.analysis, WF.analysis,
+                          finding_file=RES.figure(wildcards.experiment, wildcards.analysis, "finding"))
 
 
 #: what workflow/report/claims.rst and slopes.rst print (confidence level, thresholds)
 TABLES_CAPTION = tables_caption_values(WF.analysis)
+CLAIMS_CATEGORY = "Claims"
 
 
 rule plot:
@@ -23,7 +28,8 @@ rule plot:
         png=report(
             str(RES.figure("{experiment}", "{analysis}", "png")),
             caption="../report/figure.rst",
-            category="{experiment}",
+            category="Experiment {experiment}",
+            subcategory="figures",
             # one label: each figure is a row of its experiment's category (a second label would
             # become a toggle that shows one figure at a time)
             labels={"figure": "{analysis}"},
@@ -33,10 +39,7 @@ rule plot:
         slopes=str(RES.figure("{experiment}", "{analysis}", "slopes")),
         finding=str(RES.figure("{experiment}", "{analysis}", "finding")),
     params:
-        # what the report caption (workflow/report/figure.rst) prints
-        setting=plot_caption("setting"),
-        caption=plot_caption("caption"),
-        confidence=plot_caption("confidence"),
+        caption=plot_caption,  # what the report caption (workflow/report/figure.rst) prints
     log:
         str(RES.log("plot", "{experiment}", "{analysis}")),
     benchmark:
@@ -60,25 +63,29 @@ rule tables:
         claims_html=report(
             str(RES.claims_html),
             caption="../report/claims.rst",
-            category="Claims and slopes",
+            category=CLAIMS_CATEGORY,
+            subcategory="tables",
             labels={"table": "claims", "view": "table"},
         ),
         slopes_html=report(
             str(RES.slopes_html),
             caption="../report/slopes.rst",
-            category="Claims and slopes",
+            category=CLAIMS_CATEGORY,
+            subcategory="tables",
             labels={"table": "slopes", "view": "table"},
         ),
         claims=report(
             str(RES.claims),
             caption="../report/claims.rst",
-            category="Claims and slopes",
+            category=CLAIMS_CATEGORY,
+            subcategory="tables",
             labels={"table": "claims", "view": "table (CSV download)"},
         ),
         slopes=report(
             str(RES.slopes),
             caption="../report/slopes.rst",
-            category="Claims and slopes",
+            category=CLAIMS_CATEGORY,
+            subcategory="tables",
             labels={"table": "slopes", "view": "table (CSV download)"},
         ),
         synthesis=str(RES.synthesis),
@@ -87,6 +94,8 @@ rule tables:
     params:
         # what the report captions (workflow/report/claims.rst, slopes.rst) print
         **TABLES_CAPTION,
+        # what the report's landing page (workflow/report/workflow.rst) prints
+        landing=lambda wildcards: LandingPage.of(WF),
     log:
         str(RES.log("tables")),
     benchmark:
