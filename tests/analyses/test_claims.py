@@ -415,6 +415,25 @@ def test_a_control_experiment_is_scored_as_a_control():
     assert s["counts"]["no material difference"] == 0 and "as expected" in s["sentence"]  # not counted as a test
 
 
+def test_a_control_that_shows_a_difference_is_flagged_and_never_counted_against_the_claim():
+    # inv_sqrt 2x slower than inv in the control: a real difference where the design expects none
+    ds = _pair("scaling", lambda d, t: np.exp(-0.1 * (0.5 if d["scaling"] == "inv_sqrt" else 1.0) * seeded(d["seed"], 0.001) * t))
+    table = C.evaluate_claims({"ctrl": ds}, {"ctrl": [4]}, {}, controls={"ctrl": "unit-norm tokens"})
+    s = [x for x in C.synthesis(table) if x["claim"] == 4][0]
+    assert sum(s["counts"].values()) == 0, s  # the control is not a test of the claim
+    assert "a difference where none is expected, look at this control" in s["sentence"], s["sentence"]
+
+
+def test_the_synthesis_says_when_a_claim_fails_in_every_framing_and_does_not_repeat_its_verdict():
+    slow = _pair("scaling", lambda d, t: np.exp(-0.1 * (0.5 if d["scaling"] == "inv_sqrt" else 1.0) * seeded(d["seed"], 0.001) * t),
+                 steps=["0.5limit", "0.5common"])
+    table = C.evaluate_claims({"e": stats.complete_axes(slow)}, {"e": [4]}, {})
+    s = [x for x in C.synthesis(table) if x["claim"] == 4][0]
+    assert s["verdict"] == "fails" and "fails in every framing tested" in s["sentence"], s["sentence"]
+    five = [x for x in C.synthesis(table) if x["claim"] == 5][0]
+    assert five["verdict"] == "not measurable" and five["sentence"].lower().count("not measurable") == 1, five["sentence"]
+
+
 # ---------------------------------------------------------------------------------------------
 # claim 5: attention and NTK under inv, against inv_sqrt
 # ---------------------------------------------------------------------------------------------

@@ -924,10 +924,18 @@ def synthesis(table) -> List[Dict[str, Any]]:
         if fr_c and fr_r and not (fr_c & fr_r):
             bits.append(f"the verdict follows the framing: it holds at the {' and '.join(sorted(fr_c))} and reverses "
                         f"at the {' and '.join(sorted(fr_r))}: a step-size effect, not an effect of the setting alone")
+        elif len(fr_r) > 1 and not fr_c:
+            bits.append(f"it fails in every framing tested ({', '.join(sorted(fr_r))}): not a step-size effect")
         for r in ctrl.itertuples():
-            expected = r.verdict == NO_DIFFERENCE
-            bits.append(f"control {r.experiment} ({r.framing or 'as run'}): {r.verdict}"
-                        + (", as expected" if expected else ", not as expected: look at this control"))
+            if r.verdict == NO_DIFFERENCE:
+                how = ", as expected"
+            elif r.verdict == NOT_MEASURABLE:
+                how = f" ({r.summary})" if r.summary else ""
+            else:
+                how = ": a difference where none is expected, look at this control"
+            bits.append(f"control {r.experiment} ({r.framing or 'as run'}): {r.verdict}{how}")
+        if len(bits) == 1 and bits[0].startswith(overall + ": "):
+            bits[0] = bits[0][len(overall) + 2:]  # the overall verdict already says it
         sentence = f"Claim {k} ({CLAIMS[k]}): {overall.upper()}" + (". " + ". ".join(b[0].upper() + b[1:] for b in bits)
                                                                      if bits else "") + "."
         out.append(dict(claim=k, verdict=overall, sentence=sentence, counts=counts))
