@@ -18,17 +18,18 @@ from tfconv.store.aggregate import build_aggregate
 D_S, D = 4, 8
 
 
-def _exp(grid, epochs=30, checkpoints=(0, 30), name="tiny", n=8):
-    return Experiment.from_section(name, {
-        "grid": grid,
-        "train": {"step_size": 1.0, "epochs": epochs, "loss": "mean", "checkpoint_epochs": list(checkpoints),
-                  "dtype": "float64", "hidden": True, "divergence_factor": 1e6},
-        "gram": True,
-    }, DatasetSpec("synth", "synthetic", {"n_samples": n}))
+def _exp(grid, epochs=30, checkpoints=(0, 30), name="tiny", n=8, step=1.0, max_gd_width=None):
+    train = {"step_size": step, "epochs": epochs, "loss": "mean", "checkpoint_epochs": list(checkpoints),
+             "dtype": "float64", "hidden": True, "divergence_factor": 1e6}
+    if max_gd_width is not None:
+        train["max_gd_width"] = max_gd_width
+    return Experiment.from_section(name, {"grid": grid, "train": train, "gram": True},
+                                   DatasetSpec("synth", "synthetic", {"n_samples": n}))
 
 
-def _record(r, spec=None, X=None, y=None, epochs=None):
-    """A run as the aggregate step reads it, with the kernel quantities every run records."""
+def _record(r, spec=None, X=None, y=None, epochs=None, budget=None):
+    """A run as the aggregate step reads it, with the kernel quantities every run records (the
+    linearised curve over the whole budget, kernel-only runs included, and K_0's modes)."""
     curves = {"loss": r.loss, "weight_change": r.weight_change,
               "attention_deviation_mean": r.attention_deviation_mean,
               "attention_deviation_max": r.attention_deviation_max}
@@ -38,9 +39,12 @@ def _record(r, spec=None, X=None, y=None, epochs=None):
     if spec is not None:
         from tfconv.core.kernel import init_kernel, kernel_changes
 
+        from tfconv.core.linearised import mode_projection
+
         ik = init_kernel(spec, X, y, params_from_numpy(r.checkpoints[0]), r.train.step_size, r.train.loss)
-        curves["loss_linearised"] = ik.linearised(len(r.loss) - 1)
+        curves["loss_linearised"] = ik.linearised(len(r.loss) - 1 if budget is None else budget)
         out["kernel"] = ik.summary()
+        out["modes"] = (ik.eigenvalues, mode_projection(ik.eigenvectors, ik.residual0))
         out["checkpoint_curves"] = {"kernel_change": kernel_changes(spec, X, r.checkpoints, ik.K0, epochs)}
     return out
 
@@ -68,6 +72,24 @@ def _density(spectra, how):
         h = how(rid)
         out[rid] = dict(sp, eigenvalues=sp["eigenvalues"] if h == "dense" else None, slq=sp["slq"] if h == "slq" else None)
     return out
+
+
+def _with_modes(xds, exp, runs):
+    """K_0's modes on the grid (k0_eigenvalues, k0_projection over the dim ``mode``, NaN-padded to the
+    largest N), as `tfconv.analyses.stats.predicted_rates` reads them; kept when the aggregate step
+    already stores them."""
+    if "k0_eigenvalues" in xds:
+        return xds
+    axes = list(exp.axes)
+    shape = tuple(xds.sizes[a] for a in axes)
+    n_modes = max(len(r["modes"][0]) for r in runs.values() if "modes" in r)
+    lam, proj = np.full(shape + (n_modes,), np.nan), np.full(shape + (n_modes,), np.nan)
+    for index in np.ndindex(*shape):
+        r = runs.get(exp.point({a: exp.grid[a][i] for a, i in zip(axes, index)}).run_id)
+        if r is not None and "modes" in r:
+            k = len(r["modes"][0])
+            lam[index][:k], proj[index][:k] = r["modes"]
+    return xds.assign(k0_eigenvalues=(axes + ["mode"], lam), k0_projection=(axes + ["mode"], proj))
 
 
 @functools.lru_cache(maxsize=None)
@@ -114,8 +136,8 @@ def _build_tiny():
         rid = p.run_id
         runs[rid] = _record(r, spec, data.X, data.y, exp.checkpoint_epochs)
         _grams(r, spec, data.X, rid, grams, spectra)
-    clean = build_aggregate(exp, runs, grams, data.meta,
-                            densities=spectral_densities(_density(spectra, lambda rid: "dense")))
+    clean = _with_modes(build_aggregate(exp, runs, grams, data.meta,
+                                        densities=spectral_densities(_density(spectra, lambda rid: "dense"))), exp, runs)
 
     runs_b, grams_b = dict(runs), dict(grams)
     # broken: K_0's density from SLQ at width 32, none at width 8 (an iterative Gram without SLQ vectors)
@@ -132,8 +154,8 @@ def _build_tiny():
     gone = run_id({"width": 16, "scaling": "inv", "init": "ntk", "seed": 0})
     del runs_b[gone]
     grams_b = {k: v for k, v in grams_b.items() if k[0] != gone}
-    broken = build_aggregate(_exp(exp.to_dict()["grid"], name="tiny_broken"), runs_b, grams_b, data.meta,
-                             densities=spectral_densities(spectra_b))
+    broken = _with_modes(build_aggregate(_exp(exp.to_dict()["grid"], name="tiny_broken"), runs_b, grams_b, data.meta,
+                                         densities=spectral_densities(spectra_b)), exp, runs_b)
 
     big = make_synthetic(12, d_s=D_S, d=D, seed=0, token_norm=1.0)
     exp_n = _exp({"n_samples": [4, 8, 12], "width": [8, 16], "scaling": ["inv_sqrt"], "init": ["lecun"],
@@ -145,5 +167,43 @@ def _build_tiny():
         r = train_gd(spec, sub.X, sub.y, p["seed"], exp_n.train.config(1.0))
         runs_n[p.run_id] = _record(r, spec, sub.X, sub.y, exp_n.checkpoint_epochs)
         _grams(r, spec, sub.X, p.run_id, grams_n)
-    by_n = build_aggregate(exp_n, runs_n, grams_n, big.meta)
+    by_n = _with_modes(build_aggregate(exp_n, runs_n, grams_n, big.meta), exp_n, runs_n)
     return clean, broken, by_n
+
+
+@functools.lru_cache(maxsize=None)
+def regime_aggregate():
+    """An aggregate shaped like the default `synthetic` experiment, for the figures: LeCun under both
+    scalings, widths 8/16/32 trained at half each run's stability limit and width 64 kernel-only
+    (``train.max_gd_width``: K_0, its modes and the linearised curve, loss at epoch 0 only), seeds 0/1/2,
+    120 epochs with checkpoints 0/60/120, and runs that stop early at the float floor (their curves end
+    with NaN)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _build_regime()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build_regime():
+    from tfconv.core.kernel import init_kernel
+    from tfconv.core.model import init_params
+
+    data = make_synthetic(8, d_s=D_S, d=D, seed=0)  # tokens of norm sqrt(d): O(1) logits
+    epochs = 120
+    exp = _exp({"width": [8, 16, 32, 64], "scaling": ["inv_sqrt", "inv"], "init": ["lecun"], "seed": [0, 1, 2]},
+               epochs=epochs, checkpoints=(0, 60, 120), name="tiny_regime", step="0.5limit", max_gd_width=32)
+    runs, grams = {}, {}
+    for p in exp.points:
+        spec = p.spec(data)
+        params0 = init_params(spec, p["seed"])
+        ik = init_kernel(spec, data.X, data.y, params0, "0.5limit", "mean")
+        r = train_gd(spec, data.X, data.y, p["seed"], exp.train.config(ik.step_size), params=params0,
+                     gd=not p.kernel_only)
+        runs[p.run_id] = _record(r, spec, data.X, data.y, exp.checkpoint_epochs, budget=epochs)
+        runs[p.run_id]["kernel"].update(step="0.5limit")
+        _grams(r, spec, data.X, p.run_id, grams)
+    return _with_modes(build_aggregate(exp, runs, grams, data.meta), exp, runs)
