@@ -35,16 +35,14 @@ def _record(r, spec=None, X=None, y=None, epochs=None, budget=None):
               "attention_deviation_max": r.attention_deviation_max}
     curves.update({f"weight_change_{k}": v for k, v in r.weight_change_per.items()})
     curves.update(r.curves)
-    out = {"status": r.status, "diverged_epoch": r.diverged_epoch, "curves": curves}
+    out = {"status": r.status, "diverged_epoch": r.diverged_epoch, "stop_epoch": r.stop_epoch, "curves": curves}
     if spec is not None:
         from tfconv.core.kernel import init_kernel, kernel_changes
-
-        from tfconv.core.linearised import mode_projection
 
         ik = init_kernel(spec, X, y, params_from_numpy(r.checkpoints[0]), r.train.step_size, r.train.loss)
         curves["loss_linearised"] = ik.linearised(len(r.loss) - 1 if budget is None else budget)
         out["kernel"] = ik.summary()
-        out["modes"] = (ik.eigenvalues, mode_projection(ik.eigenvectors, ik.residual0))
+        out["mode_curves"] = ik.modes()
         out["checkpoint_curves"] = {"kernel_change": kernel_changes(spec, X, r.checkpoints, ik.K0, epochs)}
     return out
 
@@ -72,24 +70,6 @@ def _density(spectra, how):
         h = how(rid)
         out[rid] = dict(sp, eigenvalues=sp["eigenvalues"] if h == "dense" else None, slq=sp["slq"] if h == "slq" else None)
     return out
-
-
-def _with_modes(xds, exp, runs):
-    """K_0's modes on the grid (k0_eigenvalues, k0_projection over the dim ``mode``, NaN-padded to the
-    largest N), as `tfconv.analyses.stats.predicted_rates` reads them; kept when the aggregate step
-    already stores them."""
-    if "k0_eigenvalues" in xds:
-        return xds
-    axes = list(exp.axes)
-    shape = tuple(xds.sizes[a] for a in axes)
-    n_modes = max(len(r["modes"][0]) for r in runs.values() if "modes" in r)
-    lam, proj = np.full(shape + (n_modes,), np.nan), np.full(shape + (n_modes,), np.nan)
-    for index in np.ndindex(*shape):
-        r = runs.get(exp.point({a: exp.grid[a][i] for a, i in zip(axes, index)}).run_id)
-        if r is not None and "modes" in r:
-            k = len(r["modes"][0])
-            lam[index][:k], proj[index][:k] = r["modes"]
-    return xds.assign(k0_eigenvalues=(axes + ["mode"], lam), k0_projection=(axes + ["mode"], proj))
 
 
 @functools.lru_cache(maxsize=None)
@@ -136,8 +116,8 @@ def _build_tiny():
         rid = p.run_id
         runs[rid] = _record(r, spec, data.X, data.y, exp.checkpoint_epochs)
         _grams(r, spec, data.X, rid, grams, spectra)
-    clean = _with_modes(build_aggregate(exp, runs, grams, data.meta,
-                                        densities=spectral_densities(_density(spectra, lambda rid: "dense"))), exp, runs)
+    clean = build_aggregate(exp, runs, grams, data.meta,
+                            densities=spectral_densities(_density(spectra, lambda rid: "dense")))
 
     runs_b, grams_b = dict(runs), dict(grams)
     # broken: K_0's density from SLQ at width 32, none at width 8 (an iterative Gram without SLQ vectors)
@@ -154,8 +134,8 @@ def _build_tiny():
     gone = run_id({"width": 16, "scaling": "inv", "init": "ntk", "seed": 0})
     del runs_b[gone]
     grams_b = {k: v for k, v in grams_b.items() if k[0] != gone}
-    broken = _with_modes(build_aggregate(_exp(exp.to_dict()["grid"], name="tiny_broken"), runs_b, grams_b, data.meta,
-                                         densities=spectral_densities(spectra_b)), exp, runs_b)
+    broken = build_aggregate(_exp(exp.to_dict()["grid"], name="tiny_broken"), runs_b, grams_b, data.meta,
+                             densities=spectral_densities(spectra_b))
 
     big = make_synthetic(12, d_s=D_S, d=D, seed=0, token_norm=1.0)
     exp_n = _exp({"n_samples": [4, 8, 12], "width": [8, 16], "scaling": ["inv_sqrt"], "init": ["lecun"],
@@ -167,7 +147,7 @@ def _build_tiny():
         r = train_gd(spec, sub.X, sub.y, p["seed"], exp_n.train.config(1.0))
         runs_n[p.run_id] = _record(r, spec, sub.X, sub.y, exp_n.checkpoint_epochs)
         _grams(r, spec, sub.X, p.run_id, grams_n)
-    by_n = _with_modes(build_aggregate(exp_n, runs_n, grams_n, big.meta), exp_n, runs_n)
+    by_n = build_aggregate(exp_n, runs_n, grams_n, big.meta)
     return clean, broken, by_n
 
 
@@ -206,4 +186,4 @@ def _build_regime():
         runs[p.run_id] = _record(r, spec, data.X, data.y, exp.checkpoint_epochs, budget=epochs)
         runs[p.run_id]["kernel"].update(step="0.5limit")
         _grams(r, spec, data.X, p.run_id, grams)
-    return _with_modes(build_aggregate(exp, runs, grams, data.meta), exp, runs)
+    return build_aggregate(exp, runs, grams, data.meta)

@@ -20,7 +20,7 @@ from typing import Mapping, Optional
 import numpy as np
 import torch
 
-from .linearised import linearised_loss, parse_step, resolve_step
+from .linearised import linearised_loss, mode_projection, parse_step, resolve_step
 from .model import ModelSpec, forward
 from .ntk import ntk_matrix
 
@@ -55,6 +55,15 @@ class InitKernel:
         """A fixed step above the stability limit (the top mode of the linearised dynamics grows)."""
         return bool(np.isfinite(self.limit) and self.step_size > self.limit)
 
+    @property
+    def projection(self) -> np.ndarray:
+        """p_i = sum_c (u_i^T r_0c)^2, the initial residual's weight on each eigenvector (ascending)."""
+        return mode_projection(self.eigenvectors, self.residual0)
+
+    def modes(self) -> dict:
+        """The arrays a run records over K_0's modes: eigenvalues and the residual's weights."""
+        return {"k0_eigenvalues": np.asarray(self.eigenvalues, dtype=np.float64), "k0_projection": self.projection}
+
     def linearised(self, epochs: int) -> np.ndarray:
         """The linearised loss curve at this run's step, epochs 0..epochs."""
         return linearised_loss(self.eigenvalues, self.eigenvectors, self.residual0, self.step_size, epochs,
@@ -64,7 +73,7 @@ class InitKernel:
         """The scalars a run records (JSON-able)."""
         kind, value = parse_step(self.step)
         return {"lambda_min0": self.lambda_min, "lambda_max0": self.lambda_max, "step_limit": self.limit,
-                "eta": self.step_size, "step": self.step if kind == "limit" else float(value),
+                "eta": self.step_size, "step": self.step if kind in ("limit", "common") else float(value),
                 "step_exceeds_limit": self.exceeds_limit}
 
 
@@ -74,16 +83,23 @@ def _kernel(spec: ModelSpec, X, params: Mapping[str, torch.Tensor], chunk_size: 
                           chunk_size=chunk_size)
 
 
-def init_kernel(spec: ModelSpec, X, y, params0: Mapping[str, torch.Tensor], step, loss: str) -> InitKernel:
-    """K_0, its spectrum, the initial residual and the resolved step of one run."""
+def init_kernel(spec: ModelSpec, X, y, params0: Mapping[str, torch.Tensor], step, loss: str,
+                common_lambda_max: Optional[float] = None) -> InitKernel:
+    """K_0, its spectrum, the initial residual and the resolved step of one run (a '<c>common' step
+    needs `common_lambda_max`: the largest lambda_max(K_0) among the settings compared)."""
     K0 = _kernel(spec, X, params0)
     lam, U = np.linalg.eigh(K0)
     with torch.no_grad():
         f0 = forward({k: torch.as_tensor(v) for k, v in params0.items()},
                      torch.as_tensor(np.asarray(X), dtype=spec.torch_dtype), spec.scales())
     r0 = f0.double().numpy() - np.asarray(y, dtype=np.float64)
-    eta, limit = resolve_step(step, float(lam[-1]), int(K0.shape[0]), loss)
+    eta, limit = resolve_step(step, float(lam[-1]), int(K0.shape[0]), loss, common_lambda_max)
     return InitKernel(K0, lam, U, r0, step, eta, limit, loss)
+
+
+def largest_eigenvalue(spec: ModelSpec, X, params: Mapping[str, torch.Tensor]) -> float:
+    """lambda_max of the empirical NTK at `params` (a '<c>common' step compares the settings' K_0)."""
+    return float(np.linalg.eigvalsh(_kernel(spec, X, params))[-1])
 
 
 def kernel_change(spec: ModelSpec, X, params: Mapping[str, np.ndarray], K0: np.ndarray) -> float:
