@@ -398,8 +398,10 @@ def hidden_markers(cv):
 
 
 def hidden_lines(cv, rtol=0.02, min_shared=5):
-    """Two data lines that run together (>= 5 points and >= 80% of the shorter one within 2%) stay
-    distinguishable only if the later one has another colour and is dashed or thinner than the earlier one."""
+    """Two data lines of one colour that run together (>= 5 points and >= 80% of the shorter one within 2%)
+    stay distinguishable only if the one drawn on top (higher zorder, else later) is at most 0.6 times as
+    wide as the one below (which shows around it).  (Lines of different colours that coincide are data
+    that coincide, e.g. widths in the kernel regime; the colour tells them apart where they part.)"""
     fits = _fit_points(cv)
     bad = []
     for i, p in enumerate(cv.panels):
@@ -407,6 +409,7 @@ def hidden_lines(cv, rtol=0.02, min_shared=5):
             continue
         lines = [m for m in p.series() if m.kind == "plot" and _role(m) not in ("key", "fit") and not _is_fit(m, fits)
                  and str(m.style.get("ls", m.style.get("linestyle", "-"))) not in ("none", "None", "", " ")]
+        lines = sorted(lines, key=lambda m: float(m.style.get("zorder", 2.0)))  # stable: drawing order within a zorder
         for a in range(len(lines)):
             xa, ya = _xy(lines[a])
             for b in range(a + 1, len(lines)):
@@ -419,10 +422,11 @@ def hidden_lines(cv, rtol=0.02, min_shared=5):
                     continue
                 ea, eb = lines[a].style, lines[b].style
                 lw_a, lw_b = float(ea.get("lw", ea.get("linewidth", 1.0))), float(eb.get("lw", eb.get("linewidth", 1.0)))
-                solid_b = str(eb.get("ls", eb.get("linestyle", "-"))) in ("-", "solid")
-                if str(ea.get("color")) == str(eb.get("color")) or (solid_b and lw_b >= lw_a):
+                if lw_b <= 0.6 * lw_a:  # the wider line below shows on both sides of the narrow one
+                    continue
+                if str(ea.get("color")) == str(eb.get("color")):
                     bad.append(f"panel {i} ({p.props.get('title')!r}): a line ({eb.get('label')}) runs over another "
-                               f"({ea.get('label')}) in the same colour or solid and as wide")
+                               f"({ea.get('label')}) in the same colour, not narrower than 0.6 of it")
     return bad
 
 
@@ -538,7 +542,7 @@ def test_figure_fits_the_double_column_and_nothing_covers_data(analysis, tmp_pat
         assert width <= DOUBLE_COLUMN_IN + 0.01, (analysis, name, f"{width:.2f} in wide")
         layout = res.get("layout")
         assert layout is not None, "make_figure returns the rendered layout"
-        assert abs(layout["size_in"][0] - width) < 0.05
+        assert abs(layout["size_in"][0] - width) < 0.02 * width  # the PNG's (Agg) and PDF's text metrics differ slightly
         assert not covered(layout), (analysis, name, covered(layout))
 
 

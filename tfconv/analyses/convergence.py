@@ -26,7 +26,7 @@ def _rates_at(meas, lin, pred, w):
 # ---------------------------------------------------------------------------------------------
 
 def loss_per_width(ds, settings) -> tuple:
-    """Training loss vs epoch (log) per width with the linearised prediction (dotted); default group.
+    """Training loss vs epoch (log) per width with the linearised prediction (wide pale lines); default group.
     The finding gives each width's measured range rate against the kernel's predicted one."""
     ds, n = D.prepare(ds)
     ds, step = D.first_step(ds)
@@ -47,7 +47,7 @@ def loss_per_width(ds, settings) -> tuple:
         if D.trained(s):
             D.draw_seed_curves(cv, ax, s, "loss", "epoch", c, f"width {w}", "loss", g)
         D.draw_seed_curves(cv, ax, s, "loss_linearised", "epoch", c, f"width {w} (kernel only)" if kernel_only else None,
-                           "loss", g, ls=":", band=False, marker="", stat="predicted", role="predicted")
+                           "loss", g, band=False, marker="", stat="predicted", role="predicted", **D.PREDICTED_STYLE)
         m, li, pr = _rates_at(meas, lin, pred, w)
         p = D.predicted_rate_words(pr, li)
         if p == "n/a":
@@ -57,7 +57,7 @@ def loss_per_width(ds, settings) -> tuple:
         gap = D.median(gaps)
         parts.append(f"width {w}: " + ("kernel only" if kernel_only else f"measured {D.rate_words(m, E, rr)}")
                      + (f", predicted {p}" if p != "n/a" else "") + (f", gap {D.fmt(gap, 2)} decades" if np.isfinite(gap) else ""))
-    D.key(ax, r"dotted: linearised from $K_0$", color="k", ls=":")
+    D.key(ax, D.PREDICTED_KEY, color="k", ls="-", lw=2.6, alpha=0.3)
     vals = D.values_of_good_runs(sub, "loss", "loss_linearised")
     D.set_log(ax, "y", vals)
     D.log_ylim(ax, vals)
@@ -82,7 +82,7 @@ one colour per width (seed mean, band from the lowest to the highest seed), for 
 tau0 = d_m^-1/2 when the grid has them. Dotted: the loss of gradient descent on the model linearised at
 initialisation, ``L_t = 1/(2N) sum_i (1 - eta lambda_i/N)^(2t) (u_i^T r_0)^2`` from each run's K_0 and
 initial residual (exact for the linearised model). A straight solid line is geometric convergence; the
-distance to the dotted line is how far the run is from the kernel regime (reported as the gap in
+distance to the wide pale line is how far the run is from the kernel regime (reported as the gap in
 decades). Rates are measured over the range of L/L_0 {rate_range} (from the first value down to the float floor; tfconv.analyses.stats.range_rate), on both curves alike.""",
 ))
 
@@ -121,7 +121,8 @@ def kernel_prediction(ds, settings) -> tuple:
                 D.draw_seed_curves(cv, ax, sw, "loss", "epoch", c, f"width {w}", f"{ini}/{sc}", g)
             kernel_only = not trained and bool((D.run_status(sw) == stats.STATUS_KERNEL_ONLY).any())
             D.draw_seed_curves(cv, ax, sw, "loss_linearised", "epoch", c, f"width {w} (kernel only)" if kernel_only else None,
-                               f"{ini}/{sc}", g, ls=":", band=False, marker="", stat="predicted", role="predicted")
+                               f"{ini}/{sc}", g, band=False, marker="", stat="predicted", role="predicted",
+                               **D.PREDICTED_STYLE)
             # the lambda_min bound of the median seed, drawn only where it reaches power_level within the budget
             present = np.nonzero(D.run_status(sw) != stats.STATUS_MISSING)[0]
             if not present.size or "eta" not in sw:
@@ -172,7 +173,7 @@ def kernel_prediction(ds, settings) -> tuple:
             lim_ax.plot(x[ok], y[ok], ls="none", marker="_", ms=7, mew=1.0, color=sty["color"])
             cv.record("stability limit", "eta", "width", x[ok], y[ok], "run", scaling=sc, init=ini)
     ax = cv.ax(0)
-    D.key(ax, r"dotted: linearised from $K_0$", color="k", ls=":")
+    D.key(ax, D.PREDICTED_KEY, color="k", ls="-", lw=2.6, alpha=0.3)
     if drawn_bound:
         D.key(ax, rf"dashed: bound $L_0(1-{c_bound:g}\,\eta\lambda_{{\min}}/N)^{{2t}}$", color="k", ls="--", lw=0.8)
     k = len(groups)
@@ -217,7 +218,7 @@ register(Analysis(
     numbers=kernel_prediction, claims=(2,),
     caption="""**Measured loss against the kernel's prediction** (beyond the paper): one panel per init and
 scaling draws the measured loss per width (solid, seed mean and band), the loss of the linearised model
-from each run's K_0 (dotted) and the theory's bound ``L_0 (1 - c eta lambda_min(K_0)/N)^(2t)`` with
+from each run's K_0 (wide pale lines) and the theory's bound ``L_0 (1 - c eta lambda_min(K_0)/N)^(2t)`` with
 c = {bound_constant} (dashed, median seed): the lambda_min rate is a bound on the slowest mode, not a
 fit. Next panel: the linearisation gap (the largest distance in decades between measured and
 linearised loss) against width, with its log-log slope: zero in the kernel regime. Last panel: each

@@ -215,9 +215,16 @@ def trained(sub) -> bool:
     return bool(((st == stats.STATUS_COMPLETE) | (st == stats.STATUS_DIVERGED)).any())
 
 
+#: the kernel's prediction (the linearised loss): a wide pale line drawn under the measured curves, which
+#: stay visible on it where the two coincide (the kernel regime)
+PREDICTED_STYLE = dict(ls="-", lw=2.6, alpha=0.3, zorder=1.5)
+PREDICTED_KEY = "wide pale: linearised from $K_0$"
+
+
 def draw_seed_curves(cv: Canvas, ax, sub, var: str, dim: str, color, label: Optional[str], panel: str,
                      group: Dict[str, Any], ls: str = "-", band: bool = True, marker: Optional[str] = None,
-                     stat: str = "mean", lw: Optional[float] = None, role: str = "data", alpha: Optional[float] = None):
+                     stat: str = "mean", lw: Optional[float] = None, role: str = "data", alpha: Optional[float] = None,
+                     zorder: Optional[float] = None):
     """Mean line + [min, max] band over the non-diverged seeds of ``var`` (dims seed x dim); diverged
     dashed with an x at their end.
 
@@ -249,6 +256,8 @@ def draw_seed_curves(cv: Canvas, ax, sub, var: str, dim: str, color, label: Opti
         kw["lw"] = lw
     if alpha is not None:
         kw["alpha"] = alpha
+    if zorder is not None:
+        kw["zorder"] = zorder
     if np.any(fin):
         # drawn only where finite, so that curves recorded every k epochs are lines, not gaps
         ax.plot(x[fin], mean[fin], label=label, role=role, **kw)
@@ -259,18 +268,32 @@ def draw_seed_curves(cv: Canvas, ax, sub, var: str, dim: str, color, label: Opti
     if stat == "mean":
         cv.record(panel, var, dim, x[common], lo[common], "low", **group)
         cv.record(panel, var, dim, x[common], hi[common], "high", **group)
-    for k in np.nonzero(has & (last > common_end))[0]:  # seeds that ran on after another stopped
+    on = np.nonzero(has & (last > common_end))[0]  # seeds that ran on after another stopped
+    if on.size:
+        # one thinner line (the mean of the seeds still running) per series, in its style: the seeds' tails
+        # would otherwise run over each other, and over another series' tails where two series coincide
         tail = np.arange(x.size) >= common_end
-        ok = tail & np.isfinite(good[k])
+        fin_on = np.isfinite(good[on])
+        count = fin_on.sum(axis=0)
+        run_on = np.where(fin_on, good[on], 0.0).sum(axis=0) / np.where(count > 0, count, 1)
+        run_on[count == 0] = np.nan
+        ok = tail & np.isfinite(run_on)
         if ok.sum() >= 1:
-            ax.plot(x[ok], good[k][ok], color=color, ls=ls, lw=0.6, alpha=0.8, role=role,
-                    marker=mk if ok.sum() == 1 or sparse else None, ms=MS_MEAN)
-            cv.record(panel, var, dim, x[ok], good[k][ok], "run" if stat == "mean" else stat, **dict(group, seed=seeds[k]))
+            tkw = dict(kw, lw=0.55 * float(lw if lw is not None else 1.0), marker=mk if ok.sum() == 1 or sparse else None,
+                       ms=MS_MEAN)
+            tkw.pop("markevery", None)
+            ax.plot(x[ok], run_on[ok], role=role, **tkw)
+        for k in on:
+            okk = tail & np.isfinite(good[k])
+            if okk.sum() >= 1:
+                cv.record(panel, var, dim, x[okk], good[k][okk], "run" if stat == "mean" else stat,
+                          **dict(group, seed=seeds[k]))
     for k in np.nonzero(div)[0]:
         v = vals[k]
         fk = np.nonzero(np.isfinite(v))[0]
-        if fk.size >= 2:
-            ax.plot(x[fk], v[fk], color=color, ls="--", lw=0.8)
+        if fk.size >= 2:  # dashed, in the series' own width (0.8 of it) and transparency
+            dkw = {k: kw[k] for k in ("alpha", "zorder") if k in kw}
+            ax.plot(x[fk], v[fk], color=color, ls="--", lw=0.8 * float(lw if lw is not None else 1.0), **dkw)
         if fk.size:
             ax.plot([x[fk[-1]]], [v[fk[-1]]], color=color, marker="x", ms=5, ls="none")
         cv.record(panel, var, dim, x, v, "diverged_run", **dict(group, seed=seeds[k], status=stats.STATUS_DIVERGED))

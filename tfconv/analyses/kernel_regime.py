@@ -66,13 +66,16 @@ def figure9(ds, settings) -> tuple:
             D.draw_seed_curves(cv, ax["loss"], s, var, "epoch", cmap[w], f"width {w}", f"loss {sc}", g)
             if not widths:
                 continue
-            D.draw_seed_curves(cv, ax["weights"], s, "weight_change", "epoch", cmap[w], f"width {w}", f"weight_change {sc}", g)
+            moved = s.sel(epoch=s["epoch"] > 0)  # the change is 0 at epoch 0: no point on the log axis
+            D.draw_seed_curves(cv, ax["weights"], moved, "weight_change", "epoch", cmap[w], f"width {w}",
+                               f"weight_change {sc}", g)
             if has_kernel:
                 later = s.sel(checkpoint_epoch=s["checkpoint_epoch"] > 0)  # K_0 against itself is 0: no log point
                 D.draw_seed_curves(cv, ax["kernel"], later, "kernel_change", "checkpoint_epoch", cmap[w], f"width {w}",
                                    f"kernel_change {sc}", g, marker="o")
         if per_matrix and widths:
             s = sub.sel(width=widths[-1])
+            s = s.sel(epoch=s["epoch"] > 0)  # 0 at epoch 0: no point on the log axis
             for name in PARAM_NAMES:
                 var = f"weight_change_{name}"
                 if var in s:
@@ -185,7 +188,7 @@ def _draw_density(cv: Canvas, ax, ds, n) -> str:
     widths = stats.axis_values(s, "width")
     colors = D.colors(len(widths))
     by_method, missing = {}, []
-    for w, c in zip(widths, colors):
+    for k, (w, c) in enumerate(zip(widths, colors)):
         sw = s.sel(width=w)
         meth = np.asarray(sw["spectral_density_method"].values).astype(str).ravel()
         dens = np.asarray(sw["spectral_density_K0"].transpose("seed", "spectrum_bin").values, dtype=float)
@@ -198,7 +201,8 @@ def _draw_density(cv: Canvas, ax, ds, n) -> str:
         how = "+".join(DENSITY_METHOD.get(k, k) for k in kinds)
         by_method.setdefault(how, []).append(w)
         y = np.where(y > 0, y, np.nan)  # empty bins: no point on the log axis
-        ax.plot(centres, y, color=c, marker="o", ms=2.5, lw=1.0,
+        # each width's markers smaller than the previous one's: a bin two widths share shows both
+        ax.plot(centres, y, color=c, marker="o", ms=max(1.2, 3.6 - 0.4 * k), lw=1.0,
                 ls="-" if "slq" not in kinds else "--", label=f"width {w} ({how}, {int(have.sum())} seed(s))")
         cv.record("spectral density", "spectral_density_K0", "lambda", centres[np.isfinite(y)], y[np.isfinite(y)],
                   "mean", width=w, scaling=sc, init=ini, n_samples=n)

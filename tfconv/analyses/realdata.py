@@ -30,8 +30,9 @@ def data_kernel_vars(dataset, exp) -> Dict[str, Any]:
 
 
 #: mnist_accuracy: the measured loss and accuracy per scaling (line style), the linearised loss per scaling
-_MNIST_LS = {"inv_sqrt": "-", "inv": "--"}
-_MNIST_LIN_LS = {"inv_sqrt": ":", "inv": "-."}
+_MNIST_LS = {"inv_sqrt": dict(ls="-", lw=1.0), "inv": dict(ls="--", lw=0.55)}
+#: the linearised loss: wide pale lines under the measured ones (narrower for the second scaling)
+_MNIST_LIN = {"inv_sqrt": dict(ls="-", lw=3.2, alpha=0.25, zorder=1.5), "inv": dict(ls="-", lw=1.8, alpha=0.3, zorder=1.6)}
 
 
 def mnist_accuracy(ds, settings) -> tuple:
@@ -63,13 +64,13 @@ def mnist_accuracy(ds, settings) -> tuple:
                 g = dict(width=w, scaling=sc, init=ini, n_samples=n)
                 sw = s.sel(width=w)
                 D.draw_seed_curves(cv, top, sw, "loss", "epoch", c, f"width {w}", f"loss {ini}/{sc}", g,
-                                   ls=_MNIST_LS.get(sc, "-"))
+                                   **_MNIST_LS.get(sc, _MNIST_LS["inv_sqrt"]))
                 D.draw_seed_curves(cv, top, sw, "loss_linearised", "epoch", c, None, f"loss {ini}/{sc}", g,
-                                   ls=_MNIST_LIN_LS.get(sc, ":"), band=False, marker="", stat="predicted", lw=0.8,
-                                   role="predicted")
+                                   band=False, marker="", stat="predicted", role="predicted",
+                                   **_MNIST_LIN.get(sc, _MNIST_LIN["inv_sqrt"]))
                 for var, marker in zip(acc_vars, ("o", "s")):
                     D.draw_seed_curves(cv, bottom, sw, var, "epoch", c, None, f"accuracy {ini}/{sc}", g,
-                                       ls=_MNIST_LS.get(sc, "-"), band=False, marker=marker)
+                                       band=False, marker=marker, **_MNIST_LS.get(sc, _MNIST_LS["inv_sqrt"]))
             sw = s.sel(width=wmax)
             m, li, pr = meas.sel(scaling=sc, init=ini, width=wmax), lin.sel(scaling=sc, init=ini, width=wmax), \
                 pred.sel(scaling=sc, init=ini, width=wmax)
@@ -90,8 +91,9 @@ def mnist_accuracy(ds, settings) -> tuple:
             bottom.set_ylim(0.0, 1.02)
     ax = cv.ax(0)
     for sc in scalings:
-        D.key(ax, f"{D.scaling_text(sc)} (measured)", color="k", ls=_MNIST_LS.get(sc, "-"))
-        D.key(ax, f"{D.scaling_text(sc)}: linearised from $K_0$", color="k", ls=_MNIST_LIN_LS.get(sc, ":"), lw=0.8)
+        D.key(ax, f"{D.scaling_text(sc)} (measured)", color="k", **_MNIST_LS.get(sc, _MNIST_LS["inv_sqrt"]))
+        lin_key = {k: v for k, v in _MNIST_LIN.get(sc, _MNIST_LIN["inv_sqrt"]).items() if k != "zorder"}
+        D.key(ax, f"{D.scaling_text(sc)}: linearised from $K_0$ (wide pale)", color="k", **lin_key)
     if acc_vars:
         for var, marker in zip(acc_vars, ("o", "s")):
             D.key(cv.ax(nc), f"{var.split('_')[0]} accuracy", color="k", marker=marker, ls="none", ms=3)
@@ -107,7 +109,7 @@ register(Analysis(
     caption="""**ViT on MNIST** (paper Sec. 5.2; our ViT, the paper's exact set-up is not known: standardised
 7x7 pixel patches as tokens, a learned linear patch embedding and learned positional embeddings when the
 experiment's ``model`` section asks for them, then the paper's encoder, 10 outputs, squared loss on
-one-hot targets): per init and scaling, the training loss per width (left, log axis; dotted: the
+one-hot targets): per init and scaling, the training loss per width (left, log axis; wide pale lines: the
 linearised prediction from K_0) and the accuracy of ``argmax f(X)`` (right) on the training subset
 (circles, dashed) and the held-out test subset (squares, solid), recorded every 10 epochs.""",
 ))

@@ -245,6 +245,7 @@ def render(canvas: Canvas, title: str, out_png, out_pdf: Optional[str] = None) -
                 fig_legend = fig.legend([fig_handles[k] for k in labs], labs, loc="outside lower center",
                                         ncol=legend_columns(labs, canvas.width))
             sup = fig.suptitle(title)
+            _fit_width(fig, canvas.width)
             Path(out_png).parent.mkdir(parents=True, exist_ok=True)
             fig.savefig(out_png, dpi=PNG_DPI, bbox_inches="tight", pad_inches=0.02)  # legends sit outside the panels
             if out_pdf:
@@ -252,6 +253,17 @@ def render(canvas: Canvas, title: str, out_png, out_pdf: Optional[str] = None) -
             return _layout(fig, axes, canvas, fig_legend, sup)
         finally:
             plt.close(fig)
+
+
+def _fit_width(fig, width_in: float, tries: int = 3) -> None:
+    """Narrow the figure until its tight box (what `savefig(bbox_inches="tight")` writes: labels and
+    legends sticking out of the constrained layout included) is at most `width_in` wide."""
+    for _ in range(tries):
+        fig.canvas.draw()
+        excess = fig.get_tightbbox(fig.canvas.get_renderer()).width + 0.04 - width_in
+        if excess <= 0.0:
+            return
+        fig.set_figwidth(fig.get_figwidth() - excess - 0.01)
 
 
 def _layout(fig, axes, canvas: Canvas, fig_legend, sup) -> Dict[str, Any]:
