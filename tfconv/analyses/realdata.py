@@ -48,7 +48,8 @@ def mnist_accuracy(ds, settings) -> tuple:
     acc_vars = [v for v in ("train_accuracy", "test_accuracy") if v in ds]
     rows = 2 if acc_vars else 1
     nc = len(inits)
-    cv = Canvas("mnist_accuracy", rows * nc, ncols=nc, legend="figure", aspect=0.85)
+    # one column per init; a single init puts its loss and accuracy side by side (a row, not a stack)
+    cv = Canvas("mnist_accuracy", rows * nc, ncols=nc if nc > 1 else rows, legend="figure", aspect=0.85)
     meas = stats.rates(ds, settings)
     lin = stats.rates(ds, settings, "loss_linearised")
     pred = stats.predicted_rates(ds, settings)
