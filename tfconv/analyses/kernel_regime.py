@@ -127,7 +127,7 @@ def figure9(ds, settings) -> tuple:
 
 register(Analysis(
     name="figure9", section="kernel_regime", paper="App. Fig. 9",
-    summary="loss, per-matrix and total weight change, NTK change (log) per epoch and width under tau0 = d_m^-1",
+    summary="loss, per-matrix and total weight change, NTK change (log) per epoch and width under tau0 = d_m^-1 and, below, d_m^-1/2",
     numbers=figure9, claims=(5,),
     caption="""**Appendix Fig. 9** under tau0 = d_m^-1 (LeCun when present; the tau0 = d_m^-1/2 row below for
 comparison): (a) training loss; (b) weight change ``|W_t - W_0|_F / |W_0|_F`` of each weight matrix at
