@@ -261,7 +261,7 @@ def _fit_width(fig, width_in: float, tries: int = 3) -> None:
     for _ in range(tries):
         fig.canvas.draw()
         excess = fig.get_tightbbox(fig.canvas.get_renderer()).width + 0.04 - width_in
-        if excess <= 0.0:
+        if excess <= 0.0 or excess >= 0.5 * fig.get_figwidth():  # fits, or nothing sensible to narrow
             return
         fig.set_figwidth(fig.get_figwidth() - excess - 0.01)
 
