@@ -18,17 +18,18 @@ from tfconv.store.aggregate import build_aggregate
 D_S, D = 4, 8
 
 
-def _exp(grid, epochs=30, checkpoints=(0, 30), name="tiny", n=8):
-    return Experiment.from_section(name, {
-        "grid": grid,
-        "train": {"step_size": 1.0, "epochs": epochs, "loss": "mean", "checkpoint_epochs": list(checkpoints),
-                  "dtype": "float64", "hidden": True, "divergence_factor": 1e6},
-        "gram": True,
-    }, DatasetSpec("synth", "synthetic", {"n_samples": n}))
+def _exp(grid, epochs=30, checkpoints=(0, 30), name="tiny", n=8, step=1.0, max_gd_width=None):
+    train = {"step_size": step, "epochs": epochs, "loss": "mean", "checkpoint_epochs": list(checkpoints),
+             "dtype": "float64", "hidden": True, "divergence_factor": 1e6}
+    if max_gd_width is not None:
+        train["max_gd_width"] = max_gd_width
+    return Experiment.from_section(name, {"grid": grid, "train": train, "gram": True},
+                                   DatasetSpec("synth", "synthetic", {"n_samples": n}))
 
 
-def _record(r, spec=None, X=None, y=None, epochs=None):
-    """A run as the aggregate step reads it, with the kernel quantities every run records."""
+def _record(r, spec=None, X=None, y=None, epochs=None, budget=None):
+    """A run as the aggregate step reads it, with the kernel quantities every run records (the
+    linearised curve over the whole budget, kernel-only runs included, and K_0's modes)."""
     curves = {"loss": r.loss, "weight_change": r.weight_change,
               "attention_deviation_mean": r.attention_deviation_mean,
               "attention_deviation_max": r.attention_deviation_max}
@@ -39,7 +40,7 @@ def _record(r, spec=None, X=None, y=None, epochs=None):
         from tfconv.core.kernel import init_kernel, kernel_changes
 
         ik = init_kernel(spec, X, y, params_from_numpy(r.checkpoints[0]), r.train.step_size, r.train.loss)
-        curves["loss_linearised"] = ik.linearised(len(r.loss) - 1)
+        curves["loss_linearised"] = ik.linearised(len(r.loss) - 1 if budget is None else budget)
         out["kernel"] = ik.summary()
         out["mode_curves"] = ik.modes()
         out["checkpoint_curves"] = {"kernel_change": kernel_changes(spec, X, r.checkpoints, ik.K0, epochs)}
@@ -148,3 +149,41 @@ def _build_tiny():
         _grams(r, spec, sub.X, p.run_id, grams_n)
     by_n = build_aggregate(exp_n, runs_n, grams_n, big.meta)
     return clean, broken, by_n
+
+
+@functools.lru_cache(maxsize=None)
+def regime_aggregate():
+    """An aggregate shaped like the default `synthetic` experiment, for the figures: LeCun under both
+    scalings, widths 8/16/32 trained at half each run's stability limit and width 64 kernel-only
+    (``train.max_gd_width``: K_0, its modes and the linearised curve, loss at epoch 0 only), seeds 0/1/2,
+    120 epochs with checkpoints 0/60/120, and runs that stop early at the float floor (their curves end
+    with NaN)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _build_regime()
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build_regime():
+    from tfconv.core.kernel import init_kernel
+    from tfconv.core.model import init_params
+
+    data = make_synthetic(8, d_s=D_S, d=D, seed=0)  # tokens of norm sqrt(d): O(1) logits
+    epochs = 120
+    exp = _exp({"width": [8, 16, 32, 64], "scaling": ["inv_sqrt", "inv"], "init": ["lecun"], "seed": [0, 1, 2]},
+               epochs=epochs, checkpoints=(0, 60, 120), name="tiny_regime", step="0.5limit", max_gd_width=32)
+    runs, grams = {}, {}
+    for p in exp.points:
+        spec = p.spec(data)
+        params0 = init_params(spec, p["seed"])
+        ik = init_kernel(spec, data.X, data.y, params0, "0.5limit", "mean")
+        r = train_gd(spec, data.X, data.y, p["seed"], exp.train.config(ik.step_size), params=params0,
+                     gd=not p.kernel_only)
+        runs[p.run_id] = _record(r, spec, data.X, data.y, exp.checkpoint_epochs, budget=epochs)
+        runs[p.run_id]["kernel"].update(step="0.5limit")
+        _grams(r, spec, data.X, p.run_id, grams)
+    return build_aggregate(exp, runs, grams, data.meta)

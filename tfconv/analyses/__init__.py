@@ -40,7 +40,7 @@ def make_figure(analysis: str, ds, out_png, out_csv, settings: Optional[Mapping[
     settings: the config's ``analysis`` section (schema defaults fill the gaps) plus optional
     ``experiment`` (shown in the title) and ``rate_floor`` (see `tfconv.analyses.stats.linear_rate`).
     Returns {"finding": one sentence, "slopes": [{figure, quantity, group, slope, ci_low, ci_high, r2, n}],
-    "canvas": the Canvas}.
+    "canvas": the Canvas, "layout": where `tfconv.figures.render.render` put every panel, legend and title}.
     """
     from pathlib import Path
 
@@ -49,10 +49,10 @@ def make_figure(analysis: str, ds, out_png, out_csv, settings: Optional[Mapping[
     cv, finding = figure(analysis, ds, settings)
     experiment = (settings or {}).get("experiment") or ds.attrs.get("experiment")
     title = cv.title or analysis.replace("_", " ")
-    render(cv, f"{experiment}: {title}" if experiment else title, out_png, out_pdf)
+    layout = render(cv, f"{experiment}: {title}" if experiment else title, out_png, out_pdf)
     Path(out_csv).parent.mkdir(parents=True, exist_ok=True)
     cv.table().to_csv(out_csv, index=False)
-    return {"finding": finding, "slopes": cv.slopes, "canvas": cv}
+    return {"finding": finding, "slopes": cv.slopes, "canvas": cv, "layout": layout}
 
 
 # the section modules register their analyses on import (tfconv.registry.SECTIONS): importing tfconv.analyses

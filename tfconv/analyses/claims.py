@@ -567,21 +567,6 @@ def _lambda_row(name, runs, loss_kind, settings, grp, framing) -> Dict[str, Any]
 # Claims 3 and 4: one setting converges faster than another
 # ---------------------------------------------------------------------------------------------
 
-def _records(rs, **sel) -> List[Dict[str, Any]]:
-    """`rates` records (one per seed) of one setting at one width, as `stats.compare_rates` reads them."""
-    s = rs.sel(**sel)
-    return [dict(kind=str(k), rate=float(r), t_enter=float(t), budget=float(b))
-            for k, r, t, b in zip(np.atleast_1d(s["kind"].values), np.atleast_1d(s["rate"].values),
-                                  np.atleast_1d(s["t_enter"].values), np.atleast_1d(s["budget"].values))]
-
-
-def _pred_records(ps, **sel) -> List[Dict[str, Any]]:
-    s = ps.sel(**sel)
-    return [dict(kind="measured" if np.isfinite(r) else ("short" if np.isfinite(t) or np.isinf(t) else "invalid"),
-                 rate=float(r), t_enter=float(t) if np.isfinite(t) else np.inf, budget=1e12)
-            for r, t in zip(np.atleast_1d(s["rate"].values), np.atleast_1d(s["t1"].values))]
-
-
 def _trend(per_width) -> str:
     return "; ".join(f"width {w}: {_fmt(res['ratio'])}" + (f" [{_fmt(res['ci_low'])}, {_fmt(res['ci_high'])}]"
                                                             if np.isfinite(res["ci_low"]) else "")
@@ -611,24 +596,20 @@ def _comparison_row(claim, name, test, res, per_width, w, settings, role, framin
 
 def _compare(claim, name, ds, axis, a, b, settings, role) -> List[Dict[str, Any]]:
     """Rows comparing setting `a` with `b` along `axis` (init or scaling): measured per step setting at
-    the largest trained width; predicted from K_0 in both framings at the largest width."""
-    conf, m = settings["confidence"], settings["min_effect"]
+    the largest trained width; predicted from K_0 in both framings at the largest width; the ratio at
+    every width (the trend) in the reason.  The numbers are `stats.comparison_by_width`'s, which the
+    figures init_comparison and scaling_comparison draw."""
     rows = []
+    by_width = stats.comparison_by_width(ds, axis, a, b, settings)
     for step in _steps(ds):
         sub = _at_step(ds, step)
-        rs = stats.rates(sub, settings)
-        trained = [w for w in stats.axis_values(sub, "width")
-                   if any((stats.run_status(sub.sel({axis: v, "width": w})) != stats.STATUS_KERNEL_ONLY).any()
-                          for v in (a, b))]
+        per_width = [(w, res) for w, res, _ in by_width[(stats.MEASURED, step)]]
         framing = _framing_of(ds, step)
         test = f"measured rate ratio {a}/{b} ({_step_label(ds, step)})"
-        if not trained:
+        if not per_width:
             rows.append(_row(claim, name, test, reason="no trained width", power="needs trained runs", framing=framing,
                              role=role, summary=f"{a} vs {b}: no trained width at {_step_label(ds, step)}"))
             continue
-        per_width = [(w, stats.compare_rates(list(zip(_records(rs, **{axis: a, "width": w}),
-                                                       _records(rs, **{axis: b, "width": w}))), conf, m))
-                     for w in trained]
         w, res = per_width[-1]
         eta = ""
         if "eta" in sub and "step_limit" in sub:
@@ -643,20 +624,14 @@ def _compare(claim, name, ds, axis, a, b, settings, role) -> List[Dict[str, Any]
         rows.append(_comparison_row(claim, name, test + f" at width {w}", res, per_width, w, settings, role, framing, eta,
                                     f"{a} vs {b}, measured:"))
     # the kernel's prediction from K_0, in both framings, at every width (kernel-only included)
-    base = _at_step(ds, _steps(ds)[0])
-    if "k0_eigenvalues" not in base:
+    if (stats.PREDICTED, "common") not in by_width:
         rows.append(_row(claim, name, f"linearised rate ratio {a}/{b} from K_0", role=role,
                          reason="the aggregate has no K_0 modes (k0_eigenvalues): rerun the experiment",
                          power="needs K_0's modes", summary="needs K_0's modes"))
         return rows
     c = stats.step_fraction(ds)
-    for framing in ("common", "own"):
-        eta = stats.framing_steps(base, framing, axis, c)
-        ps = stats.predicted_rates(base, settings, eta)
-        widths = stats.axis_values(base, "width")
-        per_width = [(w, stats.compare_rates(list(zip(_pred_records(ps, **{axis: a, "width": w}),
-                                                      _pred_records(ps, **{axis: b, "width": w}))), conf, m))
-                     for w in widths]
+    for framing in stats.PREDICTED_FRAMINGS:
+        per_width = [(w, res) for w, res, _ in by_width[(stats.PREDICTED, framing)]]
         w, res = per_width[-1]
         label = "common step" if framing == "common" else "own limit"
         test = f"linearised rate ratio {a}/{b} from K_0 at width {w} ({c:g} x {'common' if framing == 'common' else 'own'} limit)"

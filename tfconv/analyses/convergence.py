@@ -16,8 +16,9 @@ from . import draw as D
 from . import stats
 
 
-def _step_note(ds, step) -> str:
-    return f", step {step}" if step is not None else f", step {ds.attrs.get('step', '?')}"
+def _rates_at(meas, lin, pred, w):
+    return (meas.sel(width=w), lin.sel(width=w) if lin is not None else None,
+            pred.sel(width=w) if pred is not None else None)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -25,40 +26,50 @@ def _step_note(ds, step) -> str:
 # ---------------------------------------------------------------------------------------------
 
 def loss_per_width(ds, settings) -> tuple:
-    """Training loss vs epoch (log) per width with the linearised prediction (dotted); default group."""
+    """Training loss vs epoch (log) per width with the linearised prediction (wide pale lines); default group.
+    The finding gives each width's measured range rate against the kernel's predicted one."""
     ds, n = D.prepare(ds)
     ds, step = D.first_step(ds)
     sc, ini = D.default_group(ds)
     sub = ds.sel(scaling=sc, init=ini)
-    cv = Canvas("loss_per_width", 1, panel_size=(6.2, 4.4))
+    cv = Canvas("loss_per_width", 1, aspect=0.8)
     ax = cv.ax(0)
     widths = stats.axis_values(sub, "width")
-    meas, pred = stats.rates(sub, settings), stats.rates(sub, settings, "loss_linearised")
-    parts = []
+    meas = stats.rates(sub, settings)
+    lin = stats.rates(sub, settings, "loss_linearised")
+    pred = stats.predicted_rates(sub, settings)
+    E, rr = stats.budget_epochs(sub), settings["rate_range"]
+    parts, no_pred = [], []
     for w, c in zip(widths, D.colors(len(widths))):
         s = sub.sel(width=w)
         g = dict(width=w, scaling=sc, init=ini, n_samples=n)
-        kernel_only = bool((D.run_status(s) == stats.STATUS_KERNEL_ONLY).all())
-        if not kernel_only:
+        kernel_only = not D.trained(s) and bool((D.run_status(s) == stats.STATUS_KERNEL_ONLY).any())
+        if D.trained(s):
             D.draw_seed_curves(cv, ax, s, "loss", "epoch", c, f"width {w}", "loss", g)
-        D.draw_seed_curves(cv, ax, s, "loss_linearised", "epoch", c,
-                           f"width {w}: linearised" + (" (kernel only)" if kernel_only else ""), "loss", g,
-                           ls=":", band=False, marker="", stat="predicted")
-        rm = float(np.nanmedian(meas["rate"].sel(width=w).values)) if np.isfinite(meas["rate"].sel(width=w).values).any() else np.nan
-        rp = float(np.nanmedian(pred["rate"].sel(width=w).values)) if np.isfinite(pred["rate"].sel(width=w).values).any() else np.nan
+        D.draw_seed_curves(cv, ax, s, "loss_linearised", "epoch", c, f"width {w} (kernel only)" if kernel_only else None,
+                           "loss", g, band=False, marker="", stat="predicted", role="predicted", **D.PREDICTED_STYLE)
+        m, li, pr = _rates_at(meas, lin, pred, w)
+        p = D.predicted_rate_words(pr, li)
+        if p == "n/a":
+            no_pred.append(w)
         gaps = [stats.linearisation_gap(s["loss"].sel(seed=sd).values, s["loss_linearised"].sel(seed=sd).values)
-                for sd in stats.axis_values(s, "seed")] if "loss_linearised" in s and not kernel_only else []
-        gap = float(np.nanmedian(gaps)) if np.isfinite(gaps).any() else np.nan
-        parts.append(f"width {w}: rate {D.fmt(rm)} measured vs {D.fmt(rp)} linearised"
-                     + (f", gap {D.fmt(gap, 2)} decades" if np.isfinite(gap) else ""))
+                for sd in stats.axis_values(s, "seed")] if "loss_linearised" in s and D.trained(s) else []
+        gap = D.median(gaps)
+        parts.append(f"width {w}: " + ("kernel only" if kernel_only else f"measured {D.rate_words(m, E, rr)}")
+                     + (f", predicted {p}" if p != "n/a" else "") + (f", gap {D.fmt(gap, 2)} decades" if np.isfinite(gap) else ""))
+    D.key(ax, D.PREDICTED_KEY, color="k", ls="-", lw=2.6, alpha=0.3)
     vals = D.values_of_good_runs(sub, "loss", "loss_linearised")
     D.set_log(ax, "y", vals)
     D.log_ylim(ax, vals)
     ax.set(xlabel="epoch", ylabel=f"training loss ({sub.attrs.get('loss', 'mean')})",
-           title=f"{D.group_text(sc, ini)}{D.note_n(n)}{_step_note(ds, step)}")
+           title=f"{D.group_text(sc, ini)}, {D.step_text(step, ds)}{D.note_n(n)}")
     cv.title = "Training loss per width, with the kernel's prediction"
-    finding = (f"{ini}/{sc}: late-window rate (median seed) " + "; ".join(parts)
-               + "; the gap is the largest distance in decades between the measured and the linearised loss")
+    finding = (f"{D.group_words(sc, ini)}, {D.step_words(step, ds)}: rate per epoch over L/L_0 from {rr[0]:g} to {rr[1]:g} "
+               "(median seed), measured against the kernel's prediction from K_0: " + "; ".join(parts))
+    if no_pred:
+        finding += (f"; no predicted rate at width(s) {', '.join(str(w) for w in no_pred)} (the aggregate has no K_0 modes "
+                    f"and the stored linearised curve does not reach L/L_0 = {rr[0]:g} in {E} epochs)")
+    finding += "; the gap is the largest distance in decades between the measured and the linearised loss"
     return cv, finding + D.diverged_clause(sub)
 
 
@@ -71,7 +82,7 @@ one colour per width (seed mean, band from the lowest to the highest seed), for 
 tau0 = d_m^-1/2 when the grid has them. Dotted: the loss of gradient descent on the model linearised at
 initialisation, ``L_t = 1/(2N) sum_i (1 - eta lambda_i/N)^(2t) (u_i^T r_0)^2`` from each run's K_0 and
 initial residual (exact for the linearised model). A straight solid line is geometric convergence; the
-distance to the dotted line is how far the run is from the kernel regime (reported as the gap in
+distance to the wide pale line is how far the run is from the kernel regime (reported as the gap in
 decades). Rates are measured over the range of L/L_0 {rate_range} (from the first value down to the float floor; tfconv.analyses.stats.range_rate), on both curves alike.""",
 ))
 
@@ -81,8 +92,11 @@ decades). Rates are measured over the range of L/L_0 {rate_range} (from the firs
 # ---------------------------------------------------------------------------------------------
 
 def kernel_prediction(ds, settings) -> tuple:
-    """Per group: measured vs linearised loss per width with the lambda_min bound; the gap vs width;
-    the stability limit vs width with each run's step."""
+    """Per group: measured vs linearised loss per width, with the lambda_min bound where it reaches
+    ``power_level`` within the budget; the linearisation gap vs width; the stability limit vs width with
+    each run's step."""
+    from ..core.linearised import bound_epochs
+
     ds, n = D.prepare(ds)
     ds, step = D.first_step(ds)
     conf = float(settings["confidence"])
@@ -91,74 +105,97 @@ def kernel_prediction(ds, settings) -> tuple:
     groups = D.groups(ds)
     widths = stats.axis_values(ds, "width")
     colors = D.colors(len(widths))
-    cv = Canvas("kernel_prediction", len(groups) + 2)
-    c_bound = float(settings["bound_constant"])
-    gaps_by_group = {}
+    cv = Canvas("kernel_prediction", len(groups) + 2, legend="figure", aspect=0.8)
+    c_bound, level, E = float(settings["bound_constant"]), float(settings["power_level"]), stats.budget_epochs(ds)
+    gaps_by_group, bound_notes, drawn_bound = {}, [], False
+    gap_ax, lim_ax = cv.ax(len(groups)), cv.ax(len(groups) + 1)
     for gi, (sc, ini) in enumerate(groups):
         ax = cv.ax(gi)
         s = ds.sel(scaling=sc, init=ini)
+        unpowered = []
         for w, c in zip(widths, colors):
             sw = s.sel(width=w)
             g = dict(width=w, scaling=sc, init=ini, n_samples=n)
-            trained = bool((D.run_status(sw) == stats.STATUS_COMPLETE).any() or (D.run_status(sw) == stats.STATUS_DIVERGED).any())
+            trained = D.trained(sw)
             if trained:
                 D.draw_seed_curves(cv, ax, sw, "loss", "epoch", c, f"width {w}", f"{ini}/{sc}", g)
-            D.draw_seed_curves(cv, ax, sw, "loss_linearised", "epoch", c, None, f"{ini}/{sc}", g, ls=":", band=False,
-                               marker="", stat="predicted")
-            # the lambda_min bound of the median seed, drawn as the bound it is
-            present = D.run_status(sw) != stats.STATUS_MISSING
-            if present.any() and "eta" in sw:
-                k = int(np.nonzero(present)[0][len(np.nonzero(present)[0]) // 2])
-                r = sw.isel(seed=k)
-                L = np.asarray(r["loss_linearised" if not trained else "loss"].values, dtype=float)
-                b = stats.geometric_bound(L[0], float(r["eta"].values), float(stats.epoch0_kernel(r, "lambda_min").values),
-                                          L.size - 1, N, loss_kind, c_bound)
-                if np.isfinite(b).any():
-                    x = np.asarray(sw["epoch"].values, dtype=float)
-                    ax.plot(x, b, color=c, ls="--", lw=0.8, alpha=0.7)
-                    cv.record(f"{ini}/{sc}", "lambda_min_bound", "epoch", x, b, "predicted", **dict(g, seed=stats.axis_values(sw, "seed")[k]))
+            kernel_only = not trained and bool((D.run_status(sw) == stats.STATUS_KERNEL_ONLY).any())
+            D.draw_seed_curves(cv, ax, sw, "loss_linearised", "epoch", c, f"width {w} (kernel only)" if kernel_only else None,
+                               f"{ini}/{sc}", g, band=False, marker="", stat="predicted", role="predicted",
+                               **D.PREDICTED_STYLE)
+            # the lambda_min bound of the median seed, drawn only where it reaches power_level within the budget
+            present = np.nonzero(D.run_status(sw) != stats.STATUS_MISSING)[0]
+            if not present.size or "eta" not in sw:
+                continue
+            r = sw.isel(seed=int(present[len(present) // 2]))
+            eta, lmin = float(r["eta"].values), float(stats.epoch0_kernel(r, "lambda_min").values)
+            L = np.asarray(r["loss" if trained else "loss_linearised"].values, dtype=float)
+            if not (np.isfinite(eta) and np.isfinite(lmin) and L.size and np.isfinite(L[0])):
+                continue
+            T = bound_epochs(eta, lmin, N, loss_kind, c_bound, level)
+            b = stats.geometric_bound(L[0], eta, lmin, L.size - 1, N, loss_kind, c_bound)
+            if np.isfinite(T) and T <= E and np.isfinite(b).any():
+                x = np.asarray(sw["epoch"].values, dtype=float)
+                ax.plot(x, b, color=c, ls="--", lw=0.8, alpha=0.8, role="predicted")
+                cv.record(f"{ini}/{sc}", "lambda_min_bound", "epoch", x, b, "predicted",
+                          **dict(g, seed=stats.axis_values(sw, "seed")[int(present[len(present) // 2])]))
+                drawn_bound = True
+            else:
+                reach = float(b[-1] / L[0]) if np.isfinite(b).any() else np.nan
+                unpowered.append((w, reach, T))
+        if unpowered:
+            ws = [w for w, _, _ in unpowered]
+            w, reach, T = max(unpowered, key=lambda u: u[2] if np.isfinite(u[2]) else np.inf)
+            bound_notes.append(f"{D.group_words(sc, ini)}: not drawn at width(s) {', '.join(str(v) for v in ws)} "
+                               f"(at width {w} it reaches only {D.fmt(reach, 2)} L_0 in {E} epochs; needs "
+                               + (f">= {int(T):,} epochs" if np.isfinite(T) else "a positive lambda_min") + ")")
         vals = D.values_of_good_runs(s, "loss", "loss_linearised")
         D.set_log(ax, "y", vals)
         D.log_ylim(ax, vals)
-        ax.plot([], [], color="k", ls=":", label="linearised (from K_0)")
-        ax.plot([], [], color="k", ls="--", lw=0.8, label=rf"bound $L_0(1-{c_bound:g}\,\eta\lambda_{{\min}}/N)^{{2t}}$")
-        ax.set(xlabel="epoch", ylabel="training loss", title=D.group_text(sc, ini))
+        ax.set(xlabel="epoch", ylabel="training loss", title=f"({chr(97 + gi)}) {D.group_text(sc, ini)}")
         # gap vs width for this group
         x, y, st, sd = D.flat(s, _gap(s), "width")
-        st = np.where(st == stats.STATUS_KERNEL_ONLY, stats.STATUS_MISSING, st)
         sty = D.group_style(sc, ini, gi)
         gaps_by_group[(sc, ini)] = D.draw_runs_fit(
-            cv, cv.ax(len(groups)), x, y, st, sd, sty["color"], D.group_text(sc, ini), "linearisation gap",
+            cv, gap_ax, x, y, st, sd, sty["color"], D.group_text(sc, ini), "linearisation gap",
             "linearisation_gap", "width", dict(scaling=sc, init=ini, n_samples=n), D.group_label(init=ini, scaling=sc),
             conf, marker=sty["marker"], ls=sty["ls"])
-        # stability limit vs width, with each run's step
+        # stability limit vs width, with each run's step (kernel-only runs have their K_0 and step too)
         x, y, st, sd = D.flat(s, s["step_limit"] if "step_limit" in s else stats.epoch0_kernel(s, "lambda_max") * np.nan, "width")
-        D.draw_runs_fit(cv, cv.ax(len(groups) + 1), x, y, st, sd, sty["color"], D.group_text(sc, ini) + ": limit",
-                        "stability limit", "step_limit", "width", dict(scaling=sc, init=ini, n_samples=n),
-                        D.group_label(init=ini, scaling=sc), conf, marker=sty["marker"], ls=sty["ls"])
+        st = np.where(st == stats.STATUS_KERNEL_ONLY, stats.STATUS_COMPLETE, st)
+        D.draw_runs_fit(cv, lim_ax, x, y, st, sd, sty["color"], D.group_text(sc, ini) + ": limit", "stability limit",
+                        "step_limit", "width",
+                        dict(scaling=sc, init=ini, n_samples=n), D.group_label(init=ini, scaling=sc), conf,
+                        marker=sty["marker"], ls=sty["ls"])
         if "eta" in s:
             x, y, st, sd = D.flat(s, s["eta"], "width")
             ok = np.isfinite(y) & (st != stats.STATUS_MISSING)
-            cv.ax(len(groups) + 1).plot(x[ok], y[ok], ls="none", marker="_", ms=10, color=sty["color"])
+            lim_ax.plot(x[ok], y[ok], ls="none", marker="_", ms=7, mew=1.0, color=sty["color"])
             cv.record("stability limit", "eta", "width", x[ok], y[ok], "run", scaling=sc, init=ini)
-    ax = cv.ax(len(groups))
-    ax.set(xlabel="width", ylabel="max |log10 L - log10 L_lin| (decades)", title="distance from the kernel regime")
-    D.set_log(ax, "x", widths)
-    D.set_log(ax, "y", [r["y"] for r in cv.rows if r["quantity"] == "linearisation_gap"])
-    ax = cv.ax(len(groups) + 1)
-    ax.plot([], [], ls="none", marker="_", ms=10, color="k", label=r"step $\eta$ of each run")
-    stable_word = "2N/lambda_max(K_0)" if loss_kind == "mean" else "2/lambda_max(K_0)"
-    ax.set(xlabel="width", ylabel=f"stability limit {stable_word}", title=f"step and stability limit (N = {D.fmt(N)})")
-    D.set_log(ax, "x", widths)
-    D.set_log(ax, "y", [r["y"] for r in cv.rows if r["quantity"] in ("step_limit", "eta")])
+    ax = cv.ax(0)
+    D.key(ax, D.PREDICTED_KEY, color="k", ls="-", lw=2.6, alpha=0.3)
+    if drawn_bound:
+        D.key(ax, rf"dashed: bound $L_0(1-{c_bound:g}\,\eta\lambda_{{\min}}/N)^{{2t}}$", color="k", ls="--", lw=0.8)
+    k = len(groups)
+    gap_ax.set(xlabel="width", ylabel=r"max $|\log_{10} L - \log_{10} L_{\mathrm{lin}}|$ (decades)",
+               title=f"({chr(97 + k)}) distance from the kernel regime", yformat="plain")
+    D.set_log(gap_ax, "x", widths)
+    D.set_log(gap_ax, "y", [r["y"] for r in cv.rows if r["quantity"] == "linearisation_gap"])
+    D.key(lim_ax, r"step $\eta$ of each run", ls="none", marker="_", ms=7, mew=1.0, color="k")
+    stable_word = r"$2N/\lambda_{\max}(K_0)$" if loss_kind == "mean" else r"$2/\lambda_{\max}(K_0)$"
+    lim_ax.set(xlabel="width", ylabel=f"step and limit {stable_word}", title=f"({chr(98 + k)}) step and stability limit")
+    D.set_log(lim_ax, "x", widths)
+    D.set_log(lim_ax, "y", [r["y"] for r in cv.rows if r["quantity"] in ("step_limit", "eta")])
     cv.title = "Measured loss against the kernel's prediction"
-    parts = "; ".join(f"{ini}/{sc} {D.ci(f)}" for (sc, ini), f in gaps_by_group.items())
-    over = []
+    parts = "; ".join(f"{D.group_words(sc, ini)} {D.ci(f)}" for (sc, ini), f in gaps_by_group.items())
+    finding = f"width slope of the linearisation gap (decades): {parts}"
+    finding += (f"; the lambda_min bound (c = {c_bound:g}) is drawn where it reaches {level:g} L_0 within {E} epochs"
+                + (": " + "; ".join(bound_notes) if bound_notes else " (at every width)"))
     if "eta" in ds and "step_limit" in ds:
         ratio = (ds["eta"] / ds["step_limit"]).values
         if np.isfinite(ratio).any():
-            over = [f"eta/limit ranges over [{D.fmt(np.nanmin(ratio))}, {D.fmt(np.nanmax(ratio))}]"]
-    finding = f"width slope of the linearisation gap (decades): {parts}" + ("; " + over[0] if over else "")
+            lo, hi = np.nanmin(ratio), np.nanmax(ratio)
+            finding += f"; eta / own limit {D.fmt(lo)}" if np.isclose(lo, hi) else f"; eta / own limit in [{D.fmt(lo)}, {D.fmt(hi)}]"
     return cv, finding + D.diverged_clause(ds)
 
 
@@ -181,7 +218,7 @@ register(Analysis(
     numbers=kernel_prediction, claims=(2,),
     caption="""**Measured loss against the kernel's prediction** (beyond the paper): one panel per init and
 scaling draws the measured loss per width (solid, seed mean and band), the loss of the linearised model
-from each run's K_0 (dotted) and the theory's bound ``L_0 (1 - c eta lambda_min(K_0)/N)^(2t)`` with
+from each run's K_0 (wide pale lines) and the theory's bound ``L_0 (1 - c eta lambda_min(K_0)/N)^(2t)`` with
 c = {bound_constant} (dashed, median seed): the lambda_min rate is a bound on the slowest mode, not a
 fit. Next panel: the linearisation gap (the largest distance in decades between measured and
 linearised loss) against width, with its log-log slope: zero in the kernel regime. Last panel: each
@@ -195,62 +232,49 @@ run's stability limit ``2N / lambda_max(K_0)`` (mean loss) against width with ea
 # ---------------------------------------------------------------------------------------------
 
 def init_comparison(ds, settings) -> tuple:
-    """LeCun vs He vs NTK: loss at the largest trained width, late-window rate vs width (measured points,
-    linearised lines), one row per step setting."""
+    """Claim 3's regime map: per step setting, the loss of every init at the largest trained width; per
+    pair LeCun/NTK (and He/NTK), the rate ratio against width in every framing (`stats.comparison_by_width`:
+    measured at each step setting where trained, the kernel's prediction from K_0 at a common step and at
+    each init's own limit at every width) with the band of no material difference."""
     ds, n = D.prepare(ds)
     sc = stats.preferred(stats.axis_values(ds, "scaling"), "inv_sqrt")
+    ds = ds.sel(scaling=sc)
     inits = stats.axis_values(ds, "init")
     steps = stats.axis_values(ds, "step_size") or [None]
-    conf = float(settings["confidence"])
-    cv = Canvas("init_comparison", 2 * len(steps), ncols=2)
-    parts = []
-    for si, step in enumerate(steps):
-        sub = (ds.sel(step_size=step) if step is not None else ds).sel(scaling=sc)
-        trained = [w for w in stats.axis_values(sub, "width") if (D.run_status(sub.sel(width=w)) != stats.STATUS_KERNEL_ONLY).any()]
-        wmax = max(trained) if trained else max(stats.axis_values(sub, "width"))
-        meas, pred = stats.rates(sub, settings), stats.rates(sub, settings, "loss_linearised")
-        st_label = f"step {step}" if step is not None else f"step {ds.attrs.get('step', '?')}"
-        for k, ini in enumerate(inits):
-            sty = D.group_style(sc, ini, k)
+    pairs = [(a, "ntk") for a in ("lecun", "he") if a in inits and "ntk" in inits]
+    cv = Canvas("init_comparison", len(steps) + len(pairs), legend="figure", aspect=0.8)
+    k = 0
+    for step in steps:
+        sub = ds.sel(step_size=step) if step is not None else ds
+        trained = stats.trained_widths(sub, "init", inits)
+        ax = cv.ax(k)
+        if trained:
+            wmax, var = max(trained), "loss"
+        else:  # nothing trained: the kernel's prediction at the widest width
+            wmax, var = max(stats.axis_values(sub, "width")), "loss_linearised"
+        for j, ini in enumerate(inits):
+            sty = D.group_style(sc, ini, j)
             g = dict(width=wmax, scaling=sc, init=ini, n_samples=n)
-            D.draw_seed_curves(cv, cv.ax(2 * si), sub.sel(init=ini, width=wmax), "loss", "epoch", sty["color"],
-                               D.INIT_LABEL.get(ini, ini), f"loss, {st_label}", g)
-            x, y, st, sd = D.flat(sub.sel(init=ini), meas["rate"].sel(init=ini), "width")
-            D.draw_runs_fit(cv, cv.ax(2 * si + 1), x, y, st, sd, sty["color"], f"{D.INIT_LABEL.get(ini, ini)} measured",
-                            f"rate, {st_label}", "rate", "width", dict(scaling=sc, init=ini, n_samples=n),
-                            D.group_label(init=ini, scaling=sc, step=step), conf, fit=False, marker=sty["marker"], ls="none")
-            pm, _, _ = stats.mean_band(pred["rate"].sel(init=ini).transpose("width", "seed").values, axis=1)
-            xw = np.asarray(sub["width"].values, dtype=float)
-            if np.isfinite(pm).any():
-                cv.ax(2 * si + 1).plot(xw[np.isfinite(pm)], pm[np.isfinite(pm)], color=sty["color"], ls=":",
-                                       label=f"{D.INIT_LABEL.get(ini, ini)} linearised")
-            cv.record(f"rate, {st_label}", "rate_predicted", "width", xw, pm, "predicted", scaling=sc, init=ini)
-        D.set_log(cv.ax(2 * si), "y", sub["loss"].sel(width=wmax).values)
-        cv.ax(2 * si).set(xlabel="epoch", ylabel="training loss", title=f"width {wmax}, {st_label}")
-        cv.ax(2 * si + 1).set(xlabel="width", ylabel="late-window rate per epoch", title=f"{D.scaling_text(sc)}, {st_label}")
-        D.set_log(cv.ax(2 * si + 1), "x", stats.axis_values(sub, "width"))
-        D.set_log(cv.ax(2 * si + 1), "y", np.concatenate([meas["rate"].values.ravel(), pred["rate"].values.ravel()]))
-        ratios = {}  # init -> (width, paired ratio): the claims table's width and number (claim 3)
-        for a in ("lecun", "he"):
-            if a in inits and "ntk" in inits:
-                w, res = stats.ratio_at_largest_width(meas["rate"].sel(init=a), meas["rate"].sel(init="ntk"), conf)
-                if res["n"]:
-                    ratios[a] = (w, res)
-        parts.append(f"{st_label}: " + _ratios_text(ratios, wmax))
-    cv.title = "Initialisation: LeCun / He / NTK"
-    return cv, "; ".join(parts) + " (paired by seed)" + D.diverged_clause(ds)
-
-
-def _ratios_text(ratios, wmax) -> str:
-    """'rate ratio at width W lecun/ntk r [lo, hi], he/ntk ...' (each ratio at its own width when they differ)."""
-    def one(a, res):
-        return f"{a}/ntk {D.fmt(res['ratio'])} [{D.fmt(res['ci_low'])}, {D.fmt(res['ci_high'])}]"
-
-    widths = {w for w, _ in ratios.values()}
-    if len(widths) > 1:
-        return "rate ratio " + ", ".join(f"{one(a, res)} at width {w}" for a, (w, res) in ratios.items())
-    at = widths.pop() if widths else wmax
-    return f"rate ratio at width {at} " + (", ".join(one(a, res) for a, (_, res) in ratios.items()) or "not available")
+            D.draw_seed_curves(cv, ax, sub.sel(init=ini, width=wmax), var, "epoch", sty["color"],
+                               D.INIT_LABEL.get(ini, ini), f"loss, {D.step_words(step, ds)}", g)
+        vals = D.values_of_good_runs(sub.sel(width=wmax), var)
+        D.set_log(ax, "y", vals)
+        D.log_ylim(ax, vals)
+        ax.set(xlabel="epoch", ylabel="training loss" + (" (linearised)" if var != "loss" else ""),
+               title=f"({chr(97 + k)}) width {wmax}, {D.step_text(step, ds)}")
+        k += 1
+    parts = []
+    for a, b in pairs:
+        by_width = stats.comparison_by_width(ds, "init", a, b, settings)
+        clause = D.draw_comparison(cv, cv.ax(k), ds, by_width, D.INIT_LABEL[a], D.INIT_LABEL[b], f"rate ratio {a}/{b}",
+                                   settings, dict(scaling=sc, n_samples=n))
+        cv.ax(k).set_title(f"({chr(97 + k)}) rate ratio {D.INIT_LABEL[a]} / {D.INIT_LABEL[b]}, {D.scaling_text(sc)}")
+        parts.append(f"rate ratio {D.INIT_LABEL[a]}/{D.INIT_LABEL[b]}: {clause}")
+        k += 1
+    cv.title = "Initialisation: " + " / ".join(D.INIT_LABEL.get(i, i) for i in inits)
+    if not pairs:
+        parts.append("no rate ratio: the grid needs init ntk and lecun or he")
+    return cv, f"{D.scaling_words(sc)}{D.note_n(n)}: " + "; ".join(parts) + " (paired by seed)" + D.diverged_clause(ds)
 
 
 register(Analysis(
@@ -271,64 +295,133 @@ width and number of the claims table).""",
 # overparam_exponent
 # ---------------------------------------------------------------------------------------------
 
+def _ladder_brackets(sub, table) -> tuple:
+    """Per row of `stats.smallest_sufficient_width`: (lower, upper) bracket of the smallest sufficient
+    width on the ladder of widths with runs at that N: upper = the rung found, lower = the rung below it
+    (0 when the first rung already suffices: censored at the bottom); (top rung, inf) when no rung does."""
+    lower, upper, first, top = [], [], [], []
+    for n, w_star in zip(table["n_samples"], table["width_star"]):
+        st = np.asarray(sub["status"].sel(n_samples=n).transpose("width", ...).values).astype(str)
+        rungs = [w for w, row in zip(stats.axis_values(sub, "width"), st.reshape(st.shape[0], -1))
+                 if (row != stats.STATUS_MISSING).any()]
+        rungs = sorted(float(w) for w in rungs)
+        first.append(rungs[0] if rungs else np.nan)
+        top.append(rungs[-1] if rungs else np.nan)
+        if not np.isfinite(w_star):
+            lower.append(rungs[-1] if rungs else np.nan)
+            upper.append(np.inf)
+            continue
+        i = rungs.index(float(w_star))
+        lower.append(rungs[i - 1] if i > 0 else 0.0)
+        upper.append(float(w_star))
+    return np.asarray(lower), np.asarray(upper), np.asarray(first), np.asarray(top)
+
+
 def overparam_exponent(ds, settings) -> tuple:
-    """Smallest sufficient width vs n_samples: kernel-stability criterion and each loss target; the
-    width = N^2 line; the fitted exponents with intervals."""
+    """Smallest sufficient width vs n_samples, each N a bracket on the width ladder (the rung below to
+    the rung found; censored N drawn as bounds with an arrow): (a) the kernel-stability criterion
+    (budget-free, claim 1(b)), (b) each loss target (budget-dependent); the exponents every power law
+    through the brackets allows (`stats.exponent_brackets`, as claim 1(b)), the fit through the bracket
+    midpoints and the width = N^2 line."""
     ds = stats.complete_axes(ds)
-    conf = float(settings["confidence"])
     frac = float(settings["success_fraction"])
-    cv = Canvas("overparam_exponent", 1, panel_size=(6.4, 4.8))
-    ax = cv.ax(0)
     if "n_samples" not in ds.dims:
+        cv = Canvas("overparam_exponent", 1)
         return cv, D.empty(cv, "overparam_exponent needs an n_samples axis in the grid; none was found")
     ds, _ = D.first_step(ds)
     sc = stats.preferred(stats.axis_values(ds, "scaling"), "inv_sqrt")
     ini = stats.preferred(stats.axis_values(ds, "init"), "lecun", "he")
     sub = ds.sel(scaling=[sc], init=[ini])
-    wmax = max(stats.axis_values(ds, "width"))
-    criteria = [("kernel", None, f"kernel-stable (max |K_t-K_0|/|K_0| <= {settings['kernel_stability']:g})")]
-    criteria += [("loss", t, f"loss_E/loss_0 <= {t:g}") for t in settings["loss_targets"]]
-    markers = ["o", "s", "^", "D", "v"]
-    parts = []
+    ladder = sorted(float(w) for w in stats.axis_values(ds, "width"))
+    step = float(np.median(np.asarray(ladder[1:]) / np.asarray(ladder[:-1]))) if len(ladder) > 1 else 2.0
     ns_all = np.asarray(stats.axis_values(ds, "n_samples"), dtype=float)
-    for k, (crit, target, label) in enumerate(criteria):
-        table = stats.smallest_sufficient_width(sub, crit, target if target is not None else 1e-3, frac,
-                                                float(settings["kernel_stability"]))
-        fit = stats.overparam_exponent(table, conf)
-        nn = np.asarray(table["n_samples"], dtype=float)
-        ws = np.asarray(table["width_star"], dtype=float)
-        cens = np.asarray(table["censored"], dtype=bool)
-        c = D.GROUP_COLORS[k % 10]
-        lab = label + (f": slope {D.ci(fit)}" if np.isfinite(fit["slope"]) else "")
-        if (~cens).any():
-            ax.plot(nn[~cens], ws[~cens], marker=markers[k % 5], color=c, ls="none", label=lab)
-        g = dict(scaling=sc, init=ini)
-        for ni, wi in zip(nn[~cens], ws[~cens]):
-            cv.record("width_star", f"width_star_{crit}" + (f"_{target:g}" if target else ""), "n_samples", ni, wi, "run",
-                      **dict(g, n_samples=ni))
-        if cens.any():
-            ax.plot(nn[cens], np.full(cens.sum(), wmax), marker=markers[k % 5], color=c, ls="none", mfc="none")
-            for ni in nn[cens]:
-                cv.record("width_star", f"width_star_{crit}", "n_samples", ni, wmax, "censored", **dict(g, n_samples=ni))
-        if np.isfinite(fit["slope"]):
-            ok = ~cens & (ws > 0)
-            xs = np.unique(nn[ok])
-            yfit = np.exp(fit["intercept"]) * xs ** fit["slope"]
-            ax.plot(xs, yfit, color=c, ls="-", lw=1)
-            cv.record("width_star", f"width_star_{crit}", "n_samples", xs, yfit, "fit", **g)
-            cv.add_slope(f"width_star ({label}) vs n_samples", D.group_label(init=ini, scaling=sc), fit)
-        parts.append(f"{label}: {D.ci(fit)} over {fit['decades']:.2f} decades of N "
-                     f"({fit['n']} fitted, {fit['n_censored']} censored)")
-    xs = np.geomspace(ns_all.min(), ns_all.max(), 20)
-    ax.plot(xs, xs ** 2, color="grey", ls="--", lw=1, label=r"width $= N^2$")
-    cv.record("width_star", "reference_N2", "n_samples", xs, xs ** 2, "reference")
-    ax.plot([], [], marker="o", mfc="none", color="k", ls="none", label=f"none sufficient up to width {wmax}")
-    ax.set(xlabel="n_samples N", ylabel="smallest sufficient width",
-           title=f"{D.group_text(sc, ini)}, {frac:g} of seeds")
-    D.set_log(ax, "x", ns_all)
-    ax.set_yscale("log")
-    cv.title = "Over-parameterisation: the width N samples need"
-    return cv, "smallest sufficient width grows as N^slope: " + "; ".join(parts)
+    ks = float(settings["kernel_stability"])
+    measured = "kernel_change" in ds and bool(np.isfinite(ds["kernel_change"].where(ds["checkpoint_epoch"] > 0)).any())
+    panels = ([("(a) kernel stability (budget-free)",
+                [("kernel", None, f"kernel-stable (max $|K_t-K_0|/|K_0| \\leq$ {ks:g})", f"kernel-stable (<= {ks:g})")])]
+              if measured else [])
+    panels.append((f"({'b' if measured else 'a'}) loss targets (budget-dependent)",
+                   [("loss", t, f"$L_E/L_0 \\leq$ {t:g}", f"loss_E/loss_0 <= {t:g}") for t in settings["loss_targets"]]))
+    cv = Canvas("overparam_exponent", len(panels), aspect=0.9)
+    parts = []
+    g = dict(scaling=sc, init=ini)
+    for p, (title, criteria) in enumerate(panels):
+        ax = cv.ax(p)
+        K = len(criteria)
+        for k, (crit, target, label, words) in enumerate(criteria):
+            table = stats.smallest_sufficient_width(sub, crit, target if target is not None else 1e-3, frac, ks)
+            nn = np.asarray(table["n_samples"], dtype=float)
+            lower, upper, first, top = _ladder_brackets(sub.isel(scaling=0, init=0), table)
+            color = D.GROUP_COLORS[(k + (1 if crit == "loss" else 0)) % 10]
+            marker = ["o", "s", "^", "D", "v"][k % 5]
+            ms = 4.5 - 0.8 * k  # later criteria smaller: a shared rung never hides an earlier marker
+            shift = 2.0 ** (0.16 * (k - (K - 1) / 2.0))  # and a small offset along N
+            x = nn * shift
+            quantity = f"width_star_{crit}" + (f"_{target:g}" if target is not None else "")
+            found = np.isfinite(upper) & (lower > 0)
+            if found.any():
+                ax.errorbar(x[found], upper[found], lower[found], upper[found], color=color, marker=marker, ms=ms,
+                            ls="none", elinewidth=0.9, capsize=0, label=label)
+            low_c, high_c = lower <= 0, ~np.isfinite(upper)
+            for xi, yi, direction, mask in ((x, first, "down", low_c), (x, top, "up", high_c)):
+                for a, b in zip(xi[mask], yi[mask]):
+                    ax.plot([a], [b], color=color, marker=marker, ms=ms, mfc="none", ls="none")
+                    ax.arrow(a, b, direction, color=color)
+            if not found.any() and (low_c | high_c).any():
+                ax.plot([], [], color=color, marker=marker, ms=ms, mfc="none", ls="none", label=label, role="key")
+            for ni, lo_, up_ in zip(nn, lower, upper):
+                gn = dict(g, n_samples=ni)
+                if np.isfinite(up_) and lo_ > 0:
+                    cv.record("width_star", quantity, "n_samples", ni, up_, "run", **gn)
+                    cv.record("width_star", quantity, "n_samples", ni, lo_, "low", **gn)
+            for ni, yi in zip(nn[low_c], first[low_c]):
+                cv.record("width_star", quantity, "n_samples", ni, yi, "censored", **dict(g, n_samples=ni, status="below"))
+            for ni, yi in zip(nn[high_c], top[high_c]):
+                cv.record("width_star", quantity, "n_samples", ni, yi, "censored", **dict(g, n_samples=ni, status="above"))
+            fit = stats.exponent_brackets(nn, lower, upper)
+            slack = ""
+            if nn.size and not fit["feasible"]:
+                fit = stats.exponent_brackets(nn, lower, upper, slack=step)
+                slack = f", every bracket widened by one rung (x{step:.3g})"
+            both = (lower > 0) & np.isfinite(upper)
+            mid = stats.fit_loglog(nn[both], np.sqrt(lower[both] * upper[both]))
+            if np.isfinite(mid["slope"]):
+                xs = np.unique(nn[both])
+                yfit = np.exp(mid["intercept"]) * xs ** mid["slope"]
+                rng = (f", power laws through every bracket: [{D.fmt(fit['b_min'], 2)}, {D.fmt(fit['b_max'], 2)}]"
+                       if fit["feasible"] and abs(fit["b_min"]) < 49 and abs(fit["b_max"]) < 49 else "")
+                ax.plot(xs, yfit, color=color, ls="-", lw=0.8, role="fit",
+                        label=(f"fit: width $\\propto N^{{{D.fmt(mid['slope'], 2)}}}$" + rng) if K == 1 else
+                        f"{label}: fit $\\propto N^{{{D.fmt(mid['slope'], 2)}}}$")
+                cv.record("width_star", quantity, "n_samples", xs, yfit, "fit", **g)
+                cv.add_slope(f"width_star ({words}) vs n_samples", D.group_label(init=ini, scaling=sc), mid)
+            cens = []
+            if low_c.any():
+                cens.append(f"N = {', '.join(f'{v:g}' for v in nn[low_c])} sufficient at the first rung already "
+                            f"(width {D.fmt(first[low_c][0])}: upper bounds)")
+            if high_c.any():
+                cens.append(f"N = {', '.join(f'{v:g}' for v in nn[high_c])} with no sufficient rung up to width "
+                            f"{D.fmt(top[high_c][0])} (lower bounds)")
+            lo_b = "-inf" if fit["b_min"] <= -49.0 else D.fmt(fit["b_min"], 2)  # linprog's bounds: not bounded
+            hi_b = "inf" if fit["b_max"] >= 49.0 else D.fmt(fit["b_max"], 2)
+            expo = (f"exponent in [{lo_b}, {hi_b}] for every power law through the brackets{slack}" if fit["feasible"]
+                    else "no power law passes through every bracket")
+            through = (f"{D.fmt(mid['slope'], 2)} through the bracket midpoints" if np.isfinite(mid["slope"])
+                       else "too few two-sided brackets for a fit")
+            parts.append(f"{words}: {expo}; {through}" + (f" ({'; '.join(cens)})" if cens else ""))
+        xs = np.geomspace(ns_all.min(), ns_all.max(), 20)
+        ax.plot(xs, xs ** 2, color="grey", ls="--", lw=0.8, label=r"width $= N^2$", role="reference")
+        cv.record("width_star", "reference_N2", "n_samples", xs, xs ** 2, "reference")
+        D.key(ax, "open, arrow: bound (ladder ends)", color="k", marker="o", mfc="none", ls="none", ms=3.5)
+        ax.set(xlabel="n_samples N", ylabel="smallest sufficient width", title=title)
+        D.set_log(ax, "x", ns_all)
+        D.set_log(ax, "y", ladder + list(xs ** 2))
+        ax.set_ylim(ladder[0] / 3.0, max(ladder[-1], float(xs[-1] ** 2)) * 3.0)  # room for the arrows of bounds
+    cv.title = f"Smallest sufficient width against N, {D.group_text(sc, ini)}"
+    if not measured:
+        parts.append("kernel stability not measured (no kernel change after checkpoint 0)")
+    return cv, (f"smallest sufficient width against N ({D.group_words(sc, ini)}, {frac:g} of the seeds; each N a "
+                f"bracket on the width ladder): " + "; ".join(parts))
 
 
 register(Analysis(

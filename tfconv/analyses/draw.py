@@ -1,20 +1,26 @@
-"""Drawing helpers shared by the analyses: seed bands, per-run points with log-log fits, formatting.
+"""Drawing helpers shared by the analyses: seed bands, per-run points with log-log fits, rate-ratio
+regime maps, readable labels and the wording of findings.
 
 They draw on a `tfconv.figures.canvas.Canvas` (no matplotlib needed) and record the CSV rows of what
 they draw.  Conventions (docs/analyses.md):
 
-* seeds are drawn as the mean line with a [min, max] band over the *non-diverged* seeds;
+* seeds are drawn as the mean line with a [min, max] band over the *non-diverged* seeds, over the
+  epochs where every one of them has a value; a run that stopped early at the float floor ends there
+  (its curve ends with NaN), and the seeds still running go on as thin lines of the same colour;
 * diverged runs (status "diverged") are drawn dashed with an ``x`` at their last finite value (or
   as grey ``x`` markers in scatter panels), named in the legend, and left out of every fit;
-* missing runs are NaN and simply absent;
+* missing runs are NaN and simply absent; kernel-only runs (wider than ``train.max_gd_width``) have
+  no training, so nothing measured after initialisation is drawn for them;
 * fitted slopes are least squares on log-log axes over every non-diverged run, with a t interval at
-  the configured ``confidence``;
-* an experiment with an n_samples axis is drawn at its largest n_samples in the per-width figures.
+  the configured ``confidence``; every fitted line has its legend entry ("fit, slope ...");
+* an experiment with an n_samples axis is drawn at its largest n_samples in the per-width figures;
+* text a reader sees (findings, titles, legends) never prints ``nan`` or a raw config token: a missing
+  number is "n/a" or its clause is left out, steps read "step 0.02" / "0.5 x own limit".
 """
 from __future__ import annotations
 
 import textwrap
-from typing import Any, Dict, List, Mapping, Optional, Sequence
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -22,40 +28,88 @@ from ..figures.canvas import Canvas
 from . import stats
 
 SCALING_LABEL = {"inv_sqrt": r"$\tau_0 = d_m^{-1/2}$", "inv": r"$\tau_0 = d_m^{-1}$"}
+#: the scalings in plain text (findings)
+SCALING_WORDS = {"inv_sqrt": "tau0 = d_m^-1/2", "inv": "tau0 = d_m^-1"}
 INIT_LABEL = {"lecun": "LeCun", "he": "He", "ntk": "NTK"}
-#: one style per init (colour, marker) and per scaling (line style), used by every figure
-INIT_STYLE = {"lecun": ("#1f77b4", "o"), "he": ("#ff7f0e", "s"), "ntk": ("#2ca02c", "^")}
+#: one marker per init and one line style per scaling; one colour per (init, scaling) pair, so that two
+#: groups never share colour, marker and line style (used by every figure)
+INIT_MARKER = {"lecun": "o", "he": "s", "ntk": "^"}
 SCALING_LS = {"inv_sqrt": "-", "inv": "--"}
+GROUP_COLOR = {("lecun", "inv_sqrt"): "#1f77b4", ("he", "inv_sqrt"): "#ff7f0e", ("ntk", "inv_sqrt"): "#2ca02c",
+               ("lecun", "inv"): "#9467bd", ("he", "inv"): "#8c564b", ("ntk", "inv"): "#d62728"}
+#: the two framings of a rate comparison: colour, and the line style of the kernel's prediction
+FRAMING_STYLE = {"common": ("#1f77b4", ":"), "own": ("#d62728", "--")}
+#: marker sizes (points): per-run points, seed means on them, and series drawn at shared positions
+MS_RUN, MS_MEAN = 3.2, 2.0
 
 
 def scaling_text(sc) -> str:
     return SCALING_LABEL.get(str(sc), rf"$\tau_0 = {sc}$")
 
 
+def scaling_words(sc) -> str:
+    return SCALING_WORDS.get(str(sc), f"tau0 = {sc}")
+
+
+def init_words(ini) -> str:
+    return INIT_LABEL.get(str(ini), str(ini))
+
+
 def group_text(sc, ini) -> str:
     return f"{INIT_LABEL.get(ini, ini)}, {scaling_text(sc)}"
 
 
+def group_words(sc, ini) -> str:
+    """An init x scaling group in plain text: 'LeCun, tau0 = d_m^-1/2'."""
+    return f"{init_words(ini)}, {scaling_words(sc)}"
+
+
 def group_style(sc, ini, k: int = 0) -> Dict[str, Any]:
-    """Colour and marker by init, line style by scaling: overlapping series stay distinguishable."""
-    color, marker = INIT_STYLE.get(ini, (GROUP_COLORS[k % 10], "D"))
-    return {"color": color, "marker": marker, "ls": SCALING_LS.get(str(sc), "-.")}
+    """Colour per (init, scaling), marker by init, line style by scaling: overlapping series stay
+    distinguishable."""
+    color = GROUP_COLOR.get((str(ini), str(sc)), GROUP_COLORS[k % 10])
+    return {"color": color, "marker": INIT_MARKER.get(str(ini), "D"), "ls": SCALING_LS.get(str(sc), "-.")}
 
 
-def step_text(step) -> str:
+def step_words(step, ds=None) -> str:
+    """A step setting as a reader reads it: 'step 0.02', '0.5 x own limit', '0.5 x common limit'
+    (None: the experiment's one step, from its attributes)."""
     from ..core.linearised import parse_step
 
-    kind, v = parse_step(step)
-    return rf"$\eta = {v:g}$" if kind == "fixed" else rf"$\eta = {v:g} \times 2N/\lambda_{{\max}}(K_0)$"
+    s = step if step is not None else (ds.attrs.get("step") if ds is not None else None)
+    try:
+        kind, v = parse_step(float(s) if _is_number(s) else s)
+    except (TypeError, ValueError):
+        return f"step {s}" if s is not None else "its step"
+    return {"fixed": f"step {v:g}", "limit": f"{v:g} x own limit"}.get(kind, f"{v:g} x common limit")
+
+
+def _is_number(s) -> bool:
+    try:
+        float(s)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def step_text(step, ds=None) -> str:
+    """The step setting for a title (mathtext)."""
+    return step_words(step, ds).replace(" x ", r" $\times$ ")
 
 
 def fmt(x, digits: int = 3) -> str:
+    """A number for a reader: 3 significant digits, "n/a" when missing (never "nan")."""
     if x is None or not np.isfinite(x):
-        return "nan"
+        return "inf" if x is not None and np.isinf(x) and x > 0 else "n/a"
     return f"{x:.{digits}g}"
 
 
 def ci(fit: Mapping[str, Any]) -> str:
+    """'slope [low, high]', or the slope alone without an interval, or "n/a"."""
+    if not np.isfinite(fit["slope"]):
+        return "n/a"
+    if not (np.isfinite(fit["ci_low"]) and np.isfinite(fit["ci_high"])):
+        return fmt(fit["slope"])
     return f"{fmt(fit['slope'])} [{fmt(fit['ci_low'])}, {fmt(fit['ci_high'])}]"
 
 
@@ -68,7 +122,7 @@ def colors(n: int):
     import matplotlib
 
     cmap = matplotlib.colormaps["viridis"]
-    return [cmap(0.1 + 0.8 * i / max(1, n - 1)) for i in range(n)]
+    return [cmap(0.05 + 0.8 * i / max(1, n - 1)) for i in range(n)]
 
 
 #: matplotlib's tab10 (groups without an order: init x scaling), spelled out so that no plotting
@@ -106,6 +160,8 @@ def set_log(ax, which: str, values) -> None:
         ax.set_yscale("log")
         if pos.max() > 1e100:  # huge values (a linearised curve above its limit): autoscale would overflow
             log_ylim(ax, pos)
+        elif pos.min() >= 1e-3 and pos.max() <= 1e4:  # tick labels 0.02, 0.05, 0.1 rather than 2 x 10^-2
+            ax.set(yformat="plain")
         return
     ax.set_xscale("log")
     ticks = np.unique(pos)
@@ -153,12 +209,29 @@ def run_status(sub) -> np.ndarray:
     return np.asarray(sub["status"].values).astype(str)
 
 
-def draw_seed_curves(cv: Canvas, ax, sub, var: str, dim: str, color, label: str, panel: str, group: Dict[str, Any],
-                      ls: str = "-", band: bool = True, marker: Optional[str] = None, stat: str = "mean"):
-    """Mean line + [min, max] band over non-diverged seeds of ``var`` (dims seed x dim); diverged dashed.
+def trained(sub) -> bool:
+    """Whether `sub` holds a run that trained (complete or diverged; not kernel-only or missing)."""
+    st = run_status(sub)
+    return bool(((st == stats.STATUS_COMPLETE) | (st == stats.STATUS_DIVERGED)).any())
 
-    Returns (x, mean) of the non-diverged mean.  ``stat`` names the mean in the CSV (e.g. "predicted"
-    for the linearised curve).
+
+#: the kernel's prediction (the linearised loss): a wide pale line drawn under the measured curves, which
+#: stay visible on it where the two coincide (the kernel regime)
+PREDICTED_STYLE = dict(ls="-", lw=2.6, alpha=0.3, zorder=1.5)
+PREDICTED_KEY = "wide pale: linearised from $K_0$"
+
+
+def draw_seed_curves(cv: Canvas, ax, sub, var: str, dim: str, color, label: Optional[str], panel: str,
+                     group: Dict[str, Any], ls: str = "-", band: bool = True, marker: Optional[str] = None,
+                     stat: str = "mean", lw: Optional[float] = None, role: str = "data", alpha: Optional[float] = None,
+                     zorder: Optional[float] = None):
+    """Mean line + [min, max] band over the non-diverged seeds of ``var`` (dims seed x dim); diverged
+    dashed with an x at their end.
+
+    The mean and band cover the epochs up to the last one where every non-diverged seed has a value
+    (runs stop early at the float floor: their curves end with NaN); after it, each seed still running
+    is drawn on as a thin line of the same colour.  Returns (x, mean) of the non-diverged mean.
+    ``stat`` names the mean in the CSV (e.g. "predicted" for the linearised curve).
     """
     if var not in sub:
         return np.array([]), np.array([])
@@ -169,67 +242,112 @@ def draw_seed_curves(cv: Canvas, ax, sub, var: str, dim: str, color, label: str,
     seeds = stats.axis_values(sub, "seed")
     div = status == stats.STATUS_DIVERGED
     good = np.where(div[:, None], np.nan, vals)
-    mean, lo, hi = stats.mean_band(good, axis=0)
+    fin_any = np.isfinite(good)
+    has = fin_any.any(axis=1)
+    last = np.where(has, (fin_any * np.arange(x.size)).max(axis=1), -1)
+    common_end = int(last[has].min()) if has.any() else -1
+    common = np.arange(x.size) <= common_end
+    mean, lo, hi = stats.mean_band(np.where(common[None, :], good, np.nan), axis=0)
     fin = np.isfinite(mean)
     sparse = fin.sum() <= 12 or (fin.sum() < fin.size and not (fin[1:] & fin[:-1]).any())
     mk = marker if marker is not None else ("o" if sparse else None)
+    kw = dict(color=color, ls=ls, marker=mk, ms=MS_MEAN + 0.6, markevery=None if x[fin].size <= 12 else max(1, x[fin].size // 8))
+    if lw is not None:
+        kw["lw"] = lw
+    if alpha is not None:
+        kw["alpha"] = alpha
+    if zorder is not None:
+        kw["zorder"] = zorder
     if np.any(fin):
         # drawn only where finite, so that curves recorded every k epochs are lines, not gaps
-        ax.plot(x[fin], mean[fin], color=color, ls=ls, label=label, marker=mk, ms=3,
-                markevery=None if x[fin].size <= 12 else max(1, x[fin].size // 8))
-        if band and np.sum(~div & (status != stats.STATUS_MISSING)) > 1:
+        ax.plot(x[fin], mean[fin], label=label, role=role, **kw)
+        if band and np.sum(has) > 1:
             ax.fill_between(x[fin], lo[fin], hi[fin], color=color, alpha=0.18, lw=0)
             cv.band_drawn = True
-    cv.record(panel, var, dim, x, mean, stat, **group)
+    cv.record(panel, var, dim, x[common], mean[common], stat, **group)
     if stat == "mean":
-        cv.record(panel, var, dim, x, lo, "low", **group)
-        cv.record(panel, var, dim, x, hi, "high", **group)
+        cv.record(panel, var, dim, x[common], lo[common], "low", **group)
+        cv.record(panel, var, dim, x[common], hi[common], "high", **group)
+    on = np.nonzero(has & (last > common_end))[0]  # seeds that ran on after another stopped
+    if on.size:
+        # one thinner line (the mean of the seeds still running) per series, in its style: the seeds' tails
+        # would otherwise run over each other, and over another series' tails where two series coincide
+        tail = np.arange(x.size) >= common_end
+        fin_on = np.isfinite(good[on])
+        count = fin_on.sum(axis=0)
+        run_on = np.where(fin_on, good[on], 0.0).sum(axis=0) / np.where(count > 0, count, 1)
+        run_on[count == 0] = np.nan
+        ok = tail & np.isfinite(run_on)
+        if ok.sum() >= 1:
+            tkw = dict(kw, lw=0.55 * float(lw if lw is not None else 1.0), marker=mk if ok.sum() == 1 or sparse else None,
+                       ms=MS_MEAN)
+            tkw.pop("markevery", None)
+            ax.plot(x[ok], run_on[ok], role=role, **tkw)
+        for k in on:
+            okk = tail & np.isfinite(good[k])
+            if okk.sum() >= 1:
+                cv.record(panel, var, dim, x[okk], good[k][okk], "run" if stat == "mean" else stat,
+                          **dict(group, seed=seeds[k]))
     for k in np.nonzero(div)[0]:
         v = vals[k]
-        fin = np.nonzero(np.isfinite(v))[0]
-        if fin.size >= 2:
-            ax.plot(x[fin], v[fin], color=color, ls="--", lw=1)
-        if fin.size:
-            ax.plot([x[fin[-1]]], [v[fin[-1]]], color=color, marker="x", ms=7, ls="none")
+        fk = np.nonzero(np.isfinite(v))[0]
+        if fk.size >= 2:  # dashed, in the series' own width (0.8 of it) and transparency
+            dkw = {k: kw[k] for k in ("alpha", "zorder") if k in kw}
+            ax.plot(x[fk], v[fk], color=color, ls="--", lw=0.8 * float(lw if lw is not None else 1.0), **dkw)
+        if fk.size:
+            ax.plot([x[fk[-1]]], [v[fk[-1]]], color=color, marker="x", ms=5, ls="none")
         cv.record(panel, var, dim, x, v, "diverged_run", **dict(group, seed=seeds[k], status=stats.STATUS_DIVERGED))
         cv.diverged_drawn = True
     return x, mean
 
 
-def draw_runs_fit(cv: Canvas, ax, x, y, status, seeds, color, label: str, panel: str, quantity: str,
-                   x_name: str, group: Dict[str, Any], slope_group: str, confidence: float,
-                   fit: bool = True, xs_group: Optional[Sequence] = None, marker: str = "o", ls: str = "-"):
-    """Scatter one point per run (diverged: grey x), the seed-mean line, and a log-log fit over non-diverged runs.
+def draw_runs_fit(cv: Canvas, ax, x, y, status, seeds, color, label: Optional[str], panel: str, quantity: str,
+                  x_name: str, group: Dict[str, Any], slope_group: str, confidence: float,
+                  fit: bool = True, xs_group: Optional[Sequence] = None, marker: str = "o", ls: str = "-",
+                  order: Optional[int] = None):
+    """Scatter one point per run (diverged: grey x), the seed-mean line, and a log-log fit over the
+    non-diverged runs, drawn dotted with its legend entry ("<label>: fit, slope s").
 
-    x, y, status, seeds: flat arrays with one entry per run.  Returns the fit dict (NaN when not fitted).
+    x, y, status, seeds: flat arrays with one entry per run.  Missing and kernel-only runs are not drawn
+    (callers that have a value for a kernel-only run, e.g. at initialisation, pass it as complete).
+    ``order``: the series' place among those drawn on the panel (default: counted per panel): the first
+    draws filled points, later ones hollow and smaller, so that series with equal values (LeCun and NTK
+    attention at init, say) never hide each other.  Returns the fit dict (NaN when not fitted).
     """
     x = np.asarray(x, dtype=float).ravel()
     y = np.asarray(y, dtype=float).ravel()
     status = np.asarray(status).astype(str).ravel()
     div = status == stats.STATUS_DIVERGED
-    ok = ~div & (status != stats.STATUS_MISSING) & np.isfinite(y)
+    absent = (status == stats.STATUS_MISSING) | (status == stats.STATUS_KERNEL_ONLY)
+    ok = ~div & ~absent & np.isfinite(y)
+    if order is None:
+        order = getattr(ax, "_run_series", 0)
+        ax._run_series = order + 1
+    ms = max(1.4, MS_RUN - 0.45 * order)
     if ok.any():
-        ax.plot(x[ok], y[ok], ls="none", marker=marker, ms=4, color=color, alpha=0.6)
+        ax.plot(x[ok], y[ok], ls="none", marker=marker, ms=ms, color=color, alpha=0.5 if order == 0 else 0.8,
+                mew=0 if order == 0 else 0.7, mfc=None if order == 0 else "none")
     shown = div & np.isfinite(y)  # a diverged run has a value only where it has one (e.g. at init)
     if shown.any():
-        ax.plot(x[shown], y[shown], ls="none", marker="x", ms=7, color="grey")
+        ax.plot(x[shown], y[shown], ls="none", marker="x", ms=5, color="grey")
     if div.any():
         cv.diverged_drawn = True
     for xi, yi, st, sd in zip(x, y, status, seeds):
-        if st == stats.STATUS_MISSING:
+        if st in (stats.STATUS_MISSING, stats.STATUS_KERNEL_ONLY):
             continue
         g = dict(group, seed=sd, status=st)
         g[x_name] = xi if x_name in ("width", "n_samples") else g.get(x_name)
         cv.record(panel, quantity, x_name, xi, yi, "diverged_run" if st == stats.STATUS_DIVERGED else "run", **g)
     # seed-mean line at each x
     ux = np.unique(x[ok & np.isfinite(x)])
-    means = np.array([np.nanmean(np.where(np.isfinite(y[ok & (x == u)]), y[ok & (x == u)], np.nan))
-                      if np.any(np.isfinite(y[ok & (x == u)])) else np.nan for u in ux])
+    means = np.array([float(np.mean(y[ok & (x == u)])) for u in ux])
     result = stats.fit_loglog(x[ok], y[ok], confidence) if fit else stats._nan_fit()
-    lab = label  # the fitted slope and its interval go to the finding and the slopes table, not the legend
     if ux.size and np.isfinite(means).any():
-        fm = np.isfinite(means)
-        ax.plot(ux[fm], means[fm], color=color, lw=1, ls=ls, marker=marker, ms=3, label=lab)
+        fm = np.isfinite(means)  # a marker only where the mean is a single point (a line shows itself)
+        ax.plot(ux[fm], means[fm], color=color, lw=0.9, ls=ls, marker=marker if fm.sum() == 1 else None,
+                ms=max(1.2, ms - 1.0))
+        if label:  # the legend shows the series' marker and line style together
+            key(ax, label, color=color, lw=0.9, ls=ls, marker=marker, ms=ms, mfc=None if order == 0 else "none")
     for u, m in zip(ux, means):
         g = dict(group)
         if x_name in ("width", "n_samples"):
@@ -239,7 +357,8 @@ def draw_runs_fit(cv: Canvas, ax, x, y, status, seeds, color, label: str, panel:
         pos = ok & np.isfinite(x) & np.isfinite(y) & (x > 0) & (y > 0)
         xl = np.unique(x[pos])
         yl = np.exp(result["intercept"]) * xl ** result["slope"]
-        ax.plot(xl, yl, color=color, ls=":", lw=1.5)
+        ax.plot(xl, yl, color=color, ls=":", lw=1.2, role="fit",
+                label=f"{label + ': ' if label else ''}fit, slope {fmt(result['slope'], 2)}")
         cv.record(panel, quantity, x_name, xl, yl, "fit", **group)
         cv.add_slope(f"{quantity} vs {x_name}", slope_group, result)
     return result
@@ -278,5 +397,150 @@ def diverged_clause(ds) -> str:
     return f"; {k} run(s) diverged (excluded from fits)" if k else ""
 
 
+def key(ax, label: str, **style) -> None:
+    """A legend entry without data (explains a line style or a marker used by several series)."""
+    ax.plot([], [], label=label, role="key", **style)
+
+
 # ---------------------------------------------------------------------------------------------
-# The figures
+# Rates in findings
+# ---------------------------------------------------------------------------------------------
+
+def median(values) -> float:
+    v = np.asarray(values, dtype=float).ravel()
+    v = v[np.isfinite(v)]
+    return float(np.median(v)) if v.size else np.nan
+
+
+def rate_words(rec, budget: int, rate_range) -> str:
+    """The measured range rate of one width's seeds (a `stats.rates` slice) in words: the median rate,
+    or why there is none (kernel only, no seed entered the range within the budget, diverged)."""
+    kinds = [str(k) for k in np.asarray(rec["kind"].values).ravel()]
+    rates = np.asarray(rec["rate"].values, dtype=float).ravel()
+    if all(k == stats.STATUS_KERNEL_ONLY for k in kinds):
+        return "kernel only"
+    if all(k in ("missing", "invalid") for k in kinds):
+        return "no run"
+    ok = [r for r, k in zip(rates, kinds) if k in ("measured", "floor") and np.isfinite(r)]
+    if ok:
+        floor = sum(k == "floor" for k in kinds)
+        return f"{fmt(float(np.median(ok)))}" + (f" ({floor} of {len(kinds)} seeds to the float floor)" if floor else "")
+    if all(k == "diverged" for k in kinds):
+        return "diverged"
+    return f"did not reach L/L_0 = {rate_range[0]:g} in {budget} epochs"
+
+
+def predicted_rate_words(pred, lin) -> str:
+    """The kernel's predicted rate of one width: from K_0's modes (`stats.predicted_rates`) when the
+    aggregate has them, else from the stored linearised curve (`stats.rates` of loss_linearised)."""
+    p = median(pred["rate"].values) if pred is not None else np.nan
+    if np.isfinite(p):
+        return fmt(p)
+    q = median(lin["rate"].values) if lin is not None else np.nan
+    return f"{fmt(q)} (from the stored linearised curve)" if np.isfinite(q) else "n/a"
+
+
+# ---------------------------------------------------------------------------------------------
+# Rate ratios across width in every framing (claims 3 and 4): the regime map
+# ---------------------------------------------------------------------------------------------
+
+#: how a comparison's outcome reads in a finding
+OUTCOME_WORDS = {stats.FASTER: "faster", stats.SLOWER: "slower", stats.NO_DIFFERENCE: "no material difference",
+                 stats.UNDECIDED: "undecided"}
+
+
+def _series_label(ds, source, setting) -> Tuple[str, str, str]:
+    """(framing key, legend label, words for the finding) of one series of `stats.comparison_by_width`."""
+    from ..core.linearised import parse_step
+
+    if source == stats.PREDICTED:
+        c = stats.step_fraction(ds)
+        limit = f"{c:g} x {'common' if setting == 'common' else 'own'} limit"
+        return setting, f"K$_0$ prediction, {limit}".replace(" x ", r" $\times$ "), f"predicted from K_0 at {limit}"
+    s = setting if setting is not None else ds.attrs.get("step")
+    try:
+        kind = parse_step(float(s) if _is_number(s) else s)[0]
+    except (TypeError, ValueError):
+        kind = "fixed"
+    return ("own" if kind == "limit" else "common"), f"measured, {step_text(setting, ds)}", f"measured at {step_words(setting, ds)}"
+
+
+def _trend_words(entries) -> str:
+    """'1.17 at width 64 -> 0.57 [0.54, 0.61] at width 4096' over the widths with a ratio."""
+    pts = [(w, res) for w, res, _ in entries if np.isfinite(res["ratio"])]
+    if not pts:
+        decided = [(w, res) for w, res, _ in entries if res["outcome"] != stats.UNDECIDED and np.isfinite(res["bound"])]
+        if decided:
+            w, res = decided[-1]
+            return f"{'>=' if res['outcome'] == stats.FASTER else '<='} {fmt(res['bound'])} at width {w} (censored pairs)"
+        return "n/a (no seed pair with both rates)"
+
+    def one(w, res):
+        band = f" [{fmt(res['ci_low'])}, {fmt(res['ci_high'])}]" if np.isfinite(res["ci_low"]) else ""
+        return f"{fmt(res['ratio'])}{band} at width {w}"
+
+    return one(*pts[0]) if len(pts) == 1 else f"{one(*pts[0])} -> {one(*pts[-1])}"
+
+
+def draw_comparison(cv: Canvas, ax, ds, by_width, a_label: str, b_label: str, panel: str, settings,
+                    group: Dict[str, Any]) -> str:
+    """Draw a rate ratio A/B against width for every framing of `stats.comparison_by_width` (measured
+    points with their interval where trained; the kernel's prediction from K_0 in both framings at
+    every width), the band of no material difference (1 +/- min_effect) and 1; returns the finding's
+    clause: the trend across width per framing and the verdict at the largest width."""
+    m = float(settings["min_effect"])
+    widths = np.asarray(stats.axis_values(ds, "width"), dtype=float)
+    lo_x, hi_x = widths.min() / 1.25, widths.max() * 1.25
+    ax.fill_between([lo_x, hi_x], [1 / (1 + m)] * 2, [1 + m] * 2, color="grey", alpha=0.18, lw=0, role="reference",
+                    label=f"no material difference (within {m:.0%})")
+    ax.axhline(1.0, color="grey", lw=0.6)
+    cv.record(panel, "min_effect_band", "width", [lo_x, hi_x], [1 / (1 + m), 1 + m], "reference", **group)
+    markers = iter(["o", "s", "D", "v", "P"])
+    parts, drawn, bounds = [], [], []
+    for (source, setting), entries in by_width.items():
+        fr, label, words = _series_label(ds, source, setting)
+        color, pls = FRAMING_STYLE[fr]
+        xs = np.asarray([w for w, _, _ in entries], dtype=float)
+        r = np.asarray([res["ratio"] for _, res, _ in entries], dtype=float)
+        lo = np.asarray([res["ci_low"] for _, res, _ in entries], dtype=float)
+        hi = np.asarray([res["ci_high"] for _, res, _ in entries], dtype=float)
+        quantity = f"rate_ratio_{source}" + (f"_{setting}" if setting is not None else "")
+        fin = np.isfinite(r)
+        if source == stats.MEASURED:
+            mk = next(markers)
+            if fin.any():
+                ax.errorbar(xs[fin], r[fin], lo[fin], hi[fin], color=color, marker=mk, ms=3.5, ls="-", lw=0.9,
+                            capsize=1.5, elinewidth=0.8, label=label)
+            # a pair decided by runs that entered the rate range against runs that did not: a bound
+            bound = np.asarray([res["bound"] if not np.isfinite(res["ratio"]) else np.nan for _, res, _ in entries])
+            up = np.asarray([res["outcome"] == stats.FASTER for _, res, _ in entries])
+            for w, b, u in zip(xs, bound, up):
+                if np.isfinite(b):
+                    ax.plot([w], [b], color=color, marker=mk, mfc="none", ms=3.5, ls="none")
+                    ax.arrow(w, b, "up" if u else "down", color=color)
+                    cv.record(panel, quantity, "width", w, b, "censored", **group)
+                    bounds.append(float(b))
+            if np.isfinite(bound).any() and not fin.any():
+                ax.plot([], [], color=color, marker=mk, mfc="none", ls="none", label=label + " (bound)", role="key")
+            stat = "mean"
+        else:
+            if fin.any():
+                ax.plot(xs[fin], r[fin], color=color, ls=pls, lw=1.1, marker=".", ms=3, label=label, role="predicted")
+            stat = "predicted"
+        cv.record(panel, quantity, "width", xs, r, stat, **group)
+        cv.record(panel, quantity, "width", xs, lo, "low", **group)
+        cv.record(panel, quantity, "width", xs, hi, "high", **group)
+        drawn += list(r[fin]) + list(lo[np.isfinite(lo)]) + list(hi[np.isfinite(hi)])
+        if entries:
+            w, res, _ = entries[-1]
+            parts.append(f"{words}: {_trend_words(entries)}; at width {w}: {OUTCOME_WORDS[res['outcome']]}")
+        else:
+            parts.append(f"{words}: no trained width")
+    ax.set(xlabel="width", ylabel=f"rate ratio {a_label} / {b_label}")
+    set_log(ax, "x", widths)
+    vals = np.asarray(drawn + bounds + [1 / (1 + m), 1 + m], dtype=float)
+    set_log(ax, "y", vals)
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    if bounds:  # room for the arrows of censored ratios (10 points beyond their marker)
+        ax.set_ylim(vals.min() / 2.0, vals.max() * 2.0)
+    return "; ".join(parts)

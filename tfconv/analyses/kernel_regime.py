@@ -17,86 +17,117 @@ from . import stats
 
 #: the weight matrices as figure labels
 MATRIX_LABEL = {"Wq": r"$W_q$", "Wk": r"$W_k$", "Wv": r"$W_v$", "Wh": r"$W_h$", "wo": r"$w_o$"}
-MATRIX_LS = {"Wq": "-", "Wk": "--", "Wv": "-.", "Wh": ":", "wo": (0, (5, 1))}
+#: one colour, line style and width per matrix: W_q and W_k move alike (their roles in the logits are
+#: symmetric), so W_q is drawn wide and light and W_k thin and dark on top of it: both stay visible
+MATRIX_STYLE = {"Wq": dict(color="#ff7f0e", ls="-", lw=2.2, alpha=0.6), "Wk": dict(color="#1a1a1a", ls="--", lw=0.9),
+                "Wv": dict(color="#d62728", ls="-.", lw=1.0), "Wh": dict(color="#8c564b", ls=":", lw=1.3),
+                "wo": dict(color="#e377c2", ls=(0, (5, 1)), lw=1.0)}
 
 
 def _trained(sub):
-    return [w for w in stats.axis_values(sub, "width") if (D.run_status(sub.sel(width=w)) != stats.STATUS_KERNEL_ONLY).any()]
+    """The widths of `sub` with a run that trained (complete or diverged; not kernel-only or missing)."""
+    return [w for w in stats.axis_values(sub, "width") if D.trained(sub.sel(width=w))]
+
+
+def _median_at(values, w) -> float:
+    return D.median(values.sel(width=w).values)
 
 
 def figure9(ds, settings) -> tuple:
-    """Appendix Fig. 9 under tau0 = d_m^-1 (and its inv_sqrt row): (a) loss, (b) weight change per
-    weight matrix at the widest width and in total per width, (c) NTK change (log axis) per width."""
+    """Appendix Fig. 9 under tau0 = d_m^-1 and, in the row below, under d_m^-1/2 (claim 5's contrast):
+    the loss, the weight change of each matrix at the widest trained width, the weight change of all
+    weights per width and the NTK change (log axis) per width at the checkpoints after 0."""
     ds, n = D.prepare(ds)
     ds, _ = D.first_step(ds)
     scalings = stats.axis_values(ds, "scaling")
     rows = [s for s in ("inv", "inv_sqrt") if s in scalings] or scalings[:2]
     ini = stats.preferred(stats.axis_values(ds, "init"), "lecun")
-    cv = Canvas("figure9", 4 * len(rows), ncols=4, panel_size=(4.2, 3.4))
-    summary = []
+    per_matrix = any(f"weight_change_{k}" in ds for k in PARAM_NAMES)
+    has_kernel = bool(np.isfinite(stats.final_kernel_change(ds)).any())  # a kernel change after checkpoint 0
+    cols = ["loss"] + (["matrix"] if per_matrix else []) + ["weights"] + (["kernel"] if has_kernel else [])
+    nc = len(cols)
+    cv = Canvas("figure9", nc * len(rows), ncols=nc, legend="figure", aspect=0.95)
     thr = float(settings["kernel_change_threshold"])
+    summary = []
     for r, sc in enumerate(rows):
         sub = ds.sel(scaling=sc, init=ini)
         widths = _trained(sub)
-        sub = sub.sel(width=widths)
-        colors = D.colors(len(widths))
-        finals_w, finals_k = [], []
-        for w, c in zip(widths, colors):
+        if not widths:  # nothing trained: the kernel's prediction of the loss, nothing else moves
+            widths_all = stats.axis_values(sub, "width")
+        sub_t = sub.sel(width=widths) if widths else sub
+        colors = D.colors(len(stats.axis_values(ds, "width")))
+        cmap = dict(zip(stats.axis_values(ds, "width"), colors))
+        ax = {c: cv.ax(nc * r + j) for j, c in enumerate(cols)}
+        letter = {c: chr(97 + nc * r + j) for j, c in enumerate(cols)}
+        for w in (widths or widths_all):
             g = dict(width=w, scaling=sc, init=ini, n_samples=n)
             s = sub.sel(width=w)
-            D.draw_seed_curves(cv, cv.ax(4 * r), s, "loss", "epoch", c, f"width {w}", f"loss {sc}", g)
-            _, wm = D.draw_seed_curves(cv, cv.ax(4 * r + 2), s, "weight_change", "epoch", c, f"width {w}",
-                                       f"weight_change {sc}", g)
-            later = s.sel(checkpoint_epoch=s["checkpoint_epoch"] > 0)  # K_0 against itself is 0: no log point
-            km = np.array([])
-            if later.sizes["checkpoint_epoch"]:
-                _, km = D.draw_seed_curves(cv, cv.ax(4 * r + 3), later, "kernel_change", "checkpoint_epoch", c,
-                                           f"width {w}", f"kernel_change {sc}", g, marker="o")
-            finals_w.append(wm[-1] if wm.size else np.nan)
-            finals_k.append(km[-1] if km.size else np.nan)
-        # (b) per weight matrix at the widest trained width (Fig. 9(b))
-        if not any(f"weight_change_{k}" in sub for k in PARAM_NAMES):
-            cv.ax(4 * r + 1).set_visible(False)
-        elif widths:
+            var = "loss" if widths else "loss_linearised"
+            D.draw_seed_curves(cv, ax["loss"], s, var, "epoch", cmap[w], f"width {w}", f"loss {sc}", g)
+            if not widths:
+                continue
+            moved = s.sel(epoch=s["epoch"] > 0)  # the change is 0 at epoch 0: no point on the log axis
+            D.draw_seed_curves(cv, ax["weights"], moved, "weight_change", "epoch", cmap[w], f"width {w}",
+                               f"weight_change {sc}", g)
+            if has_kernel:
+                later = s.sel(checkpoint_epoch=s["checkpoint_epoch"] > 0)  # K_0 against itself is 0: no log point
+                D.draw_seed_curves(cv, ax["kernel"], later, "kernel_change", "checkpoint_epoch", cmap[w], f"width {w}",
+                                   f"kernel_change {sc}", g, marker="o")
+        if per_matrix and widths:
             s = sub.sel(width=widths[-1])
+            s = s.sel(epoch=s["epoch"] > 0)  # 0 at epoch 0: no point on the log axis
             for name in PARAM_NAMES:
                 var = f"weight_change_{name}"
                 if var in s:
-                    D.draw_seed_curves(cv, cv.ax(4 * r + 1), s, var, "epoch", "k", MATRIX_LABEL.get(name, name),
+                    sty = MATRIX_STYLE.get(name, {})
+                    D.draw_seed_curves(cv, ax["matrix"], s, var, "epoch", sty.get("color", "k"), MATRIX_LABEL.get(name, name),
                                        f"weight_change per matrix {sc}", dict(width=widths[-1], scaling=sc, init=ini),
-                                       ls=MATRIX_LS.get(name, "-"), band=False, marker="")
-        if (sub["checkpoint_epoch"] > 0).any():
-            cv.ax(4 * r + 3).axhline(thr, color="grey", lw=0.8, ls="--", label=f"threshold {thr:g}")
-        else:  # only K_0 stored: no kernel change to draw
-            cv.ax(4 * r + 3).set_visible(False)
-        D.set_log(cv.ax(4 * r), "y", sub["loss"].values)
-        D.set_log(cv.ax(4 * r + 1), "y", [v for k in PARAM_NAMES if f"weight_change_{k}" in sub
-                                          for v in sub[f"weight_change_{k}"].values.ravel()])
-        D.set_log(cv.ax(4 * r + 2), "y", sub["weight_change"].values)
-        D.set_log(cv.ax(4 * r + 3), "y", list(sub["kernel_change"].values.ravel()) + [thr])
-        titles = (f"(a) loss, {D.scaling_text(sc)}", f"(b) per matrix, width {widths[-1] if widths else '-'}",
-                  "(b) all weights", "(c) NTK change")
-        ylabels = ("training loss", r"$\|W_t - W_0\|_F / \|W_0\|_F$", r"$\|\theta_t - \theta_0\|_F / \|\theta_0\|_F$",
-                   r"$\|K_t - K_0\|_F / \|K_0\|_F$")
-        for j in range(4):
-            cv.ax(4 * r + j).set(xlabel="checkpoint epoch" if j == 3 else "epoch", ylabel=ylabels[j], title=titles[j])
-        summary.append((sc, widths, finals_w, finals_k))
-    cv.title = f"Appendix Fig. 9: training under {D.scaling_text(rows[0])}, {D.INIT_LABEL.get(ini, ini)}"
-    sc, widths, fw, fk = summary[0]
-    if not widths:
-        return cv, "no trained widths"
-    finding = (f"under scaling {sc} ({ini}): final weight change {D.fmt(fw[0])} at width {widths[0]} to "
-               f"{D.fmt(fw[-1])} at width {widths[-1]}; final NTK change {D.fmt(fk[0])} to {D.fmt(fk[-1])} "
-               f"(threshold {thr:g})")
-    if len(summary) > 1 and summary[1][1]:
-        sc2, w2, fw2, fk2 = summary[1]
-        finding += f"; under {sc2} at width {w2[-1]}: weight change {D.fmt(fw2[-1])}, NTK change {D.fmt(fk2[-1])}"
+                                       ls=sty.get("ls", "-"), band=False, marker="", lw=sty.get("lw"),
+                                       alpha=sty.get("alpha"))
+        if has_kernel:
+            ax["kernel"].axhline(thr, color="grey", lw=0.7, ls="--", label=f"claim 5 threshold {thr:g}")
+        D.set_log(ax["loss"], "y", D.values_of_good_runs(sub_t, "loss" if widths else "loss_linearised"))
+        D.log_ylim(ax["loss"], D.values_of_good_runs(sub_t, "loss" if widths else "loss_linearised"))
+        if per_matrix:
+            D.set_log(ax["matrix"], "y", [v for k in PARAM_NAMES if f"weight_change_{k}" in sub_t
+                                          for v in sub_t[f"weight_change_{k}"].values.ravel()])
+        D.set_log(ax["weights"], "y", sub_t["weight_change"].values if widths else [])
+        if has_kernel:
+            kc = sub_t["kernel_change"].where(sub_t["checkpoint_epoch"] > 0).values if widths else np.array([])
+            D.set_log(ax["kernel"], "y", list(np.ravel(kc)) + [thr])
+        titles = {"loss": f"loss, {D.scaling_text(sc)}", "matrix": f"per matrix, width {widths[-1] if widths else '-'}",
+                  "weights": "all weights", "kernel": "NTK change"}
+        ylabels = {"loss": "training loss", "matrix": r"$\|W_t - W_0\|_F / \|W_0\|_F$",
+                   "weights": r"$\|\theta_t - \theta_0\|_F / \|\theta_0\|_F$", "kernel": r"$\|K_t - K_0\|_F / \|K_0\|_F$"}
+        for c in cols:
+            ax[c].set(xlabel="checkpoint epoch" if c == "kernel" else "epoch", ylabel=ylabels[c],
+                      title=f"({letter[c]}) {titles[c]}")
+        if widths:
+            kce = stats.final_kernel_change(sub_t)
+            wce = stats.final_value(sub_t, "weight_change")
+            summary.append((sc, widths, [_median_at(wce, w) for w in widths], [_median_at(kce, w) for w in widths]))
+        else:
+            summary.append((sc, [], [], []))
+    cv.title = f"Appendix Fig. 9: training under {D.scaling_text(rows[0])} and {D.scaling_text(rows[-1])}, " \
+               f"{D.INIT_LABEL.get(ini, ini)}" if len(rows) > 1 else \
+               f"Appendix Fig. 9: training under {D.scaling_text(rows[0])}, {D.INIT_LABEL.get(ini, ini)}"
+    parts = []
+    for sc, widths, fw, fk in summary:
+        if not widths:
+            parts.append(f"under {D.scaling_words(sc)}: no trained width")
+            continue
+        span = (lambda v: f"{D.fmt(v[0])} at width {widths[0]} -> {D.fmt(v[-1])} at width {widths[-1]}"
+                if len(widths) > 1 else f"{D.fmt(v[-1])} at width {widths[-1]}")
+        parts.append(f"under {D.scaling_words(sc)}: " + (f"final NTK change {span(fk)}, " if np.isfinite(fk).any() else "")
+                     + f"final weight change {span(fw)}")
+    finding = f"{D.init_words(ini)} (median seed, last checkpoint / last epoch): " + "; ".join(parts) + \
+        (f" (claim 5 threshold for the NTK change {thr:g})" if has_kernel else "; no kernel change after checkpoint 0")
     return cv, finding + D.diverged_clause(ds.sel(scaling=rows, init=ini))
 
 
 register(Analysis(
     name="figure9", section="kernel_regime", paper="App. Fig. 9",
-    summary="loss, per-matrix and total weight change, NTK change (log) per epoch and width under tau0 = d_m^-1",
+    summary="loss, per-matrix and total weight change, NTK change (log) per epoch and width under tau0 = d_m^-1 and, below, d_m^-1/2",
     numbers=figure9, claims=(5,),
     caption="""**Appendix Fig. 9** under tau0 = d_m^-1 (LeCun when present; the tau0 = d_m^-1/2 row below for
 comparison): (a) training loss; (b) weight change ``|W_t - W_0|_F / |W_0|_F`` of each weight matrix at
@@ -129,12 +160,12 @@ def spectrum(ds, settings) -> tuple:
                                                    marker=sty["marker"], ls=sty["ls"])
     for p, (var, lab) in enumerate((("lambda_min", r"$\lambda_{\min}(K_0)$"), ("lambda_max", r"$\lambda_{\max}(K_0)$"))):
         ax = cv.ax(p)
-        ax.set(xlabel="width", ylabel=lab, title=f"{lab} at initialisation{D.note_n(n)}")
+        ax.set(xlabel="width", ylabel=lab, title=f"({chr(97 + p)}) {lab}{D.note_n(n)}")
         D.set_log(ax, "x", widths)
         D.set_log(ax, "y", stats.epoch0_kernel(ds, var).values)
     cv.title = "NTK spectrum at initialisation"
-    lmin = "; ".join(f"{ini}/{sc} {D.ci(f)}" for (sc, ini, v), f in fits.items() if v == "lambda_min")
-    lmax = "; ".join(f"{ini}/{sc} {D.fmt(f['slope'])}" for (sc, ini, v), f in fits.items() if v == "lambda_max")
+    lmin = "; ".join(f"{D.group_words(sc, ini)} {D.ci(f)}" for (sc, ini, v), f in fits.items() if v == "lambda_min")
+    lmax = "; ".join(f"{D.group_words(sc, ini)} {D.ci(f)}" for (sc, ini, v), f in fits.items() if v == "lambda_max")
     vals = stats.epoch0_kernel(ds, "lambda_min").values
     smallest = np.nanmin(vals) if np.any(np.isfinite(vals)) else np.nan
     density = _draw_density(cv, cv.ax(2), ds, n) if has_density else (
@@ -157,7 +188,7 @@ def _draw_density(cv: Canvas, ax, ds, n) -> str:
     widths = stats.axis_values(s, "width")
     colors = D.colors(len(widths))
     by_method, missing = {}, []
-    for w, c in zip(widths, colors):
+    for k, (w, c) in enumerate(zip(widths, colors)):
         sw = s.sel(width=w)
         meth = np.asarray(sw["spectral_density_method"].values).astype(str).ravel()
         dens = np.asarray(sw["spectral_density_K0"].transpose("seed", "spectrum_bin").values, dtype=float)
@@ -170,20 +201,21 @@ def _draw_density(cv: Canvas, ax, ds, n) -> str:
         how = "+".join(DENSITY_METHOD.get(k, k) for k in kinds)
         by_method.setdefault(how, []).append(w)
         y = np.where(y > 0, y, np.nan)  # empty bins: no point on the log axis
-        ax.plot(centres, y, color=c, marker="o", ms=2.5, lw=1.0,
+        # each width's markers smaller than the previous one's: a bin two widths share shows both
+        ax.plot(centres, y, color=c, marker="o", ms=max(1.2, 3.6 - 0.4 * k), lw=1.0,
                 ls="-" if "slq" not in kinds else "--", label=f"width {w} ({how}, {int(have.sum())} seed(s))")
         cv.record("spectral density", "spectral_density_K0", "lambda", centres[np.isfinite(y)], y[np.isfinite(y)],
                   "mean", width=w, scaling=sc, init=ini, n_samples=n)
     edges = np.asarray(ds["spectral_density_K0"].attrs.get("bin_edges", [np.nan, np.nan]), dtype=float)
     ax.set(xlabel=r"eigenvalue $\lambda$ of $K_0$", ylabel="fraction of eigenvalues per bin",
-           title=f"spectral density of $K_0$, {D.group_text(sc, ini)}")
+           title="(c) spectral density of $K_0$")
     ax.set_xscale("log")
     ax.set_yscale("log")
     drawn = [r["y"] for r in cv.rows if r["quantity"] == "spectral_density_K0"]
     if drawn:
         ax.set_ylim(min(drawn) / 2, min(1.0, max(drawn) * 2))
     parts = [f"{how} for width(s) {', '.join(str(w) for w in ws)}" for how, ws in by_method.items()]
-    clause = (f"spectral density of K_0 ({ini}/{sc}, {centres.size} log bins over "
+    clause = (f"spectral density of K_0 ({D.group_words(sc, ini)}, {centres.size} log bins over "
               f"[{D.fmt(edges[0])}, {D.fmt(edges[-1])}]): " + "; ".join(parts))
     if missing:
         clause += f"; none for width(s) {', '.join(str(w) for w in missing)} (no eigenvalues or SLQ density stored)"
@@ -208,37 +240,61 @@ the far right is the outlier lambda_max.""",
 
 
 def lazy_training(ds, settings) -> tuple:
-    """Final weight change and final NTK change vs width, log-log slopes per init and scaling, with the
-    kernel-stability and claim-5 thresholds."""
+    """Final weight change (last finite epoch) and final NTK change (last checkpoint after 0,
+    `stats.final_kernel_change`) against width, log-log slopes per init and scaling, with the
+    kernel-stability and claim-5 thresholds; kernel-only widths have no training and draw no point."""
     ds, n = D.prepare(ds)
     ds, _ = D.first_step(ds)
     conf = float(settings["confidence"])
     widths = stats.axis_values(ds, "width")
-    cv = Canvas("lazy_training", 2)
-    fits = {}
+    has_kernel = bool(np.isfinite(stats.final_kernel_change(ds)).any())
+    cv = Canvas("lazy_training", 2 if has_kernel else 1, aspect=0.8)
+    fits, levels = {}, {}
     for k, (sc, ini) in enumerate(D.groups(ds)):
         sty = D.group_style(sc, ini, k)
         s = ds.sel(scaling=sc, init=ini)
-        for p, (var, da) in enumerate((("weight_change", stats.final_value(s, "weight_change")),
-                                       ("kernel_change", stats.kernel_change_max(s)))):
+        quantities = [("weight_change_final", stats.final_value(s, "weight_change"))]
+        if has_kernel:
+            quantities.append(("kernel_change_final", stats.final_kernel_change(s)))
+        for p, (var, da) in enumerate(quantities):
             x, y, st, sd = D.flat(s, da, "width")
             fits[(sc, ini, var)] = D.draw_runs_fit(cv, cv.ax(p), x, y, st, sd, sty["color"], D.group_text(sc, ini),
-                                                   f"final {var}", f"{var}_final" if p == 0 else "kernel_change_max",
-                                                   "width", dict(scaling=sc, init=ini, n_samples=n),
+                                                   var.replace("_", " "), var, "width",
+                                                   dict(scaling=sc, init=ini, n_samples=n),
                                                    D.group_label(init=ini, scaling=sc), conf,
                                                    marker=sty["marker"], ls=sty["ls"])
+            tw = _trained(s)
+            if tw:
+                levels[(sc, ini, var)] = (tw[-1], _median_at(da, tw[-1]))
     ks, kt = float(settings["kernel_stability"]), float(settings["kernel_change_threshold"])
-    cv.ax(1).axhline(ks, color="grey", ls="--", lw=0.8, label=f"kernel regime {ks:g}")
-    cv.ax(1).axhline(kt, color="grey", ls=":", lw=0.8, label=f"claim 5 threshold {kt:g}")
-    cv.ax(0).set(xlabel="width", ylabel=r"$\|\theta_E - \theta_0\|_F / \|\theta_0\|_F$", title=f"final weight change{D.note_n(n)}")
-    cv.ax(1).set(xlabel="width", ylabel=r"$\max_t \|K_t - K_0\|_F / \|K_0\|_F$", title="largest NTK change")
-    for p, var in enumerate(("weight_change_final", "kernel_change_max")):
+    cv.ax(0).set(xlabel="width", ylabel=r"$\|\theta_E - \theta_0\|_F / \|\theta_0\|_F$",
+                 title=f"(a) final weight change{D.note_n(n)}")
+    if has_kernel:
+        cv.ax(1).axhline(ks, color="grey", ls="--", lw=0.7, label=f"kernel regime {ks:g}")
+        cv.ax(1).axhline(kt, color="grey", ls=":", lw=0.7, label=f"claim 5 threshold {kt:g}")
+        cv.ax(1).set(xlabel="width", ylabel=r"$\|K_E - K_0\|_F / \|K_0\|_F$", title="(b) final NTK change")
+    for p, var in enumerate(("weight_change_final", "kernel_change_final")[: 2 if has_kernel else 1]):
         D.set_log(cv.ax(p), "x", widths)
         D.set_log(cv.ax(p), "y", [r["y"] for r in cv.rows if r["quantity"] == var] + ([ks, kt] if p else []))
     cv.title = "Lazy training: how much weights and kernel move"
-    wpart = "; ".join(f"{ini}/{sc} {D.ci(f)}" for (sc, ini, v), f in fits.items() if v == "weight_change")
-    kpart = "; ".join(f"{ini}/{sc} {D.ci(f)}" for (sc, ini, v), f in fits.items() if v == "kernel_change")
-    return cv, f"width slope of the final weight change: {wpart}; of the largest NTK change: {kpart}" + D.diverged_clause(ds)
+
+    def part(var):
+        out = []
+        for (sc, ini, v), f in fits.items():
+            if v != var:
+                continue
+            lev = levels.get((sc, ini, v))
+            out.append(f"{D.group_words(sc, ini)} slope {D.ci(f)}"
+                       + (f", {D.fmt(lev[1])} at width {lev[0]}" if lev and np.isfinite(lev[1]) else ""))
+        return "; ".join(out)
+
+    finding = (f"final weight change against width: {part('weight_change_final')}; "
+               + (f"final NTK change: {part('kernel_change_final')}" if has_kernel
+                  else "no kernel change after checkpoint 0 (only K_0 stored)") + " (median seed at the widest trained width)")
+    ko = [w for w in widths if not _trained(ds.sel(width=[w]))]
+    if ko:
+        finding += f"; width(s) {', '.join(str(w) for w in ko)} kernel only (not trained: no point)"
+    return cv, finding + D.diverged_clause(ds)
 
 
 register(Analysis(

@@ -29,48 +29,78 @@ def data_kernel_vars(dataset, exp) -> Dict[str, Any]:
                                        {"definition": "lambda_min of G_ij = <vec X_i, vec X_j> / d_s"})}
 
 
+#: mnist_accuracy: the measured loss and accuracy per scaling (line style), the linearised loss per scaling
+_MNIST_LS = {"inv_sqrt": dict(ls="-", lw=1.0), "inv": dict(ls="--", lw=0.55)}
+#: the linearised loss: wide pale lines under the measured ones (narrower for the second scaling)
+_MNIST_LIN = {"inv_sqrt": dict(ls="-", lw=3.2, alpha=0.25, zorder=1.5), "inv": dict(ls="-", lw=1.8, alpha=0.3, zorder=1.6)}
+
+
 def mnist_accuracy(ds, settings) -> tuple:
-    """Per init x scaling: the training loss per width with the linearised prediction (log), and train
-    and test accuracy per width as points joined by lines (recorded every few epochs)."""
+    """A grid with one column per init: the training loss per width and scaling with the linearised
+    prediction (top, log), and train and test accuracy per width and scaling (bottom); widths are colours,
+    scalings line styles."""
     ds, n = D.prepare(ds)
-    ds, _ = D.first_step(ds)
-    groups = D.groups(ds)
+    ds, step = D.first_step(ds)
+    inits = stats.axis_values(ds, "init")
+    scalings = stats.axis_values(ds, "scaling")
     widths = stats.axis_values(ds, "width")
     colors = D.colors(len(widths))
-    cv = Canvas("mnist_accuracy", 2 * len(groups), ncols=2, panel_size=(4.8, 3.4))
+    acc_vars = [v for v in ("train_accuracy", "test_accuracy") if v in ds]
+    rows = 2 if acc_vars else 1
+    nc = len(inits)
+    # one column per init; a single init puts its loss and accuracy side by side (a row, not a stack)
+    cv = Canvas("mnist_accuracy", rows * nc, ncols=nc if nc > 1 else rows, legend="figure", aspect=0.85)
     meas = stats.rates(ds, settings)
-    wmax = max(widths)
+    lin = stats.rates(ds, settings, "loss_linearised")
+    pred = stats.predicted_rates(ds, settings)
+    E, rr = stats.budget_epochs(ds), settings["rate_range"]
+    trained = [w for w in widths if D.trained(ds.sel(width=w))]
+    wmax = max(trained or widths)
     summary = []
-    for gi, (sc, ini) in enumerate(groups):
-        s = ds.sel(scaling=sc, init=ini)
-        for w, c in zip(widths, colors):
-            g = dict(width=w, scaling=sc, init=ini, n_samples=n)
-            sw = s.sel(width=w)
-            D.draw_seed_curves(cv, cv.ax(2 * gi), sw, "loss", "epoch", c, f"width {w}", f"loss {ini}/{sc}", g)
-            D.draw_seed_curves(cv, cv.ax(2 * gi), sw, "loss_linearised", "epoch", c, None, f"loss {ini}/{sc}", g,
-                               ls=":", band=False, marker="", stat="predicted")
-            for var, marker, ls in (("train_accuracy", "o", "--"), ("test_accuracy", "s", "-")):
-                if var in sw:
-                    D.draw_seed_curves(cv, cv.ax(2 * gi + 1), sw, var, "epoch", c,
-                                       f"width {w} {var.split('_')[0]}", f"accuracy {ini}/{sc}", g, ls=ls, band=False,
-                                       marker=marker)
-        vals = np.concatenate([s[v].values.ravel() for v in ("loss", "loss_linearised") if v in s])
-        D.set_log(cv.ax(2 * gi), "y", vals)
-        cv.ax(2 * gi).set(xlabel="epoch", ylabel="training loss (dotted: linearised)", title=D.group_text(sc, ini))
-        cv.ax(2 * gi + 1).set(xlabel="epoch", ylabel="accuracy", title=D.group_text(sc, ini))
-        cv.ax(2 * gi + 1).set_ylim(0.0, 1.02)
-        sw = s.sel(width=wmax)
-        r = meas.sel(scaling=sc, init=ini, width=wmax)
-        loss = sw["loss"].values.reshape(-1, sw.sizes["epoch"])
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ratio = float(np.nanmedian(loss[:, -1] / loss[:, 0]))
-        acc = {v: float(np.nanmedian(stats.final_value(sw, v).values)) if v in sw else np.nan
-               for v in ("train_accuracy", "test_accuracy")}
-        summary.append(f"{ini}/{sc}: loss_E/loss_0 {D.fmt(ratio)}, late rate {D.fmt(float(np.nanmedian(r['rate'].values)))} "
-                       f"[{D.fmt(float(np.nanmin(r['ci_low'].values)))}, {D.fmt(float(np.nanmax(r['ci_high'].values)))}], "
-                       f"train accuracy {D.fmt(acc['train_accuracy'])}, test {D.fmt(acc['test_accuracy'])}")
+    for j, ini in enumerate(inits):
+        top, bottom = cv.ax(j), (cv.ax(nc + j) if acc_vars else None)
+        for sc in scalings:
+            s = ds.sel(scaling=sc, init=ini)
+            for w, c in zip(widths, colors):
+                g = dict(width=w, scaling=sc, init=ini, n_samples=n)
+                sw = s.sel(width=w)
+                D.draw_seed_curves(cv, top, sw, "loss", "epoch", c, f"width {w}", f"loss {ini}/{sc}", g,
+                                   **_MNIST_LS.get(sc, _MNIST_LS["inv_sqrt"]))
+                D.draw_seed_curves(cv, top, sw, "loss_linearised", "epoch", c, None, f"loss {ini}/{sc}", g,
+                                   band=False, marker="", stat="predicted", role="predicted",
+                                   **_MNIST_LIN.get(sc, _MNIST_LIN["inv_sqrt"]))
+                for var, marker in zip(acc_vars, ("o", "s")):
+                    D.draw_seed_curves(cv, bottom, sw, var, "epoch", c, None, f"accuracy {ini}/{sc}", g,
+                                       band=False, marker=marker, **_MNIST_LS.get(sc, _MNIST_LS["inv_sqrt"]))
+            sw = s.sel(width=wmax)
+            m, li, pr = meas.sel(scaling=sc, init=ini, width=wmax), lin.sel(scaling=sc, init=ini, width=wmax), \
+                pred.sel(scaling=sc, init=ini, width=wmax)
+            loss = np.asarray(stats.final_value(sw, "loss").values, dtype=float) / np.asarray(
+                sw["loss"].isel(epoch=0).values, dtype=float)
+            acc = {v: D.median(stats.final_value(sw, v).values) for v in acc_vars}
+            p = D.predicted_rate_words(pr, li)
+            summary.append(f"{D.group_words(sc, ini)}: loss_E/loss_0 {D.fmt(D.median(loss))}, rate {D.rate_words(m, E, rr)}"
+                           + (f" (predicted {p})" if p != "n/a" else "")
+                           + "".join(f", {v.split('_')[0]} accuracy {D.fmt(a)}" for v, a in acc.items() if np.isfinite(a)))
+        vals = D.values_of_good_runs(ds.sel(init=ini), "loss", "loss_linearised")
+        D.set_log(top, "y", vals)
+        D.log_ylim(top, vals)
+        top.set(xlabel="epoch", ylabel="training loss", title=f"({chr(97 + j)}) {D.INIT_LABEL.get(ini, ini)}: loss")
+        if bottom is not None:
+            bottom.set(xlabel="epoch", ylabel="accuracy",
+                       title=f"({chr(97 + nc + j)}) {D.INIT_LABEL.get(ini, ini)}: accuracy")
+            bottom.set_ylim(0.0, 1.02)
+    ax = cv.ax(0)
+    for sc in scalings:
+        D.key(ax, f"{D.scaling_text(sc)} (measured)", color="k", **_MNIST_LS.get(sc, _MNIST_LS["inv_sqrt"]))
+        lin_key = {k: v for k, v in _MNIST_LIN.get(sc, _MNIST_LIN["inv_sqrt"]).items() if k != "zorder"}
+        D.key(ax, f"{D.scaling_text(sc)}: linearised from $K_0$ (wide pale)", color="k", **lin_key)
+    if acc_vars:
+        for var, marker in zip(acc_vars, ("o", "s")):
+            D.key(cv.ax(nc), f"{var.split('_')[0]} accuracy", color="k", marker=marker, ls="none", ms=3)
     cv.title = "ViT on MNIST: training loss and accuracy"
-    return cv, f"at width {wmax}: " + "; ".join(summary) + D.diverged_clause(ds)
+    return cv, (f"at width {wmax}, {D.step_words(step, ds)} (median seed; rate per epoch over L/L_0 from {rr[0]:g} to "
+                f"{rr[1]:g}): " + "; ".join(summary) + D.diverged_clause(ds))
 
 
 register(Analysis(
@@ -80,7 +110,7 @@ register(Analysis(
     caption="""**ViT on MNIST** (paper Sec. 5.2; our ViT, the paper's exact set-up is not known: standardised
 7x7 pixel patches as tokens, a learned linear patch embedding and learned positional embeddings when the
 experiment's ``model`` section asks for them, then the paper's encoder, 10 outputs, squared loss on
-one-hot targets): per init and scaling, the training loss per width (left, log axis; dotted: the
+one-hot targets): per init and scaling, the training loss per width (left, log axis; wide pale lines: the
 linearised prediction from K_0) and the accuracy of ``argmax f(X)`` (right) on the training subset
 (circles, dashed) and the held-out test subset (squares, solid), recorded every 10 epochs.""",
 ))

@@ -28,61 +28,26 @@ def _logit_regime(ds) -> str:
 
 
 def scaling_comparison(ds, settings) -> tuple:
-    """Rate ratio inv_sqrt/inv vs width (measured, paired by seed; linearised prediction at every width
-    including kernel-only ones) and attention deviation at init vs width."""
+    """The regime map of claim 4: the rate ratio tau0 = d_m^-1/2 over d_m^-1 against width in every framing
+    (`stats.comparison_by_width`: measured at each step setting where trained, the kernel's prediction
+    from K_0 at a common step and at each scaling's own limit at every width), with the band of no
+    material difference; and the attention deviation at init against width per scaling."""
     ds, n = D.prepare(ds)
     ini = stats.preferred(stats.axis_values(ds, "init"), "lecun", "he")
-    steps = stats.axis_values(ds, "step_size") or [None]
     conf = float(settings["confidence"])
-    cv = Canvas("scaling_comparison", len(steps) + 1)
-    parts = []
     widths = stats.axis_values(ds, "width")
-    for si, step in enumerate(steps):
-        sub = (ds.sel(step_size=step) if step is not None else ds).sel(init=ini)
-        st_label = f"step {step}" if step is not None else f"step {ds.attrs.get('step', '?')}"
-        ax = cv.ax(si)
-        have_both = {"inv_sqrt", "inv"} <= set(stats.axis_values(sub, "scaling"))
-        if not have_both:
-            D.empty(cv, "scaling_comparison needs scalings inv_sqrt and inv")
-            continue
-        for var, label, style in (("loss", "measured", dict(marker="o", ls="-")),
-                                  ("loss_linearised", "linearised", dict(marker="", ls=":"))):
-            r = stats.rates(sub, settings, var)["rate"]
-            xs, ys, lo, hi = [], [], [], []
-            for w in widths:
-                res = stats.paired_ratio(r.sel(scaling="inv_sqrt", width=w).values, r.sel(scaling="inv", width=w).values, conf)
-                xs.append(w)
-                ys.append(res["ratio"])
-                lo.append(res["ci_low"])
-                hi.append(res["ci_high"])
-            xs, ys, lo, hi = (np.asarray(v, dtype=float) for v in (xs, ys, lo, hi))
-            fin = np.isfinite(ys)
-            if fin.any():
-                ax.plot(xs[fin], ys[fin], color="k", label=f"{label} (geometric mean over seeds)", ms=4, **style)
-                band = fin & np.isfinite(lo) & np.isfinite(hi)
-                if var == "loss" and band.any():
-                    ax.fill_between(xs[band], lo[band], hi[band], color="k", alpha=0.12, lw=0)
-                    cv.band_drawn = True
-            stat = "mean" if var == "loss" else "predicted"
-            cv.record(f"ratio, {st_label}", f"rate_ratio_{var}", "width", xs, ys, stat, init=ini)
-            if var == "loss":
-                cv.record(f"ratio, {st_label}", f"rate_ratio_{var}", "width", xs, lo, "low", init=ini)
-                cv.record(f"ratio, {st_label}", f"rate_ratio_{var}", "width", xs, hi, "high", init=ini)
-                w, res = stats.ratio_at_largest_width(r.sel(scaling="inv_sqrt"), r.sel(scaling="inv"), conf)
-                if res["n"]:  # the claims table's width and number (claim 4a)
-                    parts.append(f"{st_label}: measured ratio inv_sqrt/inv {D.fmt(res['ratio'])} "
-                                 f"[{D.fmt(res['ci_low'])}, {D.fmt(res['ci_high'])}] at width {float(w):g}")
-            else:
-                if fin.any():
-                    parts.append(f"linearised {D.fmt(ys[fin][-1])} at width {xs[fin][-1]:g}")
-        ax.axhline(1.0, color="grey", lw=0.8, ls="-", label="equal rates")
-        ax.set(xlabel="width", ylabel=r"rate($\tau_0=d_m^{-1/2}$) / rate($\tau_0=d_m^{-1}$)",
-               title=f"{D.INIT_LABEL.get(ini, ini)}, {st_label}")
-        D.set_log(ax, "x", widths)
-        D.set_log(ax, "y", [r["y"] for r in cv.rows if r["quantity"].startswith("rate_ratio")])
+    sub = ds.sel(init=ini)
+    if not {"inv_sqrt", "inv"} <= set(stats.axis_values(sub, "scaling")):
+        cv = Canvas("scaling_comparison", 1)
+        return cv, D.empty(cv, "scaling_comparison needs scalings inv_sqrt and inv")
+    cv = Canvas("scaling_comparison", 2, aspect=0.8)
+    by_width = stats.comparison_by_width(sub, "scaling", "inv_sqrt", "inv", settings)
+    ratio = D.draw_comparison(cv, cv.ax(0), sub, by_width, r"$d_m^{-1/2}$", r"$d_m^{-1}$", "rate ratio", settings,
+                              dict(init=ini, n_samples=n))
+    cv.ax(0).set_title(f"(a) rate ratio of the scalings, {D.INIT_LABEL.get(ini, ini)}")
     # attention deviation at init vs width per scaling
-    ax = cv.ax(len(steps))
-    base = ds.sel(step_size=steps[0]) if steps[0] is not None else ds
+    ax = cv.ax(1)
+    base, _ = D.first_step(ds)
     dev_fit = {}
     for k, sc in enumerate(stats.axis_values(base, "scaling")):
         s = base.sel(init=ini, scaling=sc)
@@ -95,13 +60,14 @@ def scaling_comparison(ds, settings) -> tuple:
                                       "attention deviation at init", "attention_deviation_mean", "width",
                                       dict(scaling=sc, init=ini, n_samples=n), D.group_label(init=ini, scaling=sc), conf,
                                       marker=sty["marker"], ls=sty["ls"])
-    ax.set(xlabel="width", ylabel=r"mean $|A - 1/d_s|$ at epoch 0", title="attention deviation at init")
+    ax.set(xlabel="width", ylabel=r"mean $|A - 1/d_s|$ at epoch 0", title="(b) attention deviation at init")
     D.set_log(ax, "x", widths)
-    D.set_log(ax, "y", base["attention_deviation_mean"].isel(epoch=0).values)
+    D.set_log(ax, "y", [r["y"] for r in cv.rows if r["quantity"] == "attention_deviation_mean"])
     cv.title = r"Softmax scaling: $\tau_0 = d_m^{-1/2}$ against $d_m^{-1}$"
-    dev = ", ".join(f"{sc} {D.ci(f)}" for sc, f in dev_fit.items())
+    dev = ", ".join(f"{D.scaling_words(sc)} {D.ci(f)}" for sc, f in dev_fit.items())
     regime = _logit_regime(ds)
-    finding = "; ".join(parts) + f"; attention-deviation width slope {dev}" + (f"; {regime}" if regime else "")
+    finding = (f"rate ratio (tau0 = d_m^-1/2) / (tau0 = d_m^-1), {D.init_words(ini)}{D.note_n(n)}: {ratio}; "
+               f"width slope of the attention deviation at init: {dev}" + (f"; {regime}" if regime else ""))
     return cv, finding + D.diverged_clause(ds)
 
 
@@ -122,37 +88,51 @@ attention under both scalings) is stated in the finding.""",
 
 
 def attention_deviation(ds, settings) -> tuple:
-    """Mean attention deviation from uniform at init and at the end of training vs width, per group."""
+    """Claim 5's attention contrast: the mean attention deviation from uniform at init and after training
+    (the last finite epoch: `stats.final_value`) against width, one series per init x scaling, with slopes;
+    the finding compares the scalings at init and after training and says how far training moved attention."""
     ds, n = D.prepare(ds)
     ds, _ = D.first_step(ds)
     conf = float(settings["confidence"])
     widths = stats.axis_values(ds, "width")
-    cv = Canvas("attention_deviation", 2)
-    fits = {}
+    cv = Canvas("attention_deviation", 2, aspect=0.8)
+    fits, moved = {}, {}
     for k, (sc, ini) in enumerate(D.groups(ds)):
         sty = D.group_style(sc, ini, k)
         s = ds.sel(scaling=sc, init=ini)
-        for p, (label, da) in enumerate((("at init", s["attention_deviation_mean"].isel(epoch=0, drop=True)),
-                                         ("after training", stats.final_value(s, "attention_deviation_mean")))):
+        d0 = s["attention_deviation_mean"].isel(epoch=0, drop=True)
+        dE = stats.final_value(s, "attention_deviation_mean")
+        for p, (label, da) in enumerate((("at init", d0), ("after training", dE))):
             x, y, st, sd = D.flat(s, da, "width")
-            if p == 0:
+            if p == 0:  # every run, kernel-only ones included, has its attention at initialisation
                 st = np.where(st == stats.STATUS_KERNEL_ONLY, stats.STATUS_COMPLETE, st)
             f = D.draw_runs_fit(cv, cv.ax(p), x, y, st, sd, sty["color"], D.group_text(sc, ini),
                                 f"attention deviation {label}", "attention_deviation_mean", "width",
                                 dict(scaling=sc, init=ini, n_samples=n), D.group_label(init=ini, scaling=sc, when=label),
                                 conf, marker=sty["marker"], ls=sty["ls"])
             fits[(sc, ini, label)] = f
-    for p, label in enumerate(("at init (epoch 0)", "after training (last epoch)")):
+        rel = (abs(dE - d0) / d0).where(s["status"] == stats.STATUS_COMPLETE)
+        moved[(sc, ini)] = D.median(rel.values)
+    for p, label in enumerate(("(a) at init (epoch 0)", "(b) after training (last epoch)")):
         ax = cv.ax(p)
-        ax.set(xlabel="width", ylabel=r"mean $|A - 1/d_s|$", title=f"attention deviation {label}{D.note_n(n)}")
+        ax.set(xlabel="width", ylabel=r"mean $|A - 1/d_s|$", title=f"{label}{D.note_n(n)}")
         D.set_log(ax, "x", widths)
         D.set_log(ax, "y", [r["y"] for r in cv.rows if r["quantity"] == "attention_deviation_mean"])
-    cv.title = "Attention deviation from uniform"
-    parts = "; ".join(f"{ini}/{sc} {label} {D.ci(f)}" + (f" (theory at init {THEORY_DEVIATION_SLOPE[sc]:g})"
-                                                         if sc in THEORY_DEVIATION_SLOPE and label == "at init" else "")
-                      for (sc, ini, label), f in fits.items())
+    cv.title = "Attention deviation from uniform, at init and after training"
+    parts = []
+    for sc, ini in D.groups(ds):
+        theory = THEORY_DEVIATION_SLOPE.get(sc)
+        part = (f"{D.group_words(sc, ini)}: at init {D.ci(fits[(sc, ini, 'at init')])}"
+                + (f" (theory {theory:g})" if theory is not None else ""))
+        after = fits[(sc, ini, "after training")]
+        part += (f", after training {D.ci(after)}" if np.isfinite(after["slope"])
+                 else f", after training: {after['n']} trained run(s), too few for a slope")
+        if np.isfinite(moved[(sc, ini)]):
+            part += f" (training moved it by {D.fmt(moved[(sc, ini)], 2)} of its initial value, median run)"
+        parts.append(part)
     regime = _logit_regime(ds)
-    return cv, f"width slope of the mean attention deviation: {parts}" + (f"; {regime}" if regime else "") + D.diverged_clause(ds)
+    return cv, ("width slope of the mean attention deviation: " + "; ".join(parts) + (f"; {regime}" if regime else "")
+                + D.diverged_clause(ds))
 
 
 register(Analysis(

@@ -18,7 +18,11 @@ computed here; docs/analyses.md repeats the definitions in words.
   seed succeeds by the ``loss`` criterion (complete, loss_E / loss_0 <= target) or the ``kernel``
   criterion (complete, max kernel change <= ``kernel_stability``; independent of the epoch budget).
 * Paired ratio (`paired_ratio`): geometric mean of a/b over seeds, with the t interval of the mean
-  log ratio (n - 1 dof); quoted at the largest width with >= 2 pairs (`ratio_at_largest_width`).
+  log ratio (n - 1 dof).
+* Rate comparison (`compare_rates`, over widths and framings `comparison_by_width`): the paired ratio of
+  `range_rate` records with censoring and a minimum effect; the claims table (claims 3 and 4) and the
+  figures (init_comparison, scaling_comparison) read the same widths and numbers from
+  `comparison_by_width`.
 * Linearisation gap (`linearisation_gap`): max over epochs of |log10 L_t - log10 L_t^lin| where both
   are above the floor: how many decades the measured curve is from the kernel's prediction.
 * Geometric bound (`bound_holds`): L_t <= L_0 (1 - c eta lambda_min(K_0) / N)^(2t) (1 + tol) at every
@@ -28,7 +32,7 @@ computed here; docs/analyses.md repeats the definitions in words.
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import stats as scipy_stats
@@ -270,28 +274,6 @@ def paired_ratio(a, b, confidence: float = 0.95) -> Dict[str, float]:
     return dict(ratio=math.exp(m), ci_low=math.exp(m - half), ci_high=math.exp(m + half), n=n)
 
 
-def ratio_at_largest_width(rate_a, rate_b, confidence: float = 0.95,
-                           widths: Optional[Sequence] = None) -> Tuple[Any, Dict[str, float]]:
-    """The paired ratio at the largest width: (width, `paired_ratio` of rate_a / rate_b there).
-
-    rate_a, rate_b: per-run values (DataArrays with a width axis, paired over the others, e.g. seed).
-    The width is the largest of ``widths`` (default: every width of rate_a) with >= 2 pairs (a ratio
-    with an interval), else the largest with one pair, else the largest width (all-NaN ratio).  The
-    claims table (claims 3 and 4) and the figures that quote a rate ratio (init_comparison,
-    scaling_comparison) take it from here, so they quote the same width and number.
-    """
-    if widths is None:
-        widths = [w.item() if hasattr(w, "item") else w for w in rate_a["width"].values]
-    best = None
-    for w in sorted(widths, reverse=True):
-        res = paired_ratio(rate_a.sel(width=w).values, rate_b.sel(width=w).values, confidence)
-        if res["n"] >= 2:
-            return w, res
-        if res["n"] and best is None:
-            best = (w, res)
-    return best or (max(widths), paired_ratio([], [], confidence))
-
-
 #: The outcomes of `compare_rates`: A materially faster / slower than B, no material difference, or
 #: not decidable on these runs.
 FASTER, SLOWER, NO_DIFFERENCE, UNDECIDED = "faster", "slower", "no material difference", "undecided"
@@ -374,6 +356,77 @@ def compare_rates(pairs: Sequence[Tuple[Mapping[str, Any], Mapping[str, Any]]], 
         out["note"] = "decided by runs that entered the range against runs that did not"
         logs = list(vals) + (a_b if out["outcome"] == FASTER else [-v for v in b_b])
         out["bound"] = float(np.exp(min(logs))) if out["outcome"] == FASTER else float(np.exp(max(logs)))
+    return out
+
+
+#: The sources of a rate comparison: the measured rates of trained runs, or the kernel's prediction
+#: from K_0's modes (budget-free, every width, kernel-only ones included).
+MEASURED, PREDICTED = "measured", "predicted"
+#: The framings of the kernel's prediction: every setting compared at c times the smallest stability
+#: limit among them ("common"), or each at c times its own limit ("own"); `framing_steps`.
+PREDICTED_FRAMINGS = ("common", "own")
+
+
+def _rate_records(rs, **sel) -> List[Dict[str, Any]]:
+    """`rates` records (one per seed) of one setting at one width, as `compare_rates` reads them."""
+    s = rs.sel(**sel)
+    return [dict(kind=str(k), rate=float(r), t_enter=float(t), budget=float(b))
+            for k, r, t, b in zip(np.atleast_1d(s["kind"].values), np.atleast_1d(s["rate"].values),
+                                  np.atleast_1d(s["t_enter"].values), np.atleast_1d(s["budget"].values))]
+
+
+def _predicted_records(ps, **sel) -> List[Dict[str, Any]]:
+    """`predicted_rates` records (one per seed) as `compare_rates` reads them (no budget: any epoch)."""
+    s = ps.sel(**sel)
+    return [dict(kind="measured" if np.isfinite(r) else ("short" if np.isfinite(t) or np.isinf(t) else "invalid"),
+                 rate=float(r), t_enter=float(t) if np.isfinite(t) else np.inf, budget=1e12)
+            for r, t in zip(np.atleast_1d(s["rate"].values), np.atleast_1d(s["t1"].values))]
+
+
+def trained_widths(ds, axis: str, settings_compared: Sequence) -> list:
+    """The widths of `ds` where some run of the settings compared (values of `axis`) is not kernel-only."""
+    return [w for w in axis_values(ds, "width")
+            if any((run_status(ds.sel({axis: v, "width": w})) != STATUS_KERNEL_ONLY).any() for v in settings_compared)]
+
+
+def comparison_by_width(ds, axis: str, a, b, settings: Mapping[str, Any]) -> Dict[Tuple[str, Any], List[Tuple[Any, Dict[str, Any], str]]]:
+    """Setting `a` against `b` along `axis` ("init" or "scaling"): `compare_rates` of rate(a) / rate(b),
+    paired by seed, at every width, in every framing the experiment shows.  The one source of the
+    claims table's claims 3 and 4 and of the figures init_comparison and scaling_comparison (same
+    widths, same numbers).
+
+    ds: one slice (one n_samples; the axes other than `axis`, width, seed and step_size fixed), with the
+    axes of `complete_axes`.  Returns an ordered dict:
+
+    * (MEASURED, step) for each step setting of the grid (None when the experiment has one step and no
+      step_size axis): the measured `rates` at every trained width (`trained_widths`; [] when none);
+    * (PREDICTED, "common") and (PREDICTED, "own"): `predicted_rates` from K_0's modes at the step of
+      that framing (`framing_steps` with c = `step_fraction`), computed on the first step setting's runs
+      (K_0 does not depend on the step), at every width, kernel-only widths included; absent when the
+      aggregate has no modes (k0_eigenvalues, k0_projection).
+
+    Each value is a list of (width, `compare_rates` result, source), widths ascending; the last entry is
+    the largest width, where the claims table takes its verdict."""
+    conf, m = float(settings["confidence"]), float(settings["min_effect"])
+    steps = axis_values(ds, "step_size") or [None]
+    out: Dict[Tuple[str, Any], List[Tuple[Any, Dict[str, Any], str]]] = {}
+    for step in steps:
+        sub = ds if step is None else ds.sel(step_size=step)
+        rs = rates(sub, settings)
+        out[(MEASURED, step)] = [
+            (w, compare_rates(list(zip(_rate_records(rs, **{axis: a, "width": w}),
+                                       _rate_records(rs, **{axis: b, "width": w}))), conf, m), MEASURED)
+            for w in trained_widths(sub, axis, (a, b))]
+    base = ds if steps[0] is None else ds.sel(step_size=steps[0])
+    if "k0_eigenvalues" not in base or "k0_projection" not in base:
+        return out
+    c = step_fraction(ds)
+    for framing in PREDICTED_FRAMINGS:
+        ps = predicted_rates(base, settings, framing_steps(base, framing, axis, c))
+        out[(PREDICTED, framing)] = [
+            (w, compare_rates(list(zip(_predicted_records(ps, **{axis: a, "width": w}),
+                                       _predicted_records(ps, **{axis: b, "width": w}))), conf, m), PREDICTED)
+            for w in axis_values(base, "width")]
     return out
 
 
