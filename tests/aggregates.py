@@ -34,13 +34,14 @@ def _record(r, spec=None, X=None, y=None, epochs=None):
               "attention_deviation_max": r.attention_deviation_max}
     curves.update({f"weight_change_{k}": v for k, v in r.weight_change_per.items()})
     curves.update(r.curves)
-    out = {"status": r.status, "diverged_epoch": r.diverged_epoch, "curves": curves}
+    out = {"status": r.status, "diverged_epoch": r.diverged_epoch, "stop_epoch": r.stop_epoch, "curves": curves}
     if spec is not None:
         from tfconv.core.kernel import init_kernel, kernel_changes
 
         ik = init_kernel(spec, X, y, params_from_numpy(r.checkpoints[0]), r.train.step_size, r.train.loss)
         curves["loss_linearised"] = ik.linearised(len(r.loss) - 1)
         out["kernel"] = ik.summary()
+        out["mode_curves"] = ik.modes()
         out["checkpoint_curves"] = {"kernel_change": kernel_changes(spec, X, r.checkpoints, ik.K0, epochs)}
     return out
 

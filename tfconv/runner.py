@@ -111,10 +111,12 @@ def init_run(exp, point, prep: Prepared, spec, log: Optional[Callable[[str], Non
     K_0, its spectrum, the resolved step and its stability limit; a fixed step above the limit is
     refused or warned about (``train.step_check``) before the run trains."""
     from .core.kernel import init_kernel
+    from .core.linearised import parse_step
     from .core.model import init_params
 
     params0 = init_params(spec, point.seed)
-    ik = init_kernel(spec, prep.data.X, prep.data.y, params0, point.step, exp.train.loss,
+    common = (common_lambda_max(exp, point, prep, spec) if parse_step(point.step)[0] == "common" else None)
+    ik = init_kernel(spec, prep.data.X, prep.data.y, params0, point.step, exp.train.loss, common,
                      precision=exp.gram_precision)
     if ik.exceeds_limit:
         msg = (f"run {point.run_id} of experiment {exp.name}: the fixed step {ik.step_size:g} exceeds its stability "
@@ -124,6 +126,24 @@ def init_run(exp, point, prep: Prepared, spec, log: Optional[Callable[[str], Non
                                 "train.step_check: warn")
         (log or print)(f"WARNING {msg}; gradient descent may oscillate or diverge")
     return params0, ik
+
+
+def common_lambda_max(exp, point, prep: Prepared, spec) -> float:
+    """The largest lambda_max(K_0) among the experiment's scalings and inits at this run's width, seed
+    and samples: the setting whose stability limit is smallest sets a '<c>common' step for all of them
+    (each setting's K_0 is computed here from its own seeded initialisation, in this process)."""
+    from dataclasses import replace
+
+    from .core.kernel import largest_eigenvalue
+    from .core.model import init_params
+
+    out = 0.0
+    for sc in exp.grid.get("scaling", (spec.scaling,)):
+        for ini in exp.grid.get("init", (spec.init,)):
+            other = replace(spec, scaling=sc, init=ini)
+            out = max(out, largest_eigenvalue(other, prep.data.X, init_params(other, point.seed),
+                                              exp.gram_precision))
+    return out
 
 
 def _finish_run(exp, point, prep: Prepared, spec, ik, result, train_store, threads, node_id, **prov) -> None:
@@ -137,7 +157,7 @@ def _finish_run(exp, point, prep: Prepared, spec, ik, result, train_store, threa
                        dataset_sha256=prep.data.meta.get("content_hash"), threads=int(threads), node_id=node_id, **prov)
     initial = init_params(result.spec, result.seed) if 0 in result.checkpoints else None
     store.write_run(train_store, point.run_id, point.as_dict(), result, provn, kernel=ik.summary(),
-                    checkpoint_curves={"kernel_change": kc}, initial=initial)
+                    checkpoint_curves={"kernel_change": kc}, initial=initial, mode_curves=ik.modes())
 
 
 def train_point(exp, point, data_store, train_store, threads: int = 1, device: Optional[str] = None,

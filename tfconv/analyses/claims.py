@@ -418,8 +418,12 @@ def claim2(name: str, ds, settings) -> List[Dict[str, Any]]:
                 rows.append(_row(2, name, f"{t} ({grp})", reason=why, power="needs kernel-stable widths", framing=framing,
                                  summary="no kernel-stable width"))
             continue
-        rows.append(_bound_row(name, runs, E, c, level, loss_kind, settings, grp, framing))
-        rows.append(_lambda_row(name, runs, loss_kind, settings, grp, framing))
+        step_text = _step_label(ds, step)
+        for r in (_bound_row(name, runs, E, c, level, loss_kind, settings, grp, framing),
+                  _lambda_row(name, runs, loss_kind, settings, grp, framing)):
+            if len(_steps(ds)) > 1 and r["summary"]:
+                r["summary"] += f" ({step_text})"
+            rows.append(r)
     return rows
 
 
@@ -429,17 +433,46 @@ def _where(runs) -> str:
     return f"widths {ws}" + (f", N = {[int(n) for n in ns]}" if len(ns) > 1 else "")
 
 
+def theorem_condition(r, c: float) -> tuple:
+    """(holds, max kernel change, allowed): the condition under which the theory guarantees the rate
+    c eta lambda_min(K_0)/N, |K_t - K_0| <= (1 - c) lambda_min(K_0) (then lambda_min(K_t) >= c lambda_min(K_0)).
+    Checked at the run's checkpoints with the Frobenius norm, which bounds the spectral one:
+    max_t |K_t - K_0|_F / |K_0|_F <= (1 - c) lambda_min / |K_0|_F, |K_0|_F from K_0's eigenvalues."""
+    kc = float(stats.kernel_change_max(r).values)
+    if "k0_eigenvalues" in r:
+        lam = np.asarray(r["k0_eigenvalues"].values, dtype=float)
+        lam = lam[np.isfinite(lam)]
+        norm = float(np.sqrt((lam ** 2).sum())) if lam.size else np.nan
+        lmin = float(lam.min()) if lam.size else np.nan
+    else:  # no modes: |K_0|_F <= sqrt(N) lambda_max (conservative: a smaller allowance)
+        lmin = float(stats.epoch0_kernel(r, "lambda_min").values)
+        norm = float(stats.epoch0_kernel(r, "lambda_max").values) * np.sqrt(stats.n_samples_of(r))
+    allowed = (1.0 - c) * lmin / norm if np.isfinite(norm) and norm > 0 else np.nan
+    return bool(np.isfinite(kc) and np.isfinite(allowed) and kc <= allowed), kc, allowed
+
+
 def _bound_row(name, runs, E, c, level, loss_kind, settings, grp, framing) -> Dict[str, Any]:
     test = f"(a) L_t <= L_0 (1 - {c:g} eta lambda_min(K_0)/N)^(2t) at every epoch ({grp})"
-    thr = f"scored where the bound reaches {level:g} L_0 within the budget; refuted by one violating run"
-    powered, unpowered, bad = [], [], []
+    thr = (f"scored where the theorem's condition holds (|K_t - K_0| <= {1 - c:g} lambda_min(K_0)) and the bound reaches "
+           f"{level:g} L_0 within the budget; refuted by one violating run")
+    powered, unpowered, bad, outside = [], [], [], []
+    below_outside = 0  # runs outside the condition that stay below the bound anyway (support, never a verdict)
     for x in runs:
+        holds, kc, allowed = theorem_condition(x["r"], c)
+        if not holds:
+            outside.append((x, kc, allowed))
+            loss = np.asarray(x["r"]["loss"].values, dtype=float)
+            bound = stats.geometric_bound(loss[0], x["eta"], x["lmin"], loss.size - 1, x["N"], loss_kind, c)
+            below_outside += stats.bound_holds(loss, bound, settings["bound_tolerance"],
+                                               diverged=x["status"] == stats.STATUS_DIVERGED)[0]
+            continue
         T = bound_epochs(x["eta"], x["lmin"], x["N"], loss_kind, c, level)
         if np.isfinite(T) and T <= E:
             powered.append(x)
             loss = np.asarray(x["r"]["loss"].values, dtype=float)
             bound = stats.geometric_bound(loss[0], x["eta"], x["lmin"], loss.size - 1, x["N"], loss_kind, c)
-            holds, at = stats.bound_holds(loss, bound, settings["bound_tolerance"])
+            holds, at = stats.bound_holds(loss, bound, settings["bound_tolerance"],
+                                          diverged=x["status"] == stats.STATUS_DIVERGED)
             if not holds:
                 bad.append(f"{x['label']} (epoch {at})")
         else:
@@ -448,14 +481,22 @@ def _bound_row(name, runs, E, c, level, loss_kind, settings, grp, framing) -> Di
             unpowered.append((x, T, reach))
     need = max((T for _, T, _ in unpowered), default=np.nan)
     un = ""
+    if outside:
+        x, kc, allowed = min(outside, key=lambda o: o[1] / o[2] if o[2] > 0 else np.inf)
+        un = (f"{len(outside)} of {len(runs)} runs outside the theorem's condition (their kernel moves more than "
+              f"{1 - c:g} lambda_min(K_0); the closest, {x['label']}, moves {_fmt(kc)} of |K_0|_F against {_fmt(allowed)} "
+              f"allowed; kernel change at the checkpoints)")
     if unpowered:
         worst = max(unpowered, key=lambda u: u[1] if np.isfinite(u[1]) else np.inf)
-        un = (f"{len(unpowered)} of {len(runs)} runs not scored: the bound reaches only {_fmt(worst[2])} L_0 in {E} "
-              f"epochs at width {worst[0]['width']}; needs >= {_epochs(need)} epochs")
+        un += ("; " if un else "") + (f"{len(unpowered)} of {len(runs)} runs not scored: the bound reaches only "
+                                      f"{_fmt(worst[2])} L_0 in {E} epochs at width {worst[0]['width']}; needs >= "
+                                      f"{_epochs(need)} epochs")
     if not powered:
-        return _row(2, name, test, threshold=thr, power=un, framing=framing,
-                    reason=f"the bound cannot bite within the budget at {_where(runs)}",
-                    summary=f"the bound is not measurable at {_where(runs)} (needs >= {_epochs(need)} epochs)")
+        why = ("no run keeps its kernel within the theorem's condition: needs wider networks" if not unpowered
+               else "the bound cannot bite within the budget")
+        need_txt = f"needs >= {_epochs(need)} epochs" if unpowered else "needs wider networks"
+        return _row(2, name, test, threshold=thr, power=un, framing=framing, reason=f"{why} at {_where(runs)}",
+                    summary=f"the bound is not measurable at {_where(runs)} ({need_txt})")
     k = len(powered) - len(bad)
     lo, hi = stats.proportion_interval(k, len(powered), settings["confidence"])
     power = (f"{len(powered)} runs at {_where(powered)} whose bound reaches {level:g} L_0 within {E} epochs: a plateau "
@@ -464,8 +505,9 @@ def _bound_row(name, runs, E, c, level, loss_kind, settings, grp, framing) -> Di
         return _row(2, name, test, k / len(powered), lo, hi, thr, REFUTED,
                     f"{len(bad)} of {len(powered)} runs violate it: " + "; ".join(bad[:4]), power, framing,
                     summary=f"{len(bad)} of {len(powered)} runs converge slower than the lambda_min bound")
-    return _row(2, name, test, 1.0, lo, hi, thr, CONSISTENT, f"all {len(powered)} scored runs stay below it", power, framing,
-                summary=f"every scored run stays below the lambda_min bound ({_where(powered)})")
+    extra = (f"; outside the condition {below_outside} of {len(outside)} more runs stay below it too" if outside else "")
+    return _row(2, name, test, 1.0, lo, hi, thr, CONSISTENT, f"all {len(powered)} scored runs stay below it" + extra, power,
+                framing, summary=f"every scored run stays below the lambda_min bound ({_where(powered)})")
 
 
 def _lambda_row(name, runs, loss_kind, settings, grp, framing) -> Dict[str, Any]:
@@ -824,7 +866,8 @@ def evaluate_claims(aggregates: Mapping[str, Any], claims_of: Mapping[str, Itera
             rows.extend(new)
         if not tested:
             rows.append(_row(k, "", "-", reason=f"no experiment lists an analysis that tests it ({', '.join(analyses_testing(k))})",
-                             power="not run", summary="not tested by any experiment"))
+                             power="not run", summary="no experiment of this configuration tests it (add one listing "
+                                                      f"{' or '.join(analyses_testing(k))})"))
     df = pd.DataFrame(rows, columns=COLUMNS)
     df.insert(1, "statement", df["claim"].map(CLAIMS))
     return df
@@ -864,7 +907,7 @@ def synthesis(table) -> List[Dict[str, Any]]:
 
         def parts(verdict, limit=3):
             sel = tests[tests["verdict"] == verdict]
-            ps = [f"{r.summary} [{r.experiment}]" for r in sel.itertuples() if r.summary]
+            ps = [r.summary + (f" [{r.experiment}]" if r.experiment else "") for r in sel.itertuples() if r.summary]
             return ps[:limit] + ([f"{len(ps) - limit} more"] if len(ps) > limit else [])
 
         bits = []
@@ -874,8 +917,13 @@ def synthesis(table) -> List[Dict[str, Any]]:
                 bits.append(f"{word}: " + "; ".join(p))
         nm = tests[tests["verdict"] == NOT_MEASURABLE]
         if len(nm):
-            bits.append("not measurable: " + "; ".join(f"{r.summary} [{r.experiment}]" for r in nm.itertuples()
-                                                        if r.summary)[:400])
+            bits.append("not measurable: " + "; ".join(r.summary + (f" [{r.experiment}]" if r.experiment else "")
+                                                        for r in nm.itertuples() if r.summary))
+        fr_c = set(tests[tests["verdict"] == CONSISTENT]["framing"]) - {""}
+        fr_r = set(tests[tests["verdict"] == REFUTED]["framing"]) - {""}
+        if fr_c and fr_r and not (fr_c & fr_r):
+            bits.append(f"the verdict follows the framing: it holds at the {' and '.join(sorted(fr_c))} and reverses "
+                        f"at the {' and '.join(sorted(fr_r))}: a step-size effect, not an effect of the setting alone")
         for r in ctrl.itertuples():
             expected = r.verdict == NO_DIFFERENCE
             bits.append(f"control {r.experiment} ({r.framing or 'as run'}): {r.verdict}"

@@ -108,7 +108,7 @@ def range_rate(loss_curve, rate_range: Sequence[float] = (1e-2, FLOAT_FLOOR), di
     loss = np.asarray(loss_curve, dtype=float).ravel()
     out = dict(rate=np.nan, kind="invalid", t1=-1, t2=-1, decades=0.0, min_ratio=np.nan, t_enter=np.inf)
     if diverged:
-        out["kind"] = "diverged"
+        out["kind"] = STATUS_DIVERGED
         return out
     if loss.size == 0 or not (np.isfinite(loss[0]) and loss[0] > 0):
         return out
@@ -161,8 +161,8 @@ def tail_trend(loss_curve, fraction: float = 0.2, min_points: int = 10, floor: f
 
 
 def spike(loss_curve, factor: float = 10.0) -> Tuple[int, float]:
-    """(epoch, height) of the first transient jump of the loss to more than ``factor`` times its running
-    minimum (height = L_t / min_{s<t} L_s), or (-1, 1.0) when the curve never jumps."""
+    """(epoch, height) of the largest transient jump of the loss above its running minimum (height =
+    L_t / min_{s<t} L_s) when it exceeds ``factor``, else (-1, 1.0): the curve never jumps."""
     loss = np.asarray(loss_curve, dtype=float).ravel()
     fin = np.isfinite(loss)
     if fin.sum() < 2:
@@ -171,10 +171,10 @@ def spike(loss_curve, factor: float = 10.0) -> Tuple[int, float]:
     runmin = np.minimum.accumulate(np.where(np.isfinite(L), L, np.inf))
     with np.errstate(invalid="ignore", divide="ignore"):
         h = L[1:] / runmin[:-1]
-    jump = np.nonzero(h > factor)[0]
-    if not jump.size:
+    if not np.isfinite(h).any() or not np.nanmax(h) > factor:
         return -1, 1.0
-    return int(jump[0] + 1), float(np.nanmax(h))
+    k = int(np.nanargmax(h))
+    return k + 1, float(h[k])
 
 
 def predicted_range_rate(eigenvalues, projection, step_size: float, n_samples: float, loss: str = "mean",
@@ -214,13 +214,18 @@ def linearisation_gap(loss_curve, linearised_curve, floor: float = RATE_FLOOR) -
     return float(np.max(np.abs(np.log10(L[ok]) - np.log10(P[ok]))))
 
 
-def bound_holds(loss_curve, bound_curve, tolerance: float = 1e-3, floor: float = RATE_FLOOR) -> Tuple[bool, int]:
+def bound_holds(loss_curve, bound_curve, tolerance: float = 1e-3, floor: float = RATE_FLOOR,
+                diverged: bool = False) -> Tuple[bool, int]:
     """(holds, first violating epoch or -1): L_t <= bound_t (1 + tolerance) at every epoch where the
-    loss is above ``floor * L_0``; a non-finite loss (diverged) violates it."""
+    loss is above ``floor * L_0``.  A diverged run's non-finite loss violates it; the NaN records after a
+    run stopped at the float floor do not (they are below the floor)."""
     L = np.asarray(loss_curve, dtype=float)
     B = np.asarray(bound_curve, dtype=float)
     if not np.isfinite(L[0]):
         return False, 0
+    if not diverged:
+        last = int(np.nonzero(np.isfinite(L))[0][-1])
+        L, B = L[: last + 1], B[: last + 1]
     check = np.isfinite(B) & ~(np.isfinite(L) & (L <= floor * L[0]))
     bad = np.nonzero(check & ~(np.isfinite(L) & (L <= B * (1.0 + tolerance))))[0]
     return (bad.size == 0), (int(bad[0]) if bad.size else -1)
@@ -303,7 +308,7 @@ def pair_outcome(a: Mapping[str, Any], b: Mapping[str, Any]) -> Tuple[str, float
     a lower bound on the effect; ("b", log bound) the mirror case; ("undecided", nan) when neither
     entered it; ("excluded", nan) when a run is missing or kernel-only."""
     ka, kb = str(a["kind"]), str(b["kind"])
-    if ka in ("missing", "kernel_only", "invalid") or kb in ("missing", "kernel_only", "invalid"):
+    if ka in (STATUS_MISSING, STATUS_KERNEL_ONLY, "invalid") or kb in (STATUS_MISSING, STATUS_KERNEL_ONLY, "invalid"):
         return "excluded", np.nan
     ea = ka in _ENTERED and float(a["rate"]) > 0
     eb = kb in _ENTERED and float(b["rate"]) > 0
@@ -551,7 +556,7 @@ def rates(ds, settings: Mapping[str, Any], var: str = "loss"):
     axes = list(ds["status"].dims)
     shape = tuple(ds.sizes[a] for a in axes)
     out = {k: np.full(shape, np.nan) for k in ("rate", "t_enter", "decades")}
-    kind = np.full(shape, "missing", dtype=object)
+    kind = np.full(shape, STATUS_MISSING, dtype=object)
     E = budget_epochs(ds)
     st = np.asarray(ds["status"].transpose(*axes).values).astype(str)
     curves = ds[var].transpose(*axes, "epoch").values if var in ds else None
@@ -626,7 +631,7 @@ def predicted_rates(ds, settings: Mapping[str, Any], eta=None):
         st = np.asarray(ds["status"].transpose(*axes).values).astype(str)
         Ns = _n_per_run(ds, axes)
         for idx in np.ndindex(*shape):
-            if st[idx] == "missing" or not np.isfinite(etas[idx]):
+            if st[idx] == STATUS_MISSING or not np.isfinite(etas[idx]):
                 continue
             r = predicted_range_rate(lam[idx], proj[idx], float(etas[idx]), float(Ns[idx]), loss_kind, rr)
             for k in fields:
@@ -643,14 +648,15 @@ def _n_per_run(ds, axes) -> np.ndarray:
 
 
 def run_table(ds, settings: Optional[Mapping[str, Any]] = None):
-    """One row per run: grid coordinates, status, loss_0, final loss, measured and predicted
-    late-window rates, K_0 stats, step, kernel and weight change, linearisation gap."""
+    """One row per run: grid coordinates, status, loss_0, final loss, the measured rate (`rates`) with its
+    kind, the kernel's predicted rate from K_0's modes (`predicted_rates`; NaN without modes), K_0 stats,
+    step, kernel and weight change, linearisation gap."""
     import pandas as pd
 
     settings = analysis_settings(settings)
     ds = complete_axes(ds)
     axes = [a for a in GRID_AXES if a in ds.dims]
-    meas, pred = rates(ds, settings), rates(ds, settings, "loss_linearised")
+    meas, pred = rates(ds, settings), predicted_rates(ds, settings)
     cols = {
         "loss": ds["loss"].transpose(*axes, "epoch").values,
         "lin": ds["loss_linearised"].transpose(*axes, "epoch").values if "loss_linearised" in ds else None,
@@ -665,14 +671,15 @@ def run_table(ds, settings: Optional[Mapping[str, Any]] = None):
     scal = {k: v.transpose(*axes).values for k, v in scal.items()}
     status = ds["status"].transpose(*axes).values
     coords = {a: axis_values(ds, a) for a in axes}
+    m_rate, m_kind = meas["rate"].transpose(*axes).values, meas["kind"].transpose(*axes).values
+    p_rate = pred["rate"].transpose(*axes).values
     rows = []
     for idx in np.ndindex(*status.shape):
         row = {a: coords[a][i] for a, i in zip(axes, idx)}
         loss = cols["loss"][idx]
-        row.update(status=str(status[idx]), loss0=float(loss[0]), loss_final=float(loss[-1]),
-                   rate=float(meas["rate"].transpose(*axes).values[idx]),
-                   rate_floor_reached=bool(meas["floor_reached"].transpose(*axes).values[idx]),
-                   rate_predicted=float(pred["rate"].transpose(*axes).values[idx]),
+        fin = loss[np.isfinite(loss)]
+        row.update(status=str(status[idx]), loss0=float(loss[0]), loss_final=float(fin[-1]) if fin.size else np.nan,
+                   rate=float(m_rate[idx]), rate_kind=str(m_kind[idx]), rate_predicted=float(p_rate[idx]),
                    linearisation_gap=linearisation_gap(loss, cols["lin"][idx]) if cols["lin"] is not None else np.nan)
         row.update({k: float(v[idx]) for k, v in scal.items()})
         rows.append(row)

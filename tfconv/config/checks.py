@@ -117,7 +117,7 @@ def semantic_checks(cfg: Dict[str, Any]) -> None:
             except ValueError as exc:
                 problems.append(f"{where}: {exc}")
                 continue
-            if kind == "limit" and tr["loss"] == "cross_entropy":
+            if kind in ("limit", "common") and tr["loss"] == "cross_entropy":
                 problems.append(f"{where}: '{step}' is a fraction of the stability limit of the squared loss's "
                                 "linearised dynamics; with loss cross_entropy give a fixed step (a number)")
         for e in tr["checkpoint_epochs"]:

@@ -24,7 +24,7 @@ from typing import Mapping, Optional
 import numpy as np
 import torch
 
-from .linearised import linearised_loss, parse_step, resolve_step
+from .linearised import linearised_loss, mode_projection, parse_step, resolve_step
 from .model import ModelSpec, forward
 from .ntk import ntk_matrix
 from .spectra import EigenRecord, assess_lambda_min, precision_eps, rounding_level
@@ -77,6 +77,15 @@ class InitKernel:
         """A fixed step above the stability limit (the top mode of the linearised dynamics grows)."""
         return bool(np.isfinite(self.limit) and self.step_size > self.limit)
 
+    @property
+    def projection(self) -> np.ndarray:
+        """p_i = sum_c (u_i^T r_0c)^2, the initial residual's weight on each eigenvector (ascending)."""
+        return mode_projection(self.eigenvectors, self.residual0)
+
+    def modes(self) -> dict:
+        """The arrays a run records over K_0's modes: eigenvalues and the residual's weights."""
+        return {"k0_eigenvalues": np.asarray(self.eigenvalues, dtype=np.float64), "k0_projection": self.projection}
+
     def linearised(self, epochs: int) -> np.ndarray:
         """The linearised loss curve at this run's step, epochs 0..epochs."""
         return linearised_loss(self.eigenvalues, self.eigenvectors, self.residual0, self.step_size, epochs,
@@ -87,7 +96,7 @@ class InitKernel:
         kind, value = parse_step(self.step)
         rec = self.lambda_min_record
         return {"lambda_min0": self.lambda_min, "lambda_max0": self.lambda_max, "step_limit": self.limit,
-                "eta": self.step_size, "step": self.step if kind == "limit" else float(value),
+                "eta": self.step_size, "step": self.step if kind in ("limit", "common") else float(value),
                 "step_exceeds_limit": self.exceeds_limit, "kernel_precision": self.precision,
                 "lambda_min0_error": rec.error, "lambda_min0_verdict": rec.verdict}
 
@@ -102,24 +111,31 @@ def _kernel(spec: ModelSpec, X, params: Mapping[str, torch.Tensor], precision: s
 
 
 def init_kernel(spec: ModelSpec, X, y, params0: Mapping[str, torch.Tensor], step, loss: str,
-                precision: str = DEFAULT_PRECISION) -> InitKernel:
+                common_lambda_max: Optional[float] = None, precision: str = DEFAULT_PRECISION) -> InitKernel:
     """K_0 in ``precision`` (config ``gram.precision``), its spectrum, the initial residual and the
-    resolved step of one run; the step and the linearised curve both come from this K_0."""
+    resolved step of one run; the step and the linearised curve both come from this K_0 (a '<c>common'
+    step needs `common_lambda_max`: the largest lambda_max(K_0) among the settings compared)."""
     K0 = _kernel(spec, X, params0, precision)
     lam, U = np.linalg.eigh(K0)
     with torch.no_grad():
         f0 = forward({k: torch.as_tensor(v) for k, v in params0.items()},
                      torch.as_tensor(np.asarray(X), dtype=spec.torch_dtype), spec.scales())
     r0 = f0.double().numpy() - np.asarray(y, dtype=np.float64)
-    eta, limit = resolve_step(step, float(lam[-1]), int(K0.shape[0]), loss)
+    eta, limit = resolve_step(step, float(lam[-1]), int(K0.shape[0]), loss, common_lambda_max)
     return InitKernel(K0, lam, U, r0, step, eta, limit, loss, precision)
+
+
+def largest_eigenvalue(spec: ModelSpec, X, params: Mapping[str, torch.Tensor],
+                       precision: str = DEFAULT_PRECISION) -> float:
+    """lambda_max of the empirical NTK at `params` (a '<c>common' step compares the settings' K_0)."""
+    return float(np.linalg.eigvalsh(_kernel(spec, X, params, precision))[-1])
 
 
 def kernel_change(spec: ModelSpec, X, params: Mapping[str, np.ndarray], K0: np.ndarray,
                   precision: str = DEFAULT_PRECISION) -> float:
     """|K_t - K_0|_F / |K_0|_F of the kernel at `params` (a checkpoint) against K_0, K_t in ``precision``
     (that of K_0)."""
-    K = _kernel(spec, X, params, precision)
+    K = _kernel(spec, X, {k: np.asarray(v) for k, v in params.items()}, precision)
     return float(np.linalg.norm(K - K0) / np.linalg.norm(K0))
 
 

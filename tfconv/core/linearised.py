@@ -211,9 +211,9 @@ def mode_loss(eigenvalues, projection, step_size: float, n_samples: int, loss: s
 
 
 def slowest_mode_rate(eigenvalues, projection, step_size: float, n_samples: int, loss: str = "mean",
-                      rtol: float = 1e-12) -> float:
+                      rtol: float = 0.0) -> float:
     """The asymptotic rate of the linearised loss, -2 log max_i |1 - eta lambda_i / N| over the modes
-    the initial residual touches (p_i > rtol * sum p): lambda_min's rate when the step is stable and
+    the initial residual touches (p_i > rtol * sum p; any weight at all by default): lambda_min's rate when the step is stable and
     r_0 has a component along its eigenvector.  0 for a mode that does not decay; NaN if one grows."""
     lam = np.asarray(eigenvalues, dtype=np.float64)
     proj = np.asarray(projection, dtype=np.float64)

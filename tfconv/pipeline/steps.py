@@ -22,6 +22,7 @@ from typing import Any, Dict
 
 from .. import store
 from ..config import ConfigError, Workflow
+from ..core.status import STATUS_DIVERGED
 from ..provenance import provenance
 from .logs import log, task_log  # noqa: F401 (task_log re-exported for tasks/*.py)
 
@@ -101,7 +102,7 @@ def train_grid(wf: Workflow, name: str, threads: int = 1) -> Dict[str, Any]:
         attrs = store.run_attrs(train_store, rid)
         runs[rid] = {"point": p.as_dict(), "status": attrs["status"], "diverged_epoch": attrs["diverged_epoch"],
                      "node_id": (attrs.get("provenance") or {}).get("node_id")}
-    n_div = sum(r["status"] == "diverged" for r in runs.values())
+    n_div = sum(r["status"] == STATUS_DIVERGED for r in runs.values())
     summary = {
         "experiment": name, "store": str(train_store), "n_runs": len(runs), "n_diverged": n_div,
         "trained_now": sorted(r["run_id"] for r in results if not r.get("skipped")),
@@ -164,8 +165,10 @@ def aggregate(wf: Workflow, name: str) -> None:
     for p in exp.points:
         rid = p.run_id
         r = store.read_run(train_store, rid)
-        runs[rid] = {"status": r["attrs"]["status"], "diverged_epoch": r["attrs"]["diverged_epoch"], "curves": r["curves"],
-                     "checkpoint_curves": r["checkpoint_curves"], "kernel": r["attrs"].get("kernel")}
+        runs[rid] = {"status": r["attrs"]["status"], "diverged_epoch": r["attrs"]["diverged_epoch"],
+                     "stop_epoch": r["attrs"].get("stop_epoch", -1), "curves": r["curves"],
+                     "checkpoint_curves": r["checkpoint_curves"], "mode_curves": r.get("mode_curves", {}),
+                     "kernel": r["attrs"].get("kernel")}
         ref = None  # K_0 when its Gram is published; statistics read K panel by panel, never whole
         for e in exp.gram_epochs:
             if not store.gram_complete(gram_store, rid, e):

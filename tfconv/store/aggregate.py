@@ -37,6 +37,7 @@ from typing import Any, Dict, List, Mapping, Optional, Tuple
 import numpy as np
 
 from ..core.model import PARAM_NAMES
+from ..core.status import STATUS_MISSING
 from ._zarr import commit, json_safe, staging_dir
 
 CURVE_VARS = ("loss", "loss_linearised", "weight_change", "attention_deviation_mean", "attention_deviation_max")
@@ -46,6 +47,8 @@ CHECKPOINT_VARS = GRAM_VARS + ("kernel_change",)
 ASSESSMENT_VARS = ("lambda_min_error", "lambda_min_bracket_low", "lambda_min_bracket_high")
 VERDICT_VAR = "lambda_min_verdict"
 RUN_VARS = ("eta", "step_limit")
+#: K_0's modes per run (dim ``mode``, ascending eigenvalues, NaN-padded to the largest N of the experiment)
+MODE_VARS = ("k0_eigenvalues", "k0_projection")
 
 #: name -> (long_name, units, description) of every variable an aggregate may hold (one definition).
 VARIABLES: Dict[str, Tuple[str, str, str]] = {
@@ -79,6 +82,12 @@ VARIABLES: Dict[str, Tuple[str, str, str]] = {
     "spectral_density_method": ("spectral density method", "", "dense (stored eigenvalues), slq (stochastic "
                                 "Lanczos quadrature) or none (the Gram stored neither)"),
     "diverged_epoch": ("divergence epoch", "epoch", "epoch at which a diverged run stopped (-1: none)"),
+    "stop_epoch": ("stop epoch", "epoch", "epoch at which a run reached the float floor L_t <= 1e-10 L_0 and stopped "
+                   "(-1: it trained the whole budget); its later records are NaN"),
+    "k0_eigenvalues": ("eigenvalues of K_0", "1", "the eigenvalues lambda_i of the run's empirical NTK at initialisation, "
+                       "ascending (float64; NaN beyond the run's N)"),
+    "k0_projection": ("residual weight per mode", "1", "p_i = sum_c (u_i^T r_0c)^2: the initial residual r_0 = f_0 - y on "
+                      "each eigenvector of K_0; the linearised loss is L_t = 1/(2N) sum_i p_i (1 - eta lambda_i/N)^(2t)"),
 }
 
 
@@ -107,6 +116,8 @@ def build_aggregate(
     exp:   the `tfconv.config.Experiment`
     runs:  run_id -> {"status", "diverged_epoch", "curves": {name: 1-D array (epochs+1)},
                       "checkpoint_curves": {"kernel_change": array over exp.checkpoint_epochs},
+                      "mode_curves": {"k0_eigenvalues", "k0_projection": arrays over K_0's modes},
+                      "stop_epoch": epoch the run stopped at the float floor (-1: none),
                       "kernel": {"lambda_min0", "lambda_max0", "eta", "step_limit", ...}}
     grams: (run_id, checkpoint_epoch) -> {"lambda_min", "lambda_max", "kernel_trace"} (Gram store)
     lambda_min / lambda_max at checkpoint 0 come from the Gram store when it has them, else from the
@@ -137,8 +148,11 @@ def build_aggregate(
     cvars = {k: np.full(shape + (len(ckpts),), np.nan) for k in CHECKPOINT_VARS + ASSESSMENT_VARS}
     verdict = np.full(shape + (len(ckpts),), "", dtype=object)
     rvars = {k: np.full(shape, np.nan) for k in RUN_VARS}
-    status = np.full(shape, "missing", dtype=object)
+    status = np.full(shape, STATUS_MISSING, dtype=object)
     div_epoch = np.full(shape, -1, dtype=np.int64)
+    stop_epoch = np.full(shape, -1, dtype=np.int64)
+    n_modes = max((len(v) for r in runs.values() for v in (r.get("mode_curves") or {}).values()), default=0)
+    mvars = {k: np.full(shape + (n_modes,), np.nan) for k in MODE_VARS} if n_modes else {}
 
     for index in np.ndindex(*shape):
         rid = exp.point({a: exp.grid[a][i] for a, i in zip(axes, index)}).run_id
@@ -147,6 +161,10 @@ def build_aggregate(
             continue
         status[index] = r["status"]
         div_epoch[index] = int(r.get("diverged_epoch", -1))
+        stop_epoch[index] = int(r.get("stop_epoch", -1))
+        for k, v in (r.get("mode_curves") or {}).items():  # padded with NaN up to the largest N
+            if k in mvars:
+                mvars[k][index][: len(v)] = np.asarray(v, dtype=float)
         for k, v in r.get("curves", {}).items():
             v = np.asarray(v, dtype=float)
             curves[k][index][: len(v)] = v
@@ -176,6 +194,10 @@ def build_aggregate(
     data_vars.update({k: (axes, v) for k, v in rvars.items()})
     data_vars["status"] = (axes, status.astype(str))
     data_vars["diverged_epoch"] = (axes, div_epoch)
+    data_vars["stop_epoch"] = (axes, stop_epoch)
+    data_vars.update({k: (axes + ["mode"], v) for k, v in mvars.items()})
+    if mvars:
+        coords["mode"] = np.arange(n_modes)
     dens = _place_densities(exp, densities, shape)
     if dens is not None:
         values, method, low, high = dens

@@ -124,13 +124,15 @@ def run_complete(train_store, rid: str) -> bool:
 
 def write_run(train_store, rid: str, point: Mapping, result, provenance: Optional[Mapping] = None,
               kernel: Optional[Mapping] = None, checkpoint_curves: Optional[Mapping[str, np.ndarray]] = None,
-              initial: Optional[Mapping[str, Any]] = None) -> None:
+              initial: Optional[Mapping[str, Any]] = None, mode_curves: Optional[Mapping[str, np.ndarray]] = None) -> None:
     """Write one finished run (a `tfconv.core.train.RunResult`) atomically as runs/<rid>.zip.
 
     `kernel`: the run's kernel scalars (`tfconv.core.kernel.InitKernel.summary`: lambda_min0,
     lambda_max0, step_limit, eta, step, step_exceeds_limit), kept in the attribute ``kernel``;
     `checkpoint_curves`: arrays over the run's sorted checkpoint epochs (dim ``checkpoint_epoch``),
-    e.g. ``kernel_change``; `initial`: the seeded initialisation of the run's spec and seed
+    e.g. ``kernel_change``; `mode_curves`: arrays over the eigenvalues of K_0 (dim ``mode``, ascending),
+    ``k0_eigenvalues`` and ``k0_projection`` (the initial residual's weight on each eigenvector: with the
+    step they give the linearised loss at any epoch); `initial`: the seeded initialisation of the run's spec and seed
     (name -> tensor or array, computed by the caller): an epoch-0 checkpoint equal to it byte for
     byte is not stored but re-derived on reading (``checkpoint0_is_init``; `read_run`'s ``init``)."""
     zarr = zarr_module()
@@ -151,6 +153,9 @@ def write_run(train_store, rid: str, point: Mapping, result, provenance: Optiona
     for k, v in (checkpoint_curves or {}).items():
         arrays[k] = np.asarray(v, dtype=np.float64)
         write_array(g, k, arrays[k], ["checkpoint_epoch"])
+    for k, v in (mode_curves or {}).items():
+        arrays[k] = np.asarray(v, dtype=np.float64)
+        write_array(g, k, arrays[k], ["mode"])
     ck = g.require_group("ckpt")
     init_stored = True
     if 0 in result.checkpoints and initial is not None:  # the seeded initialisation is re-derived on reading
@@ -166,10 +171,12 @@ def write_run(train_store, rid: str, point: Mapping, result, provenance: Optiona
             write_array(eg, name, w, [f"{name}_row", f"{name}_col"])
     g.attrs.update(json_safe({
         "point": dict(point), "run_id": rid, "status": result.status,
-        "diverged_epoch": result.diverged_epoch, "spec": result.spec.to_dict(),
+        "diverged_epoch": result.diverged_epoch, "stop_epoch": int(getattr(result, "stop_epoch", -1)),
+        "spec": result.spec.to_dict(),
         "train": result.train.to_dict(), "seed": result.seed, "wall_seconds": result.wall_seconds,
         "curves": sorted(curves), "checkpoint_epochs": sorted(int(e) for e in result.checkpoints),
-        "checkpoint_curves": sorted(checkpoint_curves or {}), "kernel": dict(kernel or {}),
+        "checkpoint_curves": sorted(checkpoint_curves or {}), "mode_curves": sorted(mode_curves or {}),
+        "kernel": dict(kernel or {}),
         "content_sha256": run_digest(arrays), "checkpoint0_is_init": not init_stored,
         "provenance": dict(provenance or {}),
     }))
@@ -195,6 +202,7 @@ def run_arrays(run: Mapping[str, Any]) -> Dict[str, np.ndarray]:
     stored, so it is not digested)."""
     out = dict(run["curves"])
     out.update(run.get("checkpoint_curves", {}))
+    out.update(run.get("mode_curves", {}))
     for e, params in run["checkpoints"].items():
         if e == 0 and run["attrs"].get("checkpoint0_is_init"):
             continue
@@ -298,7 +306,8 @@ def _read_group(g, init: Optional[InitParams] = None) -> Dict[str, Any]:
         # the order in which the exact NTK engine sums over them (bitwise reproducible Gram blocks)
         ckpts[int(e)] = {name: np.asarray(eg[name][...]) for name in sorted(eg.array_keys())}
     ck_curves = {k: np.asarray(g[k][...]) for k in attrs.get("checkpoint_curves", [])}
-    return {"attrs": attrs, "curves": curves, "checkpoint_curves": ck_curves, "checkpoints": ckpts}
+    modes = {k: np.asarray(g[k][...]) for k in attrs.get("mode_curves", [])}
+    return {"attrs": attrs, "curves": curves, "checkpoint_curves": ck_curves, "mode_curves": modes, "checkpoints": ckpts}
 
 
 def list_runs(train_store) -> List[str]:
