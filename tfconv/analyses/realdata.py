@@ -363,7 +363,13 @@ register(Analysis(
     numbers=text_assumption,
     aggregate_vars=data_kernel_vars,
     caption="""**Assumption check on review text** (paper Sec. 5): the minimum eigenvalue ``lambda_min(K_0)``
-of the model's empirical NTK at initialisation against n_samples, one series per width (init LeCun
-and scaling inv_sqrt when present), with fitted log-log slopes; the data kernel's minimum eigenvalue
-is drawn in black when the aggregate has it. The assumption holds when lambda_min stays away from zero.""",
+of the model's empirical NTK at initialisation against n_samples N on log axes, one panel per (init,
+scaling) and one colour per width. Each run is a dot with an error bar: its error estimate (the rounding
+of K, eps_K N max diag K in the Gram precision, plus the solver's error), widened to the Cholesky
+certificate's bracket where the spectrum was iterative; a value below the precision of K is an open
+down-triangle at its upper bound and is never fitted. The line is the seed mean of the resolved values,
+the dotted line and band the fitted power law N^slope with its confidence interval (resolved values
+only). The data kernel's minimum eigenvalue (black squares) is fitted only below its rank limit
+d_s x d; at and above it, it is drawn open and not fitted. The assumption holds when lambda_min
+stays resolved and away from zero as N grows.""",
 ))
