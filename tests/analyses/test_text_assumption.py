@@ -25,7 +25,7 @@ from tfconv.store.aggregate import build_aggregate
 
 D_S, D = 4, 8  # data dimension d_s d = 32: the data kernel's rank limit
 NS = [8, 16, 24, 48, 96, 192, 384]
-WIDTHS = [2, 16]
+WIDTHS = [8, 32]
 SETTINGS = {"experiment": "text_check"}
 
 
@@ -59,13 +59,15 @@ def _lm(ds, var):
 
 
 def test_the_aggregate_holds_both_verdicts():
-    """The premise of the other tests (measured, not assumed): width 2 at the largest N has more samples than
-    parameters, so its K_0 is singular and its lambda_min is below the precision of K; width 16 is resolved."""
+    """The premise of the other tests (measured, not assumed): these small models' K_0 is rank-deficient at the
+    largest N (width 8 from N = 192 on: lambda_min at rounding level, below the precision of K), while width 32 is
+    resolved up to N = 192."""
     ds = aggregate()
     ver = _lm(ds, "lambda_min_verdict")
     assert set(np.unique(ver.values)) == {RESOLVED, BELOW_PRECISION}
-    assert (ver.sel(width=2, n_samples=max(NS)) == BELOW_PRECISION).all()
-    assert (ver.sel(width=16) == RESOLVED).all()
+    assert (ver.sel(n_samples=max(NS)) == BELOW_PRECISION).all()
+    assert (ver.sel(width=32, n_samples=[n for n in NS if n <= 192]) == RESOLVED).all()
+    assert (ver.sel(width=8, n_samples=8) == RESOLVED).all()
     err = _lm(ds, "lambda_min_error")
     assert (err > 0).all() and np.isfinite(err.values).all()
     dv = ds["data_kernel_lambda_min_verdict"].values
@@ -141,3 +143,20 @@ def test_the_figure_renders_with_its_markers(tmp_path):
         assert len(labels) == len(set(labels))
     out = make_figure("text_assumption", ds, tmp_path / "t.png", tmp_path / "t.csv", SETTINGS)
     assert (tmp_path / "t.png").stat().st_size > 20000 and out["finding"]
+
+
+def test_identical_inputs_are_counted_and_named_in_the_finding():
+    """Identical inputs (a review repeated in the corpus, or two reviews sharing their first d_s words) make K_0
+    exactly singular for every model: the aggregate counts them per N (checked here against a direct count)
+    and the finding says from which N on."""
+    ds = aggregate()
+    out = make_text("rotten_tomatoes", max(NS), d_s=D_S, d=D, seed=0)
+    X = out["X"].reshape(len(out["X"]), -1)
+    want = [n - len({row.tobytes() for row in X[:n]}) for n in NS]
+    assert ds["duplicate_inputs"].values.tolist() == want
+    _, finding = figure("text_assumption", ds, SETTINGS)
+    if any(want):
+        first = NS[int(np.argmax(np.asarray(want) > 0))]
+        assert f"from N = {first} on the data hold identical inputs" in finding
+    else:
+        assert "no two inputs are identical" in finding

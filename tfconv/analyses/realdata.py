@@ -33,9 +33,10 @@ def data_kernel_vars(dataset, exp) -> Dict[str, Any]:
     if "n_samples" not in exp.grid:
         return {}
     rank_limit = int(dataset.d_s * dataset.d)
-    vals, errs, verdicts = [], [], []
+    vals, errs, verdicts, dups = [], [], [], []
     for n in exp.grid["n_samples"]:
         F = dataset.X[:n].reshape(n, -1)
+        dups.append(int(n - np.unique(F, axis=0).shape[0]))
         if n <= max(rank_limit, DATA_KERNEL_DENSE_MAX):
             ev = gram_eigenvalues(F @ F.T / dataset.d_s)
             lmin, lmax = float(ev[0]), float(ev[-1])
@@ -51,7 +52,11 @@ def data_kernel_vars(dataset, exp) -> Dict[str, Any]:
             "data_kernel_lambda_min_error": (("n_samples",), np.asarray(errs),
                                              {"definition": "eps_64 N max diag G + eps_64 lambda_max(G)"}),
             "data_kernel_lambda_min_verdict": (("n_samples",), np.asarray(verdicts, dtype=str),
-                                               {"definition": "resolved (value > error) or below the precision of K"})}
+                                               {"definition": "resolved (value > error) or below the precision of K"}),
+            "duplicate_inputs": (("n_samples",), np.asarray(dups, dtype=np.int64),
+                                 {"definition": "samples among the first N whose input X equals an earlier one's "
+                                                "(e.g. a review repeated in the corpus): each makes K_0 singular, "
+                                                "lambda_min(K_0) = 0 for every model"})}
 
 
 def mnist_accuracy(ds, settings) -> tuple:
@@ -282,8 +287,22 @@ def text_assumption(ds, settings) -> tuple:
     finding = (f"lambda_min(K_0) ({D.INIT_LABEL.get(ini, ini)}, {sc}): {status}; at N = {int(ns.max())} it ranges "
                f"over [{D.fmt(smallest)}, {D.fmt(np.nanmax(v_at) if fin.any() else np.nan)}] across widths"
                f"{' (<= 0: the assumption fails there)' if np.isfinite(smallest) and smallest <= 0 else ''}; "
-               f"the resolved values scale as N^{D.ci(f)} at width {wmax}") + data_part
+               f"the resolved values scale as N^{D.ci(f)} at width {wmax}") + data_part + _duplicates_clause(ds)
     return cv, finding + D.diverged_clause(s)
+
+
+def _duplicates_clause(ds) -> str:
+    """The finding's clause on identical inputs (aggregate variable ``duplicate_inputs``): each one makes
+    K_0 singular, so lambda_min(K_0) = 0 there for every width and seed, whatever the model."""
+    if "duplicate_inputs" not in ds:
+        return ""
+    dup = np.asarray(ds["duplicate_inputs"].values, dtype=np.int64)
+    ns = np.asarray(ds["n_samples"].values)
+    if not dup.any():
+        return "; no two inputs are identical at any N"
+    first = int(np.argmax(dup > 0))
+    return (f"; from N = {int(ns[first])} on the data hold identical inputs ({int(dup[first])} at N = {int(ns[first])}, "
+            f"{int(dup[-1])} at N = {int(ns[-1])}): K_0 is exactly singular there for every model")
 
 
 def _data_kernel(cv, ds, conf: float, allv: list) -> str:
