@@ -301,8 +301,10 @@ def _duplicates_clause(ds) -> str:
     if not dup.any():
         return "; no two inputs are identical at any N"
     first = int(np.argmax(dup > 0))
-    return (f"; from N = {int(ns[first])} on the data hold identical inputs ({int(dup[first])} at N = {int(ns[first])}, "
-            f"{int(dup[-1])} at N = {int(ns[-1])}): K_0 is exactly singular there for every model")
+    counts = f"{int(dup[first])} at N = {int(ns[first])}" + (f", {int(dup[-1])} at N = {int(ns[-1])}"
+                                                               if first < len(ns) - 1 else "")
+    return (f"; from N = {int(ns[first])} on the data hold identical inputs ({counts}; a repeated review or two "
+            f"sharing their first d_s words): K_0 is exactly singular there for every model")
 
 
 def _data_kernel(cv, ds, conf: float, allv: list) -> str:
