@@ -300,7 +300,7 @@ def _sufficiency(name, per_n, ladder, settings, grp) -> Dict[str, Any]:
         lo_c, hi_c = _brackets(ladder, p["conv"], monotone=True)
         if np.isfinite(hi_c):
             cmin.append(f"N={n}: from width {hi_c:g} = {_fmt(hi_c / float(n) ** 2, 2)} N^2")
-    where = f"{len(scored)} runs at N = {sorted({s.split()[0][2:] for s in scored}, key=float)}" if scored else ""
+    where = f"{len(scored)} runs at N = {', '.join(sorted({s.split()[0][2:] for s in scored}, key=float))}" if scored else ""
     power = (f"a run that diverges or stalls would refute it: {where}" if scored else "no N has a width >= max(c N^2, "
              "kernel-stable width) on the ladder") + (f"; not testable: {'; '.join(untestable)}" if untestable else "")
     cnote = ("; every seed converges " + "; ".join(cmin)) if cmin else ""
