@@ -368,8 +368,8 @@ def certified_lambda_min(matvec: MatVec, n: int, chol: Factor, lambda_max: float
     3. **certificate**: the bracket (lo, hi] of lambda_min, independent of the iteration's convergence:
        lo from the Cholesky successes (sigma = 0 or the shift; with ``certificate_rtol`` > 0 and a
        resolved value also sigma = value (1 - rtol), by ``trial`` (default: ``chol``)), hi from the
-       failures and the Rayleigh quotient v^T K v of the returned unit vector (lambda_min <= v^T K v for
-       any unit v).  A value below the precision of K gets no extra factorisation.
+       failures and the Rayleigh quotient v^T K v of the returned unit vector plus the rounding level of K
+       (lambda_min <= v^T K v for any unit v, exactly; computed, up to the precision of K).  A value below the precision of K gets no extra factorisation.
     """
     secs: Dict[str, float] = {}
     cert = Certificate()
@@ -400,7 +400,8 @@ def certified_lambda_min(matvec: MatVec, n: int, chol: Factor, lambda_max: float
     log(f"[spectra] lambda_min {rmin.value:.6g} by shift-invert (sigma {sigma:.3g}): {rmin.iterations} solves "
         f"(stopped: {rmin.notes['stopped']}), residual {rmin.residual:.3g}, error {rmin.error:.3g} "
         f"(rounding of K {rounding:.3g}): {rmin.verdict}, {secs['shift_invert']:.0f}s")
-    cert.add(rmin.notes["rayleigh_quotient"], False, None, 0.0, kind="rayleigh_quotient")
+    # v^T K v >= lambda_min for a unit v, up to the rounding of K and of the product: widened by the precision of K
+    cert.add(rmin.notes["rayleigh_quotient"] + rounding, False, None, 0.0, kind="rayleigh_quotient")
     if certificate_rtol > 0 and rmin.verdict == RESOLVED and rmin.value * (1 - certificate_rtol) > cert.lo:
         t0 = time.perf_counter()
 
