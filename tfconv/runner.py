@@ -115,8 +115,9 @@ def init_run(exp, point, prep: Prepared, spec, log: Optional[Callable[[str], Non
     from .core.model import init_params
 
     params0 = init_params(spec, point.seed)
-    common = common_lambda_max(exp, point, prep, spec) if parse_step(point.step)[0] == "common" else None
-    ik = init_kernel(spec, prep.data.X, prep.data.y, params0, point.step, exp.train.loss, common)
+    common = (common_lambda_max(exp, point, prep, spec) if parse_step(point.step)[0] == "common" else None)
+    ik = init_kernel(spec, prep.data.X, prep.data.y, params0, point.step, exp.train.loss, common,
+                     precision=exp.gram_precision)
     if ik.exceeds_limit:
         msg = (f"run {point.run_id} of experiment {exp.name}: the fixed step {ik.step_size:g} exceeds its stability "
                f"limit 2N/lambda_max(K_0) = {ik.limit:.4g} (lambda_max = {ik.lambda_max:.4g}, N = {ik.n_samples})")
@@ -140,7 +141,8 @@ def common_lambda_max(exp, point, prep: Prepared, spec) -> float:
     for sc in exp.grid.get("scaling", (spec.scaling,)):
         for ini in exp.grid.get("init", (spec.init,)):
             other = replace(spec, scaling=sc, init=ini)
-            out = max(out, largest_eigenvalue(other, prep.data.X, init_params(other, point.seed)))
+            out = max(out, largest_eigenvalue(other, prep.data.X, init_params(other, point.seed),
+                                              exp.gram_precision))
     return out
 
 
@@ -150,7 +152,7 @@ def _finish_run(exp, point, prep: Prepared, spec, ik, result, train_store, threa
     from .core.model import init_params
 
     result.curves["loss_linearised"] = ik.linearised(exp.train.epochs)
-    kc = kernel_changes(spec, prep.data.X, result.checkpoints, ik.K0, exp.checkpoint_epochs)
+    kc = kernel_changes(spec, prep.data.X, result.checkpoints, ik.K0, exp.checkpoint_epochs, precision=ik.precision)
     provn = provenance(None, experiment=exp.name, run_id=point.run_id, seed=point.seed,
                        dataset_sha256=prep.data.meta.get("content_hash"), threads=int(threads), node_id=node_id, **prov)
     initial = init_params(result.spec, result.seed) if 0 in result.checkpoints else None
@@ -259,7 +261,9 @@ class GramJob:
 
 
 def gram_block(job: GramJob, point, epoch: int, bi: int, bj: int) -> Dict[str, Any]:
-    """Compute block (bi, bj) of the NTK of one run at one checkpoint epoch and write it (idempotent)."""
+    """Compute block (bi, bj) of the NTK of one run at one checkpoint epoch and write it (idempotent),
+    in the experiment's Gram precision (the checkpoint's parameters cast once, whatever the training dtype)."""
+    from .core.kernel import precision_dtype
     from .core.ntk import ntk_block, params_from_numpy
 
     rid = point.run_id
@@ -270,7 +274,7 @@ def gram_block(job: GramJob, point, epoch: int, bi: int, bj: int) -> Dict[str, A
     prep = prepare(job.exp, [point], job.data_store, gs.threads, None, job.expected_hash, accuracy=False)
     ds, spec = prep.data, prep.specs[0]
     attrs, arrays = _checkpoint(str(job.train_store), rid, int(epoch))
-    params = params_from_numpy(arrays, dtype=spec.torch_dtype)
+    params = params_from_numpy(arrays, dtype=precision_dtype(job.exp.gram_precision))  # cast once: every matmul in it
     ranges = store.block_ranges(ds.n_samples, gs.block_size)
     (r0, r1), (c0, c1) = ranges[bi], ranges[bj]
     X_cols = None if bi == bj else ds.X[c0:c1]

@@ -221,3 +221,56 @@ def test_ntk_trace_width_slope(init, hidden, slope):
                          seeds=range(6), n=6) for w in widths]
     measured = float(np.polyfit(np.log(widths), np.log(traces), 1)[0])
     assert abs(measured - slope) <= TOL["trace_slope"], (init, hidden, measured, traces)
+
+
+# ----------------------------------------------------------------------------------------------
+# Gram precision (config gram.precision): independent of the training dtype
+# ----------------------------------------------------------------------------------------------
+
+def test_init_kernel_precision_is_its_own_setting():
+    """A float32-trained run's K_0 is computed in float64 by default (its parameters cast once): bitwise the
+    float64 engine on the cast parameters; precision="float32" gives the float32 kernel.  The step and the
+    linearised curve come from that one K_0, and lambda_min carries its error and verdict."""
+    from tfconv.core import spectra as S
+    from tfconv.core.kernel import init_kernel, kernel_change
+
+    data = make_synthetic(40, d_s=4, d=8, seed=3)
+    spec32 = ModelSpec(width=32, d=8, d_s=4, init="lecun", dtype="float32")
+    p32 = init_params(spec32, 0)
+    assert p32["Wq"].dtype == torch.float32
+    ik = init_kernel(spec32, data.X, data.y, p32, "0.5limit", "mean")
+    K64 = ntk_matrix({k: v.double() for k, v in p32.items()}, spec32, data.X)
+    K32 = ntk_matrix(p32, spec32, data.X)
+    assert ik.precision == "float64" and np.array_equal(ik.K0, K64) and not np.array_equal(ik.K0, K32)
+    ik32 = init_kernel(spec32, data.X, data.y, p32, "0.5limit", "mean", precision="float32")
+    assert np.array_equal(ik32.K0, K32)
+    # one K_0 for the step and the linearised curve
+    assert ik.limit == pytest.approx(2 * 40 / np.linalg.eigvalsh(K64)[-1], rel=1e-12)
+    assert ik.linearised(3)[0] == pytest.approx(0.5 * np.mean(np.sum(ik.residual0 ** 2, axis=1)), rel=1e-12)
+    # the record: rounding eps_K N max diag K, the dense solver's eps_64 lambda_max, the verdict
+    summ, summ32 = ik.summary(), ik32.summary()
+    rounding = S.EPS64 * 40 * np.diag(K64).max()
+    assert summ["kernel_precision"] == "float64" and summ32["kernel_precision"] == "float32"
+    assert summ["lambda_min0_error"] == pytest.approx(rounding + S.EPS64 * ik.lambda_max, rel=1e-12)
+    assert summ["lambda_min0_verdict"] == S.RESOLVED and summ32["lambda_min0_error"] > 1e6 * summ["lambda_min0_error"]
+    # the kernel change at a checkpoint is computed in K_0's precision: 0 against itself
+    assert kernel_change(spec32, data.X, {k: v.numpy() for k, v in p32.items()}, ik.K0) == 0.0
+    with pytest.raises(ValueError, match="float16"):
+        init_kernel(spec32, data.X, data.y, p32, "0.5limit", "mean", precision="float16")
+
+
+def test_float32_rounding_stays_within_the_precision_of_K():
+    """The precision of K, eps_K N max diag K, bounds what float32 arithmetic does to the real NTK: the
+    float32 kernel differs from the float64 one by less in spectral norm (measured here: about 1/30 of the
+    bound), so every eigenvalue, lambda_min included, is within it (Weyl)."""
+    from tfconv.core import spectra as S
+
+    data = make_synthetic(300, d_s=8, d=16, seed=4)
+    spec = ModelSpec(width=128, d=16, d_s=8, init="lecun", dtype="float64")
+    p = init_params(spec, 1)
+    K64 = ntk_matrix(p, spec, data.X)
+    K32 = ntk_matrix({k: v.float() for k, v in p.items()}, ModelSpec(**dict(spec.to_dict(), dtype="float32")), data.X)
+    bound = S.rounding_level(np.diag(K64).max(), 300, "float32")
+    assert np.linalg.norm(K32 - K64, 2) <= bound
+    e32, e64 = np.linalg.eigvalsh(K32), np.linalg.eigvalsh(K64)
+    assert np.abs(e32 - e64).max() <= bound

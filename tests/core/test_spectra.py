@@ -29,9 +29,9 @@ def ntk_like(n: int, p: int, c: float = 1.0, seed: int = 0) -> np.ndarray:
     return J @ J.T / p + c
 
 
-def write_gram(gram_store, rid: str, K: np.ndarray, block: int):
+def write_gram(gram_store, rid: str, K: np.ndarray, block: int, precision: str = "float64"):
     n = K.shape[0]
-    g = store.ensure_gram(gram_store, rid, 0, n, block, attrs={"run_id": rid, "epoch": 0})
+    g = store.ensure_gram(gram_store, rid, 0, n, block, attrs={"run_id": rid, "epoch": 0, "precision": precision})
     ranges = store.block_ranges(n, block)
     for bi, bj in store.upper_blocks(n, block):
         (r0, r1), (c0, c1) = ranges[bi], ranges[bj]
@@ -81,11 +81,15 @@ def test_cholesky_certificate_brackets_lambda_min_and_rejects_a_wrong_value():
     assert cert.trials[1]["column"] is not None and 0 <= cert.trials[1]["column"] < 800
     # a wrong estimate (too high by 1%, or too low) falls outside the bracket
     assert not cert.contains(lam * 1.01) and not cert.contains(lam * 0.99)
-    # the certificate of the iterative path brackets the value it certifies
+    # the certificate of the iterative path brackets the value it certifies: a Cholesky success at
+    # value (1 - rtol) below it, the Rayleigh quotient of its unit vector (lambda_min <= v^T K v) above
     it = S.extreme_eigenvalues(K, dense_max=10, certificate_rtol=1e-3)
-    lo, hi = it["lambda_min"].certificate
-    assert lo == pytest.approx(it["lambda_min"].value * (1 - 1e-3)) and hi == pytest.approx(it["lambda_min"].value * (1 + 1e-3))
-    assert lo < lam <= hi
+    rec = it["lambda_min"]
+    lo, hi = rec.certificate
+    assert lo == pytest.approx(rec.value * (1 - 1e-3)) and hi == rec.notes["rayleigh_quotient"] + rec.rounding
+    assert lo < lam <= hi and lo < rec.value <= hi + rec.error  # v^T K v >= sigma + 1/mu, up to rounding
+    assert [t["kind"] for t in rec.notes["certificate_trials"]] == ["cholesky", "rayleigh_quotient", "cholesky"]
+    assert hi - lam <= rec.residual  # the vector is converged: its Rayleigh quotient is a tight upper bound
     # sigma above lambda_min always fails, below always succeeds
     assert not S.cholesky_certificate(K, [2 * lam]).trials[0]["ok"]
     assert S.cholesky_certificate(K, [0.5 * lam]).trials[0]["ok"]
@@ -99,8 +103,11 @@ def test_singular_kernel_gets_a_negative_shift_and_a_bracket_around_zero():
     rec = it["lambda_min"]
     trials = rec.notes["certificate_trials"]
     assert trials[0]["sigma"] == 0.0 and not trials[0]["ok"]
-    assert rec.shift < 0 and rec.certificate == (rec.shift, 0.0)
+    assert rec.shift < 0 and rec.certificate[0] == rec.shift and rec.certificate[1] <= 0.0
     assert abs(rec.value) <= 1e-9 * it["lambda_max"].value
+    # its bottom is rounding: reported as such in a few solves, with an error above the value
+    assert rec.verdict == S.BELOW_PRECISION and rec.notes["stopped"] == "below_precision"
+    assert rec.iterations <= 5 and rec.error >= rec.rounding > abs(rec.value)
 
 
 def test_slq_density_matches_the_spectrum():
@@ -196,7 +203,9 @@ def test_workflow_finalisation_stores_iterative_extremes(client, tmp_path):
         assert r["iterations"] >= 1 and r["residual"] is not None
         assert abs(r["value"] - true) <= r["residual"] + n * EPS * dense[-1], (k, r, true)
     lo, hi = rec["lambda_min"]["certificate"]
-    assert lo < dense[0] <= hi and lo < sp["lambda_min"] <= hi
+    err = rec["lambda_min"]["error"]  # the bracket holds up to rounding (eigvalsh's too: 2.7e-13 here)
+    assert lo < dense[0] <= hi + err and lo < sp["lambda_min"] <= hi + err and hi - lo < 2e-3 * dense[0]
+    assert rec["lambda_min"]["verdict"] == S.RESOLVED and dense[0] > err
     nodes, w = sp["slq"]
     assert w.sum() == pytest.approx(1.0) and nodes.max() <= dense[-1] * (1 + 1e-9)
     assert not (store.gram_path(gs, "big", 0) / DS.FACTOR).exists()  # the factor is scratch
@@ -233,11 +242,11 @@ def test_interlacing_on_nested_subsets_of_the_stored_ntk_values(client, tmp_path
     K = ntk_matrix(params, spec, X)
     gs = tmp_path / "gram.zarr"
     vals = {}
-    for m in (300, 600, 900):
+    for m in (100, 300, 900):
         g = write_gram(gs, f"n{m}", K[:m, :m], 100)
-        DS.finalize_gram(g, None, client=client, settings=DS.SpectrumSettings(dense_max=200, tile=300))
+        DS.finalize_gram(g, None, client=client, settings=DS.SpectrumSettings(dense_max=50, tile=300))
         vals[m] = store.read_spectrum(gs, f"n{m}", 0)["records"]
-    for small, big in ((300, 600), (600, 900), (300, 900)):
+    for small, big in ((100, 300), (300, 900), (100, 900)):
         a, b = vals[small], vals[big]
         assert a["lambda_min"]["method"] == "shift_invert"
         slack_min = b["lambda_min"]["residual"] + 1e-12 * b["lambda_max"]["value"]
@@ -245,8 +254,20 @@ def test_interlacing_on_nested_subsets_of_the_stored_ntk_values(client, tmp_path
         assert a["lambda_min"]["value"] >= b["lambda_min"]["value"] - slack_min, (small, big)
         assert a["lambda_max"]["value"] <= b["lambda_max"]["value"] + slack_max, (small, big)
     ev = np.linalg.eigvalsh(K)
-    assert vals[900]["lambda_min"]["value"] == pytest.approx(ev[0], rel=1e-7)
     assert vals[900]["lambda_max"]["value"] == pytest.approx(ev[-1], rel=1e-10)
+    # Past N ~ 200 this NTK (1440 parameters, but d = d_s = 4) is singular: at N = 900 its bottom
+    # eigenvalues are float64 rounding (eigvalsh: -6.3e-13, -4.0e-13, ...), below the precision of K,
+    # eps N max diag K = 1.1e-11.  The iteration says so in a few solves, and its value (an upper bound)
+    # lies within its error of eigvalsh's.
+    for m in (300, 900):
+        r = vals[m]["lambda_min"]
+        assert r["verdict"] == S.BELOW_PRECISION and r["stopped"] == "below_precision" and r["iterations"] <= 5
+        assert r["rounding"] == pytest.approx(EPS * m * np.diag(K[:m]).max(), rel=1e-12)
+    r = vals[900]["lambda_min"]
+    assert abs(r["value"] - ev[0]) <= r["error"] and abs(ev[0]) < r["rounding"]
+    r = vals[100]["lambda_min"]  # N = 100: positive definite (eigvalsh 3.3e-4), resolved
+    ev1 = np.linalg.eigvalsh(K[:100, :100])
+    assert r["verdict"] == S.RESOLVED and ev1[0] > r["error"] and r["value"] == pytest.approx(ev1[0], rel=1e-7)
 
 
 def test_extremes_only_gram_is_complete_verified_and_damage_is_found(tmp_path):
@@ -254,7 +275,10 @@ def test_extremes_only_gram_is_complete_verified_and_damage_is_found(tmp_path):
     K = ntk_like(200, 400, seed=7)
     ev = np.linalg.eigvalsh(K)
     g = write_gram(gs, "r", K, 64)
-    spec = {"lambda_min": {"value": float(ev[0]), "method": "shift_invert", "iterations": 9, "residual": 1e-12},
+    rounding = EPS * 200 * np.diag(K).max()
+    spec = {"lambda_min": {"value": float(ev[0]), "method": "shift_invert", "iterations": 9, "residual": 1e-12,
+                           "rounding": rounding, "solver_error": 1e-12, "error": rounding + 1e-12,
+                           "verdict": S.RESOLVED, "certificate": [float(ev[0]) * 0.99, float(ev[0]) * (1 + 1e-12)]},
             "lambda_max": {"value": float(ev[-1]), "method": "lanczos", "iterations": 5, "residual": 1e-10}}
     store.finalize_gram(g, None, None, spectrum=spec)
     assert store.gram_complete(gs, "r", 0) and g.attrs["spectrum_arrays"] == ["extremes"]
@@ -332,3 +356,89 @@ def test_lanczos_reports_progress_every_step():
     assert all(b[1] >= a[1] - 1e-9 * theta for a, b in zip(seen, seen[1:]))  # Ritz values never decrease
     assert seen[-1][1] == theta and seen[-1][2] == est
     assert abs(theta - np.linalg.eigvalsh(K)[-1]) <= 1e-9 * theta
+
+
+def test_verify_checks_lambda_min_error_verdict_and_certificate(tmp_path):
+    """`tfconv verify` (store.check_gram) recomputes the precision of K from the stored K and checks each
+    recorded field of lambda_min against it: rounding = eps_K N max diag K, error = rounding + solver
+    error, the verdict the value and error give, the value inside its certificate; a record without
+    them is a problem once the Gram says its precision."""
+    gs = tmp_path / "gram.zarr"
+    K = ntk_like(150, 300, seed=12)
+    g = write_gram(gs, "r", K, 64, precision="float32")
+    DS.finalize_gram(g, None, client=None, settings=DS.SpectrumSettings(dense_max=1000))
+    rec0 = dict(g.attrs["spectrum"])
+    lm = dict(rec0["lambda_min"])
+    assert lm["rounding"] == pytest.approx(np.finfo(np.float32).eps * 150 * np.diag(K).max(), rel=1e-12)
+    assert lm["verdict"] == S.RESOLVED and store.check_gram(gs, "r", 0) == []
+
+    def with_lambda_min(**changes):
+        g.attrs["spectrum"] = dict(rec0, lambda_min=dict(lm, **changes))
+        return store.check_gram(gs, "r", 0)
+
+    assert any("rounding level" in p for p in with_lambda_min(rounding=lm["rounding"] / 2))
+    assert any("is not rounding" in p for p in with_lambda_min(error=lm["rounding"] / 2))
+    assert any("verdict is 'below the precision of K'" in p for p in with_lambda_min(verdict=S.BELOW_PRECISION))
+    assert any("outside its certificate" in p for p in with_lambda_min(certificate=[0.0, lm["value"] / 2]))
+    assert any("no error estimate" in p for p in with_lambda_min(verdict=None))
+    g.attrs["spectrum"] = rec0
+    g.attrs["precision"] = "float16"
+    assert any("float16" in p for p in store.check_gram(gs, "r", 0))
+    g.attrs["precision"] = "float32"
+    assert store.check_gram(gs, "r", 0) == []
+    # the statistics the aggregate reads carry the assessment
+    st = store.gram_statistics_stored(gs, "r", 0)
+    assert st["lambda_min_verdict"] == S.RESOLVED and st["lambda_min_error"] == lm["error"]
+    assert np.isnan(st["lambda_min_bracket_low"])  # dense: no certificate
+
+
+def rounding_cluster_kernel(n: int = 1200, r: int = 300, seed: int = 13) -> np.ndarray:
+    """J J^T / r + 11^T computed in float32 (stored in float64, as a float32 Gram is): rank r + 1 < n, so
+    its n - r - 1 smallest eigenvalues are 0 in exact arithmetic and, in float32, a cluster of rounding
+    noise of either sign (numerically indefinite), as the issue's width-256 NTK at N = 20,000."""
+    J = np.random.default_rng(seed).standard_normal((n, r)).astype(np.float32)
+    K32 = (J @ J.T) / np.float32(r) + np.float32(1.0)
+    K = K32.astype(np.float64)
+    return 0.5 * (K + K.T)
+
+
+def test_rounding_cluster_is_below_the_precision_of_K_within_a_few_solves():
+    """The unit test of the stopping rule: a kernel whose smallest eigenvalues are below its rounding
+    level is reported "below the precision of K" within MIN_SOLVES..5 solves, with a value inside its
+    error of the true bottom; the relative rule alone (the rule before) spends its whole budget chasing
+    the noise."""
+    n = 1200
+    K = rounding_cluster_kernel(n)
+    ev = np.linalg.eigvalsh(K)
+    rounding = S.rounding_level(np.diag(K).max(), n, "float32")
+    assert ev[0] < 0 and np.abs(ev[:n - 301]).max() < rounding  # a rounding cluster, indefinite
+    it = S.extreme_eigenvalues(K, dense_max=10, certificate_rtol=0.01, precision="float32")
+    rec = it["lambda_min"]
+    assert rec.verdict == S.BELOW_PRECISION and rec.notes["stopped"] == "below_precision"
+    assert S.MIN_SOLVES <= rec.iterations <= 5
+    assert rec.rounding == pytest.approx(rounding) and rec.error >= rounding and rec.value <= rounding
+    assert ev[0] - rec.error <= rec.value  # an upper bound of the bottom, within its error
+    kinds = [(t["kind"], t["ok"]) for t in rec.notes["certificate_trials"]]
+    assert kinds[0] == ("cholesky", False) and ("cholesky", True) in kinds  # K itself does not factor
+    assert kinds.count(("cholesky", True)) == 1  # no certificate factorisation for a value below precision
+    # the relative rule alone (the rule before: 1e-10 on the inverse) chases the noise for 100+ solves
+    L, _ = S.dense_cholesky(K, rec.shift)
+    old = S.lambda_min_shift_invert(S.cho_solver(L), K.__matmul__, n, rec.shift, tol=1e-10, maxiter=300)
+    assert old.iterations >= 20 * rec.iterations and abs(old.value) < rounding
+
+
+def test_rounding_cluster_through_the_stored_gram(client, tmp_path):
+    """The same through the workflow's iterative path (Zarr K, Dask Cholesky and solves): a float32 Gram
+    with a rounding-cluster bottom is finalised in a few solves, below the precision of K, and verifies."""
+    n = 1200
+    K = rounding_cluster_kernel(n)
+    gs = tmp_path / "gram.zarr"
+    g = write_gram(gs, "r", K, 300, precision="float32")
+    DS.finalize_gram(g, None, client=client, settings=DS.SpectrumSettings(dense_max=100, tile=600,
+                                                                          certificate_rtol=0.01))
+    rec = store.read_spectrum(gs, "r", 0)["records"]
+    r = rec["lambda_min"]
+    assert rec["precision"] == "float32" and r["verdict"] == S.BELOW_PRECISION
+    assert r["stopped"] == "below_precision" and r["iterations"] <= 5
+    assert store.check_gram(gs, "r", 0) == []
+    assert set(rec["seconds"]) >= {"lambda_max", "cholesky", "shift_invert"} and "certificate" not in rec["seconds"]

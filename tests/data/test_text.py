@@ -158,3 +158,23 @@ def test_bz2_bomb_is_refused_with_the_file_name(tmp_path):
     ok.write_bytes(bz2.compress(b"category,text\nfresh,Great\nrotten,Bad\n"))
     texts, labels = text.load_rotten_tomatoes(ok, verify=False)
     assert texts == ["Great", "Bad"] and list(labels) == [1, 0]
+
+
+def test_review_subset_takes_every_usable_review_nested(rt):
+    """config/paper.yaml's reviews: n_samples = 12,808 is every usable review (each once); subsets stay
+    class-balanced up to twice the smaller class (10,810) and nested beyond it; more is refused, naming
+    the allowed range."""
+    _, labels = rt
+    labels = np.asarray(labels)
+    full = text.review_subset(labels, 12_808, seed=0)
+    assert np.array_equal(np.sort(full), np.arange(12_808))
+    bal = text.review_subset(labels, 10_810, seed=0)
+    assert np.bincount(labels[bal]).tolist() == [5405, 5405]
+    small = text.review_subset(labels, 512, seed=0)
+    assert np.bincount(labels[small]).tolist() == [256, 256]
+    mid = text.review_subset(labels, 12_000, seed=0)
+    assert len(set(mid.tolist())) == 12_000
+    assert set(small.tolist()) <= set(bal.tolist()) <= set(mid.tolist()) <= set(full.tolist())
+    assert np.bincount(labels[mid]).tolist() == [5405, 12_000 - 5405]
+    with pytest.raises(ValueError, match=r"12,809 exceeds the 12,808 usable reviews.*allowed: 1\.\.12,808"):
+        text.review_subset(labels, 12_809, seed=0)

@@ -144,8 +144,8 @@ def assemble_grams(job: GramJob, points: Sequence[Any], client, spectrum: Option
             continue
         n = point.n_samples
         g = store.ensure_gram(gram_store, rid, epoch, n, block_size,
-                              attrs={"engine": job.settings.engine, "run_id": rid, "epoch": epoch,
-                                     "point": point.as_dict()})
+                              attrs={"engine": job.settings.engine, "precision": exp.gram_precision, "run_id": rid,
+                                     "epoch": epoch, "point": point.as_dict()})
         done = store.blocks_done(g)
         to_finalize.append((point, epoch))
         for bi, bj in store.upper_blocks(n, block_size):

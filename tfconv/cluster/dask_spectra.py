@@ -13,8 +13,8 @@
 * `ZarrGramOperator`: the scipy LinearOperator of K (counts its products).
 * `gram_spectrum`: the records of `tfconv.core.spectra` for one stored Gram: dense ``eigvalsh`` up to
   ``dense_max`` rows, else Lanczos (lambda_max), shift-invert Lanczos with the out-of-core factor
-  (lambda_min), the Cholesky certificate and, if asked, a stochastic-Lanczos-quadrature density
-  (`SpectrumSettings`).
+  (lambda_min, stopped in absolute terms against the precision of K), the certificate and, if asked, a
+  stochastic-Lanczos-quadrature density (`SpectrumSettings`); lambda_min with its error and verdict.
 * `finalize_gram`: once every block of a Gram is done, its spectrum as records, then the store
   publishes it (`tfconv.store.finalize_gram`): what `tfconv.cluster.dask_gram` calls per Gram.
 """
@@ -309,9 +309,10 @@ class SpectrumSettings:
 
     ``dense_max``: up to this many rows every eigenvalue by dense ``eigvalsh`` (K read whole), above
     it the iterative path; ``tol`` and ``maxiter``: the Lanczos iterations' relative residual target
-    and limit; ``certificate_rtol``: the Cholesky certificate tried at lambda_min (1 -/+ rtol), 0 for
-    none; ``slq_vectors`` / ``slq_steps``: a stochastic-Lanczos-quadrature density (0 vectors: none);
-    out of core: the Cholesky ``tile`` (rows; None: `default_tile`), ``keep_factor`` (keep the factor
+    and limit (lambda_min also stops in absolute terms, `tfconv.core.spectra.certified_lambda_min`);
+    ``certificate_rtol``: the Cholesky certificate tried at lambda_min (1 - rtol), 0 for none (the
+    bracket's top is the Rayleigh quotient either way); ``slq_vectors`` / ``slq_steps``: a
+    stochastic-Lanczos-quadrature density (0 vectors: none); out of core: the Cholesky ``tile`` (rows; None: `default_tile`), ``keep_factor`` (keep the factor
     next to K) and ``panel_bytes`` (the slab a matrix-vector task reads at once)."""
 
     dense_max: int = 4096
@@ -325,18 +326,31 @@ class SpectrumSettings:
     panel_bytes: int = 128 << 20
 
 
+def _max_diag(k_path: str) -> float:
+    """max_i K_ii of the stored K, read one diagonal chunk at a time (memory: one chunk)."""
+    K = _open(k_path)
+    n, c = K.shape[0], int(K.chunks[0])
+    return max(float(np.max(np.diag(np.asarray(K[i:min(i + c, n), i:min(i + c, n)])))) for i in range(0, n, c))
+
+
 def gram_spectrum(group_path: str, client=None, settings: Optional[SpectrumSettings] = None,
                   log: Callable[[str], None] = lambda s: None) -> Dict[str, Any]:
-    """Extreme eigenvalues of the Gram stored in the Zarr group at ``group_path`` (arrays K, ...).
+    """Extreme eigenvalues of the Gram stored in the Zarr group at ``group_path`` (arrays K, ...), with
+    lambda_min's error and verdict against the precision of K (the group's ``precision`` attribute:
+    the arithmetic that computed K, float64 unless it says float32; `tfconv.core.spectra.rounding_level`).
 
     n <= dense_max: K is read whole and decomposed densely (`tfconv.core.spectra.dense_extremes`;
     the full spectrum is returned as ``eigenvalues``).  Above: the iterative path with ``client``,
-    K read panel by panel; the factor lives in ``<group>/cholesky`` (removed afterwards unless
+    K read panel by panel; lambda_max by Lanczos, lambda_min by `tfconv.core.spectra.certified_lambda_min`
+    (out-of-core Cholesky, shift-invert stopped in absolute terms, the certificate); the factor lives in
+    ``<group>/cholesky`` (removed before the certificate's trial factor is written, unless
     ``keep_factor``).  ``settings``: `SpectrumSettings` (its defaults without).  Returns
     {"lambda_min": EigenRecord, "lambda_max": EigenRecord, "eigenvalues" (dense only), "slq":
-    (nodes, weights) or None, "seconds": {...}, "method": "dense"|"iterative"}.
+    (nodes, weights) or None, "seconds": {...}, "method": "dense"|"iterative", "precision"}.
     """
     import shutil
+
+    import zarr
 
     from .. import store
 
@@ -347,21 +361,18 @@ def gram_spectrum(group_path: str, client=None, settings: Optional[SpectrumSetti
     g = Path(group_path)
     k_path = str(g / "K")
     n = int(_open(k_path).shape[0])
+    precision = store.gram_precision(zarr.open_group(str(g), mode="r").attrs)
     t0 = time.perf_counter()
     if n <= dense_max:
-        import zarr
-
         Kd = store.assembled_matrix(zarr.open_group(str(g), mode="r"))
-        rec = S.dense_extremes(0.5 * (Kd + Kd.T))
+        rec = S.dense_extremes(0.5 * (Kd + Kd.T), precision=precision)
         del Kd
         ev = rec["lambda_min"].notes.pop("eigenvalues")
         return {"lambda_min": rec["lambda_min"], "lambda_max": rec["lambda_max"], "eigenvalues": ev, "slq": None,
-                "method": "dense", "seconds": {"total": time.perf_counter() - t0}}
+                "method": "dense", "precision": precision, "seconds": {"total": time.perf_counter() - t0}}
     if client is None:
         raise ValueError(f"the Gram at {group_path} has n = {n} > gram.spectrum_dense_max = {dense_max}: "
                          "its iterative spectrum needs a Dask client")
-    import zarr
-
     done = store.blocks_done(zarr.open_group(str(g), mode="r"))
     if not done[np.triu_indices(done.shape[0])].all():
         raise store.StoreError(f"{group_path}: not every block of K is done; finish the assembly first")
@@ -385,43 +396,35 @@ def gram_spectrum(group_path: str, client=None, settings: Optional[SpectrumSetti
     secs["lambda_max"] = time.perf_counter() - t0
     log(f"[spectra] lambda_max {rmax.value:.6g} by Lanczos: {rmax.iterations} products, residual {rmax.residual:.3g}, "
         f"{secs['lambda_max']:.0f}s")
+    t1 = time.perf_counter()
+    rounding = S.rounding_level(_max_diag(k_path), n, precision)
+    S.assess_lambda_min(rmax, rounding, rmax.value).verdict = ""
+    secs["max_diag"] = time.perf_counter() - t1
     l_path = str(g / FACTOR)
     trial_path = str(g / (FACTOR + "_trial"))
-    cert = S.Certificate()
-    fac = None
-    t1 = time.perf_counter()
-    for sig in [0.0] + S.initial_shifts(rmax.value):
-        ts = time.perf_counter()
+    used: Dict[str, Any] = {}
+
+    def chol(sig: float):
         fac, col = zarr_cholesky(client, k_path, l_path, sig, tile, log)
-        cert.add(sig, fac is not None, col, time.perf_counter() - ts)
-        log(f"[spectra] Cholesky of K - ({sig:.3g}) I " + ("done" if fac else f"failed at column {col}")
-            + f" in {time.perf_counter() - ts:.0f}s")
         if fac is not None:
-            break
-    secs["cholesky"] = time.perf_counter() - t1
-    try:
-        if fac is None:
-            raise np.linalg.LinAlgError(f"{group_path}: K - sigma I is not positive definite for any sigma tried "
-                                        f"({[t['sigma'] for t in cert.trials]}); K is not positive semi-definite")
-        t1 = time.perf_counter()
-        rmin = S.lambda_min_shift_invert(fac.solve, op, n, fac.sigma, tol=tol, maxiter=maxiter,
-                                         progress=progress("lambda_min by shift-invert", "solves", True, fac.sigma))
-        secs["shift_invert"] = time.perf_counter() - t1
-        log(f"[spectra] lambda_min {rmin.value:.6g} by shift-invert (sigma {fac.sigma:.3g}): {rmin.iterations} solves, "
-            f"residual {rmin.residual:.3g}, {secs['shift_invert']:.0f}s")
+            used["factor"] = fac
+            return fac.solve, None
+        return None, col
+
+    def trial(sig: float):
+        f, col = zarr_cholesky(client, k_path, trial_path, sig, tile, log)
+        return f is not None, col
+
+    def release():
         if not keep_factor:  # the factor is done with; free its disk before the trials write theirs
             shutil.rmtree(l_path, ignore_errors=True)
-        if certificate_rtol > 0 and rmin.value > 0:
-            t1 = time.perf_counter()
 
-            def trial(sig):
-                f, col = zarr_cholesky(client, k_path, trial_path, sig, tile, log)
-                return f is not None, col
-            S.cholesky_certificate(trial, [rmin.value * (1 + certificate_rtol), rmin.value * (1 - certificate_rtol)], cert)
-            secs["certificate"] = time.perf_counter() - t1
-        rmin.certificate = cert.bracket
-        rmin.notes["certificate_trials"] = cert.trials
-        log(f"[spectra] certificate: lambda_min in ({cert.lo:.6g}, {cert.hi:.6g}]")
+    try:
+        rmin, phase = S.certified_lambda_min(
+            op, n, chol, rmax.value, rounding, tol=tol, maxiter=maxiter, certificate_rtol=certificate_rtol,
+            trial=trial, log=log, release=release,
+            progress=progress("lambda_min by shift-invert", "solves", True, 0.0))
+        secs.update(phase)
         slq = None
         if slq_vectors > 0:
             t1 = time.perf_counter()
@@ -434,7 +437,8 @@ def gram_spectrum(group_path: str, client=None, settings: Optional[SpectrumSetti
     secs["total"] = time.perf_counter() - t0
     rmax.notes["seconds_products"] = op.seconds
     return {"lambda_min": rmin, "lambda_max": rmax, "eigenvalues": None, "slq": slq, "method": "iterative",
-            "seconds": secs, "products": op.products, "solves": fac.solves}
+            "precision": precision, "seconds": secs, "products": op.products,
+            "solves": used["factor"].solves if "factor" in used else 0}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -460,20 +464,21 @@ def finalize_gram(gram_group, provenance: Optional[Dict[str, Any]] = None, clien
     path = os.path.join(str(gram_group.store.root), gram_group.path) if gram_group.path else str(gram_group.store.root)
     out = gram_spectrum(path, client, st, log=log or (lambda s: None))
     spec = {k: spectrum_record(out[k]) for k in ("lambda_min", "lambda_max")}
-    spec.update(computed=out["method"], dense_max=int(st.dense_max), seconds=out["seconds"])
+    spec.update(computed=out["method"], dense_max=int(st.dense_max), seconds=out["seconds"], precision=out["precision"])
     ev = out["eigenvalues"]
     store.finalize_gram(gram_group, ev, provenance, spectrum=spec, slq=out.get("slq"))
     return ev if ev is not None else np.asarray([spec["lambda_min"]["value"], spec["lambda_max"]["value"]])
 
 
 def spectrum_record(rec: S.EigenRecord) -> Dict[str, Any]:
-    """An EigenRecord as the store keeps it (JSON: NaN as null; the certificate trials kept, bulky
-    notes dropped)."""
+    """An EigenRecord as the store keeps it (JSON: NaN as null; the certificate trials, the error
+    (rounding, solver_error, error) and the verdict kept, bulky notes dropped)."""
     d = rec.as_dict()
     notes = d.pop("notes", {}) or {}
     d["certificate_trials"] = notes.get("certificate_trials")
     d["error_bound"] = notes.get("error_bound")
     d["rayleigh_quotient"] = notes.get("rayleigh_quotient")
+    d["stopped"] = notes.get("stopped")  # shift_invert: why the iteration stopped
 
     def clean(v):
         if isinstance(v, float) and not np.isfinite(v):

@@ -162,6 +162,7 @@ class Experiment:
     raw: Mapping[str, Any] = field(repr=False, compare=False)
     model: Mapping[str, Any] = field(default_factory=dict)
     control: Optional[str] = None  # why it is a control experiment (its claims rows are controls)
+    gram_precision: str = "float64"  # config gram.precision: every kernel of its runs (K_0, Grams) in it
 
     @property
     def axes(self) -> List[str]:
@@ -200,8 +201,10 @@ class Experiment:
         return dict(self.raw)
 
     @classmethod
-    def from_section(cls, name: str, section: Mapping[str, Any], dataset: DatasetSpec) -> "Experiment":
-        """An experiment from its config section (validated: every train key present) and its dataset."""
+    def from_section(cls, name: str, section: Mapping[str, Any], dataset: DatasetSpec,
+                     gram_precision: str = "float64") -> "Experiment":
+        """An experiment from its config section (validated: every train key present), its dataset and
+        the precision of its kernels (config ``gram.precision``)."""
         tr = section["train"]
         train = TrainSettings(
             step=tr["step_size"], epochs=int(tr["epochs"]), loss=tr["loss"],
@@ -214,7 +217,7 @@ class Experiment:
             grid={a: tuple(section["grid"][a]) for a in GRID_AXES if a in section["grid"]}, train=train,
             hidden=bool(tr["hidden"]), dtype=str(tr["dtype"]), gram=bool(section.get("gram", True)),
             analyses=tuple(section.get("analyses", ())), raw=section, model=dict(section.get("model") or {}),
-            control=section.get("control"),
+            control=section.get("control"), gram_precision=str(gram_precision),
         )
 
 
@@ -230,7 +233,8 @@ class Workflow:
     def from_config(cls, cfg: Mapping[str, Any]) -> "Workflow":
         """Type a *validated* config (`tfconv.config.load_config`; `tfconv.config.load_workflow` does both)."""
         datasets = {name: DatasetSpec(name, entry["kind"], dict(entry)) for name, entry in cfg["datasets"].items()}
-        experiments = {name: Experiment.from_section(name, e, datasets[e["dataset"]])
+        precision = (cfg.get("gram") or {}).get("precision", "float64")
+        experiments = {name: Experiment.from_section(name, e, datasets[e["dataset"]], precision)
                        for name, e in cfg["experiments"].items()}
         return cls(config=cfg, datasets=datasets, experiments=experiments)
 

@@ -42,10 +42,10 @@ def per_sample_jacobians(params: Mapping[str, torch.Tensor], X: torch.Tensor, sc
     return torch.cat([jac[k].reshape(X.shape[0], jac[k].shape[1], -1) for k in names], dim=-1)
 
 
-def _as_tensor(X, dtype) -> torch.Tensor:
+def _as_tensor(X, dtype, device=None) -> torch.Tensor:
     if isinstance(X, torch.Tensor):
-        return X.to(dtype)
-    return torch.as_tensor(np.asarray(X), dtype=dtype)
+        return X.to(dtype=dtype, device=device)
+    return torch.as_tensor(np.asarray(X), dtype=dtype, device=device)
 
 
 def ntk_block_exact(
@@ -55,11 +55,13 @@ def ntk_block_exact(
     X_cols=None,
     chunk_size: int = 64,
 ) -> np.ndarray:
-    """K[rows, cols] by Jacobian contraction; memory O(chunk_size * n_params).  float64 result."""
-    dtype = next(iter(params.values())).dtype
+    """K[rows, cols] by Jacobian contraction; memory O(chunk_size * n_params).  float64 result (computed in
+    the parameters' dtype, on their device)."""
+    first = next(iter(params.values()))
+    dtype, device = first.dtype, first.device
     scales = spec.scales()
-    Xr = _as_tensor(X_rows, dtype)
-    Xc = Xr if X_cols is None else _as_tensor(X_cols, dtype)
+    Xr = _as_tensor(X_rows, dtype, device)
+    Xc = Xr if X_cols is None else _as_tensor(X_cols, dtype, device)
     C = spec.n_outputs
     out = np.empty((Xr.shape[0], Xc.shape[0]), dtype=np.float64)
     with torch.no_grad():
@@ -70,7 +72,7 @@ def ntk_block_exact(
                     params, Xr[r0:r0 + chunk_size], scales).to(torch.float64)
                 # (nr, C, P) x (nc, C, P) -> (nr, nc), averaged over outputs
                 blk = torch.einsum("icp,jcp->ij", Jr, Jc) / C
-                out[r0:r0 + Jr.shape[0], c0:c0 + Jc.shape[0]] = blk.numpy()
+                out[r0:r0 + Jr.shape[0], c0:c0 + Jc.shape[0]] = blk.cpu().numpy()
     return out
 
 
@@ -92,10 +94,11 @@ def ntk_block_vit(params, spec: ModelSpec, X_rows, X_cols=None, chunk_size: int 
     from .model import ENCODER_PARAMS, embed_tokens
     from .ntk_structured import ntk_block_structured
 
-    dtype = next(iter(params.values())).dtype
+    first = next(iter(params.values()))
+    dtype, device = first.dtype, first.device
     scales = spec.scales()
-    Xr = _as_tensor(X_rows, dtype)
-    Xc = Xr if X_cols is None else _as_tensor(X_cols, dtype)
+    Xr = _as_tensor(X_rows, dtype, device)
+    Xc = Xr if X_cols is None else _as_tensor(X_cols, dtype, device)
     front = [k for k in params if k not in ENCODER_PARAMS]
     enc = {k: params[k] for k in params if k in ENCODER_PARAMS}
     with torch.no_grad():
@@ -109,7 +112,7 @@ def ntk_block_vit(params, spec: ModelSpec, X_rows, X_cols=None, chunk_size: int 
             for r0 in range(0, Xr.shape[0], chunk_size):
                 Jr = Jc if (X_cols is None and r0 == c0) else _front_end_jacobians(
                     params, Xr[r0:r0 + chunk_size], scales, front).to(torch.float64)
-                out[r0:r0 + Jr.shape[0], c0:c0 + Jc.shape[0]] += (torch.einsum("icp,jcp->ij", Jr, Jc) / C).numpy()
+                out[r0:r0 + Jr.shape[0], c0:c0 + Jc.shape[0]] += (torch.einsum("icp,jcp->ij", Jr, Jc) / C).cpu().numpy()
     return out
 
 

@@ -43,8 +43,9 @@ product and a sum over token pairs).  With the default forms, C = 1 and a hidden
 cost is about width (2 d + 1) + 2 d^2 multiply-adds, against width^2 + 3 width d + width for the
 Jacobian contraction; `flop_count` writes every counted matmul out.
 
-Precision: matmuls run in the parameters' dtype (float32 or float64); each term's block is
-converted to float64 before the terms are added.  The ReLU mask comes from U computed exactly as
+Precision and device: matmuls run in the parameters' dtype (float32 or float64) on the parameters'
+device (CPU or CUDA; the inputs follow them); each term's block is converted to float64 before the
+terms are added, and the result comes back as a float64 numpy array.  The ReLU mask comes from U computed exactly as
 `tfconv.model.forward` computes it, so the engine and the reference agree on the active units.
 """
 from __future__ import annotations
@@ -94,10 +95,10 @@ def choose_forms(spec: ModelSpec, forms: Optional[Mapping[str, str]] = None) -> 
     return chosen
 
 
-def _as_tensor(X, dtype) -> torch.Tensor:
+def _as_tensor(X, dtype, device=None) -> torch.Tensor:
     if isinstance(X, torch.Tensor):
-        return X.detach().to(dtype)
-    return torch.as_tensor(np.asarray(X), dtype=dtype)
+        return X.detach().to(dtype=dtype, device=device)
+    return torch.as_tensor(np.asarray(X), dtype=dtype, device=device)
 
 
 class _Engine:
@@ -108,6 +109,7 @@ class _Engine:
         P = {k: torch.as_tensor(v).detach() for k, v in params.items()}
         self.P = P
         self.dtype = P["Wq"].dtype
+        self.device = P["Wq"].device  # every factor and pair GEMM runs where the parameters live
         self.hidden = "Wh" in P
         if self.hidden != spec.hidden:
             raise ValueError(f"params {'have' if self.hidden else 'lack'} 'Wh' but spec.hidden={spec.hidden}")
@@ -248,7 +250,7 @@ class _Engine:
         this thread's workspace (`slot`: the factor sets alive at the same time use different slots)."""
         n = X.shape[0]
         sizes = {k: math.prod(s) for k, s in self.shapes.items()}
-        flat = _WORKSPACE.take(slot, n * sum(sizes.values()), self.dtype)
+        flat = _WORKSPACE.take(slot, n * sum(sizes.values()), self.dtype, self.device)
         F, at = {}, 0
         for k, s in self.shapes.items():
             F[k] = flat[at:at + n * sizes[k]].view((n,) + s)
@@ -284,7 +286,7 @@ class _Engine:
             ra = slice(a, min(a + chunk, nr))
             for b in range(a if diag else 0, nc, col_chunk):
                 cb = slice(b, min(b + col_chunk, nc))
-                blk = self.pairs(Fr, Fc, ra, cb).numpy()
+                blk = self.pairs(Fr, Fc, ra, cb).cpu().numpy()
                 out[r0 + ra.start:r0 + ra.stop, c0 + cb.start:c0 + cb.stop] = blk
                 if diag:  # mirror the part right of the diagonal chunk block
                     k0 = max(cb.start, ra.stop)
@@ -318,11 +320,12 @@ class _Workspace(threading.local):
     def __init__(self):
         self.buffers: Dict[str, torch.Tensor] = {}
 
-    def take(self, slot: str, numel: int, dtype: torch.dtype) -> torch.Tensor:
+    def take(self, slot: str, numel: int, dtype: torch.dtype, device=None) -> torch.Tensor:
         buf = self.buffers.get(slot)
-        if buf is None or buf.dtype != dtype or buf.numel() < numel:
+        device = torch.device(device or "cpu")
+        if buf is None or buf.dtype != dtype or buf.device != device or buf.numel() < numel:
             self.buffers.pop(slot, None)  # free the old one before allocating its successor
-            buf = torch.empty(numel, dtype=dtype)
+            buf = torch.empty(numel, dtype=dtype, device=device)
             self.buffers[slot] = buf
         return buf[:numel]
 
@@ -371,8 +374,8 @@ def ntk_block_structured(
     fm = choose_forms(spec, forms)
     eng = _Engine(params, spec, fm)
     symmetric = X_cols is None
-    Xr = _as_tensor(X_rows, eng.dtype)
-    Xc = Xr if symmetric else _as_tensor(X_cols, eng.dtype)
+    Xr = _as_tensor(X_rows, eng.dtype, eng.device)
+    Xc = Xr if symmetric else _as_tensor(X_cols, eng.dtype, eng.device)
     want = (spec.d_s, spec.d)
     if Xr.ndim != 3 or Xc.ndim != 3 or tuple(Xr.shape[1:]) != want or tuple(Xc.shape[1:]) != want:
         raise ValueError(

@@ -13,6 +13,17 @@ thousands for lambda_min.  Here:
   lambda_min > sigma (`cholesky_certificate`), so one success and one failure bracket lambda_min;
 * up to ``dense_max`` rows, dense ``eigvalsh`` (values only) as before (method ``dense``).
 
+The precision of K (`rounding_level`, `assess_lambda_min`): K's entries carry the rounding of the
+arithmetic that computed them (the Gram precision, float64 or float32), so no eigenvalue of K is known
+better than ``eps_K N max_i K_ii`` (a bound of order |dK|_2 <= N max|dK_ij|, |dK_ij| <= eps_K max diag K).
+Every lambda_min is stored with ``rounding`` (that level), ``error`` (rounding + the solver's error: dense
+eigvalsh eps_64 lambda_max, an iteration its measured residual |Kv - lambda v|) and a ``verdict``:
+"resolved" when value > error (lambda_min is positive beyond doubt), else "below the precision of K".
+The shift-invert iteration stops in absolute terms (`lambda_min_shift_invert`): when its error estimate
+is below a tenth of the precision of K (rounding, at least eps_64 lambda_max), or as soon as its
+estimate, an upper bound of lambda_min, is at or below the rounding level: a bottom that is a
+rounding cluster is reported as such in a few solves.
+
 Every value comes as an `EigenRecord`: value, method, iterations (products with K or solves with
 L L^T that the iteration used), residual ``|K v - value v|_2`` of its unit Ritz vector (computed with
 one extra product; for a symmetric K some eigenvalue lies within ``residual`` of ``value``).
@@ -24,6 +35,7 @@ callables and small dense arrays.
 """
 from __future__ import annotations
 
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
@@ -31,6 +43,38 @@ import numpy as np
 
 MatVec = Callable[[np.ndarray], np.ndarray]  # (n,) or (n, m) -> same shape
 METHODS = ("dense", "lanczos", "shift_invert")
+
+#: The verdicts of a stored lambda_min (`assess_lambda_min`).
+RESOLVED = "resolved"
+BELOW_PRECISION = "below the precision of K"
+VERDICTS = (RESOLVED, BELOW_PRECISION)
+#: The precisions a Gram can be computed in (config ``gram.precision``) and their machine epsilon.
+PRECISIONS = {"float64": float(np.finfo(np.float64).eps), "float32": float(np.finfo(np.float32).eps)}
+EPS64 = PRECISIONS["float64"]
+#: The shift-invert iteration stops once its error estimate is below this fraction of the precision of K.
+ATOL_FRACTION = 0.1
+#: Solves the iteration makes at least before it calls a bottom "below the precision of K".
+MIN_SOLVES = 3
+
+
+def precision_eps(precision: str) -> float:
+    """Machine epsilon of a Gram precision ("float64" or "float32"); a clear error for anything else."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"gram precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return PRECISIONS[precision]
+
+
+def rounding_level(max_diag: float, n: int, precision: str) -> float:
+    """``eps_K N max_i K_ii``: the level below which K's eigenvalues are rounding (K computed in
+    ``precision``).  Each entry's error is at most about eps_K max|K_ij| <= eps_K max_i K_ii (K is PSD),
+    and |dK|_2 <= N max|dK_ij|; by Weyl no eigenvalue of K is known better than that."""
+    return float(precision_eps(precision) * int(n) * max(float(max_diag), 0.0))
+
+
+def verdict_of(value: float, error: float) -> str:
+    """"resolved" when the value exceeds its error (lambda_min > 0 beyond doubt), else "below the
+    precision of K" (a NaN value or error is never resolved)."""
+    return RESOLVED if (np.isfinite(value) and np.isfinite(error) and value > error) else BELOW_PRECISION
 
 
 @dataclass
@@ -42,8 +86,12 @@ class EigenRecord:
     iterations: int  # products (lanczos), solves (shift_invert); dense: Lanczos steps for the residual
     residual: float  # |K v - value v|_2 for the unit vector v that goes with value
     shift: float = 0.0  # sigma of the factor K - sigma I (shift_invert)
-    certificate: Optional[Tuple[float, float]] = None  # (lo, hi): lo < lambda < = hi by Cholesky trials
+    certificate: Optional[Tuple[float, float]] = None  # (lo, hi]: Cholesky success below, Rayleigh quotient above
     notes: Dict = field(default_factory=dict)
+    rounding: float = float("nan")  # eps_K N max diag K (`rounding_level`)
+    solver_error: float = float("nan")  # dense: eps_64 lambda_max; iterative: the residual
+    error: float = float("nan")  # rounding + solver_error
+    verdict: str = ""  # lambda_min: RESOLVED or BELOW_PRECISION (`assess_lambda_min`)
 
     def as_dict(self) -> Dict:
         d = asdict(self)
@@ -54,14 +102,19 @@ class EigenRecord:
 @dataclass
 class Certificate:
     """Bracket of lambda_min from Cholesky trials of K - sigma I: success -> lambda_min > sigma,
-    failure -> lambda_min <= sigma (up to rounding of order eps * |K|)."""
+    failure -> lambda_min <= sigma (up to rounding of order eps * |K|); a Rayleigh quotient v^T K v of a
+    unit vector is an upper bound too."""
 
     lo: float = -np.inf
     hi: float = np.inf
     trials: List[Dict] = field(default_factory=list)  # {"sigma", "ok", "column" (first failing), "seconds"}
 
-    def add(self, sigma: float, ok: bool, column: Optional[int] = None, seconds: float = 0.0) -> None:
-        self.trials.append({"sigma": float(sigma), "ok": bool(ok), "column": column, "seconds": float(seconds)})
+    def add(self, sigma: float, ok: bool, column: Optional[int] = None, seconds: float = 0.0,
+            kind: str = "cholesky") -> None:
+        """A trial: ``kind`` "cholesky" (K - sigma I factors or not) or "rayleigh_quotient" (sigma = v^T K v
+        of a unit v, an upper bound of lambda_min: ``ok`` False)."""
+        self.trials.append({"sigma": float(sigma), "ok": bool(ok), "column": column, "seconds": float(seconds),
+                            "kind": kind})
         if ok:
             self.lo = max(self.lo, float(sigma))
         else:
@@ -84,15 +137,20 @@ class Certificate:
 Progress = Callable[[int, float, float], None]
 
 
+#: Asked after every Lanczos step with (step, Ritz value, residual estimate): True stops the iteration.
+Stop = Callable[[int, float, float], bool]
+
+
 def lanczos_largest(op: MatVec, n: int, tol: float = 1e-10, maxiter: int = 300, seed: int = 0,
                     v0: Optional[np.ndarray] = None,
-                    progress: Optional[Progress] = None) -> Tuple[float, np.ndarray, int, float]:
+                    progress: Optional[Progress] = None,
+                    stop: Optional[Stop] = None) -> Tuple[float, np.ndarray, int, float]:
     """Largest eigenvalue of a symmetric operator by Lanczos with full reorthogonalisation.
 
     Stops when the residual estimate ``|beta_k s_k|`` of the top Ritz pair is at most
-    ``tol * |theta|`` (or the Krylov space is exhausted).  Returns (theta, unit Ritz vector, number of
-    products, residual estimate).  The basis is kept (n x k floats; k is small for a gapped top).
-    ``progress(k, theta, est)`` is called after every step.
+    ``tol * |theta|``, when ``stop(k, theta, est)`` says so, or when the Krylov space is exhausted.
+    Returns (theta, unit Ritz vector, number of products, residual estimate).  The basis is kept
+    (n x k floats; k is small for a gapped top).  ``progress(k, theta, est)`` is called after every step.
     """
     maxiter = int(min(maxiter, n))
     rng = np.random.default_rng(seed)
@@ -116,7 +174,8 @@ def lanczos_largest(op: MatVec, n: int, tol: float = 1e-10, maxiter: int = 300, 
         est = abs(b * s[-1])
         if progress is not None:
             progress(k, theta, est)
-        if est <= tol * max(abs(theta), np.finfo(float).tiny) or b <= 1e-14 * max(abs(theta), 1.0) or k == maxiter:
+        if (est <= tol * max(abs(theta), np.finfo(float).tiny) or b <= 1e-14 * max(abs(theta), 1.0) or k == maxiter
+                or (stop is not None and stop(k, theta, est))):
             break
         beta.append(b)
         Q[:, k] = w / b
@@ -140,14 +199,60 @@ def lambda_max_lanczos(matvec: MatVec, n: int, tol: float = 1e-10, maxiter: int 
 
 def lambda_min_shift_invert(solve: Callable[[np.ndarray], np.ndarray], matvec: MatVec, n: int, sigma: float,
                             tol: float = 1e-10, maxiter: int = 300, seed: int = 1,
-                            progress: Optional[Progress] = None) -> EigenRecord:
+                            progress: Optional[Progress] = None, atol: float = 0.0,
+                            floor: Optional[float] = None) -> EigenRecord:
     """lambda_min from the largest eigenvalue mu of (K - sigma I)^-1 (``solve`` applies it):
-    lambda_min = sigma + 1/mu; the residual is measured with one product with K."""
-    mu, v, its, est = lanczos_largest(solve, n, tol=tol, maxiter=maxiter, seed=seed, progress=progress)
+    lambda_min = sigma + 1/mu; the residual is measured with one product with K.
+
+    Stops when the relative rule holds (``tol``, on the inverse), or in absolute terms on lambda:
+    after `MIN_SOLVES` solves, as soon as the estimate sigma + 1/mu -- an upper bound of lambda_min,
+    since a Ritz value never exceeds mu_max -- is at or below ``floor`` (the rounding level of K: notes
+    ``stopped`` "below_precision"), or when the error estimate of lambda, est / mu^2 (est: the Ritz
+    residual estimate on the inverse), is at most ``atol`` ("absolute_tolerance").  A bottom that is a
+    cluster of rounding-level eigenvalues then costs a few solves instead of ``maxiter``."""
+    why: Dict[str, Optional[str]] = {"stopped": None}
+
+    def stop(k: int, mu: float, est: float) -> bool:
+        if not mu > 0 or k < MIN_SOLVES:  # a first Ritz pair's residual says little: a few solves first
+            return False
+        if floor is not None and sigma + 1.0 / mu <= floor:
+            why["stopped"] = "below_precision"
+        elif est / (mu * mu) <= atol:
+            why["stopped"] = "absolute_tolerance"
+        return why["stopped"] is not None
+
+    mu, v, its, est = lanczos_largest(solve, n, tol=tol, maxiter=maxiter, seed=seed, progress=progress, stop=stop)
+    if why["stopped"] is None:
+        why["stopped"] = ("relative_tolerance" if est <= tol * abs(mu) else
+                          "maxiter" if its >= min(int(maxiter), n) else "krylov_exhausted")
     lam = float(sigma + 1.0 / mu)
     res, rq = _residual(matvec, v, lam)
     return EigenRecord(lam, "shift_invert", its, res, shift=float(sigma),
-                       notes={"residual_estimate_inverse": est, "rayleigh_quotient": rq})
+                       notes={"residual_estimate_inverse": est, "error_estimate": float(est / (mu * mu)),
+                              "rayleigh_quotient": rq, "stopped": why["stopped"]})
+
+
+def assess_lambda_min(rec: EigenRecord, rounding: float, lambda_max: float) -> EigenRecord:
+    """Give a lambda_min record its error and verdict (in place; returns it): ``rounding`` (the
+    precision of K, `rounding_level`), ``solver_error`` (dense eigvalsh: eps_64 lambda_max, the LAPACK
+    guide's error bound of a backward-stable symmetric eigensolver; an iteration: its measured
+    residual |K v - lambda v|, within which some eigenvalue lies), ``error`` = their sum, and
+    ``verdict`` (`verdict_of`)."""
+    if rec.method == "dense":
+        solver = EPS64 * abs(float(lambda_max))
+    else:
+        solver = float(rec.residual) if np.isfinite(rec.residual) else np.inf
+    rec.rounding = float(rounding)
+    rec.solver_error = float(solver)
+    rec.error = float(rounding + solver)
+    rec.verdict = verdict_of(rec.value, rec.error)
+    return rec
+
+
+def solver_tolerance(rounding: float, lambda_max: float) -> float:
+    """The absolute tolerance of lambda_min's iteration: `ATOL_FRACTION` of the precision of K (its
+    rounding level, and at least eps_64 lambda_max: the arithmetic of the solves)."""
+    return ATOL_FRACTION * max(float(rounding), EPS64 * abs(float(lambda_max)))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -182,8 +287,6 @@ def cholesky_certificate(K_or_chol: Union[np.ndarray, Callable[[float], Tuple[bo
     """Bracket lambda_min by Cholesky trials of ``K - sigma I`` for each sigma (success: lambda_min >
     sigma; failure: lambda_min <= sigma).  ``K_or_chol`` is a dense K or a callable sigma -> (ok,
     failing column).  Returns the `Certificate` ([lo, hi], every trial)."""
-    import time
-
     cert = cert or Certificate()
     if isinstance(K_or_chol, np.ndarray):
         K = K_or_chol
@@ -211,8 +314,9 @@ def initial_shifts(lam_max: float, rel: float = 1e-9, tries: int = 6) -> List[fl
     return [-rel * lam_max * 10.0 ** t for t in range(tries)]
 
 
-def dense_extremes(S: np.ndarray, residuals: bool = True) -> Dict[str, EigenRecord]:
-    """Dense ``eigvalsh`` (values only; the full spectrum in lambda_min's ``notes["eigenvalues"]``).
+def dense_extremes(S: np.ndarray, residuals: bool = True, precision: str = "float64") -> Dict[str, EigenRecord]:
+    """Dense ``eigvalsh`` (values only; the full spectrum in lambda_min's ``notes["eigenvalues"]``),
+    lambda_min assessed against the precision of K (`assess_lambda_min`; K computed in ``precision``).
 
     Residuals, when asked: eigvalsh gives no vectors, so a vector for each extreme value comes from
     a few Lanczos steps (top: on K; bottom: on (K - sigma I)^-1 with sigma just below the value, one
@@ -223,6 +327,9 @@ def dense_extremes(S: np.ndarray, residuals: bool = True) -> Dict[str, EigenReco
     bound = float(n * np.finfo(float).eps * max(abs(ev[-1]), abs(ev[0])))
     rmin = EigenRecord(float(ev[0]), "dense", 0, np.nan, notes={"eigenvalues": ev, "error_bound": bound})
     rmax = EigenRecord(float(ev[-1]), "dense", 0, np.nan, notes={"error_bound": bound})
+    rounding = rounding_level(float(np.max(np.diag(S))) if n else 0.0, n, precision)
+    assess_lambda_min(rmin, rounding, rmax.value)
+    assess_lambda_min(rmax, rounding, rmax.value).verdict = ""
     if not residuals:
         return {"lambda_min": rmin, "lambda_max": rmax}
     _, v, its, _ = lanczos_largest(S.__matmul__, n, tol=1e-12, maxiter=60)
@@ -238,26 +345,97 @@ def dense_extremes(S: np.ndarray, residuals: bool = True) -> Dict[str, EigenReco
     return {"lambda_min": rmin, "lambda_max": rmax}
 
 
+#: chol(sigma) -> (solve, None) with solve(b) = (K - sigma I)^-1 b, or (None, first failing column).
+Factor = Callable[[float], Tuple[Optional[Callable[[np.ndarray], np.ndarray]], Optional[int]]]
+#: trial(sigma) -> (ok, first failing column): a Cholesky trial of K - sigma I whose factor is not kept.
+Trial = Callable[[float], Tuple[bool, Optional[int]]]
+
+
+def certified_lambda_min(matvec: MatVec, n: int, chol: Factor, lambda_max: float, rounding: float,
+                         tol: float = 1e-10, maxiter: int = 300, certificate_rtol: float = 0.0,
+                         trial: Optional[Trial] = None, log: Callable[[str], None] = lambda s: None,
+                         progress: Optional[Progress] = None,
+                         release: Optional[Callable[[], None]] = None) -> Tuple[EigenRecord, Dict[str, float]]:
+    """lambda_min of a symmetric PSD K by shift-invert Lanczos, with its error, verdict and certificate;
+    returns (record, seconds per phase: cholesky, shift_invert, certificate).
+
+    1. **Cholesky** of K - sigma I, sigma = 0 first (success: lambda_min > 0), then the negative shifts of
+       `initial_shifts` until one factors (K numerically indefinite: its bottom is rounding).
+    2. **shift-invert** Lanczos with that factor (`lambda_min_shift_invert`), stopped in absolute terms:
+       error estimate <= `solver_tolerance` (a tenth of the precision of K), or an estimate at or below
+       ``rounding`` (a rounding-level bottom: "below the precision of K" in a few solves); then
+       `assess_lambda_min`.  ``release()`` is called once the factor is no longer needed.
+    3. **certificate**: the bracket (lo, hi] of lambda_min, independent of the iteration's convergence:
+       lo from the Cholesky successes (sigma = 0 or the shift; with ``certificate_rtol`` > 0 and a
+       resolved value also sigma = value (1 - rtol), by ``trial`` (default: ``chol``)), hi from the
+       failures and the Rayleigh quotient v^T K v of the returned unit vector plus the rounding level of K
+       (lambda_min <= v^T K v for any unit v, exactly; computed, up to the precision of K).  A value below the precision of K gets no extra factorisation.
+    """
+    secs: Dict[str, float] = {}
+    cert = Certificate()
+    solve, sigma = None, 0.0
+    t0 = time.perf_counter()
+    for sig in [0.0] + initial_shifts(lambda_max):
+        ts = time.perf_counter()
+        solve, col = chol(sig)
+        cert.add(sig, solve is not None, col, time.perf_counter() - ts)
+        log(f"[spectra] Cholesky of K - ({sig:.3g}) I " + ("done" if solve is not None else f"failed at column {col}")
+            + f" in {time.perf_counter() - ts:.0f}s")
+        if solve is not None:
+            sigma = sig
+            break
+    secs["cholesky"] = time.perf_counter() - t0
+    if solve is None:
+        if release is not None:
+            release()
+        raise np.linalg.LinAlgError(f"K - sigma I is not positive definite for any sigma in "
+                                    f"{[t['sigma'] for t in cert.trials]}; K is not positive semi-definite")
+    t0 = time.perf_counter()
+    rmin = lambda_min_shift_invert(solve, matvec, n, sigma, tol=tol, maxiter=maxiter, progress=progress,
+                                   atol=solver_tolerance(rounding, lambda_max), floor=rounding)
+    secs["shift_invert"] = time.perf_counter() - t0
+    if release is not None:
+        release()
+    assess_lambda_min(rmin, rounding, lambda_max)
+    log(f"[spectra] lambda_min {rmin.value:.6g} by shift-invert (sigma {sigma:.3g}): {rmin.iterations} solves "
+        f"(stopped: {rmin.notes['stopped']}), residual {rmin.residual:.3g}, error {rmin.error:.3g} "
+        f"(rounding of K {rounding:.3g}): {rmin.verdict}, {secs['shift_invert']:.0f}s")
+    # v^T K v >= lambda_min for a unit v, up to the rounding of K and of the product: widened by the precision of K
+    cert.add(rmin.notes["rayleigh_quotient"] + rounding, False, None, 0.0, kind="rayleigh_quotient")
+    if certificate_rtol > 0 and rmin.verdict == RESOLVED and rmin.value * (1 - certificate_rtol) > cert.lo:
+        t0 = time.perf_counter()
+
+        def chol_trial(sig):
+            f, col = chol(sig)
+            return f is not None, col
+        cholesky_certificate(trial or chol_trial, [rmin.value * (1 - certificate_rtol)], cert)
+        secs["certificate"] = time.perf_counter() - t0
+    rmin.certificate = cert.bracket
+    rmin.notes["certificate_trials"] = cert.trials
+    log(f"[spectra] certificate: lambda_min in ({cert.lo:.6g}, {cert.hi:.6g}]")
+    return rmin, secs
+
+
 def extreme_eigenvalues(
     K: Union[np.ndarray, Callable[[np.ndarray], np.ndarray]],
     n: Optional[int] = None,
     dense_max: int = 4096,
-    chol: Optional[Callable[[float], Tuple[Optional[Callable], Optional[int]]]] = None,
+    chol: Optional[Factor] = None,
     tol: float = 1e-10,
     maxiter: int = 300,
     certificate_rtol: float = 0.0,
     log: Callable[[str], None] = lambda s: None,
+    precision: str = "float64",
+    max_diag: Optional[float] = None,
 ) -> Dict[str, EigenRecord]:
-    """{"lambda_min": EigenRecord, "lambda_max": EigenRecord} of a symmetric PSD matrix.
+    """{"lambda_min": EigenRecord, "lambda_max": EigenRecord} of a symmetric PSD matrix computed in
+    ``precision`` (its rounding level sets lambda_min's error, verdict and stopping rule).
 
-    ``K``: a dense array, or a matvec callable (then ``n`` and ``chol`` are needed: ``chol(sigma)``
-    returns (solve, None) with solve(b) = (K - sigma I)^-1 b, or (None, failing column)).
-    n <= dense_max and a dense K: ``np.linalg.eigvalsh`` (values only), and the full spectrum in
-    ``notes["eigenvalues"]`` of lambda_min's record.  Otherwise lambda_max by Lanczos and lambda_min
-    by shift-invert Lanczos; the factorisations tried form lambda_min's certificate: sigma = 0 first
-    (if it fails, lambda_min <= 0 and negative shifts are tried until one succeeds), and with
-    ``certificate_rtol`` > 0 also sigma = lambda(1 -/+ rtol), which bracket the value independently of
-    the iteration.
+    ``K``: a dense array, or a matvec callable (then ``n``, ``chol`` and ``max_diag`` are needed:
+    ``chol(sigma)`` returns (solve, None) with solve(b) = (K - sigma I)^-1 b, or (None, failing
+    column)).  n <= dense_max and a dense K: ``np.linalg.eigvalsh`` (values only), and the full
+    spectrum in ``notes["eigenvalues"]`` of lambda_min's record.  Otherwise lambda_max by Lanczos and
+    lambda_min by `certified_lambda_min`.
     """
     if isinstance(K, np.ndarray):
         A = np.asarray(K, dtype=np.float64)
@@ -266,41 +444,23 @@ def extreme_eigenvalues(
         n = A.shape[0]
         S = 0.5 * (A + A.T)
         if n <= dense_max:
-            return dense_extremes(S)
+            return dense_extremes(S, precision=precision)
         matvec = S.__matmul__
+        max_diag = float(np.max(np.diag(S)))
 
         def chol(sig):
             L, col = dense_cholesky(S, sig)
             return (cho_solver(L) if L is not None else None), col
     else:
-        if n is None or chol is None:
-            raise ValueError("a matvec K needs n and chol")
+        if n is None or chol is None or max_diag is None:
+            raise ValueError("a matvec K needs n, chol and max_diag")
         matvec = K
     rmax = lambda_max_lanczos(matvec, n, tol=tol, maxiter=maxiter)
     log(f"[spectra] lambda_max {rmax.value:.6g} by Lanczos, {rmax.iterations} products, residual {rmax.residual:.3g}")
-    cert = Certificate()
-    solve, sigma = None, 0.0
-    for sig in [0.0] + initial_shifts(rmax.value):
-        import time
-
-        t0 = time.perf_counter()
-        solve, col = chol(sig)
-        cert.add(sig, solve is not None, col, time.perf_counter() - t0)
-        log(f"[spectra] Cholesky of K - ({sig:.3g}) I: " + ("done" if solve is not None else f"failed at column {col}"))
-        if solve is not None:
-            sigma = sig
-            break
-    if solve is None:
-        raise np.linalg.LinAlgError(f"K - sigma I is not positive definite for any sigma in {[t['sigma'] for t in cert.trials]}; "
-                                    "K is not positive semi-definite")
-    rmin = lambda_min_shift_invert(solve, matvec, n, sigma, tol=tol, maxiter=maxiter)
-    log(f"[spectra] lambda_min {rmin.value:.6g} by shift-invert (sigma {sigma:.3g}), {rmin.iterations} solves, "
-        f"residual {rmin.residual:.3g}")
-    if certificate_rtol > 0 and rmin.value > 0:
-        lo, hi = rmin.value * (1 - certificate_rtol), rmin.value * (1 + certificate_rtol)
-        cholesky_certificate(lambda s: (lambda r: (r[0] is not None, r[1]))(chol(s)), [hi, lo], cert)
-    rmin.certificate = cert.bracket
-    rmin.notes["certificate_trials"] = cert.trials
+    rounding = rounding_level(max_diag, n, precision)
+    assess_lambda_min(rmax, rounding, rmax.value).verdict = ""
+    rmin, _ = certified_lambda_min(matvec, n, chol, rmax.value, rounding, tol=tol, maxiter=maxiter,
+                                   certificate_rtol=certificate_rtol, log=log)
     return {"lambda_min": rmin, "lambda_max": rmax}
 
 

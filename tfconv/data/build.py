@@ -26,16 +26,25 @@ def dataset_from_spec(spec) -> Dataset:
         )
         # Shuffle (seeded) so that the first n samples of the store are a class-mixed subset.
         perm = np.random.default_rng(entry["seed"]).permutation(out["X_train"].shape[0])
-        ds = Dataset(out["X_train"][perm], out["y_train"][perm], dict(out["meta"], kind="mnist"),
-                     out["X_test"], out["y_test"],
+        targets = entry.get("targets", "onehot")
+        y_train, y_test = out["y_train"], out["y_test"]
+        if targets == "parity":  # one scalar output, the theory's f: +1 for an even digit, -1 for an odd one
+            y_train, y_test = (np.where(out[k] % 2 == 0, 1.0, -1.0)[:, None] for k in ("labels_train", "labels_test"))
+        ds = Dataset(out["X_train"][perm], y_train[perm], dict(out["meta"], kind="mnist", targets=targets),
+                     out["X_test"], y_test,
                      extra={"labels": out["labels_train"][perm], "labels_test": out["labels_test"]})
     elif kind == "text":
         from .text import make_text
 
-        out = make_text(
-            source=entry["source"], n_samples=entry["n_samples"], d_s=entry["d_s"], d=entry["d"],
-            seed=entry["seed"], path=entry.get("path"), token_norm=entry["token_norm"],
-        )
+        try:
+            out = make_text(
+                source=entry["source"], n_samples=entry["n_samples"], d_s=entry["d_s"], d=entry["d"],
+                seed=entry["seed"], path=entry.get("path"), token_norm=entry["token_norm"],
+            )
+        except ValueError as exc:
+            if "usable reviews" not in str(exc):
+                raise
+            raise ValueError(f"datasets.{name}.n_samples: {exc}") from exc
         perm = np.random.default_rng(entry["seed"]).permutation(out["X"].shape[0])
         ds = Dataset(out["X"][perm], out["y"][perm], dict(out["meta"], kind="text"), extra={"labels": out["labels"][perm]})
     else:  # the schema rejects this earlier; kept for direct library use

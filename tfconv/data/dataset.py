@@ -42,8 +42,8 @@ class Dataset:
 
     @property
     def is_classification(self) -> bool:
-        """Whether the targets are one-hot classes with their labels stored (MNIST)."""
-        return self.meta.get("kind") == "mnist" and "labels" in self.extra
+        """Whether the targets are one-hot classes with their labels stored (MNIST; not its parity target)."""
+        return self.meta.get("kind") == "mnist" and "labels" in self.extra and self.meta.get("targets", "onehot") == "onehot"
 
     def class_columns(self, split: str = "train") -> Optional[np.ndarray]:
         """The one-hot column of every sample's class (labels are stored as digits; column j is the

