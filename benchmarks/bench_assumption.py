@@ -54,15 +54,17 @@ DATA = {
 }
 
 
-def make_data(kind: str, n: int, path: str) -> dict:
+def make_data(kind: str, n: int, path: str, distinct: bool = False) -> dict:
     """X (n, d_s, d) of the benchmark's data, saved to ``path`` (.npy); returns its description."""
     t0 = time.perf_counter()
     if kind == "reviews":
         from tfconv.data.text import make_text
 
-        out = make_text("rotten_tomatoes", n, d_s=DATA[kind]["d_s"], d=DATA[kind]["d"], seed=0)
+        out = make_text("rotten_tomatoes", n, d_s=DATA[kind]["d_s"], d=DATA[kind]["d"], seed=0, distinct=distinct)
         X = out["X"][np.random.default_rng(0).permutation(n)]  # as the dataset store orders it
-        what = f"Rotten Tomatoes reviews: {n:,} of 12,808 usable, d_s = 16 words, d = 64, unit-norm tokens"
+        what = (f"Rotten Tomatoes reviews: {n:,} of {out['meta']['n_available']:,} usable"
+                + (f" (distinct inputs: {out['meta']['n_repeated_dropped']} repeats dropped)" if distinct else "")
+                + ", d_s = 16 words, d = 64, unit-norm tokens")
     else:
         from tfconv.config.experiment import DatasetSpec
         from tfconv.data import dataset_from_spec
@@ -196,6 +198,10 @@ def run(args) -> dict:
     from tfconv.cluster.dask_spectra import SpectrumSettings, gram_spectrum
 
     n = args.n or DATA[args.data]["n"]
+    if args.distinct and args.data == "reviews" and not args.n:  # every distinct review
+        from tfconv.data.text import distinct_inputs, load_rotten_tomatoes
+
+        n = int(distinct_inputs(load_rotten_tomatoes()[0], DATA["reviews"]["d_s"]).size)
     os.makedirs(args.out, exist_ok=True)
     gs = os.path.join(args.out, f"assumption-{args.data}-{n}.zarr")
     shutil.rmtree(gs, ignore_errors=True)
@@ -206,7 +212,7 @@ def run(args) -> dict:
     if free < need + 5:
         raise SystemExit(f"not enough free disk in {args.out}: {free:.0f} GB < {need + 5:.0f} GB")
     x_path = os.path.join(args.out, f"X-{args.data}-{n}.npy")
-    out = {"data": make_data(args.data, n, x_path), "width": args.width, "precision": args.precision,
+    out = {"data": make_data(args.data, n, x_path, args.distinct), "width": args.width, "precision": args.precision,
            "block": args.block, "chunk": args.chunk, "tile": args.tile, "certificate_rtol": args.certificate_rtol,
            "workers": args.workers, "memory_limit": args.memory_limit, "n": n}
     print(f"  data: {out['data']['what']} ({out['data']['seconds']:.0f} s)", flush=True)
@@ -324,6 +330,8 @@ def main(argv=None):
     ap.add_argument("--tol", type=float, default=1e-10)
     ap.add_argument("--certificate-rtol", type=float, default=0.01)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--distinct", action="store_true",
+                    help="reviews: drop inputs equal to an earlier one (datasets.<name>.distinct); with the default N, every distinct review")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--memory-limit", default="3GB")
     ap.add_argument("--compare-dense", action="store_true", help="also dense eigvalsh of K read whole (N <= ~15,000)")

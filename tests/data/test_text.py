@@ -178,3 +178,21 @@ def test_review_subset_takes_every_usable_review_nested(rt):
     assert np.bincount(labels[mid]).tolist() == [5405, 12_000 - 5405]
     with pytest.raises(ValueError, match=r"12,809 exceeds the 12,808 usable reviews.*allowed: 1\.\.12,808"):
         text.review_subset(labels, 12_809, seed=0)
+
+
+def test_distinct_keeps_the_first_of_identical_inputs_and_then_no_two_inputs_are_equal(rt):
+    """Rotten Tomatoes repeats reviews; two identical inputs make K_0 exactly singular.  `distinct_inputs`
+    keeps the first of each group of equal first-d_s-word sequences (checked here by embedding: no two rows
+    of X equal), and make_text(distinct=True) records how many it dropped."""
+    texts, _ = rt
+    keep = text.distinct_inputs(["a b c", "a b d", "a b c x", "A, b c"], d_s=3)
+    assert keep.tolist() == [0, 1]  # "a b c x" and "A, b c" equal "a b c" in their first 3 words
+    full = text.make_text("rotten_tomatoes", 4096, d_s=16, d=8, seed=0)
+    flat = full["X"].reshape(len(full["X"]), -1)
+    assert len(np.unique(flat, axis=0)) < len(flat)  # the raw corpus has equal inputs at N = 4,096
+    dist = text.make_text("rotten_tomatoes", 4096, d_s=16, d=8, seed=0, distinct=True)
+    flat = dist["X"].reshape(len(dist["X"]), -1)
+    assert len(np.unique(flat, axis=0)) == len(flat) == 4096
+    m = dist["meta"]
+    assert m["distinct"] and m["n_loaded"] == len(texts) == 12_808
+    assert m["n_available"] == 12_808 - m["n_repeated_dropped"] and m["n_repeated_dropped"] > 0

@@ -40,6 +40,7 @@ def dataset_from_spec(spec) -> Dataset:
             out = make_text(
                 source=entry["source"], n_samples=entry["n_samples"], d_s=entry["d_s"], d=entry["d"],
                 seed=entry["seed"], path=entry.get("path"), token_norm=entry["token_norm"],
+                distinct=entry["distinct"],
             )
         except ValueError as exc:
             if "usable reviews" not in str(exc):

@@ -249,6 +249,18 @@ def embed_texts(
     return normalize_tokens(out, token_norm)
 
 
+def distinct_inputs(texts: Sequence[str], d_s: int) -> np.ndarray:
+    """Indices of the texts whose first ``d_s`` words (what `embed_texts` keeps) differ from every earlier
+    text's: the first of each group of identical inputs."""
+    seen, keep = set(), []
+    for i, text in enumerate(texts):
+        key = tuple(tokenize(text)[: int(d_s)])
+        if key not in seen:
+            seen.add(key)
+            keep.append(i)
+    return np.asarray(keep, dtype=np.int64)
+
+
 def review_subset(labels: np.ndarray, n_samples: int, seed: int = 0) -> np.ndarray:
     """``n_samples`` indices into the loaded reviews, nested as ``n_samples`` grows: class-balanced
     (`tfconv.data.tokens.balanced_subset` over labels 0, 1) up to twice the smaller class, beyond that
@@ -278,6 +290,7 @@ def make_text(
     path: str | os.PathLike | None = None,
     token_norm: float | None = 1.0,
     split: str = "train",
+    distinct: bool = False,
 ) -> dict:
     """A class-balanced, seeded review subset embedded as transformer inputs.
 
@@ -287,6 +300,8 @@ def make_text(
     negative/rotten), ``labels`` int64 (1/0), ``index`` (positions in the loaded list) and ``meta``.
     The same ``seed`` drives the subset (`review_subset`: class-balanced up to twice the smaller class,
     then the rest, up to every usable review; nested as ``n_samples`` grows) and the word embedding.
+    ``distinct``: keep only the first of the reviews whose first ``d_s`` words are the same (identical
+    inputs make K_0 exactly singular); the usable reviews are then the distinct ones.
     """
     meta: dict = {"dataset": source, "split": None}
     if source == "rotten_tomatoes":
@@ -303,6 +318,11 @@ def make_text(
         meta.update(file=str(Path(path)), file_sha256=None, split=split)
     else:
         raise ValueError(f"source must be 'rotten_tomatoes' or 'imdb', got {source!r}")
+    n_loaded, n_dropped = len(texts), 0
+    if distinct:
+        keep = distinct_inputs(texts, d_s)
+        n_dropped = len(texts) - keep.size
+        texts, labels = [texts[i] for i in keep], np.asarray(labels)[keep]
     idx = review_subset(labels, n_samples, seed)
     chosen = [texts[i] for i in idx]
     X = embed_texts(chosen, d_s, d, seed=seed, token_norm=token_norm)
@@ -311,6 +331,9 @@ def make_text(
     n_tokens = np.array([min(len(tokenize(t)), d_s) for t in chosen], dtype=np.int64)
     meta.update(
         n_available=int(len(texts)),
+        n_loaded=int(n_loaded),
+        distinct=bool(distinct),
+        n_repeated_dropped=int(n_dropped),
         n_samples=int(n_samples),
         d_s=d_s,
         d=d,
