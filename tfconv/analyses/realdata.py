@@ -213,7 +213,7 @@ def text_assumption(ds, settings) -> tuple:
         cv = Canvas("text_assumption", 1, panel_size=(6.5, 4.8))
         return cv, D.empty(cv, "text_assumption needs an n_samples axis in the grid; none was found")
     groups = D.groups(ds)
-    cv = Canvas("text_assumption", len(groups), ncols=min(2, len(groups)), panel_size=(5.6, 4.4))
+    cv = Canvas("text_assumption", len(groups), ncols=min(2, len(groups)), size="double", panel_size=(5.6, 4.4))
     widths = stats.axis_values(ds, "width")
     colors = D.colors(len(widths))
     ns = np.asarray(stats.axis_values(ds, "n_samples"), dtype=float)
