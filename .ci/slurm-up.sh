@@ -193,8 +193,9 @@ SwitchType=switch/none
 SchedulerType=sched/backfill
 SelectType=select/cons_tres
 SelectTypeParameters=CR_Core_Memory
-# Keep finished jobs visible to squeue for 5 min (Snakemake's squeue status checks need it)
-MinJobAge=300
+# Keep finished jobs visible to squeue/scontrol for an hour (Snakemake's status checks and the tests, which
+# read every job's record after a workflow of several minutes, need it; with no slurmdbd nothing else keeps them)
+MinJobAge=3600
 # No slurmdbd: no accounting (sacct only sees what slurmctld still holds)
 AccountingStorageType=accounting_storage/none
 JobAcctGatherType=jobacct_gather/none

@@ -55,9 +55,10 @@ DRIVER = textwrap.dedent("""
     import json, os, subprocess, sys, time
     sys.path.insert(0, sys.argv[1])
     sys.path.insert(0, os.path.join(sys.argv[1], "tests"))
+    sys.path.insert(0, os.path.join(sys.argv[1], "tests", "cluster"))
     import ray
     from tfconv.cluster.ray_grid import connect
-    from test_local_servers import descendants, listening_sockets
+    from test_loopback import descendants, listening_sockets
 
     info = connect(None, num_cpus=1, log=lambda m: None)
     assert ray.get(ray.remote(lambda: 40 + 2).remote()) == 42

@@ -184,7 +184,7 @@ def test_train_config_rejects_bad_values(kwargs, field):
 def test_train_config_to_dict():
     d = TrainConfig(step_size=0.5, epochs=10, checkpoint_epochs=(0, 10)).to_dict()
     assert d == {"step_size": 0.5, "epochs": 10, "loss": "mean", "checkpoint_epochs": [0, 10],
-                 "divergence_factor": 1e6}
+                 "divergence_factor": 1e6, "stop_ratio": None}
 
 
 def test_cross_entropy_option_trains_a_classifier():

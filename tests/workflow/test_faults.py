@@ -340,10 +340,15 @@ def test_diverged_runs_recorded_shown_and_grid_continues(interrupted, reference)
     assert manifest["n_diverged"] == len(diverged) > 0
     assert {rid for rid, r in manifest["runs"].items() if r["status"] == "diverged"} == diverged
     assert all(manifest["runs"][rid]["diverged_epoch"] > 0 for rid in diverged)
-    # the rest of the grid finished: every converged run has its full budget and every checkpoint
+    # the rest of the grid finished: every converged run has its full budget (or stopped at the float floor,
+    # NaN after its stop_epoch) and every checkpoint
     for rid, r in reference.runs.items():
         if rid not in diverged:
-            assert np.all(np.isfinite(r["curves"]["loss"])) and r["attrs"]["checkpoint_epochs"] == [0, 300, 600]
+            stop = int(r["attrs"].get("stop_epoch", -1))
+            loss = np.asarray(r["curves"]["loss"])
+            assert np.all(np.isfinite(loss[: stop + 1] if stop >= 0 else loss)), rid
+            assert stop < 0 or np.all(np.isnan(loss[stop + 1:])), rid
+            assert r["attrs"]["checkpoint_epochs"] == [0, 300, 600]
     xds = xr.open_zarr(res.aggregate(EXP)).load()
     assert int((xds["status"] == "diverged").sum()) == len(diverged)
     fig_csv = res.figure(EXP, "loss_per_width", "csv").read_text()

@@ -92,3 +92,12 @@ def figure_targets(kind="png"):
 def all_targets():
     tables = [RES.claims, RES.slopes, RES.claims_html, RES.slopes_html]
     return figure_targets() + [str(p) for p in tables] + [str(RES.verify_report)]
+
+
+def plot_caption(wildcards):
+    """What workflow/report/figure.rst prints: finding, the analysis's caption, setting, confidence
+    (tfconv.analyses.captions.FigureCaption, built from the typed experiment)."""
+    from tfconv.analyses.captions import figure_caption
+
+    return figure_caption(WF.experiment(wildcards.experiment), wildcards.analysis, WF.analysis,
+                          finding_file=RES.figure(wildcards.experiment, wildcards.analysis, "finding"))

@@ -5,16 +5,10 @@
 # the outputs when the report is made (the finding the plot step wrote, tables/synthesis.json), and neither
 # is a plain value, so they never make a finished job rerun. Categories: "Claims" (the tables) sorts before
 # "Experiment <name>" (its figures); each has one explicit subcategory, so none shows a level "Other".
-from tfconv.analyses.captions import figure_caption, tables_caption_values
+from tfconv.analyses.captions import tables_caption_values
 from tfconv.pipeline.report_tables import LandingPage
 
-
-def plot_caption(wildcards):
-    """What workflow/report/figure.rst prints: finding, the analysis's caption, setting, confidence
-    (tfconv.analyses.captions.FigureCaption, built from the typed experiment)."""
-    return figure_caption(WF.experiment(wildcards.experiment), wildcards.analysis, WF.analysis,
-                          finding_file=RES.figure(wildcards.experiment, wildcards.analysis, "finding"))
-
+# plot_caption (the figure.rst caption of each figure) is in common.smk with the other input functions.
 
 #: what workflow/report/claims.rst and slopes.rst print (confidence level, thresholds)
 TABLES_CAPTION = tables_caption_values(WF.analysis)
