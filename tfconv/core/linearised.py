@@ -157,9 +157,9 @@ def linearised_loss(eigenvalues, eigenvectors, residual0, step_size: float, epoc
     factor = np.abs(1.0 - float(per) * lam)  # per mode, |1 - eta lambda_i / N|
     # a power, not exp(2t log f): a mode with f = 0 exactly (c = 0.5 puts the top mode there) must give
     # f^0 = 1 at t = 0, not 0 * log 0 = NaN; underflow to 0 later is what the mode does
-    with np.errstate(under="ignore", over="ignore"):
+    with np.errstate(under="ignore", over="ignore", invalid="ignore"):  # above the limit the curve grows to inf
         powers = np.power(factor[:, None], (2.0 * t)[None, :])
-    return norm * (proj[:, None] * powers).sum(axis=0)
+        return norm * (proj[:, None] * powers).sum(axis=0)
 
 
 def geometric_bound(loss0: float, step_size: float, lambda_min: float, epochs: int, n_samples: int,
