@@ -147,9 +147,29 @@ def test_flop_count_formula():
     # default forms for this shape: qk "R", Wv explicit, Wh lowrank
     assert f["per_pair"] == 2 * (w + w * d + w * d + 2 * d * d)
     assert f["n_pairs"] == 512 * 256 and f["n_samples"] == 768
-    # symmetric: the pairs on or above the diagonal chunk blocks only
-    fs = flop_count(spec, 512, None, chunk_size=128)
-    assert fs["n_pairs"] == sum(128 * (512 - a) for a in range(0, 512, 128))
+    # symmetric: the pairs on or above the diagonal chunk blocks only; with a token form the pair GEMMs
+    # are chunk_size rows, with GEMM forms only at least GEMM_ROWS (one GEMM per row chunk)
+    fs = flop_count(spec, 2048, None, chunk_size=128, forms={"Wv": "token"})
+    assert fs["n_pairs"] == sum(128 * (2048 - a) for a in range(0, 2048, 128))
+    from tfconv.core.ntk_structured import GEMM_ROWS
+    fs = flop_count(spec, 2048, None, chunk_size=128)
+    assert fs["n_pairs"] == sum(GEMM_ROWS * (2048 - a) for a in range(0, 2048, GEMM_ROWS))
+
+
+@pytest.mark.parametrize("hidden", [True, False])
+def test_gemm_chunks_tile_the_block(monkeypatch, hidden):
+    """With GEMM forms only, the pair GEMMs are GEMM_ROWS x GEMM_COLS: shrunk to 4 x 6 here, blocks of
+    13 rows cut into uneven chunks (diagonal and rectangular) still equal the reference."""
+    from tfconv.core import ntk_structured as S
+
+    monkeypatch.setattr(S, "GEMM_ROWS", 4)
+    monkeypatch.setattr(S, "GEMM_COLS", 6)
+    sp, p, X = make(n=13, dtype="float64", seed=5, hidden=hidden)
+    assert S._pair_chunks(sp, S.choose_forms(sp), 1, None) == (4, 6)
+    K_ref = ntk_block_exact(p, sp, X)
+    K = ntk_block_structured(p, sp, X, chunk_size=1)
+    assert rel_err(K, K_ref) < RTOL["float64"] and np.array_equal(K, K.T)
+    assert rel_err(ntk_block_structured(p, sp, X[:5], X[3:], chunk_size=1), K_ref[:5, 3:]) < RTOL["float64"]
 
 
 def test_workspace_reuse_across_calls_threads_and_dtypes(monkeypatch):

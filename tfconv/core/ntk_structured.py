@@ -36,9 +36,11 @@ Kernel terms (each already summed over c and divided by C):
                   (m g)^2 / C * sum_{t,u} (M_i S M_j^T)_{tu} (Y_i Y_j^T)_{tu}          d_s^2 (width + d)
     Wq  J_q[c] = Wk R[c],   R[c] = m^2 tau0 X^T G_S[c]^T X  (d x d):  <R_i, Gk R_j>       "R": C d^2
     Wk  J_k[c] = Wq R[c]^T:                                    <R_i^T, Gq R_j^T>      "R": C d^2
+        (stored as Lk^T R[c] and Lq^T R[c]^T, Gk = Lk Lk^T, Gq = Lq Lq^T: one factor on both sides)
         (or the explicit width x d J_q, J_k when width < d)
 
-All per-pair work is GEMMs between per-sample factor rows (plus, for token forms, a Hadamard
+All per-pair work is GEMMs between per-sample factor rows (every F_i . F_j term in one GEMM: the
+factors lie side by side in one row per sample) (plus, for token forms, a Hadamard
 product and a sum over token pairs).  With the default forms, C = 1 and a hidden layer, the per-pair
 cost is about width (2 d + 1) + 2 d^2 multiply-adds, against width^2 + 3 width d + width for the
 Jacobian contraction; `flop_count` writes every counted matmul out.
@@ -69,6 +71,14 @@ FORMS = {"qk": ("R", "explicit"), "Wv": ("explicit", "token"), "Wh": ("lowrank",
 #: are processed in panels and column factors are recomputed per row panel.
 DEFAULT_CACHE_BYTES = 2 * 1024 ** 3
 
+#: Rows and columns per pair GEMM when every kernel term is a GEMM (no token form; the default forms):
+#: one (rows x G) @ (G x cols) GEMM, G ~ 4e4 at width 256, streams its column factors once per row
+#: chunk, so small chunks are memory-bound.  Measured at width 256, d = 64, float64, one thread, the
+#: pairs of a 2000 x 2000 block (factors given): 12.0 s in 250 x 256 GEMMs, 9.8 s in 512 x 2048, 9.3-9.7 s
+#: in 1024 x 2048; a diagonal block (whole row chunks from the diagonal on) 6.6-6.8 s, 5.9-6.3 s and
+#: 7.1-7.7 s: 512 rows is the compromise.
+GEMM_ROWS, GEMM_COLS = 512, 2048
+
 
 def _pair_costs(spec: ModelSpec) -> Dict[str, Dict[str, int]]:
     """Multiply-adds per sample pair of each form: the quantity `choose_forms` minimises."""
@@ -93,6 +103,19 @@ def choose_forms(spec: ModelSpec, forms: Optional[Mapping[str, str]] = None) -> 
         if key in chosen:  # a "Wh" override is ignored for a model without Wh
             chosen[key] = val
     return chosen
+
+
+def _pair_chunks(spec: ModelSpec, fm: Mapping[str, str], chunk_size: int,
+                 col_chunk_size: Optional[int]) -> Tuple[int, int]:
+    """(rows, columns) per pair GEMM: ``chunk_size`` x ``col_chunk_size`` (default max(chunk_size, 256))
+    when a token form makes the pair block d_s^2 times larger; else max(chunk_size, `GEMM_ROWS`) x
+    (``col_chunk_size`` or max(chunk_size, `GEMM_COLS`))."""
+    chunk = max(1, int(chunk_size))
+    col = max(chunk, int(col_chunk_size or 256))
+    token = fm["Wv"] == "token" or (spec.hidden and fm.get("Wh") == "token")
+    if token:
+        return chunk, col
+    return max(chunk, GEMM_ROWS), (col if col_chunk_size else max(chunk, GEMM_COLS))
 
 
 def _as_tensor(X, dtype, device=None) -> torch.Tensor:
@@ -121,40 +144,32 @@ class _Engine:
         wo = P["wo"]  # (w, C)
         self.s = (wo * wo).sum(1)  # (w,)
         self.sqrt_s = self.s.sqrt()
-        self.Gq = P["Wq"].T @ P["Wq"]  # (d, d)
-        self.Gk = P["Wk"].T @ P["Wk"]
         Gv64 = P["Wv"].T.double() @ P["Wv"].double()
         self.Gv = Gv64.to(self.dtype)
-        ev, E = torch.linalg.eigh(Gv64)  # Gv = L L^T with L = E sqrt(ev): PSD even when width < d
-        self.L = (E * ev.clamp_min(0).sqrt()).to(self.dtype)  # (d, d)
+        self.L = _psd_root(Gv64).to(self.dtype)  # Gv = L L^T, (d, d)
+        # <R_i, Gk R_j> = <Lk^T R_i, Lk^T R_j>: the qk terms are one factor on both sides too
+        self.LkT = _psd_root(P["Wk"].T.double() @ P["Wk"].double()).T.to(self.dtype)  # (d, d)
+        self.LqT = _psd_root(P["Wq"].T.double() @ P["Wq"].double()).T.to(self.dtype)
         if self.hidden:
             # G_Z[c] = m_h g (M * wo_c) Wh = M @ (m_h g diag(wo_c) Wh): every output in one GEMM
             self.Whc = (self.m_h * self.g) * (wo.T[:, :, None] * P["Wh"][None]).permute(1, 0, 2).reshape(w, C * w)
         self.need_GZ = self.hidden  # G_A and Wv need the Z cotangents only with a hidden layer
-        # ---- per-sample factor buffers: name -> per-sample shape
+        # ---- per-sample factor buffers: name -> per-sample shape.  The GEMM factors (every term of
+        # the form F_i . F_j) lie side by side in one row per sample, so that a block of K is one GEMM.
         f = forms
-        shapes: Dict[str, tuple] = {"pool": (w,)}
-        self.gemm_terms: List[Tuple[str, str]] = [("pool", "pool")]  # K += F[l]_i . F[r]_j
+        gemm: Dict[str, tuple] = {"pool": (w,)}
         if f["Wv"] == "explicit":
-            if self.hidden:
-                shapes["Jv"] = (d, C * w)
-                self.gemm_terms.append(("Jv", "Jv"))
-            else:
-                shapes["Bv"] = (d, w)
-                self.gemm_terms.append(("Bv", "Bv"))
+            gemm["Jv" if self.hidden else "Bv"] = (d, C * w) if self.hidden else (d, w)
         if self.hidden and f["Wh"] == "lowrank":
-            shapes["Bh"] = (d, w)
-            self.gemm_terms.append(("Bh", "Bh"))
+            gemm["Bh"] = (d, w)
         if self.hidden and f["Wh"] == "explicit":
-            shapes["Jh"] = (C, w, w)
-            self.gemm_terms.append(("Jh", "Jh"))
+            gemm["Jh"] = (C, w, w)
         if f["qk"] == "explicit":
-            shapes["Jqk"] = (2, C, w, d)
-            self.gemm_terms.append(("Jqk", "Jqk"))
+            gemm["Jqk"] = (2, C, w, d)
         else:
-            shapes["Rl"] = (2, C, d, d)
-            shapes["Rr"] = (2, C, d, d)
-            self.gemm_terms.append(("Rl", "Rr"))
+            gemm["R"] = (2, C, d, d)
+        self.gemm_shapes = gemm
+        shapes: Dict[str, tuple] = {}
         # token terms: (cotangent, left scale of the cotangent or None, input-left, input-right)
         self.token_terms: List[Tuple[str, Optional[torch.Tensor], str, str]] = []
         if self.hidden and f["Wh"] == "token":
@@ -166,10 +181,10 @@ class _Engine:
         for cot, _, _, _ in self.token_terms:
             shapes[cot] = (ds, w) if cot == "M" else (ds, C * w)
             shapes["Y"] = (ds, d)
-        self.shapes = shapes
+        self.token_shapes = shapes
 
     def bytes_per_sample(self) -> int:
-        n = sum(math.prod(s) for s in self.shapes.values())
+        n = sum(math.prod(s) for s in (*self.gemm_shapes.values(), *self.token_shapes.values()))
         return n * torch.finfo(self.dtype).bits // 8
 
     # ---------------------------------------------------------------- per-sample factors
@@ -192,8 +207,7 @@ class _Engine:
         if not (self.hidden and forms["Wh"] == "explicit"):
             del Z
         Mb = U > 0  # ReLU mask
-        torch.mean(torch.relu(U), dim=1, out=dst["pool"])
-        dst["pool"].mul_(self.tau1)
+        dst["pool"].copy_(torch.mean(torch.relu(U), dim=1).mul_(self.tau1))  # GEMM factors are strided views
         del U
         M = Mb.to(self.dtype)  # (n, d_s, w)
         Y = A @ X  # (n, d_s, d);  Z = m Y Wv^T
@@ -213,22 +227,20 @@ class _Engine:
         R = (m * m * tau0) * (X.transpose(1, 2)[:, None] @ GS.transpose(-1, -2) @ X[:, None])  # (n, C, d, d)
         del GS
         Rk = R.transpose(-1, -2)  # J_q[c] = Wk R[c],  J_k[c] = Wq Rk[c]
-        if "Rl" in dst:
-            dst["Rl"][:, 0] = rc * rc * R
-            dst["Rl"][:, 1] = rc * rc * Rk
-            dst["Rr"][:, 0] = self.Gk @ R
-            dst["Rr"][:, 1] = self.Gq @ Rk
+        if "R" in dst:  # <rc R_i, rc Gk R_j> = <rc Lk^T R_i, rc Lk^T R_j> (Gk = Lk Lk^T); likewise Gq
+            dst["R"][:, 0] = self.LkT @ (rc * R)
+            dst["R"][:, 1] = self.LqT @ (rc * Rk)
         if "Jqk" in dst:
             dst["Jqk"][:, 0] = P["Wk"] @ (rc * R)
             dst["Jqk"][:, 1] = P["Wq"] @ (rc * Rk)
         if "Jv" in dst:  # J_v[c]^T = m Y^T G_Z[c]: (n, d, C*w)
-            torch.bmm((m * rc) * Y.transpose(1, 2), GZ, out=dst["Jv"])
+            dst["Jv"].copy_(torch.bmm((m * rc) * Y.transpose(1, 2), GZ))
         if "Bv" in dst or "Bh" in dst:
             Ms = M * self.sqrt_s  # (n, d_s, w)
             if "Bv" in dst:  # (m g / sqrt C) Y^T M S^1/2
-                torch.bmm((m * g * rc) * Y.transpose(1, 2), Ms, out=dst["Bv"])
+                dst["Bv"].copy_(torch.bmm((m * g * rc) * Y.transpose(1, 2), Ms))
             if "Bh" in dst:  # (m_h m g / sqrt C) L^T Y^T M S^1/2
-                torch.bmm((m_h * m * g * rc) * (Y @ self.L).transpose(1, 2), Ms, out=dst["Bh"])
+                dst["Bh"].copy_(torch.bmm((m_h * m * g * rc) * (Y @ self.L).transpose(1, 2), Ms))
             del Ms
         if "Jh" in dst:  # J_h[c] = m_h G_U[c]^T Z
             GU = (g * rc * m_h) * M[:, None] * P["wo"].T[None, :, None, :]  # (n, C, d_s, w)
@@ -249,12 +261,19 @@ class _Engine:
         """Factors of all samples of X, computed `batch` samples at a time into one buffer taken from
         this thread's workspace (`slot`: the factor sets alive at the same time use different slots)."""
         n = X.shape[0]
-        sizes = {k: math.prod(s) for k, s in self.shapes.items()}
-        flat = _WORKSPACE.take(slot, n * sum(sizes.values()), self.dtype, self.device)
-        F, at = {}, 0
-        for k, s in self.shapes.items():
-            F[k] = flat[at:at + n * sizes[k]].view((n,) + s)
-            at += n * sizes[k]
+        gsz = {k: math.prod(s) for k, s in self.gemm_shapes.items()}
+        tsz = {k: math.prod(s) for k, s in self.token_shapes.items()}
+        G = sum(gsz.values())
+        flat = _WORKSPACE.take(slot, n * (G + sum(tsz.values())), self.dtype, self.device)
+        F = {"gemm": flat[:n * G].view(n, G)}  # row i: sample i's GEMM factors side by side
+        at = 0
+        for k, s in self.gemm_shapes.items():
+            F[k] = F["gemm"][:, at:at + gsz[k]].view((n,) + s)
+            at += gsz[k]
+        at = n * G
+        for k, s in self.token_shapes.items():
+            F[k] = flat[at:at + n * tsz[k]].view((n,) + s)
+            at += n * tsz[k]
         for i in range(0, n, batch):
             self._fill(X[i:i + batch], F, i)
         return F
@@ -262,11 +281,7 @@ class _Engine:
     # ---------------------------------------------------------------- pair kernel
     def pairs(self, Fr, Fc, r: slice, c: slice) -> torch.Tensor:
         """K[r, c] (float64) from row factors Fr[r] and column factors Fc[c]."""
-        blk = None
-        for left, right in self.gemm_terms:
-            a, b = Fr[left][r], Fc[right][c]
-            t = (a.reshape(a.shape[0], -1) @ b.reshape(b.shape[0], -1).T).to(torch.float64)
-            blk = t if blk is None else blk.add_(t)
+        blk = (Fr["gemm"][r] @ Fc["gemm"][c].T).to(torch.float64)  # every GEMM term in one GEMM
         nr, nc = blk.shape
         ds = self.spec.d_s
         for cot, scale, in_l, in_r in self.token_terms:
@@ -343,6 +358,13 @@ def release_workspace() -> None:
     _WORKSPACE.buffers.clear()
 
 
+def _psd_root(G: torch.Tensor) -> torch.Tensor:
+    """L with L L^T = G for a symmetric PSD G (L = E sqrt(ev), eigenvalues clamped at 0): defined even
+    when G is singular (width < d)."""
+    ev, E = torch.linalg.eigh(G)
+    return E * ev.clamp_min(0).sqrt()
+
+
 def _panels(n: int, size: int) -> List[Tuple[int, int]]:
     return [(i, min(i + size, n)) for i in range(0, n, size)]
 
@@ -363,9 +385,10 @@ def ntk_block_structured(
     X_rows, X_cols: (n, d_s, d) arrays or tensors (cast to the params' dtype).  X_cols=None means
     X_cols = X_rows: factors are computed once, only chunk pairs on or above the diagonal are
     computed, and the result is exactly symmetric.
-    chunk_size: samples per factor batch and rows per pair GEMM (256 runs the GEMMs about 25%
-    faster than 64 on a 2-core CPU); col_chunk_size: columns per pair GEMM (default
-    max(chunk_size, 256)).  forms: override `choose_forms`, e.g. {"Wh": "token"}.
+    chunk_size: samples per factor batch, and rows per pair GEMM when a token form is used (256 runs
+    those about 25% faster than 64 on a 2-core CPU); col_chunk_size: columns per pair GEMM (default
+    max(chunk_size, 256)); with GEMM forms only the pair GEMMs are at least `GEMM_ROWS` x
+    `GEMM_COLS` (`_pair_chunks`).  forms: override `choose_forms`, e.g. {"Wh": "token"}.
     Memory: the factors of all rows and columns (`_Engine.bytes_per_sample`: about
     (C + 1) width d + width numbers per sample by default) while they fit max_cache_bytes, else
     panels of that size; plus O(chunk_size * col_chunk_size) per pair block (times d_s^2 for token
@@ -382,8 +405,8 @@ def ntk_block_structured(
             f"X_rows/X_cols must have shape (n, d_s={spec.d_s}, d={spec.d}); got "
             f"{tuple(Xr.shape)} and {tuple(Xc.shape)}"
         )
-    chunk = max(1, int(chunk_size))
-    col_chunk = max(chunk, int(col_chunk_size or 256))
+    chunk = max(1, int(chunk_size))  # samples per factor batch
+    rows, cols = _pair_chunks(spec, fm, chunk, col_chunk_size)  # per pair GEMM
     n_r, n_c = Xr.shape[0], Xc.shape[0]
     out = np.empty((n_r, n_c), dtype=np.float64)
     if n_r == 0 or n_c == 0:
@@ -395,10 +418,10 @@ def ntk_block_structured(
             panels = _panels(n_r, n_r if n_r * bps <= max_cache_bytes else panel)
             for pi, (a0, a1) in enumerate(panels):
                 Fa = eng.factors(Xr[a0:a1], chunk, "rows")
-                eng.panel(Fa, Fa, out, a0, a0, True, chunk, col_chunk)
+                eng.panel(Fa, Fa, out, a0, a0, True, rows, cols)
                 for b0, b1 in panels[pi + 1:]:
                     Fb = eng.factors(Xr[b0:b1], chunk, "cols")
-                    eng.panel(Fa, Fb, out, a0, b0, False, chunk, col_chunk)
+                    eng.panel(Fa, Fb, out, a0, b0, False, rows, cols)
                     out[b0:b1, a0:a1] = out[a0:a1, b0:b1].T
                     del Fb
                 del Fa
@@ -411,7 +434,7 @@ def ntk_block_structured(
                 Fa = eng.factors(Xr[a0:a1], chunk, "rows")
                 for b0, b1 in col_panels:
                     Fb = Fc_all if cache_cols else eng.factors(Xc[b0:b1], chunk, "cols")
-                    eng.panel(Fa, Fb, out, a0, b0, False, chunk, col_chunk)
+                    eng.panel(Fa, Fb, out, a0, b0, False, rows, cols)
                 del Fa
     _WORKSPACE.trim()
     return out
@@ -440,7 +463,7 @@ def flop_count(
                   + d_s w d + d_s d^2  [Wh lowrank]        B L = M^T (Y L)
                   + d_s d^2    [Wh token]                  Y Gv
                   + C d_s w^2  [Wh explicit]               J_h = G_U^T Z
-                  + 2 C d^3 [qk R] | 2 C w d^2 [qk explicit]     Gk R, Gq R^T | Wk R, Wq R^T
+                  + 2 C d^3 [qk R] | 2 C w d^2 [qk explicit]     Lk^T R, Lq^T R^T | Wk R, Wq R^T
       per pair    w                                        wo: pooled gram
                   + C w d | d_s^2 (C w + d)  [Wv explicit | token, hidden]
                   + w d   | d_s^2 (w + d)    [Wv explicit | token, no hidden]
@@ -464,7 +487,7 @@ def flop_count(
         pp += w * d if fm["Wv"] == "explicit" else ds * ds * (w + d)
     pp += 2 * C * d * d if fm["qk"] == "R" else 2 * C * w * d
     if n_cols is None:
-        chunk = max(1, int(chunk_size))
+        chunk = _pair_chunks(spec, fm, chunk_size, col_chunk_size)[0]
         n_pairs = sum(min(chunk, n_rows - a) * (n_rows - a) for a in range(0, n_rows, chunk))
         n_samples = n_rows
     else:
