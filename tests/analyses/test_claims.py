@@ -24,6 +24,7 @@ from tfconv.analyses import claims as C
 from tfconv.analyses import stats
 from tfconv.config import DatasetSpec, Experiment, analysis_settings
 from tfconv.core.linearised import mode_loss
+from tfconv.core.spectra import BELOW_PRECISION, RESOLVED
 from tfconv.store.aggregate import build_aggregate
 
 EPOCHS = 300
@@ -45,9 +46,11 @@ def kernel_of(lam, c=0.5, n=N):
 
 
 def aggregate(grid, loss=None, kernel_change=None, spectrum=None, attention=None, status=None, n=N,
-              epochs=EPOCHS, checkpoints=(0, 150, 300), name="exp", step="0.5limit"):
+              epochs=EPOCHS, checkpoints=(0, 150, 300), name="exp", step="0.5limit", lmin_verdict=None):
     """An aggregate of the grid: per grid point (and seed) a loss curve, K_0's modes (`spectrum(d)` ->
-    (eigenvalues, weights); default `modes()`), the kernel change, attention deviation and status."""
+    (eigenvalues, weights); default `modes()`), the kernel change, attention deviation and status; with
+    `lmin_verdict(d)` ("resolved" or "below the precision of K") the run summary's verdict on lambda_min(K_0)
+    and an error that agrees with it (a tenth of lambda_min, or ten times it)."""
     exp = Experiment.from_section(name, {
         "grid": grid,
         "train": {"step_size": step, "epochs": epochs, "loss": "mean", "checkpoint_epochs": list(checkpoints),
@@ -60,6 +63,9 @@ def aggregate(grid, loss=None, kernel_change=None, spectrum=None, attention=None
         nn = int(d.get("n_samples", n))
         lam, proj = spectrum(d) if spectrum else modes(n=nn)
         kern = kernel_of(lam, n=nn)
+        if lmin_verdict:
+            v = lmin_verdict(d)
+            kern.update(lambda_min0_verdict=v, lambda_min0_error=(0.1 if v == RESOLVED else 10.0) * lam[0])
         lin = mode_loss(lam, proj, kern["eta"], nn, "mean", t)
         curve = np.asarray(loss(d, t), dtype=float) if loss else lin / lin[0]
         curve = curve[: epochs + 1] if curve.size > epochs else np.pad(curve, (0, epochs + 1 - curve.size),
@@ -249,10 +255,10 @@ WELL = modes(1.0, 4.0, weights=[1.0] + [1e-6] * (N - 1))
 ILL = modes(1.0, 1000.0)
 
 
-def _claim2(loss, spectrum=WELL, kc=0.01, epochs=EPOCHS):
+def _claim2(loss, spectrum=WELL, kc=0.01, epochs=EPOCHS, verdict=None):
     return aggregate({"width": [64, 256], "scaling": ["inv_sqrt"], "init": ["lecun"], "seed": [0, 1, 2]},
                      loss=loss, kernel_change=lambda d: kc, spectrum=lambda d: spectrum, epochs=epochs,
-                     checkpoints=(0, epochs))
+                     checkpoints=(0, epochs), lmin_verdict=verdict)
 
 
 def _slowest(spectrum=WELL):
@@ -326,6 +332,61 @@ def test_claim2_counts_a_run_at_the_float_floor_as_converged():
     rows = C.claim2("e", _claim2(lambda d, t: floor), settings())
     a = rows_of(rows, "(a)")[0]
     assert a["verdict"] == "consistent" and "6 runs" in a["power"]
+
+
+def test_claim2_leaves_out_runs_whose_lambda_min_is_below_the_precision_of_k_and_says_so():
+    """A run whose lambda_min(K_0) is below the precision of K has no known bound or rate: it is left out
+    of claim 2 with a word.  The same plateau that refutes the bound when lambda_min(K_0) is resolved is not
+    measurable when every run's is below precision; left out on one run only, the others decide."""
+    plateau = lambda d, t: 0.3 + 0.7 * np.exp(-0.2 * t)
+    resolved = C.claim2("e", _claim2(plateau, verdict=lambda d: RESOLVED), settings())
+    assert verdicts(resolved, "(a)") == ["refuted"] and "left out" not in rows_of(resolved, "(a)")[0]["power"]
+    below = C.claim2("e", _claim2(plateau, verdict=lambda d: BELOW_PRECISION), settings())
+    assert verdicts(below) == ["not measurable", "not measurable"], below
+    for r in below:
+        assert r["summary"] == C.NEEDS_PRECISION and "above the precision of K" in r["summary"]
+        assert "6 of 6 run(s) left out: lambda_min(K_0) below the precision of K" in r["power"], r["power"]
+    # one violating run, and it is the one whose lambda_min(K_0) is below precision: the others decide
+    rate = _slowest()
+    bad = lambda d: (d["width"], d["seed"]) == (256, 1)
+    loss = lambda d, t: plateau(d, t) if bad(d) else np.exp(-rate * seeded(d["seed"], 0.02) * t)
+    a = rows_of(C.claim2("e", _claim2(loss, verdict=lambda d: RESOLVED), settings()), "(a)")[0]
+    assert a["verdict"] == "refuted" and "width 256 seed 1" in a["reason"]
+    rows = C.claim2("e", _claim2(loss, verdict=lambda d: BELOW_PRECISION if bad(d) else RESOLVED), settings())
+    assert verdicts(rows) == ["consistent", "consistent"], rows
+    for r in rows:
+        assert "1 of 6 run(s) left out: lambda_min(K_0) below the precision of K (lecun width 256 seed 1)" in r["power"]
+    assert "5 runs" in rows_of(rows, "(a)")[0]["power"]
+
+
+def test_claim2_runs_whose_lambda_min_is_resolved_are_scored_as_before():
+    r = _slowest()
+    loss = lambda d, t: np.exp(-r * seeded(d["seed"], 0.02) * t)
+    before = C.claim2("e", _claim2(loss), settings())
+    ds = _claim2(loss, verdict=lambda d: RESOLVED)
+    assert (stats.lambda_min0_verdict(ds).values == RESOLVED).all()
+    after = C.claim2("e", ds, settings())
+    assert verdicts(after) == verdicts(before) == ["consistent", "consistent"]
+    assert [r["value"] for r in after] == [r["value"] for r in before] and [r["power"] for r in after] == [r["power"] for r in before]
+
+
+def test_claim1_leaves_out_runs_whose_lambda_min_is_below_the_precision_of_k():
+    """Claim 1 (a) judges a tail against the run's own lambda_min(K_0) rate, and the theorem assumes
+    lambda_min(K_0) > 0: a divergence at a sufficient width refutes it only where lambda_min(K_0) is resolved."""
+    def case(verdict):
+        ds = _overparam(1.0)
+        st = ds["status"].copy()
+        st.loc[{"n_samples": 4, "width": 512, "seed": 2}] = "diverged"
+        ds = ds.assign(status=st)
+        if verdict is not None:
+            ver = ds["lambda_min"].copy(data=np.full(ds["lambda_min"].shape, RESOLVED, dtype="<U32"))
+            ver.loc[{"n_samples": 4, "width": 512, "seed": 2}] = verdict
+            ds = ds.assign(lambda_min_verdict=ver)
+        return rows_of(C.claim1("e", stats.complete_axes(ds), settings()), "(a)")[0]
+    assert case(RESOLVED)["verdict"] == "refuted" and case(None)["verdict"] == "refuted"
+    a = case(BELOW_PRECISION)
+    assert a["verdict"] == "consistent" and "run(s) left out: lambda_min(K_0) below the precision of K (N=4 width 512 seed 2)" \
+        in a["power"], a
 
 
 def test_claim2_not_measurable_when_no_width_is_in_the_kernel_regime():

@@ -196,6 +196,58 @@ def test_spectrum_draws_the_spectral_density_of_k0_by_method(tmp_path):
     assert len(cv.visible_panels()) == 2 and "no spectral density of K_0" in finding
 
 
+def _with_lambda_min0_verdicts(ds, below):
+    """`ds` with a verdict on every lambda_min(K_0): "below the precision of K" (error 10 x the value) at the
+    runs selected by `below` (a dict of coordinates), "resolved" (error a tenth of the value) elsewhere."""
+    from tfconv.core.spectra import BELOW_PRECISION, RESOLVED
+
+    ds = ds.copy(deep=True)
+    lm = ds["lambda_min"]
+    ver = lm.copy(data=np.full(lm.shape, RESOLVED, dtype="<U32"))
+    err = 0.1 * np.abs(lm)
+    if below:
+        ver.loc[dict(below, checkpoint_epoch=0)] = BELOW_PRECISION
+        err.loc[dict(below, checkpoint_epoch=0)] = 10.0 * np.abs(lm.sel(dict(below, checkpoint_epoch=0)))
+    return ds.assign(lambda_min_verdict=ver, lambda_min_error=err)
+
+
+def test_spectrum_draws_lambda_min_below_the_precision_of_k_as_open_triangles_at_its_upper_bound(tmp_path):
+    """A lambda_min(K_0) below the precision of K is not a run point: it is drawn as an open down-triangle
+    at max(value, 0) + error with its legend entry, left out of the mean and the fit, counted in the finding;
+    with every value resolved there is no such mark and the fit is over every run."""
+    from tfconv.analyses import figure
+    from tfconv.analyses.draw import BELOW_PRECISION_LABEL
+
+    clean, _, _ = tiny_aggregates()
+    at = dict(width=8, init="lecun", scaling="inv_sqrt", seed=0)
+    lm0 = stats.epoch0_kernel(clean, "lambda_min")
+    total = int((np.isfinite(lm0) & (clean["status"] != "missing")).sum())
+    for below, n_fit in (({}, 6), (at, 5)):
+        ds = _with_lambda_min0_verdicts(clean, below)
+        cv, finding = figure("spectrum", ds, SETTINGS)
+        panel = cv.ax(0)
+        tri = [m for m in panel.series() if m.style.get("marker") == "v"]
+        n = {(s["quantity"], s["group"]): s["n"] for s in cv.slopes}
+        assert n[("lambda_min_K0 vs width", "init=lecun, scaling=inv_sqrt")] == n_fit
+        for m in panel.series():
+            if np.size(m.data[1]):  # (empty plots are legend entries)
+                assert np.isfinite(m.points()).all(axis=1).all(), m
+        if not below:
+            assert not tri and BELOW_PRECISION_LABEL not in panel.labels()
+            assert f"resolved in {total} of {total} runs" in finding and "below the precision" not in finding
+            continue
+        value = float(clean["lambda_min"].sel(dict(at, checkpoint_epoch=0)))
+        assert len(tri) == 1 and tri[0].style.get("mfc") == "none"
+        np.testing.assert_allclose(tri[0].points(), [[8.0, 11.0 * value]], rtol=1e-12)  # max(v, 0) + 10 v
+        assert panel.labels().count(BELOW_PRECISION_LABEL) == 1
+        assert f"resolved in {total - 1} of {total} runs, 1 below the precision of K" in finding, finding
+        out, table = _draw("spectrum", ds, tmp_path)
+        rows = table[(table["quantity"] == "lambda_min_K0") & (table["width"] == 8) & (table["init"] == "lecun")
+                     & (table["scaling"] == "inv_sqrt") & (table["seed"] == 0)]
+        assert set(rows["stat"]) == {"below_precision", "upper_bound"}
+        assert rows[rows["stat"] == "below_precision"]["y"].iloc[0] == pytest.approx(value, rel=1e-12)
+
+
 # ---------------------------------------------------------------------------------------------
 # What a reader sees (issue 23, item 3): every figure of every tiny aggregate it applies to is checked
 # for the defects a reader saw in the default run's figures.  Each check is a function of the figure's

@@ -18,6 +18,7 @@ from tfconv.analyses.realdata import data_kernel_vars
 from tfconv.config import DatasetSpec, Experiment
 from tfconv.core.kernel import init_kernel
 from tfconv.core.model import init_params
+from tfconv.analyses.draw import BELOW_PRECISION_LABEL
 from tfconv.core.spectra import BELOW_PRECISION, RESOLVED
 from tfconv.data.dataset import Dataset
 from tfconv.data.text import make_text
@@ -139,7 +140,7 @@ def test_the_figure_renders_with_its_markers(tmp_path):
     cv, _ = figure("text_assumption", ds, SETTINGS)
     for panel in cv.visible_panels():
         labels = [m.label for m in panel.series() if m.label]
-        assert labels.count("below the precision of K (upper bound)") == 1
+        assert labels.count(BELOW_PRECISION_LABEL) == 1
         assert len(labels) == len(set(labels))
     out = make_figure("text_assumption", ds, tmp_path / "t.png", tmp_path / "t.csv", SETTINGS)
     assert (tmp_path / "t.png").stat().st_size > 20000 and out["finding"]

@@ -13,6 +13,10 @@ data; "no material difference" where a comparison's interval lies within the sta
 (``analysis.min_effect``); otherwise "not measurable" with what would make it measurable.  No verdict
 depends on where the epoch budget ends, on a run left out without a word, or on a fallback width.
 
+lambda_min(K_0) is scored only where it is resolved: a run whose lambda_min(K_0) is below the precision
+of K (`stats.lambda_min0_verdict`) is left out of every test that rests on it (claims 1 (a) and 2), and
+the row's power says how many; where none is left the verdict is "not measurable" (`NEEDS_PRECISION`).
+
 Rates are `stats.range_rate` (the mean geometric rate over L/L_0 from ``rate_range[0]`` down to the
 float floor; a run that reaches the floor counts as converged, one that never enters the range is
 counted, and decides a comparison only against one that did); the kernel's predictions are computed
@@ -22,7 +26,8 @@ from K_0's modes at any number of epochs (`stats.predicted_rates`).
    >= max(c N^2, the kernel-stable width of N) converges (c = ``sufficiency_constant``): reaches the
    float floor, or still decreases at its end at >= ``min_rate_fraction`` of its own lambda_min(K_0)
    rate; refuted only by a persistent failure (divergence, or a tail decreasing slower than that with
-   confidence); transient spikes are reported.  (b) the exponent of the smallest sufficient width
+   confidence); transient spikes are reported; runs whose lambda_min(K_0) is below the precision of K are
+   left out (the theorem assumes lambda_min(K_0) > 0, and their lambda_min rate is unknown).  (b) the exponent of the smallest sufficient width
    (kernel-stable; converging) in N, every N a bracket on the ladder (censored N are bounds): refuted
    when every power law through the brackets is steeper than N^2, consistent when every one is flatter.
 2. Linear convergence governed by lambda_min(K_0) (LeCun/He, inv_sqrt, at kernel-stable widths).
@@ -31,6 +36,7 @@ from K_0's modes at any number of epochs (`stats.predicted_rates`).
    sublinear curve or a stall violates it.  (b) the measured rate against the slowest mode's rate
    -2 log(1 - eta lambda_min/N), within a factor ``rate_factor``, scored where the kernel's own
    prediction is governed by lambda_min over the rate range (else: the level below which it would be).
+   Both only over runs whose lambda_min(K_0) is resolved.
 3. LeCun/He faster than NTK; 4. inv_sqrt faster than inv.  For every framing (a common step: a fixed
    step or '<c>common'; each setting at c times its own limit: '<c>limit'), the paired rate ratio of the
    trained runs at the largest trained width, and the kernel's prediction from K_0 in both framings at
@@ -64,6 +70,14 @@ COLUMNS = ["claim", "experiment", "role", "test", "framing", "value", "ci_low", 
 CONSISTENT, REFUTED, NO_DIFFERENCE, NOT_MEASURABLE = "consistent", "refuted", "no material difference", "not measurable"
 VERDICTS = (CONSISTENT, REFUTED, NO_DIFFERENCE, NOT_MEASURABLE)
 ROLE_TEST, ROLE_CONTROL = "test", "control"
+#: what a row says where every run it would score has lambda_min(K_0) below the precision of K
+NEEDS_PRECISION = "needs lambda_min(K_0) above the precision of K (gram.precision float64, or fewer samples)"
+
+
+def _below_note(left_out: Sequence[str], total: int) -> str:
+    """The power column's word on the runs left out because lambda_min(K_0) is below the precision of K."""
+    return (f"{len(left_out)} of {total} run(s) left out: lambda_min(K_0) below the precision of K "
+            f"({', '.join(left_out[:3])}{', ...' if len(left_out) > 3 else ''})")
 
 #: how a comparison's outcome (`stats.compare_rates`) reads as a verdict on "A is faster than B"
 _OUTCOME_VERDICT = {stats.FASTER: CONSISTENT, stats.SLOWER: REFUTED, stats.NO_DIFFERENCE: NO_DIFFERENCE,
@@ -209,19 +223,24 @@ def _slowest(r, N, loss_kind) -> float:
     return float(predicted_rate(lmin, eta, N, loss_kind)) if np.isfinite(lmin) and np.isfinite(eta) else np.nan
 
 
-def _run_states(sub, N, settings) -> List[Dict[str, Any]]:
-    """classify_run for every present seed of `sub` (one width)."""
+def _run_states(sub, N, settings) -> tuple:
+    """(classify_run for every present seed of `sub` (one width) whose lambda_min(K_0) is resolved or not
+    assessed, the seeds left out because their lambda_min(K_0) is below the precision of K)."""
     loss_kind = str(sub.attrs.get("loss", "mean"))
-    out = []
-    for seed in stats.axis_values(sub, "seed"):
+    below = stats.below_precision(sub).ravel()
+    out, left_out = [], []
+    for k, seed in enumerate(stats.axis_values(sub, "seed")):
         r = sub.sel(seed=seed)
         st = str(r["status"].values)
         if st not in (stats.STATUS_COMPLETE, stats.STATUS_DIVERGED):
             continue
+        if below[k]:
+            left_out.append(seed)
+            continue
         c = classify_run(r["loss"].values, st, _slowest(r, N, loss_kind), settings)
         c["seed"] = seed
         out.append(c)
-    return out
+    return out, left_out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -262,9 +281,11 @@ def claim1(name: str, ds, settings) -> List[Dict[str, Any]]:
         for n in stats.axis_values(sub, "n_samples"):
             s = sub.sel(n_samples=n)
             stable = _kernel_stable(s, settings)
-            states = {w: _run_states(s.sel(width=w), float(n), settings) for w in ladder}
+            both = {w: _run_states(s.sel(width=w), float(n), settings) for w in ladder}
+            states = {w: v[0] for w, v in both.items()}
+            below = {w: v[1] for w, v in both.items()}
             conv = {w: bool(v) and all(x["state"] in (CONVERGED, CONVERGING) for x in v) for w, v in states.items() if v}
-            per_n.append(dict(n=n, stable=stable, states=states, conv=conv))
+            per_n.append(dict(n=n, stable=stable, states=states, below=below, conv=conv))
         rows.append(_sufficiency(name, per_n, ladder, settings, grp))
         rows.append(_exponent_row(name, per_n, ladder, "kernel", f"kernel-stable: median seed max_t |K_t-K_0|/|K_0| <= "
                                                                  f"{settings['kernel_stability']:g}", settings, grp))
@@ -275,7 +296,7 @@ def _sufficiency(name, per_n, ladder, settings, grp) -> Dict[str, Any]:
     c = float(settings["sufficiency_constant"])
     test = f"(a) every seed converges at every width >= max({c:g} N^2, kernel-stable width) ({grp})"
     thr = "refuted by one persistent failure (divergence, or a tail slower than its lambda_min rate allows)"
-    scored, failures, undetermined, spikes, untestable, cmin = [], [], [], [], [], []
+    scored, failures, undetermined, spikes, untestable, cmin, left_out = [], [], [], [], [], [], []
     for p in per_n:
         n = p["n"]
         lo, hi = _brackets(ladder, p["stable"], monotone=False)
@@ -288,6 +309,7 @@ def _sufficiency(name, per_n, ladder, settings, grp) -> Dict[str, Any]:
             untestable.append(f"N={n} needs widths >= {_fmt(need)}")
             continue
         for w in widths:
+            left_out += [f"N={n} width {w} seed {seed}" for seed in p["below"][w]]
             for x in p["states"][w]:
                 lab = f"N={n} width {w} seed {x['seed']}"
                 scored.append(lab)
@@ -303,8 +325,14 @@ def _sufficiency(name, per_n, ladder, settings, grp) -> Dict[str, Any]:
     where = f"{len(scored)} runs at N = {', '.join(sorted({s.split()[0][2:] for s in scored}, key=float))}" if scored else ""
     power = (f"a run that diverges or stalls would refute it: {where}" if scored else "no N has a width >= max(c N^2, "
              "kernel-stable width) on the ladder") + (f"; not testable: {'; '.join(untestable)}" if untestable else "")
+    if left_out:
+        power += "; " + _below_note(left_out, len(scored) + len(left_out))
     cnote = ("; every seed converges " + "; ".join(cmin)) if cmin else ""
     snote = ("; transient spikes: " + "; ".join(spikes[:3])) if spikes else ""
+    if not scored and left_out:
+        return _row(1, name, test, threshold=thr, power=power, summary=NEEDS_PRECISION,
+                    reason=f"every run at a width >= max({c:g} N^2, kernel-stable width) has lambda_min(K_0) below "
+                           "the precision of K: whether the theorem's assumption lambda_min(K_0) > 0 holds is unknown")
     if not scored:
         return _row(1, name, test, threshold=thr, power=power, reason="nothing to score" + cnote,
                     summary="not testable on this ladder")
@@ -391,6 +419,7 @@ def claim2(name: str, ds, settings) -> List[Dict[str, Any]]:
     level = float(settings["power_level"])
     for step in _steps(ds):
         runs = []  # (label, width, N, record of the run)
+        left_out = []  # labels of the runs whose lambda_min(K_0) is below the precision of K
         for ini in inits:
             for n in _n_values(ds):
                 sub = _at_n(_at_step(ds, step), n).sel(scaling="inv_sqrt", init=ini)
@@ -400,17 +429,28 @@ def claim2(name: str, ds, settings) -> List[Dict[str, Any]]:
                     s = sub.sel(width=w)
                     pred = stats.predicted_rates(s, settings)
                     meas = stats.rates(s, settings)
-                    for seed in stats.axis_values(s, "seed"):
+                    below = stats.below_precision(s).ravel()
+                    for k, seed in enumerate(stats.axis_values(s, "seed")):
                         r = s.sel(seed=seed)
                         st = str(r["status"].values)
                         if st not in (stats.STATUS_COMPLETE, stats.STATUS_DIVERGED):
                             continue
-                        runs.append(dict(label=f"{ini} " + (f"N={n} " if n is not None else "") + f"width {w} seed {seed}",
-                                         width=w, N=N, r=r, status=st, pred=pred.sel(seed=seed), meas=meas.sel(seed=seed),
+                        label = f"{ini} " + (f"N={n} " if n is not None else "") + f"width {w} seed {seed}"
+                        if below[k]:
+                            left_out.append(label)
+                            continue
+                        runs.append(dict(label=label, width=w, N=N, r=r, status=st, pred=pred.sel(seed=seed), meas=meas.sel(seed=seed),
                                          lmin=float(stats.epoch0_kernel(r, "lambda_min").values),
                                          eta=float(r["eta"].values) if "eta" in r else np.nan))
         grp = "/".join(inits) + " inv_sqrt, " + _step_label(ds, step)
         framing = _framing_of(ds, step)
+        note = _below_note(left_out, len(runs) + len(left_out)) if left_out else ""
+        if not runs and left_out:
+            for t in ("(a) geometric bound", "(b) rate governed by lambda_min(K_0)"):
+                rows.append(_row(2, name, f"{t} ({grp})", power=note, framing=framing, summary=NEEDS_PRECISION,
+                                 reason="every kernel-stable run has lambda_min(K_0) below the precision of K: "
+                                        "neither its bound nor its rate is known"))
+            continue
         if not runs:
             why = ("no width keeps the kernel regime (median seed max_t |K_t-K_0|/|K_0| <= "
                    f"{settings['kernel_stability']:g}): the widths are too narrow for the theory")
@@ -423,6 +463,8 @@ def claim2(name: str, ds, settings) -> List[Dict[str, Any]]:
                   _lambda_row(name, runs, loss_kind, settings, grp, framing)):
             if len(_steps(ds)) > 1 and r["summary"]:
                 r["summary"] += f" ({step_text})"
+            if note:
+                r["power"] = f"{r['power']}; {note}" if r["power"] else note
             rows.append(r)
     return rows
 

@@ -397,6 +397,26 @@ def diverged_clause(ds) -> str:
     return f"; {k} run(s) diverged (excluded from fits)" if k else ""
 
 
+#: the legend entry of a lambda_min whose verdict is "below the precision of K" (`mark_below_precision`)
+BELOW_PRECISION_LABEL = "below precision of K (upper bound)"
+
+
+def upper_bound(value, err):
+    """Where a value below the precision of K is drawn: its upper bound max(value, 0) + error."""
+    return np.where(np.isfinite(value), np.maximum(value, 0.0), 0.0) + np.where(np.isfinite(err), err, 0.0)
+
+
+def mark_below_precision(ax, x, upper, color, label: bool = True) -> None:
+    """lambda_min values below the precision of K, drawn as open down-triangles at their upper bound
+    (`upper_bound`; only where it is positive and finite), with the legend entry `BELOW_PRECISION_LABEL`
+    when ``label``.  Every figure that shows a stored lambda_min draws them so (text_assumption, spectrum)."""
+    x, upper = np.asarray(x, dtype=float).ravel(), np.asarray(upper, dtype=float).ravel()
+    ok = np.isfinite(x) & np.isfinite(upper) & (upper > 0)
+    if ok.any():
+        ax.plot(x[ok], upper[ok], ls="none", marker="v", ms=6, color=color, mfc="none",
+                label=BELOW_PRECISION_LABEL if label else None)
+
+
 def key(ax, label: str, **style) -> None:
     """A legend entry without data (explains a line style or a marker used by several series)."""
     ax.plot([], [], label=label, role="key", **style)

@@ -139,7 +139,10 @@ the widest width to reach. One colour per width (seed mean and band).""",
 
 
 def spectrum(ds, settings) -> tuple:
-    """lambda_min(K_0) and lambda_max(K_0) vs width for every init x scaling, log-log with slopes."""
+    """lambda_min(K_0) and lambda_max(K_0) vs width for every init x scaling, log-log with slopes.
+    lambda_min(K_0) values below the precision of K (`stats.lambda_min0_verdict`) are drawn as open
+    down-triangles at their upper bound (`draw.mark_below_precision`), left out of the seed means and the
+    fits, and counted in the finding."""
     ds, n = D.prepare(ds)
     ds, _ = D.first_step(ds)
     conf = float(settings["confidence"])
@@ -147,12 +150,34 @@ def spectrum(ds, settings) -> tuple:
     has_density = "spectral_density_K0" in ds and bool(np.isfinite(ds["spectral_density_K0"].values).any())
     cv = Canvas("spectrum", 3 if has_density else 2)
     fits = {}
+    below_label = True
+    n_below = n_resolved = 0
+    resolved_values, upper_values = [], []
     for k, (sc, ini) in enumerate(D.groups(ds)):
         sty = D.group_style(sc, ini, k)
         s = ds.sel(scaling=sc, init=ini)
+        ver = np.asarray(stats.lambda_min0_verdict(s).transpose("width", "seed").values).astype(str).ravel()
         for p, var in enumerate(("lambda_min", "lambda_max")):
             x, y, st, sd = D.flat(s, stats.epoch0_kernel(s, var), "width")
             st = np.where(st == stats.STATUS_KERNEL_ONLY, stats.STATUS_COMPLETE, st)  # K_0 exists for kernel-only runs
+            if var == "lambda_min":
+                present = (st != stats.STATUS_MISSING) & np.isfinite(y)
+                below = present & (ver == stats.BELOW_PRECISION)
+                n_below += int(below.sum())
+                n_resolved += int((present & (ver == stats.RESOLVED)).sum())
+                _, err, _, _ = D.flat(s, stats.epoch0_kernel(s, "lambda_min_error"), "width")
+                ub = D.upper_bound(y, err)
+                D.mark_below_precision(cv.ax(p), x[below], ub[below], sty["color"], label=below_label and below.any())
+                below_label = below_label and not below.any()
+                g = dict(scaling=sc, init=ini, n_samples=n)
+                for xi, yi, ui, sti, sdi in zip(x[below], y[below], ub[below], st[below], sd[below]):
+                    cv.record("lambda_min(K_0)", "lambda_min_K0", "width", xi, yi, "below_precision",
+                              **dict(g, width=xi, seed=sdi, status=sti))
+                    cv.record("lambda_min(K_0)", "lambda_min_K0", "width", xi, ui, "upper_bound",
+                              **dict(g, width=xi, seed=sdi, status=sti))
+                resolved_values += list(y[present & ~below])
+                upper_values += list(ub[below])
+                st = np.where(below, stats.STATUS_MISSING, st)  # drawn above: not a run point, not in means or fits
             fits[(sc, ini, var)] = D.draw_runs_fit(cv, cv.ax(p), x, y, st, sd, sty["color"], D.group_text(sc, ini),
                                                    f"{var}(K_0)", f"{var}_K0", "width",
                                                    dict(scaling=sc, init=ini, n_samples=n),
@@ -162,16 +187,21 @@ def spectrum(ds, settings) -> tuple:
         ax = cv.ax(p)
         ax.set(xlabel="width", ylabel=lab, title=f"({chr(97 + p)}) {lab}{D.note_n(n)}")
         D.set_log(ax, "x", widths)
-        D.set_log(ax, "y", stats.epoch0_kernel(ds, var).values)
+        D.set_log(ax, "y", resolved_values + upper_values if var == "lambda_min" else stats.epoch0_kernel(ds, var).values)
     cv.title = "NTK spectrum at initialisation"
     lmin = "; ".join(f"{D.group_words(sc, ini)} {D.ci(f)}" for (sc, ini, v), f in fits.items() if v == "lambda_min")
     lmax = "; ".join(f"{D.group_words(sc, ini)} {D.ci(f)}" for (sc, ini, v), f in fits.items() if v == "lambda_max")
-    vals = stats.epoch0_kernel(ds, "lambda_min").values
-    smallest = np.nanmin(vals) if np.any(np.isfinite(vals)) else np.nan
+    smallest = np.nanmin(resolved_values) if np.any(np.isfinite(resolved_values)) else np.nan
     density = _draw_density(cv, cv.ax(2), ds, n) if has_density else (
         "no spectral density of K_0 (no K_0 Gram stored its eigenvalues or an SLQ density)")
-    return cv, (f"width slope of lambda_min(K_0): {lmin}; of lambda_max(K_0): {lmax}; "
-                f"smallest lambda_min(K_0) {D.fmt(smallest)}; {density}" + D.diverged_clause(ds))
+    precision = ""
+    if n_below or n_resolved:
+        precision = f"lambda_min(K_0) resolved in {n_resolved} of {n_resolved + n_below} runs" + (
+            f", {n_below} below the precision of K (open triangles at their upper bound, not fitted)" if n_below else "")
+        precision += "; "
+    return cv, (f"width slope of lambda_min(K_0): {lmin}; of lambda_max(K_0): {lmax}; {precision}"
+                f"smallest {'resolved ' if n_below else ''}lambda_min(K_0) {D.fmt(smallest)}; {density}"
+                + D.diverged_clause(ds))
 
 
 #: how each spectral density was obtained, as the legend says it
@@ -228,7 +258,9 @@ register(Analysis(
     numbers=spectrum,
     caption="""**NTK spectrum at initialisation**: ``lambda_min(K_0)`` (left) and ``lambda_max(K_0)`` (middle)
 of the empirical NTK ``K_0 = J_0 J_0^T`` against width, one series per init (colour, marker) and scaling
-(line style), with fitted log-log slopes (kernel-only widths included). lambda_min governs the theory's
+(line style), with fitted log-log slopes (kernel-only widths included). A lambda_min(K_0) below the precision
+of K (its verdict: value <= its error estimate) is drawn as an open down-triangle at its upper bound
+max(value, 0) + error, left out of the means and fits; the finding counts them. lambda_min governs the theory's
 rate, lambda_max the stability limit of the step. Right, when the Gram store holds it: the spectral
 density of ``K_0`` per width (colour; LeCun and tau0 = d_m^-1/2 when present, mean over seeds), the
 fraction of eigenvalues in each of the log-spaced bins over [min lambda_min, max lambda_max]: from

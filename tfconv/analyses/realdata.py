@@ -196,11 +196,6 @@ def _trend(cv, ax, x, y, color, label: str, panel: str, quantity: str, group: Di
     return f
 
 
-def _upper_bound(value, err):
-    """Where a value below the precision of K is drawn: its upper bound max(value, 0) + error."""
-    return np.where(np.isfinite(value), np.maximum(value, 0.0), 0.0) + np.where(np.isfinite(err), err, 0.0)
-
-
 def text_assumption(ds, settings) -> tuple:
     """lambda_min(K_0) against n_samples on log axes, per width and (init, scaling) panel: every run with its
     error bar (the error estimate and the certificate's bracket), values below the precision of K drawn as
@@ -259,10 +254,9 @@ def text_assumption(ds, settings) -> tuple:
                 floor = np.nanmin(value[res]) / 30
                 _error_bars(ax, X[res], np.where(np.isfinite(lo_e[res]), lo_e[res], floor), hi_e[res], c)
                 ax.plot(X[res], value[res], ls="none", marker="o", ms=4, color=c, alpha=0.75)
-            ub = _upper_bound(value, err)
+            ub = D.upper_bound(value, err)
             if below.any():
-                ax.plot(X[below], ub[below], ls="none", marker="v", ms=6, color=c, mfc="none",
-                        label="below the precision of K (upper bound)" if below_label else None)
+                D.mark_below_precision(ax, X[below], ub[below], c, label=below_label)
                 below_label = False
             for xi, vi, ei, li, hi_, ui, sti, sdi, bi in zip(X.ravel(), value.ravel(), err.ravel(), blo.ravel(),
                                                            bhi.ravel(), ub.ravel(), st.ravel(), S_.ravel(),
@@ -360,7 +354,7 @@ def _data_kernel(cv, ds, conf: float, allv: list) -> str:
     below_rank = xs < rank if rank is not None else np.ones(xs.shape, bool)
     resolved = (ys > 0) if ver is None else (np.asarray(ver).astype(str) == S_RESOLVED)
     fit_ok = resolved & below_rank & np.isfinite(ys)
-    ub = _upper_bound(ys, err)
+    ub = D.upper_bound(ys, err)
     panel = "data kernel"
     first = True
     f = stats._nan_fit()

@@ -28,6 +28,9 @@ computed here; docs/analyses.md repeats the definitions in words.
 * Geometric bound (`bound_holds`): L_t <= L_0 (1 - c eta lambda_min(K_0) / N)^(2t) (1 + tol) at every
   epoch where the loss is above the floor.
 * Seed band (`mean_band`): the mean over seeds with the [min, max] band.
+* Verdict on lambda_min(K_0) (`lambda_min0_verdict`): per run, "resolved" or "below the precision of
+  K" (`tfconv.core.spectra.verdict_of`), the one decision the claims and the figures that show
+  lambda_min(K_0) respect; "" where the aggregate recorded neither a verdict nor an error.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ from scipy import stats as scipy_stats
 from ..config.experiment import AXIS_DEFAULTS, GRID_AXES
 from ..config import analysis_settings
 from ..core.linearised import FLOAT_FLOOR, geometric_bound, predicted_rate, stable_step_size  # noqa: F401 (re-exported)
+from ..core.spectra import BELOW_PRECISION, RESOLVED, verdict_of  # noqa: F401 (re-exported)
 from ..core.status import STATUS_COMPLETE, STATUS_DIVERGED, STATUS_KERNEL_ONLY, STATUS_MISSING  # noqa: F401 (re-exported)
 
 #: float32 residuals of O(1) outputs stall near 1e-7, i.e. a loss ratio near 1e-14; rates stop at 1e-10.
@@ -524,6 +528,29 @@ def epoch0_kernel(ds, var: str):
     if 0 in [int(e) for e in ds["checkpoint_epoch"].values]:
         return ds[var].sel(checkpoint_epoch=0, drop=True)
     return _nan_like_runs(ds)
+
+
+def lambda_min0_verdict(ds):
+    """The verdict on lambda_min(K_0) per run (a str DataArray over the run axes): the stored one
+    (``lambda_min_verdict`` at checkpoint epoch 0: the Gram's, else the run summary's
+    ``lambda_min0_verdict``); where none is stored but an error is (``lambda_min_error``),
+    `verdict_of(value, error)`; "" where neither was recorded (an aggregate from before the error
+    estimates: such runs are scored as before).  The one place that decides whether a run's
+    lambda_min(K_0) is "resolved" or "below the precision of K"."""
+    value = np.asarray(epoch0_kernel(ds, "lambda_min").values, dtype=float)
+    stored = (np.asarray(epoch0_kernel(ds, "lambda_min_verdict").values).astype(str)
+              if "lambda_min_verdict" in ds else np.full(value.shape, "", dtype=object).astype(str))
+    stored = np.where(np.isin(stored, (RESOLVED, BELOW_PRECISION)), stored, "")  # "" and NaN: not recorded
+    err = np.asarray(epoch0_kernel(ds, "lambda_min_error").values, dtype=float)
+    recomputed = np.vectorize(verdict_of, otypes=[object])(value, err) if value.size else np.zeros(value.shape, object)
+    out = np.where(stored != "", stored, np.where(np.isfinite(err), recomputed, ""))
+    return _nan_like_runs(ds).copy(data=np.asarray(out, dtype=object).astype(str))
+
+
+def below_precision(ds) -> np.ndarray:
+    """Per run (bool array over the run axes, in `ds`'s order): is lambda_min(K_0) below the precision
+    of K (`lambda_min0_verdict`)?  Such a run is left out, with a word, of whatever rests on lambda_min(K_0)."""
+    return np.asarray(lambda_min0_verdict(ds).values).astype(str) == BELOW_PRECISION
 
 
 def final_value(ds, var: str, dim: str = "epoch"):
