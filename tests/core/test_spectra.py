@@ -423,8 +423,32 @@ def test_rounding_cluster_is_below_the_precision_of_K_within_a_few_solves():
     assert kinds.count(("cholesky", True)) == 1  # no certificate factorisation for a value below precision
     # the relative rule alone (the rule before: 1e-10 on the inverse) chases the noise for 100+ solves
     L, _ = S.dense_cholesky(K, rec.shift)
-    old = S.lambda_min_shift_invert(S.cho_solver(L), K.__matmul__, n, rec.shift, tol=1e-10, maxiter=300)
+    old = S.lambda_min_shift_invert(S.cho_solver(L), K.__matmul__, n, rec.shift, tol=1e-10, maxiter=300, block=1)
     assert old.iterations >= 20 * rec.iterations and abs(old.value) < rounding
+
+
+def test_block_shift_invert_resolves_a_clustered_bottom_in_fewer_solves():
+    """An NTK's bottom is a cluster (N = 3,000 reviews, width 256: 1.458e-3, 1.529e-3, 1.586e-3, 1.595e-3,
+    ...): block Lanczos (SHIFT_INVERT_BLOCK vectors per solve) reaches the same lambda_min, within the
+    stated error of the dense value, in fewer solves than one vector (on that NTK: 18 against 31)."""
+    n = 600
+    rng = np.random.default_rng(3)
+    Q = np.linalg.qr(rng.standard_normal((n, n)))[0]
+    ev = np.concatenate([1.458e-3 * (1 + 0.02 * np.arange(40) ** 1.2), np.geomspace(0.01, 50, n - 41), [900.0]])
+    K = (Q * ev) @ Q.T
+    K = 0.5 * (K + K.T)
+    dense = np.linalg.eigvalsh(K)
+    L, _ = S.dense_cholesky(K)
+    rounding = S.rounding_level(np.diag(K).max(), n, "float64")
+    atol = S.solver_tolerance(rounding, dense[-1])
+    recs = {b: S.assess_lambda_min(S.lambda_min_shift_invert(S.cho_solver(L), K.__matmul__, n, 0.0, atol=atol,
+                                                             floor=rounding, block=b), rounding, dense[-1])
+            for b in (1, S.SHIFT_INVERT_BLOCK)}
+    for r in recs.values():
+        assert r.verdict == S.RESOLVED and abs(r.value - dense[0]) <= r.error
+        assert abs(r.value - dense[0]) <= 1e-6 * dense[0]
+    assert recs[S.SHIFT_INVERT_BLOCK].iterations < 0.75 * recs[1].iterations
+    assert recs[S.SHIFT_INVERT_BLOCK].notes["block"] == S.SHIFT_INVERT_BLOCK
 
 
 def test_rounding_cluster_through_the_stored_gram(client, tmp_path):

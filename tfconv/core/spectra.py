@@ -55,6 +55,10 @@ EPS64 = PRECISIONS["float64"]
 ATOL_FRACTION = 0.1
 #: Solves the iteration makes at least before it calls a bottom "below the precision of K".
 MIN_SOLVES = 3
+#: Vectors per shift-invert solve (block Lanczos, `lanczos_largest`): a triangular solve with the
+#: out-of-core factor reads the factor once whatever the number of right-hand sides, and the bottom of
+#: an NTK's spectrum is a cluster that a single vector resolves slowly.
+SHIFT_INVERT_BLOCK = 8
 
 
 def precision_eps(precision: str) -> float:
@@ -144,42 +148,53 @@ Stop = Callable[[int, float, float], bool]
 def lanczos_largest(op: MatVec, n: int, tol: float = 1e-10, maxiter: int = 300, seed: int = 0,
                     v0: Optional[np.ndarray] = None,
                     progress: Optional[Progress] = None,
-                    stop: Optional[Stop] = None) -> Tuple[float, np.ndarray, int, float]:
-    """Largest eigenvalue of a symmetric operator by Lanczos with full reorthogonalisation.
+                    stop: Optional[Stop] = None, block: int = 1) -> Tuple[float, np.ndarray, int, float]:
+    """Largest eigenvalue of a symmetric operator by (block) Lanczos with full reorthogonalisation.
 
-    Stops when the residual estimate ``|beta_k s_k|`` of the top Ritz pair is at most
-    ``tol * |theta|``, when ``stop(k, theta, est)`` says so, or when the Krylov space is exhausted.
-    Returns (theta, unit Ritz vector, number of products, residual estimate).  The basis is kept
-    (n x k floats; k is small for a gapped top).  ``progress(k, theta, est)`` is called after every step.
+    ``block`` > 1: block Lanczos, ``op`` applied to ``block`` vectors at once per step (an (n, block)
+    array); the Ritz pair converges at a rate set by the gap to the (block + 1)-th eigenvalue instead of
+    the second, at the price of one multi-vector product per step (for an out-of-core triangular solve,
+    which reads its factor once per step, about the price of one vector).  Stops when the residual
+    estimate of the top Ritz pair (``|beta_k s_k|``; block: ``|B_k s_k|``) is at most ``tol * |theta|``,
+    when ``stop(k, theta, est)`` says so, or when the Krylov space is exhausted.  Returns (theta, unit
+    Ritz vector, number of steps (products), residual estimate).  The basis is kept (n x k block floats;
+    k is small for a gapped top).  ``progress(k, theta, est)`` is called after every step.
     """
-    maxiter = int(min(maxiter, n))
+    b = max(1, min(int(block), n))
+    maxiter = int(max(1, min(maxiter, n // b)))
     rng = np.random.default_rng(seed)
-    q = rng.standard_normal(n) if v0 is None else np.asarray(v0, dtype=np.float64).copy()
-    q /= np.linalg.norm(q)
-    Q = np.empty((n, maxiter + 1))
-    Q[:, 0] = q
-    alpha: List[float] = []
-    beta: List[float] = []
-    theta, s, est, k = 0.0, np.ones(1), np.inf, 0
+    V = rng.standard_normal((n, b)) if v0 is None else np.asarray(v0, dtype=np.float64).reshape(n, -1).copy()
+    if V.shape[1] < b:
+        V = np.hstack([V, rng.standard_normal((n, b - V.shape[1]))])
+    Q = np.empty((n, (maxiter + 1) * b))
+    Q[:, :b] = np.linalg.qr(V[:, :b])[0] if b > 1 else V[:, :1] / np.linalg.norm(V[:, 0])
+    T = np.zeros(((maxiter + 1) * b, (maxiter + 1) * b))
+    theta, s, est, k = 0.0, np.ones(b), np.inf, 0
     for k in range(1, maxiter + 1):
-        w = np.asarray(op(Q[:, k - 1]), dtype=np.float64).reshape(n)
-        a = float(Q[:, k - 1] @ w)
-        alpha.append(a)
-        w = w - Q[:, :k] @ (Q[:, :k].T @ w)  # full reorthogonalisation, twice ("twice is enough")
-        w = w - Q[:, :k] @ (Q[:, :k].T @ w)
-        b = float(np.linalg.norm(w))
-        T = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
-        vals, vecs = np.linalg.eigh(T)
+        q0, q1 = (k - 1) * b, k * b
+        W = np.asarray(op(Q[:, q0:q1] if b > 1 else Q[:, q0]), dtype=np.float64).reshape(n, b)
+        A = Q[:, q0:q1].T @ W
+        T[q0:q1, q0:q1] = 0.5 * (A + A.T)
+        W = W - Q[:, :q1] @ (Q[:, :q1].T @ W)  # full reorthogonalisation, twice ("twice is enough")
+        W = W - Q[:, :q1] @ (Q[:, :q1].T @ W)
+        if b > 1:
+            Qn, B = np.linalg.qr(W)  # W = Qn B
+        else:
+            B = np.array([[np.linalg.norm(W[:, 0])]])
+            Qn = W / B[0, 0] if B[0, 0] > 0 else W
+        vals, vecs = np.linalg.eigh(T[:q1, :q1])
         theta, s = float(vals[-1]), vecs[:, -1]
-        est = abs(b * s[-1])
+        est = float(np.linalg.norm(B @ s[q0:q1]))
         if progress is not None:
             progress(k, theta, est)
-        if (est <= tol * max(abs(theta), np.finfo(float).tiny) or b <= 1e-14 * max(abs(theta), 1.0) or k == maxiter
+        exhausted = float(np.min(np.abs(np.diag(B)))) <= 1e-14 * max(abs(theta), 1.0)
+        if (est <= tol * max(abs(theta), np.finfo(float).tiny) or exhausted or k == maxiter
                 or (stop is not None and stop(k, theta, est))):
             break
-        beta.append(b)
-        Q[:, k] = w / b
-    v = Q[:, :k] @ s
+        Q[:, q1:q1 + b] = Qn
+        T[q1:q1 + b, q0:q1] = B
+        T[q0:q1, q1:q1 + b] = B.T
+    v = Q[:, :k * b] @ s
     v /= np.linalg.norm(v)
     return theta, v, k, est
 
@@ -200,7 +215,7 @@ def lambda_max_lanczos(matvec: MatVec, n: int, tol: float = 1e-10, maxiter: int 
 def lambda_min_shift_invert(solve: Callable[[np.ndarray], np.ndarray], matvec: MatVec, n: int, sigma: float,
                             tol: float = 1e-10, maxiter: int = 300, seed: int = 1,
                             progress: Optional[Progress] = None, atol: float = 0.0,
-                            floor: Optional[float] = None) -> EigenRecord:
+                            floor: Optional[float] = None, block: int = SHIFT_INVERT_BLOCK) -> EigenRecord:
     """lambda_min from the largest eigenvalue mu of (K - sigma I)^-1 (``solve`` applies it):
     lambda_min = sigma + 1/mu; the residual is measured with one product with K.
 
@@ -209,7 +224,8 @@ def lambda_min_shift_invert(solve: Callable[[np.ndarray], np.ndarray], matvec: M
     since a Ritz value never exceeds mu_max -- is at or below ``floor`` (the rounding level of K: notes
     ``stopped`` "below_precision"), or when the error estimate of lambda, est / mu^2 (est: the Ritz
     residual estimate on the inverse), is at most ``atol`` ("absolute_tolerance").  A bottom that is a
-    cluster of rounding-level eigenvalues then costs a few solves instead of ``maxiter``."""
+    cluster of rounding-level eigenvalues then costs a few solves instead of ``maxiter``.  Each solve
+    takes ``block`` right-hand sides (block Lanczos; ``iterations`` counts solves)."""
     why: Dict[str, Optional[str]] = {"stopped": None}
 
     def stop(k: int, mu: float, est: float) -> bool:
@@ -221,15 +237,16 @@ def lambda_min_shift_invert(solve: Callable[[np.ndarray], np.ndarray], matvec: M
             why["stopped"] = "absolute_tolerance"
         return why["stopped"] is not None
 
-    mu, v, its, est = lanczos_largest(solve, n, tol=tol, maxiter=maxiter, seed=seed, progress=progress, stop=stop)
+    mu, v, its, est = lanczos_largest(solve, n, tol=tol, maxiter=maxiter, seed=seed, progress=progress, stop=stop,
+                                      block=block)
     if why["stopped"] is None:
         why["stopped"] = ("relative_tolerance" if est <= tol * abs(mu) else
-                          "maxiter" if its >= min(int(maxiter), n) else "krylov_exhausted")
+                          "maxiter" if its >= min(int(maxiter), max(1, n // max(1, min(int(block), n)))) else "krylov_exhausted")
     lam = float(sigma + 1.0 / mu)
     res, rq = _residual(matvec, v, lam)
     return EigenRecord(lam, "shift_invert", its, res, shift=float(sigma),
                        notes={"residual_estimate_inverse": est, "error_estimate": float(est / (mu * mu)),
-                              "rayleigh_quotient": rq, "stopped": why["stopped"]})
+                              "rayleigh_quotient": rq, "stopped": why["stopped"], "block": int(block)})
 
 
 def assess_lambda_min(rec: EigenRecord, rounding: float, lambda_max: float) -> EigenRecord:
