@@ -325,7 +325,7 @@ def main(argv=None):
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--precision", choices=["float64", "float32"], default="float64")
     ap.add_argument("--block", type=int, default=2000, help="Gram block size = Zarr chunk of K")
-    ap.add_argument("--chunk", type=int, default=250, help="engine chunk (rows per pair GEMM)")
+    ap.add_argument("--chunk", type=int, default=250, help="engine chunk: samples per factor batch (the pair GEMMs are at least 512 x 2048 with the default forms)")
     ap.add_argument("--tile", type=int, default=0, help="Cholesky tile rows (0: a multiple of the block near 4096)")
     ap.add_argument("--tol", type=float, default=1e-10)
     ap.add_argument("--certificate-rtol", type=float, default=0.01)

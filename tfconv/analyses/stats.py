@@ -6,12 +6,11 @@ computed here; docs/analyses.md repeats the definitions in words.
 * Log-log slope (`fit_loglog`): least squares of log y on log x over *all* points given (every seed
   at every width, not seed means), dropping non-finite or non-positive points; two-sided t interval
   with n - 2 degrees of freedom at level ``confidence``; fewer than 3 points give NaN.
-* Late-window rate (`linear_rate`): rate = -slope of log(loss) against epoch over the window
-  [start, end] of the budget (``analysis.rate_window``, default the second half), stopped before the
-  loss falls below ``floor * loss_0`` (float32 precision), with the t interval of the slope.  The same
-  fit on a run's linearised curve (``loss_linearised``) is its *predicted* rate: measured and
-  predicted use one definition and one window.  A run whose loss reached the floor before the
-  window has ``floor_reached`` (it converged to machine precision).
+* Range rate (`range_rate`): the mean geometric rate per epoch while L/L_0 falls through
+  ``analysis.rate_range`` (default [1e-2, 1e-10]: from the first epoch at or below 1e-2 to the float
+  floor or the curve's end), independent of where the budget ends; a run that reaches the floor is
+  converged (kind "floor"), one that never enters the range is "short" (undecided, never dropped).
+  The same definition on a run's linearised curve (``loss_linearised``) is its *predicted* rate.
 * Kernel stability (`kernel_change_max`): max over the checkpoint epochs of |K_t - K_0|_F / |K_0|_F.
 * Sufficient width (`smallest_sufficient_width`): per n_samples (per scaling x init), the smallest
   width at which at least ``success_fraction`` of the seeds succeed (0.5: the median seed), where a
