@@ -89,14 +89,17 @@ def spec_of(width: int, d_s: int, d: int, precision: str):
 
 def ntk_block_task(gram_store: str, x_path: str, n: int, block: int, bi: int, bj: int, width: int,
                    precision: str, chunk: int, seed: int) -> dict:
-    """Block (bi, bj) of the NTK at initialisation in ``precision``, written by the workflow's store code;
-    returns the engine's seconds and FLOPs."""
+    """Block (bi, bj) of the NTK at initialisation in ``precision``, as the workflow's `runner.gram_block`
+    computes it (`runner.ntk_block_shared`: the samples' factor rows shared through the store) and written
+    by the workflow's store code; returns the engine's seconds and FLOPs (the pair GEMMs, plus the factors
+    of the samples this task computed)."""
     import torch
 
     from tfconv import store
     from tfconv.core.kernel import precision_dtype
     from tfconv.core.model import init_params
-    from tfconv.core.ntk_structured import flop_count, ntk_block_structured
+    from tfconv.core.ntk_structured import flop_count
+    from tfconv.runner import ntk_block_shared
 
     torch.set_num_threads(1)
     t0 = time.perf_counter()
@@ -105,15 +108,14 @@ def ntk_block_task(gram_store: str, x_path: str, n: int, block: int, bi: int, bj
     params = {k: v.to(precision_dtype(precision)) for k, v in init_params(spec, seed).items()}  # cast once
     ranges = store.block_ranges(n, block)
     (r0, r1), (c0, c1) = ranges[bi], ranges[bj]
-    Xr = np.array(X[r0:r1])
-    Xc = None if bi == bj else np.array(X[c0:c1])
-    t1 = time.perf_counter()
-    B = ntk_block_structured(params, spec, Xr, Xc, chunk_size=chunk)
-    t2 = time.perf_counter()
     g = store.open_gram(gram_store, "ntk", 0)
+    t1 = time.perf_counter()
+    B, computed = ntk_block_shared(params, spec, X, ranges, bi, bj, g, chunk)
+    t2 = time.perf_counter()
     store.write_block(g, bi, bj, B, block)
-    fl = flop_count(spec, r1 - r0, None if bi == bj else c1 - c0, chunk_size=chunk)["total"]
-    return {"engine_s": t2 - t1, "flops": fl, "task_s": time.perf_counter() - t0}
+    fc = flop_count(spec, r1 - r0, None if bi == bj else c1 - c0, chunk_size=chunk)
+    fl = fc["per_pair"] * fc["n_pairs"] + fc["per_sample"] * computed
+    return {"engine_s": t2 - t1, "flops": fl, "task_s": time.perf_counter() - t0, "factors_computed": computed}
 
 
 def matmul_rate(precision: str = "float64", n: int = 2048, repeats: int = 3) -> float:
@@ -138,8 +140,12 @@ def assemble(client, gram_store, x_path, n, args) -> dict:
     from tfconv import store
 
     t0 = time.perf_counter()
-    store.ensure_gram(gram_store, "ntk", 0, n, args.block, attrs={"precision": args.precision, "engine": "structured",
-                                                                   "width": args.width, "data": args.data})
+    from tfconv.core.ntk_structured import rank_bound
+
+    X = np.load(x_path, mmap_mode="r")
+    store.ensure_gram(gram_store, "ntk", 0, n, args.block, attrs={
+        "precision": args.precision, "engine": "structured", "width": args.width, "data": args.data,
+        "rank_bound": rank_bound(spec_of(args.width, X.shape[1], X.shape[2], args.precision))})
     todo = iter(store.upper_blocks(n, args.block))
     total = len(store.upper_blocks(n, args.block))
 
@@ -153,6 +159,7 @@ def assemble(client, gram_store, x_path, n, args) -> dict:
         if ij is not None:
             ac.add(submit(ij))
     engine_s = flops = task_s = 0.0
+    computed = 0
     done, t_log = 0, time.perf_counter()
     for f in ac:
         r = f.result()
@@ -160,6 +167,7 @@ def assemble(client, gram_store, x_path, n, args) -> dict:
         engine_s += r["engine_s"]
         flops += r["flops"]
         task_s += r["task_s"]
+        computed += r["factors_computed"]
         done += 1
         ij = next(todo, None)
         if ij is not None:
@@ -168,8 +176,9 @@ def assemble(client, gram_store, x_path, n, args) -> dict:
             t_log = time.perf_counter()
             print(f"  [{time.strftime('%H:%M:%S')}] blocks {done}/{total} ({t_log - t0:.0f} s, engine "
                   f"{flops / max(engine_s, 1e-9) / 1e9:.1f} GF/s per worker)", flush=True)
+    store.drop_factors(store.gram_path(gram_store, "ntk", 0))  # as the workflow's finalisation does first
     return {"seconds": time.perf_counter() - t0, "engine_s": engine_s, "task_s": task_s, "flops": flops,
-            "blocks": total}
+            "blocks": total, "factors_computed": computed}
 
 
 DENSE_SCRIPT = r"""
@@ -205,10 +214,14 @@ def run(args) -> dict:
     os.makedirs(args.out, exist_ok=True)
     gs = os.path.join(args.out, f"assumption-{args.data}-{n}.zarr")
     shutil.rmtree(gs, ignore_errors=True)
-    need = n * n * 8 * 1.6 / 1e9
+    from tfconv.core.ntk_structured import factor_width
+
+    f_gb = n * factor_width(spec_of(args.width, DATA[args.data]["d_s"], DATA[args.data]["d"], args.precision)) * 8 / 1e9
+    need = n * n * 8 * 1.6 / 1e9 + f_gb
     free = shutil.disk_usage(args.out).free / 1e9
     print(f"# {args.data}, N = {n:,}: K needs {n * n * 8 / 1e9:.1f} GB (+ ~{n * n * 4 / 1e9:.1f} GB of Cholesky "
-          f"factor); {free:.0f} GB free in {args.out}", flush=True)
+          f"factor, {f_gb:.1f} GB of shared NTK factor rows while the blocks run); {free:.0f} GB free in {args.out}",
+          flush=True)
     if free < need + 5:
         raise SystemExit(f"not enough free disk in {args.out}: {free:.0f} GB < {need + 5:.0f} GB")
     x_path = os.path.join(args.out, f"X-{args.data}-{n}.npy")
@@ -273,7 +286,8 @@ def report(r: dict) -> None:
           f"Zarr blocks {r['block']}, Cholesky tiles {r['tile'] or 'auto'}, {r['workers']} Dask workers x 1 thread "
           f"({r['memory_limit']} each), certificate rtol {r['certificate_rtol']}\n")
     print("| phase | seconds | note |\n|---|---:|---|")
-    print(f"| blocks | {b['seconds']:.0f} | {b['blocks']} blocks, K {r['disk_K_gb']:.1f} GB on disk |")
+    print(f"| blocks | {b['seconds']:.0f} | {b['blocks']} blocks, K {r['disk_K_gb']:.1f} GB on disk; factor rows "
+          f"computed for {b.get('factors_computed', float('nan')):,} samples (N = {n:,}) |")
     print(f"| lambda_max (Lanczos) | {ph.get('lambda_max', float('nan')):.0f} | {lmax['iterations']} products |")
     print(f"| max diag K (precision of K) | {ph.get('max_diag', float('nan')):.0f} | |")
     print(f"| Cholesky | {ph.get('cholesky', float('nan')):.0f} | "

@@ -234,16 +234,25 @@ def _checkpoint(train_store: str, rid: str, epoch: int):
     return run["attrs"], run["checkpoints"][epoch]
 
 
+#: From this many samples, a Gram's block tasks share their samples' NTK factor rows through the store
+#: (`ntk_block_shared`) instead of computing them per block.  At N = 50,000 (width 256, 2,000-row blocks)
+#: the factors were ~30% of a block task; below a few thousand samples a Gram takes minutes and the
+#: kept files (G numbers per sample: ~240 KB at width 256) would cost more than they save.
+FACTOR_CACHE_MIN_SAMPLES = 4096
+
+
 @dataclass(frozen=True)
 class GramSettings:
     """How the blocks of a Gram are computed: the NTK ``engine`` (`tfconv.core.ntk.ntk_block`),
     ``block_size`` (rows and columns of a block: the Zarr chunk of K), ``chunk_size`` (samples per
-    engine call) and the torch ``threads`` of one block task (config ``gram`` and ``threads_per_run``)."""
+    engine call), the torch ``threads`` of one block task (config ``gram`` and ``threads_per_run``) and
+    ``factor_cache_min_samples`` (`FACTOR_CACHE_MIN_SAMPLES`)."""
 
     engine: str = "structured"
     block_size: int = 64
     chunk_size: int = 64
     threads: int = 1
+    factor_cache_min_samples: int = FACTOR_CACHE_MIN_SAMPLES
 
 
 @dataclass(frozen=True)
@@ -277,7 +286,45 @@ def gram_block(job: GramJob, point, epoch: int, bi: int, bj: int) -> Dict[str, A
     params = params_from_numpy(arrays, dtype=precision_dtype(job.exp.gram_precision))  # cast once: every matmul in it
     ranges = store.block_ranges(ds.n_samples, gs.block_size)
     (r0, r1), (c0, c1) = ranges[bi], ranges[bj]
-    X_cols = None if bi == bj else ds.X[c0:c1]
-    block = ntk_block(params, spec, ds.X[r0:r1], X_cols, engine=gs.engine, chunk_size=gs.chunk_size)
+    if shares_factors(spec, gs, ds.n_samples):
+        block, _ = ntk_block_shared(params, spec, ds.X, ranges, bi, bj, g, gs.chunk_size)
+    else:
+        X_cols = None if bi == bj else ds.X[c0:c1]
+        block = ntk_block(params, spec, ds.X[r0:r1], X_cols, engine=gs.engine, chunk_size=gs.chunk_size)
     store.write_block(g, bi, bj, block, gs.block_size)
     return {"run_id": rid, "epoch": epoch, "block": (bi, bj), "skipped": False, "host": socket.gethostname()}
+
+
+def shares_factors(spec, settings: GramSettings, n: int) -> bool:
+    """Whether the block tasks of an n-sample Gram share factor rows (`ntk_block_shared`): the structured
+    engine on the encoder alone (no ViT front end) with every kernel term a GEMM (the default forms),
+    at least ``settings.factor_cache_min_samples`` samples and three block rows."""
+    from .core.ntk_structured import factor_width
+
+    return (settings.engine == "structured" and not spec.vit and not spec.class_token
+            and n >= settings.factor_cache_min_samples and len(store.block_ranges(n, settings.block_size)) >= 3
+            and factor_width(spec) is not None)
+
+
+def ntk_block_shared(params, spec, X, ranges, bi: int, bj: int, gram_group, chunk_size: int = 64):
+    """Block (bi, bj) of the structured NTK (equal to `tfconv.core.ntk.ntk_block` up to the order of the
+    GEMMs' sums) from its samples' factor rows, K[I, J] = F_I F_J^T: read from the Gram's store when an
+    earlier task kept them (`store.read_factors`), else computed (`factor_rows`) and kept for the
+    others (`store.write_factors`).  Each block row's factors are computed about once per Gram instead
+    of once per block.  Returns (block, samples whose factors this call computed).  CPU parameters."""
+    from .core import ntk_structured as NS
+
+    G = NS.factor_width(spec)
+    dtype = next(iter(params.values())).dtype
+    F, computed = [], 0
+    for b, slot in ((bi, "rows"),) if bi == bj else ((bi, "rows"), (bj, "cols")):
+        r0, r1 = ranges[b]
+        buf = NS.factor_buffer(r1 - r0, G, dtype, slot)
+        if not store.read_factors(gram_group, b, buf.numpy()):
+            buf = NS.factor_rows(params, spec, X[r0:r1], chunk_size, slot=slot)
+            store.write_factors(gram_group, b, buf.numpy())
+            computed += r1 - r0
+        F.append(buf)
+    block = NS.ntk_block_from_factors(*F)
+    NS.trim_workspace(NS.DEFAULT_CACHE_BYTES)  # kept for the next block: no more than one engine call may use
+    return block, computed

@@ -134,3 +134,64 @@ def test_gram_same_within_tolerance_for_any_block_size(setup, tmp_path):
                     shutil.rmtree(tmp_path / f"{engine}-again.zarr")
     finally:
         torch.set_num_threads(threads)
+
+
+@hard_timeout(240)
+def test_gram_from_shared_factor_rows_equals_the_per_block_gram(setup, tmp_path):
+    """Block tasks that share their samples' factor rows through the store (`runner.ntk_block_shared`,
+    what large Grams do) give the Gram of per-block computation: the same numbers up to the order of the
+    GEMM sums (float64 parameters: 1e-12 of max |K|), every block row's factors computed once, the kept
+    files gone after finalisation; a truncated or foreign factor file is computed again, not read."""
+    s = setup
+    point, epoch, bs = s["points"][-1], 150, 3  # 4 block rows (3, 3, 3, 1)
+    rid = point.run_id
+    exp64 = s["exp"]
+    plain = str(tmp_path / "plain.zarr")
+    K_plain, _ = _assemble_in_process(s, point, epoch, plain, "structured", bs, 3)
+
+    shared = str(tmp_path / "shared.zarr")
+    grp = store.ensure_gram(shared, rid, epoch, N, bs)
+    settings = runner.GramSettings("structured", bs, 3, factor_cache_min_samples=0)
+    ds = store.read_dataset(s["data"])
+    spec = point.spec(ds)
+    assert runner.shares_factors(spec, settings, N)
+    assert not runner.shares_factors(spec, runner.GramSettings("structured", bs, 3), N)  # N = 10 < 4096
+    assert not runner.shares_factors(spec, runner.GramSettings("exact", bs, 3, factor_cache_min_samples=0), N)
+    # counting computed samples: call the shared path block by block as gram_block does
+    from tfconv.core.kernel import precision_dtype
+    _, arrays = runner._checkpoint(s["inproc"], rid, epoch)
+    params = params_from_numpy(arrays, dtype=precision_dtype(exp64.gram_precision))
+    ranges = store.block_ranges(N, bs)
+    computed = 0
+    for bi, bj in store.upper_blocks(N, bs):
+        block, c = runner.ntk_block_shared(params, spec, ds.X, ranges, bi, bj, grp, 3)
+        computed += c
+        store.write_block(grp, bi, bj, block, bs)
+    assert computed == N  # each sample's factors once
+    files = sorted(p.name for p in (store.gram_path(shared, rid, epoch) / "factors").iterdir())
+    assert files == ["0.npy", "1.npy", "2.npy", "3.npy"]
+    # a damaged file (truncated) and a foreign one (other shape) are computed again, then equal
+    f1 = store.factor_file(grp, 1)
+    f1.write_bytes(f1.read_bytes()[:200])
+    np.save(store.factor_file(grp, 2), np.zeros((3, 5)))
+    block, c = runner.ntk_block_shared(params, spec, ds.X, ranges, 1, 2, grp, 3)
+    assert c == 6
+    K_mid = np.asarray(grp["K"][3:6, 6:9])
+    np.testing.assert_array_equal(block, K_mid)
+    finalize_gram(grp)
+    assert not (store.gram_path(shared, rid, epoch) / "factors").exists()
+    K_shared, _ = store.read_gram(shared, rid, epoch)
+    scale = np.abs(K_plain).max()
+    np.testing.assert_allclose(K_shared, K_plain, rtol=0, atol=1e-12 * scale)
+    assert np.array_equal(K_shared, K_shared.T)
+
+    # through gram_block: the same numbers
+    again = str(tmp_path / "again.zarr")
+    grp2 = store.ensure_gram(again, rid, epoch, N, bs)
+    job = runner.GramJob(exp64, s["data"], s["inproc"], again, settings)
+    for bi, bj in store.upper_blocks(N, bs):
+        runner.gram_block(job, point, epoch, bi, bj)
+    assert (store.gram_path(again, rid, epoch) / "factors" / "0.npy").exists()
+    finalize_gram(grp2)
+    K_again, _ = store.read_gram(again, rid, epoch)
+    np.testing.assert_array_equal(K_again, K_shared)

@@ -204,3 +204,48 @@ def test_workspace_reuse_across_calls_threads_and_dtypes(monkeypatch):
     sp, p, X = cases[0]
     ntk_block_structured(p, sp, X, chunk_size=4)
     assert S._WORKSPACE.buffers == {}  # above the keep limit: freed after the call
+
+
+@pytest.mark.parametrize("hidden,C,forms", [(True, 1, None), (True, 3, {"qk": "explicit"}), (True, 2, {"Wh": "explicit"}),
+                                            (False, 1, None), (False, 3, {"qk": "explicit"})])
+def test_factor_rows_give_the_kernel(hidden, C, forms):
+    """K = F F^T with F from `factor_rows` (what a Gram's block tasks share): F has `factor_width` columns,
+    F_I F_J^T equals the exact engine's block (float64: 1e-10 relative), the symmetric block is the
+    engine's bit for bit (same GEMMs) and exactly symmetric; token forms have no factor rows."""
+    from tfconv.core.ntk_structured import factor_rows, factor_width, ntk_block_from_factors
+
+    spec, params, X = make(n_outputs=C, hidden=hidden, n=13, width=12, d=5)
+    P = {k: v.double() for k, v in params.items()}
+    G = factor_width(spec, forms)
+    F = factor_rows(P, spec, X, 4, forms=forms).clone()
+    assert F.shape == (13, G)
+    K_ref = ntk_block_exact(P, spec, X)
+    K = ntk_block_from_factors(F)
+    assert np.array_equal(K, K.T) and rel_err(K, K_ref) < RTOL["float64"]
+    assert np.array_equal(K, ntk_block_structured(P, spec, X, chunk_size=4, forms=forms))
+    assert rel_err(ntk_block_from_factors(F[:5], F[5:]), K_ref[:5, 5:]) < RTOL["float64"]
+    assert factor_width(spec, {"Wv": "token"}) is None
+    with pytest.raises(ValueError, match="token form"):
+        factor_rows(P, spec, X, forms={"Wv": "token"})
+    with pytest.raises(ValueError, match="same G"):
+        ntk_block_from_factors(F, F[:, 1:])
+
+
+def test_factor_width_is_the_rank_bound():
+    """rank K <= G: with more samples than G columns, K = F F^T is singular (the bound is not tight at
+    this tiny width: the factor columns are themselves dependent)."""
+    from tfconv.core.ntk_structured import factor_rows, factor_width, ntk_block_from_factors
+
+    spec, params, X = make(width=3, d=2, d_s=3, n=40)
+    P = {k: v.double() for k, v in params.items()}
+    G = factor_width(spec)
+    assert G == 3 * (1 + 2 * 2) + 2 * 2 * 2 < 40  # width (1 + 2d) + 2 d^2 = 23
+    K = ntk_block_from_factors(factor_rows(P, spec, X).clone())
+    assert 0 < np.linalg.matrix_rank(K) <= G
+    from tfconv.core.ntk_structured import rank_bound
+
+    assert rank_bound(spec) == min(G, factor_width(spec, {"qk": "explicit"}), factor_width(spec, {"Wh": "explicit"}))
+    assert np.linalg.matrix_rank(K) <= rank_bound(spec) <= G
+    assert rank_bound(ModelSpec(width=256, d=49, d_s=16, n_outputs=1, hidden=True)) == 256 * 99 + 2 * 49 ** 2  # 30,146
+    assert rank_bound(ModelSpec(width=8, d=4, d_s=4, n_outputs=1, embed=6)) is None  # ViT front end: no bound
+    assert np.linalg.eigvalsh(K)[0] < 1e-12 * np.linalg.eigvalsh(K)[-1]  # exactly singular up to rounding

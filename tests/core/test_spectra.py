@@ -29,9 +29,10 @@ def ntk_like(n: int, p: int, c: float = 1.0, seed: int = 0) -> np.ndarray:
     return J @ J.T / p + c
 
 
-def write_gram(gram_store, rid: str, K: np.ndarray, block: int, precision: str = "float64"):
+def write_gram(gram_store, rid: str, K: np.ndarray, block: int, precision: str = "float64", **attrs):
     n = K.shape[0]
-    g = store.ensure_gram(gram_store, rid, 0, n, block, attrs={"run_id": rid, "epoch": 0, "precision": precision})
+    g = store.ensure_gram(gram_store, rid, 0, n, block, attrs={"run_id": rid, "epoch": 0, "precision": precision,
+                                                               **attrs})
     ranges = store.block_ranges(n, block)
     for bi, bj in store.upper_blocks(n, block):
         (r0, r1), (c0, c1) = ranges[bi], ranges[bj]
@@ -108,6 +109,37 @@ def test_singular_kernel_gets_a_negative_shift_and_a_bracket_around_zero():
     # its bottom is rounding: reported as such in a few solves, with an error above the value
     assert rec.verdict == S.BELOW_PRECISION and rec.notes["stopped"] == "below_precision"
     assert rec.iterations <= 5 and rec.error >= rec.rounding > abs(rec.value)
+
+
+def test_a_rank_bound_below_n_skips_the_unshifted_cholesky():
+    """rank K <= G < n (K = F F^T, `ntk_structured.rank_bound`): singular by construction, so the Cholesky
+    starts at the first negative shift (no factorisation spent on sigma = 0) and lambda_min's value,
+    verdict and bracket are those found with the sigma = 0 attempt; with G >= n sigma = 0 is tried
+    first, and a full-rank K still factors at sigma = 0."""
+    J = np.random.default_rng(2).standard_normal((600, 100))
+    K = J @ J.T / 100
+    rmax = S.lambda_max_lanczos(K.__matmul__, 600)
+    rounding = S.rounding_level(float(np.max(np.diag(K))), 600, "float64")
+
+    def run(M, bound):
+        calls = []
+
+        def chol(sig):
+            calls.append(sig)
+            L, col = S.dense_cholesky(M, sig)
+            return (S.cho_solver(L) if L is not None else None), col
+        rec, _ = S.certified_lambda_min(M.__matmul__, 600, chol, rmax.value, rounding, rank_bound=bound)
+        return rec, calls
+
+    plain, calls_plain = run(K, None)
+    skipped, calls_skipped = run(K, 100)
+    assert calls_plain[0] == 0.0 and 0.0 not in calls_skipped and len(calls_skipped) == len(calls_plain) - 1
+    assert calls_skipped[0] == S.initial_shifts(rmax.value)[0]
+    assert skipped.verdict == plain.verdict == S.BELOW_PRECISION and skipped.value == plain.value
+    assert skipped.certificate[0] == plain.certificate[0] < 0 and skipped.notes["rank_bound"] == 100
+    full = K + 0.5 * np.eye(600)  # a bound of n or more changes nothing
+    rec, calls = run(full, 600)
+    assert calls[0] == 0.0 and rec.certificate[0] == 0.0 and rec.verdict == S.RESOLVED
 
 
 def test_slq_density_matches_the_spectrum():
@@ -466,3 +498,19 @@ def test_rounding_cluster_through_the_stored_gram(client, tmp_path):
     assert r["stopped"] == "below_precision" and r["iterations"] <= 5
     assert store.check_gram(gs, "r", 0) == []
     assert set(rec["seconds"]) >= {"lambda_max", "cholesky", "shift_invert"} and "certificate" not in rec["seconds"]
+    assert r["certificate_trials"][0]["sigma"] == 0.0 and "rank_bound" not in r
+
+
+def test_a_stored_rank_bound_below_n_skips_the_unshifted_cholesky(client, tmp_path):
+    """The Gram's ``rank_bound`` attribute (what `assemble_grams` records from the run's model) reaches the
+    iterative path: a K of rank 100 < n = 1200 is factored first at a negative shift, and its record says
+    why; it is still below the precision of K, and verifies."""
+    J = np.random.default_rng(4).standard_normal((1200, 100))
+    K = J @ J.T / 100
+    gs = tmp_path / "gram.zarr"
+    g = write_gram(gs, "s", K, 300, rank_bound=100)
+    DS.finalize_gram(g, None, client=client, settings=DS.SpectrumSettings(dense_max=100, tile=600))
+    r = store.read_spectrum(gs, "s", 0)["records"]["lambda_min"]
+    assert r["rank_bound"] == 100 and r["certificate_trials"][0]["sigma"] < 0
+    assert all(t["sigma"] != 0.0 for t in r["certificate_trials"] if t["kind"] == "cholesky")
+    assert r["verdict"] == S.BELOW_PRECISION and store.check_gram(gs, "s", 0) == []

@@ -123,6 +123,34 @@ def test_gram_store_blocks_mirror_and_publication(tmp_path):
         store.ensure_gram(gs, "run", 0, n, 2)
 
 
+def test_gram_factor_rows_are_kept_whole_and_dropped(tmp_path):
+    """The factor rows a Gram's block tasks share: read back exactly; a missing, truncated or foreign
+    file (other shape or dtype) reads as absent; no temporary file stays; finalisation and a recreated
+    group remove them."""
+    gs = tmp_path / "gram.zarr"
+    g = store.ensure_gram(gs, "run", 0, 7, 3)
+    F = np.random.default_rng(1).standard_normal((3, 11))
+    out = np.empty((3, 11))
+    assert not store.read_factors(g, 0, out)
+    store.write_factors(g, 0, F)
+    assert store.read_factors(g, 0, out) and np.array_equal(out, F)
+    assert sorted(p.name for p in store.factor_file(g, 0).parent.iterdir()) == ["0.npy"]
+    assert not store.read_factors(g, 0, np.empty((3, 10)))  # another G
+    assert not store.read_factors(g, 0, np.empty((3, 11), dtype=np.float32))  # another precision
+    store.write_factors(g, 1, F)
+    f1 = store.factor_file(g, 1)
+    f1.write_bytes(f1.read_bytes()[:-8])  # truncated
+    assert not store.read_factors(g, 1, out)
+    store.finalize_gram(g, np.zeros(7))
+    assert not store.factor_file(g, 0).parent.exists()
+    g2 = store.ensure_gram(gs, "run2", 0, 7, 3)
+    store.write_factors(g2, 0, F)
+    import shutil
+    shutil.rmtree(store.gram_path(gs, "run2", 0) / "K")  # a damaged group is recreated: its factors go with it
+    g2 = store.ensure_gram(gs, "run2", 0, 7, 3)
+    assert not store.read_factors(g2, 0, out) and not store.factor_file(g2, 0).exists()
+
+
 def test_aggregate_is_written_atomically_and_reopens(tmp_path):
     from tfconv.store.aggregate import build_aggregate, open_aggregate, write_aggregate
 

@@ -125,6 +125,16 @@ def gram_jobs(exp, points: Sequence[Any], train_store: str) -> List[Tuple[Any, i
     return jobs
 
 
+def _rank_bound(train_store, rid: str) -> Optional[int]:
+    """rank K <= this for the run's model whatever its parameters (`ntk_structured.rank_bound`), from
+    the run's recorded spec; None when the run does not record one."""
+    from ..core.model import ModelSpec
+    from ..core.ntk_structured import rank_bound
+
+    spec = store.run_attrs(train_store, rid).get("spec")
+    return rank_bound(ModelSpec(**spec)) if spec else None
+
+
 def assemble_grams(job: GramJob, points: Sequence[Any], client, spectrum: Optional[SpectrumSettings] = None,
                    provenance: Optional[Mapping[str, Any]] = None, log: Callable[[str], None] = print,
                    retries: int = 3, max_in_flight: int = 256) -> Dict[str, Any]:
@@ -145,7 +155,8 @@ def assemble_grams(job: GramJob, points: Sequence[Any], client, spectrum: Option
         n = point.n_samples
         g = store.ensure_gram(gram_store, rid, epoch, n, block_size,
                               attrs={"engine": job.settings.engine, "precision": exp.gram_precision, "run_id": rid,
-                                     "epoch": epoch, "point": point.as_dict()})
+                                     "epoch": epoch, "point": point.as_dict(),
+                                     "rank_bound": _rank_bound(job.train_store, rid)})
         done = store.blocks_done(g)
         to_finalize.append((point, epoch))
         for bi, bj in store.upper_blocks(n, block_size):

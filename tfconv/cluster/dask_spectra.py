@@ -361,7 +361,9 @@ def gram_spectrum(group_path: str, client=None, settings: Optional[SpectrumSetti
     g = Path(group_path)
     k_path = str(g / "K")
     n = int(_open(k_path).shape[0])
-    precision = store.gram_precision(zarr.open_group(str(g), mode="r").attrs)
+    attrs = zarr.open_group(str(g), mode="r").attrs
+    precision = store.gram_precision(attrs)
+    rank_bound = attrs.get("rank_bound")  # rank K <= it whatever the parameters (`ntk_structured.rank_bound`)
     t0 = time.perf_counter()
     if n <= dense_max:
         Kd = store.assembled_matrix(zarr.open_group(str(g), mode="r"))
@@ -422,7 +424,7 @@ def gram_spectrum(group_path: str, client=None, settings: Optional[SpectrumSetti
     try:
         rmin, phase = S.certified_lambda_min(
             op, n, chol, rmax.value, rounding, tol=tol, maxiter=maxiter, certificate_rtol=certificate_rtol,
-            trial=trial, log=log, release=release,
+            trial=trial, log=log, release=release, rank_bound=rank_bound,
             progress=progress("lambda_min by shift-invert", "solves", True, 0.0))
         secs.update(phase)
         slq = None
@@ -462,6 +464,7 @@ def finalize_gram(gram_group, provenance: Optional[Dict[str, Any]] = None, clien
 
     st = settings or SpectrumSettings()
     path = os.path.join(str(gram_group.store.root), gram_group.path) if gram_group.path else str(gram_group.store.root)
+    store.drop_factors(path)  # every block is done: the shared factor rows free their disk before the spectra
     out = gram_spectrum(path, client, st, log=log or (lambda s: None))
     spec = {k: spectrum_record(out[k]) for k in ("lambda_min", "lambda_max")}
     spec.update(computed=out["method"], dense_max=int(st.dense_max), seconds=out["seconds"], precision=out["precision"])
@@ -479,6 +482,8 @@ def spectrum_record(rec: S.EigenRecord) -> Dict[str, Any]:
     d["error_bound"] = notes.get("error_bound")
     d["rayleigh_quotient"] = notes.get("rayleigh_quotient")
     d["stopped"] = notes.get("stopped")  # shift_invert: why the iteration stopped
+    if notes.get("rank_bound") is not None:
+        d["rank_bound"] = notes["rank_bound"]  # rank K <= it: K singular by construction when below N
 
     def clean(v):
         if isinstance(v, float) and not np.isfinite(v):

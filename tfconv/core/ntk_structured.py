@@ -52,6 +52,7 @@ terms are added, and the result comes back as a float64 numpy array.  The ReLU m
 """
 from __future__ import annotations
 
+import itertools
 import math
 import threading
 from typing import Dict, List, Mapping, Optional, Tuple
@@ -61,7 +62,8 @@ import torch
 
 from .model import ModelSpec
 
-__all__ = ["ntk_block_structured", "choose_forms", "flop_count", "FORMS"]
+__all__ = ["ntk_block_structured", "choose_forms", "flop_count", "FORMS", "factor_width", "rank_bound", "factor_rows",
+           "factor_buffer", "ntk_block_from_factors"]
 
 #: The forms each weight matrix's kernel term can be computed in; `choose_forms` picks the cheapest
 #: (ties go to the first listed).  "R" is the d x d form of Wq/Wk.
@@ -294,23 +296,30 @@ class _Engine:
         return blk
 
     def panel(self, Fr, Fc, out: np.ndarray, r0: int, c0: int, diag: bool, chunk: int, col_chunk: int):
-        """Fill out[r0 + rows of Fr, c0 + cols of Fc].  With diag (Fr is Fc) only chunk pairs on or
-        above the diagonal are computed and mirrored; diagonal chunk blocks are made exactly symmetric."""
-        nr, nc = Fr["pool"].shape[0], Fc["pool"].shape[0]
-        for a in range(0, nr, chunk):
-            ra = slice(a, min(a + chunk, nr))
-            for b in range(a if diag else 0, nc, col_chunk):
-                cb = slice(b, min(b + col_chunk, nc))
-                blk = self.pairs(Fr, Fc, ra, cb).cpu().numpy()
-                out[r0 + ra.start:r0 + ra.stop, c0 + cb.start:c0 + cb.stop] = blk
-                if diag:  # mirror the part right of the diagonal chunk block
-                    k0 = max(cb.start, ra.stop)
-                    if k0 < cb.stop:
-                        out[r0 + k0:r0 + cb.stop, c0 + ra.start:c0 + ra.stop] = blk[:, k0 - cb.start:].T
-            if diag:  # the diagonal chunk block: its upper triangle wins
-                sub = out[r0 + ra.start:r0 + ra.stop, c0 + ra.start:c0 + ra.stop]
-                il = np.tril_indices(sub.shape[0], -1)
-                sub[il] = sub.T[il]
+        """Fill out[r0 + rows of Fr, c0 + cols of Fc] (`_fill_panel`)."""
+        _fill_panel(lambda r, c: self.pairs(Fr, Fc, r, c), Fr["gemm"].shape[0], Fc["gemm"].shape[0],
+                    out, r0, c0, diag, chunk, col_chunk)
+
+
+def _fill_panel(pairs, nr: int, nc: int, out: np.ndarray, r0: int, c0: int, diag: bool, chunk: int,
+                col_chunk: int) -> None:
+    """Fill out[r0:r0 + nr, c0:c0 + nc] with pairs(rows, cols) (a float64 tensor per chunk pair).  With diag
+    (rows and columns are the same samples) only chunk pairs on or above the diagonal are computed and
+    mirrored; diagonal chunk blocks are made exactly symmetric."""
+    for a in range(0, nr, chunk):
+        ra = slice(a, min(a + chunk, nr))
+        for b in range(a if diag else 0, nc, col_chunk):
+            cb = slice(b, min(b + col_chunk, nc))
+            blk = pairs(ra, cb).cpu().numpy()
+            out[r0 + ra.start:r0 + ra.stop, c0 + cb.start:c0 + cb.stop] = blk
+            if diag:  # mirror the part right of the diagonal chunk block
+                k0 = max(cb.start, ra.stop)
+                if k0 < cb.stop:
+                    out[r0 + k0:r0 + cb.stop, c0 + ra.start:c0 + ra.stop] = blk[:, k0 - cb.start:].T
+        if diag:  # the diagonal chunk block: its upper triangle wins
+            sub = out[r0 + ra.start:r0 + ra.stop, c0 + ra.start:c0 + ra.stop]
+            il = np.tril_indices(sub.shape[0], -1)
+            sub[il] = sub.T[il]
 
 
 def _scale(t: torch.Tensor, s: float) -> torch.Tensor:
@@ -344,9 +353,10 @@ class _Workspace(threading.local):
             self.buffers[slot] = buf
         return buf[:numel]
 
-    def trim(self) -> None:
-        """After a call: drop the buffers if together they exceed WORKSPACE_KEEP_BYTES."""
-        if sum(b.numel() * b.element_size() for b in self.buffers.values()) > WORKSPACE_KEEP_BYTES:
+    def trim(self, keep: Optional[int] = None) -> None:
+        """After a call: drop the buffers if together they exceed ``keep`` bytes (`WORKSPACE_KEEP_BYTES`)."""
+        limit = WORKSPACE_KEEP_BYTES if keep is None else keep
+        if sum(b.numel() * b.element_size() for b in self.buffers.values()) > limit:
             self.buffers.clear()
 
 
@@ -356,6 +366,11 @@ _WORKSPACE = _Workspace()
 def release_workspace() -> None:
     """Free this thread's factor buffers (see `_Workspace`)."""
     _WORKSPACE.buffers.clear()
+
+
+def trim_workspace(keep: Optional[int] = None) -> None:
+    """Free this thread's factor buffers if together they exceed ``keep`` bytes (`_Workspace.trim`)."""
+    _WORKSPACE.trim(keep)
 
 
 def _psd_root(G: torch.Tensor) -> torch.Tensor:
@@ -437,6 +452,75 @@ def ntk_block_structured(
                     eng.panel(Fa, Fb, out, a0, b0, False, rows, cols)
                 del Fa
     _WORKSPACE.trim()
+    return out
+
+
+def factor_width(spec: ModelSpec, forms: Optional[Mapping[str, str]] = None) -> Optional[int]:
+    """G, the length of one sample's factor row when every kernel term is a GEMM (K = F F^T with F of
+    shape (N, G): rank K <= G); None when a token form is used (then K is not one GEMM of factor rows).
+    With the default forms and one output: width (1 + 2 d) + 2 d^2 with a hidden layer."""
+    fm = choose_forms(spec, forms)
+    if fm["Wv"] == "token" or (spec.hidden and fm.get("Wh") == "token"):
+        return None
+    w, d, C = spec.width, spec.d, spec.n_outputs
+    G = w + (C * w * d if spec.hidden else w * d) if fm["Wv"] == "explicit" else w
+    if spec.hidden:
+        G += {"lowrank": w * d, "explicit": C * w * w}[fm["Wh"]]
+    return G + (2 * C * w * d if fm["qk"] == "explicit" else 2 * C * d * d)
+
+
+def rank_bound(spec: ModelSpec) -> Optional[int]:
+    """An upper bound on the rank of the empirical NTK of ``spec`` whatever its parameters and inputs:
+    the fewest factor columns G over the forms whose terms are all GEMMs (K = F F^T, `factor_width`).
+    With more samples than this, K is singular by construction (lambda_min = 0 exactly; the computed
+    K's is rounding).  None for the ViT variant (its front end is not factored here)."""
+    if spec.vit:
+        return None
+    keys = list(_pair_costs(spec))
+    options = [[f for f in FORMS[k] if f != "token"] for k in keys]
+    return min(factor_width(spec, dict(zip(keys, combo))) for combo in itertools.product(*options))
+
+
+def factor_rows(params: Mapping[str, torch.Tensor], spec: ModelSpec, X, chunk_size: int = 64, *,
+                slot: str = "rows", forms: Optional[Mapping[str, str]] = None) -> torch.Tensor:
+    """F (n, G): every sample's factors side by side, K[i, j] = F_i . F_j (`ntk_block_from_factors`), in
+    the parameters' dtype and on their device.  Only for GEMM forms (`factor_width` is not None).
+
+    The result is a view of this thread's workspace ``slot`` (`_Workspace`): the next call with the same
+    slot overwrites it; copy or write it out to keep it.  A Gram's blocks can share the factors of
+    their samples instead of recomputing them per block (`tfconv.runner` keeps them on disk)."""
+    fm = choose_forms(spec, forms)
+    if factor_width(spec, fm) is None:
+        raise ValueError(f"factor_rows needs every kernel term as a GEMM; forms {fm} use a token form")
+    eng = _Engine(params, spec, fm)
+    Xt = _as_tensor(X, eng.dtype, eng.device)
+    if Xt.ndim != 3 or tuple(Xt.shape[1:]) != (spec.d_s, spec.d):
+        raise ValueError(f"X must have shape (n, d_s={spec.d_s}, d={spec.d}); got {tuple(Xt.shape)}")
+    with torch.no_grad():
+        return eng.factors(Xt, max(1, int(chunk_size)), slot)["gemm"]
+
+
+def factor_buffer(n: int, G: int, dtype: torch.dtype, slot: str = "cols", device=None) -> torch.Tensor:
+    """An (n, G) tensor from this thread's workspace ``slot`` to read stored factors into (no fresh
+    allocation per block: see `_Workspace`)."""
+    return _WORKSPACE.take(slot, n * G, dtype, device).view(n, G)
+
+
+def ntk_block_from_factors(F_rows: torch.Tensor, F_cols: Optional[torch.Tensor] = None) -> np.ndarray:
+    """K[rows, cols] = F_rows F_cols^T in float64 (each GEMM in the factors' dtype), by the same
+    `GEMM_ROWS` x `GEMM_COLS` pair GEMMs as `ntk_block_structured`; F_cols=None: the symmetric block
+    (pairs on or above the diagonal, mirrored: exactly symmetric)."""
+    symmetric = F_cols is None
+    Fc = F_rows if symmetric else F_cols
+    if F_rows.ndim != 2 or Fc.ndim != 2 or F_rows.shape[1] != Fc.shape[1]:
+        raise ValueError(f"factor rows must be (n, G) with the same G; got {tuple(F_rows.shape)} and {tuple(Fc.shape)}")
+    out = np.empty((F_rows.shape[0], Fc.shape[0]), dtype=np.float64)
+
+    def pairs(r: slice, c: slice) -> torch.Tensor:
+        return (F_rows[r] @ Fc[c].T).to(torch.float64)
+
+    with torch.no_grad():
+        _fill_panel(pairs, out.shape[0], out.shape[1], out, 0, 0, symmetric, GEMM_ROWS, GEMM_COLS)
     return out
 
 

@@ -372,12 +372,15 @@ def certified_lambda_min(matvec: MatVec, n: int, chol: Factor, lambda_max: float
                          tol: float = 1e-10, maxiter: int = 300, certificate_rtol: float = 0.0,
                          trial: Optional[Trial] = None, log: Callable[[str], None] = lambda s: None,
                          progress: Optional[Progress] = None,
-                         release: Optional[Callable[[], None]] = None) -> Tuple[EigenRecord, Dict[str, float]]:
+                         release: Optional[Callable[[], None]] = None,
+                         rank_bound: Optional[int] = None) -> Tuple[EigenRecord, Dict[str, float]]:
     """lambda_min of a symmetric PSD K by shift-invert Lanczos, with its error, verdict and certificate;
     returns (record, seconds per phase: cholesky, shift_invert, certificate).
 
     1. **Cholesky** of K - sigma I, sigma = 0 first (success: lambda_min > 0), then the negative shifts of
-       `initial_shifts` until one factors (K numerically indefinite: its bottom is rounding).
+       `initial_shifts` until one factors (K numerically indefinite: its bottom is rounding).  With
+       ``rank_bound`` < n (K = F F^T with fewer columns than rows: singular by construction) sigma = 0
+       is not tried: whether it factors would only say which way the rounding went.
     2. **shift-invert** Lanczos with that factor (`lambda_min_shift_invert`), stopped in absolute terms:
        error estimate <= `solver_tolerance` (a tenth of the precision of K), or an estimate at or below
        ``rounding`` (a rounding-level bottom: "below the precision of K" in a few solves); then
@@ -392,7 +395,11 @@ def certified_lambda_min(matvec: MatVec, n: int, chol: Factor, lambda_max: float
     cert = Certificate()
     solve, sigma = None, 0.0
     t0 = time.perf_counter()
-    for sig in [0.0] + initial_shifts(lambda_max):
+    singular = rank_bound is not None and int(rank_bound) < n
+    if singular:
+        log(f"[spectra] rank K <= {int(rank_bound)} < N = {n}: K is singular by construction; its Cholesky "
+            "starts at the first negative shift")
+    for sig in ([] if singular else [0.0]) + initial_shifts(lambda_max):
         ts = time.perf_counter()
         solve, col = chol(sig)
         cert.add(sig, solve is not None, col, time.perf_counter() - ts)
@@ -429,6 +436,8 @@ def certified_lambda_min(matvec: MatVec, n: int, chol: Factor, lambda_max: float
         secs["certificate"] = time.perf_counter() - t0
     rmin.certificate = cert.bracket
     rmin.notes["certificate_trials"] = cert.trials
+    if rank_bound is not None:
+        rmin.notes["rank_bound"] = int(rank_bound)
     log(f"[spectra] certificate: lambda_min in ({cert.lo:.6g}, {cert.hi:.6g}]")
     return rmin, secs
 

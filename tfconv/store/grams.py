@@ -18,10 +18,18 @@ spectrum (computed by the caller, `tfconv.cluster.dask_spectra.finalize_gram`) a
 finalising step after every block is done, so an interrupted assembly resumes block by block.  Readers
 that need only the statistics (`gram_statistics_stored`) read K panel by panel, never whole;
 `check_gram` (what `tfconv verify` asks of a Gram) reads it block by block.
+
+While a large Gram is assembled its block tasks share the samples' NTK factor rows
+(`tfconv.core.ntk_structured.factor_rows`, K[I, J] = F_I F_J^T): ``factors/<block row>.npy``, one .npy
+per block of rows (dtype of the Gram's precision, shape (rows, G)), each written whole to a temporary
+name and renamed (a file there is complete), removed when the Gram is finalised or recreated.
 """
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import uuid
 from pathlib import Path
 from typing import List, Mapping, Optional, Tuple
 
@@ -72,6 +80,7 @@ def ensure_gram(gram_store, rid: str, epoch: int, n: int, block_size: int, attrs
     for parent in (Path(gram_store), Path(gram_store) / rid):
         if not exists(parent):
             zarr.open_group(str(parent), mode="a")
+    drop_factors(p)  # left by an earlier group of this name: not this Gram's
     g = zarr.open_group(str(p), mode="a")
     zarr.create_array(store=g.store, name=f"{g.path}/K" if g.path else "K", shape=(n, n), chunks=(block_size, block_size),
                       dtype="float64", dimension_names=["i", "j"], fill_value=np.nan, overwrite=True)
@@ -178,7 +187,59 @@ def finalize_gram(gram_group, eigenvalues: Optional[np.ndarray] = None, provenan
     gram_group.attrs["spectrum_arrays"] = arrays
     if provenance:
         gram_group.attrs["provenance"] = json_safe(dict(provenance))
+    drop_factors(_group_dir(gram_group))
     gram_group.attrs["complete"] = True
+
+
+FACTORS = "factors"
+
+
+def _group_dir(gram_group) -> Path:
+    root = Path(str(gram_group.store.root))
+    return root / gram_group.path if gram_group.path else root
+
+
+def factor_file(gram_group, bi: int) -> Path:
+    """Where block row ``bi``'s factor rows are kept while the Gram is assembled."""
+    return _group_dir(gram_group) / FACTORS / f"{int(bi)}.npy"
+
+
+def write_factors(gram_group, bi: int, F: np.ndarray) -> None:
+    """Keep block row ``bi``'s factor rows (n_rows, G): written whole under a temporary name, then
+    renamed, so that a file under its final name is complete (two writers of the same rows write the
+    same numbers; the last rename wins)."""
+    path = factor_file(gram_group, bi)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            np.lib.format.write_array(fh, np.asarray(F), allow_pickle=False)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def read_factors(gram_group, bi: int, out: np.ndarray) -> bool:
+    """Read block row ``bi``'s factor rows into ``out`` (its shape and dtype are what the caller
+    expects); False when there is no such file or it holds another shape or dtype (then the caller
+    computes them again)."""
+    path = factor_file(gram_group, bi)
+    try:
+        with open(path, "rb") as fh:
+            version = np.lib.format.read_magic(fh)
+            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape, fortran, dtype = header(fh)
+            if tuple(shape) != out.shape or fortran or np.dtype(dtype) != out.dtype or not out.flags.c_contiguous:
+                return False
+            return fh.readinto(memoryview(out).cast("B")) == out.nbytes
+    except (OSError, ValueError):
+        return False
+
+
+def drop_factors(group_dir) -> None:
+    """Remove a Gram's kept factor rows (`write_factors`)."""
+    shutil.rmtree(Path(group_dir) / FACTORS, ignore_errors=True)
 
 
 def check_gram(gram_store, rid: str, epoch: int) -> List[str]:
