@@ -161,3 +161,29 @@ def test_identical_inputs_are_counted_and_named_in_the_finding():
         assert f"from N = {first} on the data hold identical inputs" in finding
     else:
         assert "no two inputs are identical" in finding
+
+
+def test_the_ntk_rank_bound_is_drawn_where_n_passes_it_and_named_in_the_finding():
+    """rank K_0 <= G(width) (264 = the parameter count at width 8, d = 8; 672 at width 32): the aggregate holds
+    it per width, the figure draws it where it lies inside the N range (width 8 only: 8 <= 264 <= 384), and the
+    finding says K_0 is singular by construction past it; with a larger N range left out, it says every N is
+    below it.  Consistent with the measured verdicts: width 8 is below the precision of K at N = 384 > 264."""
+    from tfconv.core.model import ModelSpec
+    from tfconv.core.ntk_structured import rank_bound
+
+    ds = aggregate()
+    want = [rank_bound(ModelSpec(width=w, d=D, d_s=D_S, n_outputs=1, hidden=True)) for w in WIDTHS]
+    assert ds["ntk_rank_bound"].values.tolist() == want == [264, 672]
+    assert (_lm(ds, "lambda_min_verdict").sel(width=8, n_samples=384) == BELOW_PRECISION).all()
+    cv, finding = figure("text_assumption", ds, SETTINGS)
+    for panel in cv.visible_panels():
+        labels = panel.labels()
+        assert "rank bound of K_0, width 8: N = 264" in labels
+        assert not any("width 32: N =" in lab for lab in labels)
+        assert [m.data for m in panel.marks if m.kind == "axvline"] == [(264.0,)]
+    assert "N passes the NTK's rank bound at width 8 (bound 264 at width 8, 672 at width 32)" in finding
+    small = ds.sel(n_samples=[n for n in NS if n <= 192])
+    _, finding = figure("text_assumption", small, SETTINGS)
+    assert "every N is below the NTK's rank bound (264 at width 8, 672 at width 32)" in finding
+    _, finding = figure("text_assumption", ds.drop_vars("ntk_rank_bound"), SETTINGS)
+    assert "rank bound" not in finding

@@ -200,6 +200,27 @@ def test_workspace_reuse_across_calls_threads_and_dtypes(monkeypatch):
     [t.join() for t in threads]
     for i in (0, 3):
         assert all(rel_err(K, refs[i]) < RTOL["float64"] for K in results[i])
+    # a thread's buffers are freed from another thread (`release_all_workspaces`, what assemble_grams runs
+    # on every Dask worker after the blocks), and a finished thread's buffers are not kept alive
+    import gc
+
+    held, go = threading.Event(), threading.Event()
+
+    def hold():
+        sp, p, X = cases[0]
+        ntk_block_structured(p, sp, X, chunk_size=4)
+        held.set()
+        go.wait(10)
+
+    t = threading.Thread(target=hold)
+    t.start()
+    held.wait(10)
+    assert S._WORKSPACE.buffers  # this thread's, from the calls above
+    assert S.release_all_workspaces() > 0 and S._WORKSPACE.buffers == {}
+    go.set()
+    t.join()
+    gc.collect()
+    assert all(not b for b in S._ALL_BUFFERS) and len(S._ALL_BUFFERS) <= 2
     monkeypatch.setattr(S, "WORKSPACE_KEEP_BYTES", 1000)
     sp, p, X = cases[0]
     ntk_block_structured(p, sp, X, chunk_size=4)
@@ -244,7 +265,8 @@ def test_factor_width_is_the_rank_bound():
     assert 0 < np.linalg.matrix_rank(K) <= G
     from tfconv.core.ntk_structured import rank_bound
 
-    assert rank_bound(spec) == min(G, factor_width(spec, {"qk": "explicit"}), factor_width(spec, {"Wh": "explicit"}))
+    P = sum(v.numel() for v in params.values())
+    assert rank_bound(spec) == min(G, P, factor_width(spec, {"qk": "explicit"}), factor_width(spec, {"Wh": "explicit"}))
     assert np.linalg.matrix_rank(K) <= rank_bound(spec) <= G
     assert rank_bound(ModelSpec(width=256, d=49, d_s=16, n_outputs=1, hidden=True)) == 256 * 99 + 2 * 49 ** 2  # 30,146
     assert rank_bound(ModelSpec(width=8, d=4, d_s=4, n_outputs=1, embed=6)) is None  # ViT front end: no bound

@@ -137,6 +137,9 @@ def test_a_rank_bound_below_n_skips_the_unshifted_cholesky():
     assert calls_skipped[0] == S.initial_shifts(rmax.value)[0]
     assert skipped.verdict == plain.verdict == S.BELOW_PRECISION and skipped.value == plain.value
     assert skipped.certificate[0] == plain.certificate[0] < 0 and skipped.notes["rank_bound"] == 100
+    # exactly singular: the computed K's lambda_min is within its rounding of 0, so hi = the rounding level
+    assert skipped.certificate[1] == rounding and skipped.certificate[0] < skipped.value <= rounding
+    assert skipped.notes["certificate_trials"][-1]["kind"] == "rank_bound"
     full = K + 0.5 * np.eye(600)  # a bound of n or more changes nothing
     rec, calls = run(full, 600)
     assert calls[0] == 0.0 and rec.certificate[0] == 0.0 and rec.verdict == S.RESOLVED

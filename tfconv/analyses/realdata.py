@@ -56,7 +56,24 @@ def data_kernel_vars(dataset, exp) -> Dict[str, Any]:
             "duplicate_inputs": (("n_samples",), np.asarray(dups, dtype=np.int64),
                                  {"definition": "samples among the first N whose input X equals an earlier one's "
                                                 "(e.g. a review repeated in the corpus): each makes K_0 singular, "
-                                                "lambda_min(K_0) = 0 for every model"})}
+                                                "lambda_min(K_0) = 0 for every model"}),
+            **_ntk_rank_bound_var(dataset, exp)}
+
+
+def _ntk_rank_bound_var(dataset, exp) -> Dict[str, Any]:
+    """``ntk_rank_bound`` over width: rank K_0 <= it for any parameters and inputs
+    (`tfconv.core.ntk_structured.rank_bound`); past it K_0 is singular by construction.  {} for the ViT
+    variant (no bound)."""
+    from ..core.ntk_structured import rank_bound
+
+    by_width = {p.width: p for p in exp.points}
+    bounds = [rank_bound(by_width[w].spec(dataset)) for w in exp.grid["width"]]
+    if any(b is None for b in bounds):
+        return {}
+    return {"ntk_rank_bound": (("width",), np.asarray(bounds, dtype=np.int64),
+                               {"definition": "an upper bound on rank K_0 for any parameters and inputs: the "
+                                              "fewest NTK factor columns (K = F F^T) or the parameter count; "
+                                              "lambda_min(K_0) = 0 exactly for N above it"})}
 
 
 #: mnist_accuracy: the measured loss and accuracy per scaling (line style), the linearised loss per scaling
@@ -283,6 +300,10 @@ def text_assumption(ds, settings) -> tuple:
             fits[(sc, ini, w)] = _trend(cv, ax, X[res], value[res], c, f"fit width {w}", panel, "lambda_min_K0", g,
                                         D.group_label(width=w, init=ini, scaling=sc), conf)
             allv += list(value[res]) + list(ub[below]) + list(hi_e[res][np.isfinite(hi_e[res])])
+            bound = _rank_bound_at(ds, w)
+            if bound is not None and ns.min() <= bound <= ns.max():  # past it K_0 is singular by construction
+                ax.axvline(bound, color=c, ls="--", lw=0.9, alpha=0.8, label=f"rank bound of K_0, width {w}: N = {bound:,}")
+                cv.record(panel, "ntk_rank_bound", "n_samples", float(bound), float(bound), "rank_bound", **g)
         ax.set(xlabel="n_samples N", ylabel=r"$\lambda_{\min}(K_0)$", title=D.group_text(sc, ini))
         D.set_log(ax, "x", ns)
     data_part = _data_kernel(cv, ds, conf, allv)
@@ -311,8 +332,31 @@ def text_assumption(ds, settings) -> tuple:
     finding = (f"lambda_min(K_0) ({D.INIT_LABEL.get(ini, ini)}, {sc}): {status}; at N = {int(ns.max())} it ranges "
                f"over [{D.fmt(smallest)}, {D.fmt(np.nanmax(v_at) if fin.any() else np.nan)}] across widths"
                f"{' (<= 0: the assumption fails there)' if np.isfinite(smallest) and smallest <= 0 else ''}; "
-               f"the resolved values scale as N^{D.ci(f)} at width {wmax}") + data_part + _duplicates_clause(ds)
+               f"the resolved values scale as N^{D.ci(f)} at width {wmax}") + _rank_bound_clause(ds, ns) + data_part \
+        + _duplicates_clause(ds)
     return cv, finding + D.diverged_clause(s)
+
+
+def _rank_bound_at(ds, width):
+    """``ntk_rank_bound`` of one width (None when the aggregate has none)."""
+    if "ntk_rank_bound" not in ds:
+        return None
+    return int(ds["ntk_rank_bound"].sel(width=width).values)
+
+
+def _rank_bound_clause(ds, ns) -> str:
+    """The finding's clause on the NTK's own rank bound G(width): where N passes it, K_0 is singular by
+    construction (lambda_min = 0 exactly, whatever the data)."""
+    if "ntk_rank_bound" not in ds:
+        return ""
+    widths = stats.axis_values(ds, "width")
+    bounds = {w: _rank_bound_at(ds, w) for w in widths}
+    past = {w: b for w, b in bounds.items() if b < ns.max()}
+    text = ", ".join(f"{b:,} at width {w}" for w, b in bounds.items())
+    if not past:
+        return f"; every N is below the NTK's rank bound ({text})"
+    return (f"; N passes the NTK's rank bound at width {', '.join(str(w) for w in past)} (bound {text}): "
+            "K_0 is singular by construction there, lambda_min(K_0) = 0 exactly")
 
 
 def _duplicates_clause(ds) -> str:
@@ -415,6 +459,8 @@ certificate's bracket where the spectrum was iterative; a value below the precis
 down-triangle at its upper bound and is never fitted. The line is the seed mean of the resolved values,
 the dotted line and band the fitted power law N^slope with its confidence interval (resolved values
 only). The data kernel's minimum eigenvalue (black squares) is fitted only below its rank limit
-d_s x d; at and above it, it is drawn open and not fitted. The assumption holds when lambda_min
-stays resolved and away from zero as N grows.""",
+d_s x d; at and above it, it is drawn open and not fitted. A dashed vertical line (a width's colour)
+marks the NTK's own rank bound where it falls inside the N range: past it K_0 has more rows than its
+factor F (K_0 = F F^T) has columns, so it is singular by construction. The assumption holds when
+lambda_min stays resolved and away from zero as N grows.""",
 ))

@@ -197,6 +197,10 @@ def assemble_grams(job: GramJob, points: Sequence[Any], client, spectrum: Option
                 f"eta {el / max(n_done, 1) * (len(submitted) - n_done):.0f}s")
             last = time.time()
     t_blocks = time.time() - t0
+    if submitted:  # the workers' kept factor buffers (up to 2 GiB each) are not needed by the spectra
+        from ..core.ntk_structured import release_all_workspaces
+
+        client.run(release_all_workspaces)
     lams = []
     t_spec = time.time()
     for point, epoch in to_finalize:  # the spectra go to the store, not the log

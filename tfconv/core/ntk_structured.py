@@ -55,6 +55,7 @@ from __future__ import annotations
 import itertools
 import math
 import threading
+import weakref
 from typing import Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
@@ -123,7 +124,10 @@ def _pair_chunks(spec: ModelSpec, fm: Mapping[str, str], chunk_size: int,
 def _as_tensor(X, dtype, device=None) -> torch.Tensor:
     if isinstance(X, torch.Tensor):
         return X.detach().to(dtype=dtype, device=device)
-    return torch.as_tensor(np.asarray(X), dtype=dtype, device=device)
+    a = np.asarray(X)
+    if not a.flags.writeable:  # e.g. rows of a read-only memory map: torch would share it and warn
+        a = np.array(a)
+    return torch.as_tensor(a, dtype=dtype, device=device)
 
 
 class _Engine:
@@ -331,6 +335,21 @@ def _scale(t: torch.Tensor, s: float) -> torch.Tensor:
 WORKSPACE_KEEP_BYTES = 512 * 1024 ** 2
 
 
+class _Buffers(dict):
+    """One thread's buffers: slot -> tensor (a dict that can be weakly referenced, hashed by identity)."""
+
+    __hash__ = object.__hash__
+
+    def __eq__(self, other):
+        return self is other if isinstance(other, _Buffers) else dict.__eq__(self, other)
+
+
+#: Every live thread's buffers (`release_all_workspaces` frees them from any thread; a thread's entry
+#: goes with the thread).
+_ALL_BUFFERS: "weakref.WeakSet[_Buffers]" = weakref.WeakSet()
+_ALL_LOCK = threading.Lock()
+
+
 class _Workspace(threading.local):
     """Per-thread factor buffers, reused from one engine call to the next.
 
@@ -341,8 +360,10 @@ class _Workspace(threading.local):
     most `WORKSPACE_KEEP_BYTES` (they only grow to what a call needed); `release_workspace()` frees them.
     """
 
-    def __init__(self):
-        self.buffers: Dict[str, torch.Tensor] = {}
+    def __init__(self):  # once per thread
+        self.buffers: Dict[str, torch.Tensor] = _Buffers()
+        with _ALL_LOCK:
+            _ALL_BUFFERS.add(self.buffers)
 
     def take(self, slot: str, numel: int, dtype: torch.dtype, device=None) -> torch.Tensor:
         buf = self.buffers.get(slot)
@@ -366,6 +387,18 @@ _WORKSPACE = _Workspace()
 def release_workspace() -> None:
     """Free this thread's factor buffers (see `_Workspace`)."""
     _WORKSPACE.buffers.clear()
+
+
+def release_all_workspaces() -> int:
+    """Free the factor buffers of every thread of this process (e.g. a Dask worker's, once a Gram's blocks
+    are done: ``client.run(release_all_workspaces)``); returns the bytes freed.  Call it when no engine
+    call is running."""
+    freed = 0
+    with _ALL_LOCK:
+        for bufs in list(_ALL_BUFFERS):
+            freed += sum(b.numel() * b.element_size() for b in bufs.values())
+            bufs.clear()
+    return freed
 
 
 def trim_workspace(keep: Optional[int] = None) -> None:
@@ -471,14 +504,17 @@ def factor_width(spec: ModelSpec, forms: Optional[Mapping[str, str]] = None) -> 
 
 def rank_bound(spec: ModelSpec) -> Optional[int]:
     """An upper bound on the rank of the empirical NTK of ``spec`` whatever its parameters and inputs:
-    the fewest factor columns G over the forms whose terms are all GEMMs (K = F F^T, `factor_width`).
+    the fewest factor columns G over the forms whose terms are all GEMMs (K = F F^T, `factor_width`), or
+    the parameter count P if smaller (K = J J^T).
     With more samples than this, K is singular by construction (lambda_min = 0 exactly; the computed
     K's is rounding).  None for the ViT variant (its front end is not factored here)."""
     if spec.vit:
         return None
     keys = list(_pair_costs(spec))
     options = [[f for f in FORMS[k] if f != "token"] for k in keys]
-    return min(factor_width(spec, dict(zip(keys, combo))) for combo in itertools.product(*options))
+    w, d, C = spec.width, spec.d, spec.n_outputs
+    n_params = 3 * w * d + (w * w if spec.hidden else 0) + w * C  # K = J J^T: rank <= P as well
+    return min([n_params] + [factor_width(spec, dict(zip(keys, combo))) for combo in itertools.product(*options)])
 
 
 def factor_rows(params: Mapping[str, torch.Tensor], spec: ModelSpec, X, chunk_size: int = 64, *,

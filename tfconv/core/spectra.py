@@ -115,8 +115,9 @@ class Certificate:
 
     def add(self, sigma: float, ok: bool, column: Optional[int] = None, seconds: float = 0.0,
             kind: str = "cholesky") -> None:
-        """A trial: ``kind`` "cholesky" (K - sigma I factors or not) or "rayleigh_quotient" (sigma = v^T K v
-        of a unit v, an upper bound of lambda_min: ``ok`` False)."""
+        """A trial: ``kind`` "cholesky" (K - sigma I factors or not), "rayleigh_quotient" (sigma = v^T K v
+        of a unit v, an upper bound of lambda_min: ``ok`` False) or "rank_bound" (rank K < N: the exact
+        lambda_min is 0, so the computed K's is at most its rounding level sigma: ``ok`` False)."""
         self.trials.append({"sigma": float(sigma), "ok": bool(ok), "column": column, "seconds": float(seconds),
                             "kind": kind})
         if ok:
@@ -388,7 +389,8 @@ def certified_lambda_min(matvec: MatVec, n: int, chol: Factor, lambda_max: float
     3. **certificate**: the bracket (lo, hi] of lambda_min, independent of the iteration's convergence:
        lo from the Cholesky successes (sigma = 0 or the shift; with ``certificate_rtol`` > 0 and a
        resolved value also sigma = value (1 - rtol), by ``trial`` (default: ``chol``)), hi from the
-       failures and the Rayleigh quotient v^T K v of the returned unit vector plus the rounding level of K
+       failures, the rounding level of K when ``rank_bound`` < n (exact lambda_min 0),
+       and the Rayleigh quotient v^T K v of the returned unit vector plus the rounding level of K
        (lambda_min <= v^T K v for any unit v, exactly; computed, up to the precision of K).  A value below the precision of K gets no extra factorisation.
     """
     secs: Dict[str, float] = {}
@@ -426,6 +428,8 @@ def certified_lambda_min(matvec: MatVec, n: int, chol: Factor, lambda_max: float
         f"(rounding of K {rounding:.3g}): {rmin.verdict}, {secs['shift_invert']:.0f}s")
     # v^T K v >= lambda_min for a unit v, up to the rounding of K and of the product: widened by the precision of K
     cert.add(rmin.notes["rayleigh_quotient"] + rounding, False, None, 0.0, kind="rayleigh_quotient")
+    if singular:  # exactly singular: lambda_min of the computed K is within its rounding of 0 (Weyl)
+        cert.add(rounding, False, None, 0.0, kind="rank_bound")
     if certificate_rtol > 0 and rmin.verdict == RESOLVED and rmin.value * (1 - certificate_rtol) > cert.lo:
         t0 = time.perf_counter()
 

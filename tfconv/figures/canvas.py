@@ -1,7 +1,7 @@
 """The figure model: panels of marks (lines, bands, points) plus the numbers drawn, without matplotlib.
 
 An analysis's numbers function draws on a `Canvas` as it would on matplotlib axes (the same small
-API: ``plot``, ``fill_between``, ``axhline``, ``text``, ``set`` ...), but nothing is rendered: every
+API: ``plot``, ``fill_between``, ``axhline``, ``axvline``, ``text``, ``set`` ...), but nothing is rendered: every
 call is kept as a `Mark` with its data.  `tfconv.figures.render` replays the marks with matplotlib
 in the shared style; tests read the marks to check what a figure shows (every series has finite
 points, every panel has data) without parsing a PNG.
@@ -44,7 +44,7 @@ SLOPE_COLUMNS = ["figure", "quantity", "group", "slope", "ci_low", "ci_high", "r
 
 @dataclass
 class Mark:
-    """One drawing call: kind is plot, errorbar, fill_between, axhline, arrow or text; data arrays in
+    """One drawing call: kind is plot, errorbar, fill_between, axhline, axvline, arrow or text; data arrays in
     `data`; `role` says what it shows (`ROLES`)."""
 
     kind: str
@@ -122,6 +122,9 @@ class Panel:
 
     def axhline(self, y, role: str = "reference", **style) -> None:
         self.marks.append(Mark("axhline", (float(y),), dict(style), _role(role)))
+
+    def axvline(self, x, role: str = "reference", **style) -> None:
+        self.marks.append(Mark("axvline", (float(x),), dict(style), _role(role)))
 
     def arrow(self, x, y, direction: str, length: float = 10.0, **style) -> None:
         """An arrow of `length` points from (x, y) pointing "up" or "down": a value censored by the end

@@ -117,6 +117,8 @@ def _apply(ax, panel: Panel) -> None:
             ax.fill_between(*m.data, **m.style)
         elif m.kind == "axhline":
             ax.axhline(m.data[0], **m.style)
+        elif m.kind == "axvline":
+            ax.axvline(m.data[0], **m.style)
         elif m.kind == "arrow":
             x, y, direction, length = m.data
             style = dict(m.style)
