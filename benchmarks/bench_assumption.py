@@ -1,7 +1,7 @@
 """The assumption check at corpus scale: certified lambda_min of the real NTK, float64, out of core.
 
-    python benchmarks/bench_assumption.py --data reviews --compare-dense     # N = 12,808: ~25 min on 2 cores
-    python benchmarks/bench_assumption.py --data mnist                       # N = 50,000: ~60 min, ~30 GB disk
+    python benchmarks/bench_assumption.py --data reviews --compare-dense     # N = 12,808: ~9 min on 2 cores
+    python benchmarks/bench_assumption.py --data mnist                       # N = 50,000: ~53 min, ~42 GB disk
     python benchmarks/bench_assumption.py --data reviews --n 2000 --compare-dense   # a smoke test (~1 min)
 
 Run it alone on the machine (hold the shared lock for the whole run).  What runs, exactly as the workflow
@@ -14,9 +14,11 @@ runs it above ``gram.spectrum_dense_max`` (one fresh Dask LocalCluster: 2 worker
    written once to a .npy that every worker memory-maps.
 2. **blocks**: the empirical NTK at initialisation of the paper's model (width 256, LeCun, tau0 = d_m^-1/2,
    one output) from the structured engine in float64 (the parameters cast once), one Dask task per upper
-   block of ``--block`` rows, written by the workflow's store code (`store.ensure_gram` with its
-   ``precision``, `store.write_block`).  Each task times its engine call; the engine's FLOPs are
-   `flop_count` of each block.  The float64 matmul rate (torch, one thread, 2048^2 @ 2048^2) is measured
+   block of ``--block`` rows, computed as the workflow's block tasks compute them from 4,096 samples on
+   (`runner.ntk_block_shared`: the samples' factor rows shared through the store) and written by the
+   workflow's store code (`store.ensure_gram` with its ``precision`` and ``rank_bound``, `store.write_block`);
+   the workers' factor buffers are freed after the blocks.  Each task times its engine call; the engine's
+   FLOPs are `flop_count`'s pair GEMMs of each block plus the factors of the samples it computed.  The float64 matmul rate (torch, one thread, 2048^2 @ 2048^2) is measured
    in every worker before and after the blocks: the engine's rate is compared with it per core.
 3. **spectra**: `tfconv.cluster.dask_spectra.gram_spectrum`: lambda_max by Lanczos over the Zarr K,
    max diag K for the precision of K, the out-of-core Cholesky, shift-invert Lanczos stopped in absolute
