@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import math
-import os
 import time
 from dataclasses import dataclass
 from functools import lru_cache
@@ -463,7 +462,7 @@ def finalize_gram(gram_group, provenance: Optional[Dict[str, Any]] = None, clien
     from .. import store
 
     st = settings or SpectrumSettings()
-    path = os.path.join(str(gram_group.store.root), gram_group.path) if gram_group.path else str(gram_group.store.root)
+    path = str(store.group_dir(gram_group))
     store.drop_factors(path)  # every block is done: the shared factor rows free their disk before the spectra
     out = gram_spectrum(path, client, st, log=log or (lambda s: None))
     spec = {k: spectrum_record(out[k]) for k in ("lambda_min", "lambda_max")}

@@ -512,9 +512,8 @@ def rank_bound(spec: ModelSpec) -> Optional[int]:
         return None
     keys = list(_pair_costs(spec))
     options = [[f for f in FORMS[k] if f != "token"] for k in keys]
-    w, d, C = spec.width, spec.d, spec.n_outputs
-    n_params = 3 * w * d + (w * w if spec.hidden else 0) + w * C  # K = J J^T: rank <= P as well
-    return min([n_params] + [factor_width(spec, dict(zip(keys, combo))) for combo in itertools.product(*options)])
+    # K = J J^T as well: rank K <= the parameter count
+    return min([spec.n_params()] + [factor_width(spec, dict(zip(keys, combo))) for combo in itertools.product(*options)])
 
 
 def factor_rows(params: Mapping[str, torch.Tensor], spec: ModelSpec, X, chunk_size: int = 64, *,

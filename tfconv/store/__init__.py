@@ -11,7 +11,7 @@ from ._zarr import (StoreError, attrs, block_digest, clean_staging, exists, grou
                     metadata_file, modified_ns, write_json_atomic, write_text_atomic)
 from .datasets import DATASET_ARRAYS, dataset_hash, read_dataset, write_dataset
 from .grams import (assembled_matrix, block_ranges, blocks_done, check_gram, check_gram_store, drop_factors,
-                    ensure_gram, factor_file, finalize_gram, gram_complete, gram_path, gram_precision,
+                    ensure_gram, factor_file, finalize_gram, group_dir, gram_complete, gram_path, gram_precision,
                     gram_statistics_stored, lambda_min_assessment, open_gram, read_factors, read_gram, read_spectrum,
                     upper_blocks, write_block, write_factors)
 from .layout import Results
@@ -24,7 +24,7 @@ __all__ = [
     "DATASET_ARRAYS", "dataset_hash", "read_dataset", "write_dataset",
     "assembled_matrix", "block_ranges", "blocks_done", "check_gram", "check_gram_store", "ensure_gram", "finalize_gram",
     "gram_complete", "gram_path", "gram_precision", "gram_statistics_stored", "lambda_min_assessment", "open_gram",
-    "read_gram", "read_spectrum", "drop_factors", "factor_file", "read_factors", "write_factors",
+    "read_gram", "read_spectrum", "drop_factors", "factor_file", "group_dir", "read_factors", "write_factors",
     "upper_blocks", "write_block",
     "check_run", "check_train_store", "ensure_train_store", "list_runs", "read_curves", "read_run", "run_attrs",
     "run_complete", "run_path", "runs_dir", "write_run",

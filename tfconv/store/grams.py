@@ -187,21 +187,22 @@ def finalize_gram(gram_group, eigenvalues: Optional[np.ndarray] = None, provenan
     gram_group.attrs["spectrum_arrays"] = arrays
     if provenance:
         gram_group.attrs["provenance"] = json_safe(dict(provenance))
-    drop_factors(_group_dir(gram_group))
+    drop_factors(group_dir(gram_group))
     gram_group.attrs["complete"] = True
 
 
 FACTORS = "factors"
 
 
-def _group_dir(gram_group) -> Path:
+def group_dir(gram_group) -> Path:
+    """The folder of a Gram's zarr group."""
     root = Path(str(gram_group.store.root))
     return root / gram_group.path if gram_group.path else root
 
 
 def factor_file(gram_group, bi: int) -> Path:
     """Where block row ``bi``'s factor rows are kept while the Gram is assembled."""
-    return _group_dir(gram_group) / FACTORS / f"{int(bi)}.npy"
+    return group_dir(gram_group) / FACTORS / f"{int(bi)}.npy"
 
 
 def write_factors(gram_group, bi: int, F: np.ndarray) -> None:
@@ -237,9 +238,9 @@ def read_factors(gram_group, bi: int, out: np.ndarray) -> bool:
         return False
 
 
-def drop_factors(group_dir) -> None:
+def drop_factors(folder) -> None:
     """Remove a Gram's kept factor rows (`write_factors`)."""
-    shutil.rmtree(Path(group_dir) / FACTORS, ignore_errors=True)
+    shutil.rmtree(Path(folder) / FACTORS, ignore_errors=True)
 
 
 def check_gram(gram_store, rid: str, epoch: int) -> List[str]:
